@@ -1,0 +1,183 @@
+// The Switchboard plugin ABI: the one host header a plugin includes.
+//
+// A plugin is a shared object holding the policy of one kind (routing, auth,
+// presence, offline). The stable host process owns every socket, session and
+// byte of storage; a plugin decides, and reaches the host only through the
+// HostServices it is given. The host may swap a plugin for another version at
+// any time between two calls, so everything a plugin must remember across a
+// swap leaves it as bytes (exportState) and enters the next version as bytes
+// (importState) — Erlang's code_change.
+//
+// Rules that make unloading safe (the host relies on them; breaking one is a
+// crash after a swap, not a compile error):
+//   * No exception leaves a plugin call. The host wraps every call and counts a
+//     throw as an error of that version, but a plugin should return errors.
+//   * Nothing made by the plugin outlives its library: no object with a vtable,
+//     no std::function, no type_info, no exception_ptr crosses to the host.
+//     Plain data (integers, std::string, std::vector of plain structs) may.
+//   * A plugin starts no threads and uses no thread_local: calls arrive on the
+//     host's network threads, concurrently, so a plugin guards its own state.
+//   * A plugin never blocks: host services are non-blocking by contract.
+//
+// Build a plugin with -fvisibility=hidden -fno-gnu-unique (CMake target
+// switchboard_plugin_flags) and export its descriptor with SWITCHBOARD_PLUGIN.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace switchboard::plugin {
+
+// Bumped on any change to the layout of the types below. A library built
+// against another value is refused at load time.
+inline constexpr std::uint32_t kAbiVersion = 1;
+
+enum class Kind : std::uint32_t { routing = 1, auth = 2, presence = 3, offline = 4 };
+
+// "routing", "auth", "presence", "offline"; "unknown" for anything else.
+constexpr std::string_view kindName(Kind kind) {
+  switch (kind) {
+    case Kind::routing: return "routing";
+    case Kind::auth: return "auth";
+    case Kind::presence: return "presence";
+    case Kind::offline: return "offline";
+  }
+  return "unknown";
+}
+
+enum class LogLevel : std::uint8_t { debug, info, warn, error };
+
+// ---------------------------------------------------------------- host services
+
+// What a plugin may ask of the host. Every method is thread-safe, non-blocking
+// and noexcept in effect (the host never throws into a plugin). The reference
+// stays valid for the whole life of the plugin instance.
+class HostServices {
+ public:
+  virtual void log(LogLevel level, std::string_view message) = 0;
+  // Adds `delta` to the counter `name` (exported per plugin kind and version).
+  virtual void count(std::string_view name, std::uint64_t delta) = 0;
+  // Wall clock, milliseconds since the Unix epoch. Plugins take time from here
+  // so that tests can reason about expiry.
+  virtual std::int64_t nowMs() = 0;
+
+ protected:
+  ~HostServices() = default;
+};
+
+// ---------------------------------------------------------------- lifecycle
+
+struct SelfTestResult {
+  bool ok = false;
+  std::string message;  // why it failed; free text for the ledger
+};
+
+// The lifecycle every kind shares. The host calls, in order:
+//   create → importState (only when replacing a running version) → start →
+//   ...calls of the kind's interface... → exportState → stop → destroy.
+// A swap quiesces the old instance, calls its exportState, then the new one's
+// importState and start, and only then the old one's stop: if the new version
+// refuses the state, the old one resumes as if nothing happened.
+// selfTest runs only in the canary child process, on a fresh instance.
+class Plugin {
+ public:
+  virtual ~Plugin() = default;
+
+  virtual void start() = 0;
+  virtual void stop() = 0;
+
+  // The plugin's state as bytes in this version's own format. Called with the
+  // slot quiesced: no other call runs concurrently.
+  virtual std::string exportState() = 0;
+  // Adopt state exported by version `fromVersion` (older or newer: rollback uses
+  // the same call). Throwing refuses the swap and the old version keeps serving.
+  virtual void importState(std::string_view fromVersion, std::string_view bytes) = 0;
+
+  // Exercises the plugin without touching shared host state. Runs in a
+  // throwaway process; a crash, a hang or ok=false rejects the version.
+  virtual SelfTestResult selfTest() = 0;
+};
+
+// ---------------------------------------------------------------- the four kinds
+
+// Where a message goes. Policy only: the host owns sessions and storage and
+// carries out the decision.
+class RoutingPlugin : public Plugin {
+ public:
+  enum class Destination : std::uint8_t { localSession, remoteNode, offlineQueue, reject };
+  struct Decision {
+    Destination destination = Destination::reject;
+    std::string node;   // remoteNode: the node that holds the session
+    std::string error;  // reject: why, shown to the sender
+  };
+  struct Envelope {
+    std::string from;  // taken from the sender's session, never from the message
+    std::string to;
+    std::uint64_t bodyBytes = 0;
+  };
+  virtual Decision route(const Envelope& envelope) = 0;
+};
+
+class AuthPlugin : public Plugin {
+ public:
+  // Policy for registration codes; key generation and hashing are host mechanism.
+  struct CodeDecision {
+    bool ok = false;
+    std::string code;   // the code to send, when ok
+    std::string error;  // why not, when !ok (rate limit, bad number)
+  };
+  virtual CodeDecision requestCode(std::string_view phone, std::string_view peer) = 0;
+  struct VerifyDecision {
+    bool ok = false;
+    std::string error;  // wrong code, expired, locked after too many attempts
+  };
+  virtual VerifyDecision verifyCode(std::string_view phone, std::string_view code) = 0;
+};
+
+class PresencePlugin : public Plugin {
+ public:
+  // Whether `watcher` may see the presence of `user` (online, last seen, typing).
+  virtual bool visible(std::string_view user, std::string_view watcher, bool watcherHasUserAsContact,
+                       bool userHasWatcherAsContact) = 0;
+};
+
+class OfflinePlugin : public Plugin {
+ public:
+  struct QueuePolicy {
+    std::int64_t expiresAtMs = 0;  // when the queued message is dropped
+    bool push = false;             // send a push notification now
+    std::string pushText;
+  };
+  virtual QueuePolicy onQueued(std::string_view recipient, std::string_view sender,
+                               std::uint64_t queuedForRecipient) = 0;
+};
+
+// ---------------------------------------------------------------- export
+
+// What a library exports, through SWITCHBOARD_PLUGIN. All pointers refer to
+// storage inside the library and stay valid while it is mapped.
+struct Descriptor {
+  std::uint32_t abiVersion;  // kAbiVersion as the plugin was compiled
+  Kind kind;
+  const char* version;  // semantic version, "1.4.2"
+  const char* buildId;  // free text identifying the build (commit, date)
+  // Makes one instance; the host destroys it with `destroy` (same library).
+  Plugin* (*create)(HostServices& host);
+  void (*destroy)(Plugin* plugin);
+};
+
+// The exported symbol name the host looks up.
+inline constexpr const char* kDescriptorSymbol = "switchboard_plugin_descriptor";
+
+}  // namespace switchboard::plugin
+
+// Exports `fn`, a function `const switchboard::plugin::Descriptor* fn()`, with
+// Boost.DLL under the alias the host looks up (kDescriptorSymbol). Use once per
+// library, at namespace scope.
+#ifndef BOOST_DLL_USE_STD_FS
+#define BOOST_DLL_USE_STD_FS
+#endif
+#include <boost/dll/alias.hpp>
+#define SWITCHBOARD_PLUGIN(fn) BOOST_DLL_ALIAS(fn, switchboard_plugin_descriptor)

@@ -1,0 +1,129 @@
+// The durable store: one SQLite database in WAL mode under the data dir.
+//
+// Writes go through a single writer thread that batches whatever is queued into
+// one transaction (group commit): one fsync makes a whole batch durable. Each
+// write runs inside its own SAVEPOINT, so a write that throws is rolled back
+// alone and reported to its own caller while the rest of the batch commits.
+// A write's completion callback runs on the writer thread only after COMMIT
+// returned with synchronous=FULL: "done without error" means durable.
+//
+// Reads run on the caller's thread on a pooled read-only connection; in WAL
+// mode they never wait for the writer.
+//
+// The schema is versioned (PRAGMA user_version) and brought up to date by
+// ordered migrations when the store opens.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace switchboard::store {
+
+// Every failure of the store surfaces as this, with SQLite's message.
+class StoreError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// One prepared statement. Bind indexes start at 1, column indexes at 0.
+class Statement {
+ public:
+  Statement(sqlite3* db, std::string_view sql);
+  Statement(Statement&& other) noexcept;
+  Statement& operator=(Statement&&) = delete;
+  ~Statement();
+
+  Statement& bind(int index, std::int64_t value);
+  Statement& bind(int index, std::string_view text);
+  Statement& bindBlob(int index, std::string_view bytes);
+  Statement& bindNull(int index);
+
+  // Advances; true while a row is available. Throws StoreError on failure
+  // (a constraint violation included).
+  bool step();
+  // step() until done, for statements that return no rows.
+  void run();
+  void reset();
+
+  std::int64_t columnInt(int column) const;
+  std::string columnText(int column) const;
+  std::string columnBlob(int column) const;
+  bool columnIsNull(int column) const;
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+};
+
+// A connection handed to write and read callbacks; valid only during the call.
+class Connection {
+ public:
+  explicit Connection(sqlite3* db) : db_(db) {}
+  Statement prepare(std::string_view sql) { return Statement(db_, sql); }
+  void exec(std::string_view sql);
+  std::int64_t lastInsertRowid() const;
+  int changes() const;
+  sqlite3* raw() const { return db_; }
+
+ private:
+  sqlite3* db_;
+};
+
+struct StoreOptions {
+  std::filesystem::path dataDir = "var";
+  std::string fileName = "switchboard.db";
+  // How long the writer waits for more writes before committing a batch that
+  // is not full. Zero commits as soon as the queue is empty.
+  std::chrono::microseconds commitWindow{500};
+  std::size_t maxBatch = 2048;
+};
+
+struct StoreStats {
+  std::uint64_t writes = 0;   // write callbacks run
+  std::uint64_t commits = 0;  // transactions committed (each one fsync)
+  std::uint64_t failedWrites = 0;
+  std::uint64_t lastCommitMicros = 0;
+  std::uint64_t maxCommitMicros = 0;
+  std::uint64_t queued = 0;  // writes waiting for the writer now
+};
+
+class Store {
+ public:
+  // Runs in the writer's transaction; throw to fail this write alone.
+  using WriteFn = std::function<void(Connection&)>;
+  // Runs on the writer thread after the commit (nullopt) or failure (message).
+  // Must be quick and must not call back into the store synchronously: post
+  // the result to where it is needed.
+  using DoneFn = std::function<void(std::optional<std::string> error)>;
+
+  // Creates the data dir and database if needed and runs the migrations.
+  // Throws StoreError with a one-line reason (unwritable dir, corrupt file).
+  static std::unique_ptr<Store> open(const StoreOptions& options);
+  virtual ~Store() = default;
+
+  // Queues a write. `done` is always called exactly once, also at shutdown.
+  virtual void write(WriteFn fn, DoneFn done) = 0;
+  // Queues a write and blocks until it is durable; throws StoreError if it
+  // failed. Never call this on a network thread.
+  virtual void writeAndWait(WriteFn fn) = 0;
+  // Runs `fn` now on this thread on a read-only connection.
+  virtual void read(const std::function<void(Connection&)>& fn) = 0;
+  // Blocks until every write queued before the call is durable.
+  virtual void flush() = 0;
+
+  virtual int schemaVersion() const = 0;
+  virtual StoreStats stats() const = 0;
+  virtual std::filesystem::path path() const = 0;
+};
+
+}  // namespace switchboard::store
