@@ -1,0 +1,130 @@
+#include "host_config.h"
+
+#include <CLI/CLI.hpp>
+#include <toml++/toml.h>
+
+#include <functional>
+#include <map>
+#include <sstream>
+
+namespace switchboard {
+namespace {
+
+// One configurable setting: its flag/key name and how to read a TOML value
+// into the config. The same table drives the command line and the file, so a
+// key can never exist in one and not the other.
+struct Setting {
+  std::string name;
+  std::function<CLI::Option*(CLI::App&, HostConfig&)> addFlag;
+  std::function<bool(const toml::node&, HostConfig&)> fromToml;
+};
+
+template <class T, class Field>
+Setting setting(std::string name, std::string help, Field HostConfig::*field) {
+  Setting s;
+  s.name = name;
+  s.addFlag = [name, help, field](CLI::App& app, HostConfig& config) {
+    return app.add_option("--" + name, config.*field, help)->capture_default_str();
+  };
+  s.fromToml = [field](const toml::node& node, HostConfig& config) {
+    std::optional<T> value = node.value<T>();
+    if (!value) return false;
+    if constexpr (std::is_unsigned_v<Field>) {
+      if (*value < 0) return false;
+      config.*field = static_cast<Field>(*value);
+    } else {
+      config.*field = Field(*value);
+    }
+    return true;
+  };
+  return s;
+}
+
+std::vector<Setting> settings() {
+  return {
+      setting<std::string>("listen", "client port, HOST:PORT", &HostConfig::listen),
+      setting<std::string>("admin-socket", "admin Unix socket path", &HostConfig::adminSocket),
+      setting<std::string>("data-dir", "data directory (SQLite, plugin copies)",
+                           &HostConfig::dataDir),
+      setting<std::string>("plugin-dir", "directory holding the initial plugin builds",
+                           &HostConfig::pluginDir),
+      setting<std::int64_t>("threads", "network threads (0: one per core)", &HostConfig::threads),
+      setting<std::string>("log-level", "debug, info, warn or error", &HostConfig::logLevel),
+      setting<std::int64_t>("probation-seconds", "window after a swap that watches errors",
+                            &HostConfig::probationSeconds),
+      setting<std::int64_t>("probation-errors", "errors within probation that roll back",
+                            &HostConfig::probationErrorThreshold),
+      setting<std::int64_t>("canary-timeout-ms", "how long a canary self-test may run",
+                            &HostConfig::canaryTimeoutMs),
+      setting<std::int64_t>("keep-versions", "versions of each kind kept for rollback",
+                            &HostConfig::keepVersions),
+  };
+}
+
+// Applies the TOML file to `config`, skipping keys given on the command line.
+// Returns an error text, or an empty string.
+std::string applyFile(const std::string& path, const std::vector<Setting>& all, CLI::App& app,
+                      HostConfig& config) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream out;
+    out << "config " << path << ": " << e.description() << " at line " << e.source().begin.line;
+    return out.str();
+  }
+  std::map<std::string, const Setting*> byName;
+  for (const Setting& s : all) byName[s.name] = &s;
+  for (auto&& [key, node] : table) {
+    auto found = byName.find(std::string(key.str()));
+    if (found == byName.end()) {
+      return "config " + path + ": unknown key '" + std::string(key.str()) + "'";
+    }
+    if (app.count("--" + found->first) > 0) continue;  // the flag wins
+    if (!found->second->fromToml(node, config)) {
+      return "config " + path + ": key '" + found->first + "' has the wrong type";
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+ParsedConfig parseHostConfig(int argc, char** argv) {
+  ParsedConfig parsed;
+  CLI::App app{"switchboard: the Switchboard messaging host"};
+  app.set_version_flag("--version", "switchboard " SWITCHBOARD_VERSION);
+  std::string configPath;
+  app.add_option("--config", configPath, "TOML file with the same keys as these flags")
+      ->check(CLI::ExistingFile);
+  std::vector<Setting> all = settings();
+  for (const Setting& s : all) s.addFlag(app, parsed.config);
+  app.get_option("--log-level")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    parsed.outcome = ParsedConfig::Outcome::print;
+    parsed.text = app.help();
+    return parsed;
+  } catch (const CLI::CallForVersion&) {
+    parsed.outcome = ParsedConfig::Outcome::print;
+    parsed.text = app.version();
+    return parsed;
+  } catch (const CLI::ParseError& e) {
+    parsed.text = e.what();
+    return parsed;
+  }
+  if (!configPath.empty()) {
+    parsed.text = applyFile(configPath, all, app, parsed.config);
+    if (!parsed.text.empty()) return parsed;
+  }
+  if (parsed.config.threads > 256) {
+    parsed.text = "--threads must be between 0 and 256";
+    return parsed;
+  }
+  parsed.outcome = ParsedConfig::Outcome::run;
+  return parsed;
+}
+
+}  // namespace switchboard

@@ -1,0 +1,41 @@
+// The host's configuration: command-line flags, optionally backed by a TOML file.
+//
+// Every flag has a key of the same name in the file (`listen`, `data-dir`, ...),
+// grouped in no table. A flag given on the command line wins over the file; the
+// file wins over the built-in default. Parsing never exits the process: it
+// returns either a HostConfig or a one-line error, and main decides the exit code.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace switchboard {
+
+struct HostConfig {
+  std::string listen = "127.0.0.1:5222";  // client port, HOST:PORT
+  std::filesystem::path adminSocket = "var/admin.sock";
+  std::filesystem::path dataDir = "var";
+  std::filesystem::path pluginDir;                 // initial plugin builds; empty: none
+  std::uint32_t threads = 0;                       // 0: one per core
+  std::string logLevel = "info";
+
+  // Plugin swaps (see docs/architecture.md, "The swap").
+  std::uint32_t probationSeconds = 60;
+  std::uint32_t probationErrorThreshold = 10;
+  std::uint32_t canaryTimeoutMs = 5000;
+  std::uint32_t keepVersions = 5;
+};
+
+// What parsing produced: run with `config`; print `text` (--help, --version)
+// and exit 0; or print `text` as an error and exit 2.
+struct ParsedConfig {
+  enum class Outcome { run, print, error };
+  Outcome outcome = Outcome::error;
+  HostConfig config;
+  std::string text;
+};
+
+ParsedConfig parseHostConfig(int argc, char** argv);
+
+}  // namespace switchboard
