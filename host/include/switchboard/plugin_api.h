@@ -106,16 +106,25 @@ class Plugin {
 // carries out the decision.
 class RoutingPlugin : public Plugin {
  public:
-  enum class Destination : std::uint8_t { localSession, remoteNode, offlineQueue, reject };
+  // drop: not delivered to this recipient and not an error (for example the
+  // sender's own copy of a group message).
+  enum class Destination : std::uint8_t { localSession, remoteNode, offlineQueue, reject, drop };
   struct Decision {
     Destination destination = Destination::reject;
     std::string node;   // remoteNode: the node that holds the session
     std::string error;  // reject: why, shown to the sender
   };
+  enum class Payload : std::uint8_t { message, receipt };
+  // One recipient of one message or receipt. The host fills in what it knows
+  // about the recipient; a group message is routed once per member.
   struct Envelope {
     std::string from;  // taken from the sender's session, never from the message
     std::string to;
     std::uint64_t bodyBytes = 0;
+    std::uint64_t group = 0;  // 0: a direct message
+    Payload payload = Payload::message;
+    bool recipientOnline = false;  // has a live session on this node
+    std::string recipientNode;     // cluster node holding its session, if another one
   };
   virtual Decision route(const Envelope& envelope) = 0;
 };
@@ -125,7 +134,9 @@ class AuthPlugin : public Plugin {
   // Policy for registration codes; key generation and hashing are host mechanism.
   struct CodeDecision {
     bool ok = false;
-    std::string code;   // the code to send, when ok
+    std::string code;     // the code to send, when ok
+    std::string smsText;  // the whole SMS the host sends to the phone
+    std::uint32_t expiresInSeconds = 0;
     std::string error;  // why not, when !ok (rate limit, bad number)
   };
   virtual CodeDecision requestCode(std::string_view phone, std::string_view peer) = 0;
