@@ -85,6 +85,16 @@ class Plugin {
  public:
   virtual ~Plugin() = default;
 
+  // Settings from the host's configuration (the [plugin.<kind>] table of the
+  // config file, or --plugin-setting kind.key=value), given before start() and
+  // to every new version before its start(). Returns an empty string when
+  // accepted, or why not (an unknown key, a bad value): the version is refused.
+  struct Setting {
+    std::string key;
+    std::string value;
+  };
+  virtual std::string configure(const std::vector<Setting>& settings) { return {}; }
+
   virtual void start() = 0;
   virtual void stop() = 0;
 
