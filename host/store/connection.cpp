@@ -18,8 +18,12 @@ void Connection::exec(std::string_view sqlView) {
   throwSqlError(text, sql);
 }
 
-std::int64_t Connection::lastInsertRowid() const { return sqlite3_last_insert_rowid(db_); }
+std::int64_t Connection::lastInsertRowid() const {
+  return sqlite3_last_insert_rowid(db_);
+}
 
-int Connection::changes() const { return sqlite3_changes(db_); }
+int Connection::changes() const {
+  return sqlite3_changes(db_);
+}
 
 }  // namespace switchboard::store

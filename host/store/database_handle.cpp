@@ -8,7 +8,9 @@
 
 namespace switchboard::store {
 
-void DatabaseCloser::operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+void DatabaseCloser::operator()(sqlite3* db) const {
+  sqlite3_close_v2(db);
+}
 
 namespace {
 

@@ -16,7 +16,7 @@ class LatencyHistogram {
  public:
   // Inclusive upper bounds of the finite buckets; bucket kBounds.size() is +Inf.
   static constexpr std::array<std::uint64_t, 19> kBoundsMicros = {
-      10,     20,     50,     100,     200,     500,     1'000,     2'000,     5'000,     10'000,
+      10,     20,     50,      100,     200,     500,       1'000,     2'000,     5'000,     10'000,
       20'000, 50'000, 100'000, 200'000, 500'000, 1'000'000, 2'000'000, 5'000'000, 10'000'000};
   static constexpr std::size_t kBucketCount = kBoundsMicros.size() + 1;
 

@@ -37,6 +37,8 @@ void throwSqlError(std::string_view message, std::string_view sql) {
   throw StoreError(std::string(message) + " (in: " + sqlForMessage(sql) + ")");
 }
 
-void throwSqlError(sqlite3* db, std::string_view sql) { throwSqlError(sqlite3_errmsg(db), sql); }
+void throwSqlError(sqlite3* db, std::string_view sql) {
+  throwSqlError(sqlite3_errmsg(db), sql);
+}
 
 }  // namespace switchboard::store

@@ -19,7 +19,9 @@ bool onlyWhitespace(const char* begin, const char* end) {
 
 // sqlite3_bind_* with a null pointer binds NULL, but an empty string_view may
 // carry one: an empty value must stay an empty value.
-const char* nonNull(std::string_view bytes) { return bytes.data() != nullptr ? bytes.data() : ""; }
+const char* nonNull(std::string_view bytes) {
+  return bytes.data() != nullptr ? bytes.data() : "";
+}
 
 }  // namespace
 
@@ -41,7 +43,9 @@ Statement::Statement(Statement&& other) noexcept : db_(other.db_), stmt_(other.s
   other.stmt_ = nullptr;
 }
 
-Statement::~Statement() { sqlite3_finalize(stmt_); }
+Statement::~Statement() {
+  sqlite3_finalize(stmt_);
+}
 
 namespace {
 void checkBind(sqlite3* db, sqlite3_stmt* stmt, int rc) {
@@ -55,15 +59,15 @@ Statement& Statement::bind(int index, std::int64_t value) {
 }
 
 Statement& Statement::bind(int index, std::string_view text) {
-  checkBind(db_, stmt_,
-            sqlite3_bind_text64(stmt_, index, nonNull(text), text.size(), SQLITE_TRANSIENT,
-                                SQLITE_UTF8));
+  checkBind(
+      db_, stmt_,
+      sqlite3_bind_text64(stmt_, index, nonNull(text), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
   return *this;
 }
 
 Statement& Statement::bindBlob(int index, std::string_view bytes) {
-  checkBind(db_, stmt_, sqlite3_bind_blob64(stmt_, index, nonNull(bytes), bytes.size(),
-                                            SQLITE_TRANSIENT));
+  checkBind(db_, stmt_,
+            sqlite3_bind_blob64(stmt_, index, nonNull(bytes), bytes.size(), SQLITE_TRANSIENT));
   return *this;
 }
 
@@ -95,7 +99,9 @@ void Statement::reset() {
   sqlite3_clear_bindings(stmt_);
 }
 
-std::int64_t Statement::columnInt(int column) const { return sqlite3_column_int64(stmt_, column); }
+std::int64_t Statement::columnInt(int column) const {
+  return sqlite3_column_int64(stmt_, column);
+}
 
 std::string Statement::columnText(int column) const {
   const unsigned char* text = sqlite3_column_text(stmt_, column);

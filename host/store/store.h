@@ -24,6 +24,8 @@
 #include <string>
 #include <string_view>
 
+#include "store/latency_histogram.h"
+
 struct sqlite3;
 struct sqlite3_stmt;
 
@@ -95,6 +97,10 @@ struct StoreStats {
   std::uint64_t lastCommitMicros = 0;
   std::uint64_t maxCommitMicros = 0;
   std::uint64_t queued = 0;  // writes waiting for the writer now
+  // Commit latency is measured per transaction, from BEGIN to COMMIT returned
+  // (running the batch's writes plus the fsync): how long a batch took to
+  // become durable once the writer picked it up.
+  LatencyHistogram commitLatency;
 };
 
 class Store {

@@ -1,0 +1,179 @@
+#include "store/migrations.h"
+
+#include <sqlite3.h>
+
+#include <array>
+#include <optional>
+#include <string>
+
+#include "store/store.h"
+
+namespace switchboard::store {
+
+namespace {
+
+// ----------------------------------------------------------------- the schema
+//
+// APPEND ONLY. A released migration is never edited, reordered or removed:
+// databases in the field already ran it and record only its number. To change
+// the schema, add a new entry at the end with the next version number.
+constexpr std::array kMigrations = {
+    Migration{1, "initial schema", R"sql(
+CREATE TABLE users(
+  phone TEXT PRIMARY KEY,
+  created_ms INTEGER NOT NULL,
+  last_seen_ms INTEGER
+);
+
+-- One active device per phone: a newly verified device replaces the row.
+CREATE TABLE devices(
+  phone TEXT PRIMARY KEY REFERENCES users(phone) ON DELETE CASCADE,
+  key_hash BLOB NOT NULL,
+  device_name TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+
+CREATE TABLE contacts(
+  owner TEXT NOT NULL,
+  contact TEXT NOT NULL,
+  added_ms INTEGER NOT NULL,
+  PRIMARY KEY(owner, contact)
+);
+
+CREATE TABLE groups(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+
+CREATE TABLE group_members(
+  group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+  member TEXT NOT NULL,
+  PRIMARY KEY(group_id, member)
+);
+
+-- The durable offline queue, ordered per recipient by server_id.
+CREATE TABLE messages(
+  server_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  sender TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  group_id INTEGER,
+  client_msg_id TEXT NOT NULL,
+  body BLOB NOT NULL,
+  sent_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL
+);
+CREATE INDEX messages_by_recipient ON messages(recipient, server_id);
+
+CREATE TABLE receipts_queue(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  recipient TEXT NOT NULL,
+  server_id INTEGER NOT NULL,
+  reader TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  at_ms INTEGER NOT NULL
+);
+CREATE INDEX receipts_queue_by_recipient ON receipts_queue(recipient, id);
+
+CREATE TABLE dedup(
+  sender TEXT NOT NULL,
+  client_msg_id TEXT NOT NULL,
+  server_id INTEGER NOT NULL,
+  sent_ms INTEGER NOT NULL,
+  PRIMARY KEY(sender, client_msg_id)
+);
+
+CREATE TABLE plugin_ledger(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  from_version TEXT,
+  to_version TEXT,
+  sha256 TEXT,
+  pause_us INTEGER,
+  result TEXT NOT NULL,
+  reason TEXT
+);
+)sql"},
+    // Next: Migration{2, "...", R"sql(...)sql"},
+};
+
+// ------------------------------------------------------------------ applying
+
+// Runs a script; returns SQLite's message on failure.
+std::optional<std::string> execScript(sqlite3* db, const std::string& sql) {
+  char* message = nullptr;
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
+  if (rc == SQLITE_OK) return std::nullopt;
+  std::string text = message != nullptr ? message : sqlite3_errstr(rc);
+  sqlite3_free(message);
+  return text;
+}
+
+void applyOne(sqlite3* db, const std::filesystem::path& file, const Migration& step) {
+  auto fail = [&](const std::string& reason) {
+    if (sqlite3_get_autocommit(db) == 0) execScript(db, "ROLLBACK");
+    throw StoreError("migration " + std::to_string(step.version) + " (" +
+                     std::string(step.description) + ") failed on " + file.string() + ": " +
+                     reason);
+  };
+  if (auto error = execScript(db, "BEGIN IMMEDIATE")) fail(*error);
+  if (auto error = execScript(db, std::string(step.sql))) fail(*error);
+  if (auto error = execScript(db, "PRAGMA user_version = " + std::to_string(step.version))) {
+    fail(*error);
+  }
+  if (auto error = execScript(db, "COMMIT")) fail(*error);
+}
+
+}  // namespace
+
+std::span<const Migration> storeMigrations() {
+  return kMigrations;
+}
+
+int latestSchemaVersion() {
+  return kMigrations.back().version;
+}
+
+int readSchemaVersion(sqlite3* db) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr) != SQLITE_OK) {
+    throw StoreError(std::string("cannot read schema version: ") + sqlite3_errmsg(db));
+  }
+  int version = 0;
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) version = sqlite3_column_int(stmt, 0);
+  std::string message = rc == SQLITE_ROW ? "" : sqlite3_errmsg(db);
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_ROW) throw StoreError("cannot read schema version: " + message);
+  return version;
+}
+
+MigrationOutcome applyMigrations(sqlite3* db, const std::filesystem::path& file,
+                                 std::span<const Migration> migrations) {
+  for (std::size_t i = 0; i < migrations.size(); ++i) {
+    if (migrations[i].version != static_cast<int>(i) + 1) {
+      throw StoreError("migration list is broken: entry " + std::to_string(i) + " has version " +
+                       std::to_string(migrations[i].version));
+    }
+  }
+  const int known = static_cast<int>(migrations.size());
+  const int from = readSchemaVersion(db);
+  if (from > known) {
+    throw StoreError("database " + file.string() + " has schema version " + std::to_string(from) +
+                     ", newer than this build knows (" + std::to_string(known) +
+                     "); refusing to open it with an older binary");
+  }
+  if (from < 0) {
+    throw StoreError("database " + file.string() + " has invalid schema version " +
+                     std::to_string(from));
+  }
+  for (int version = from + 1; version <= known; ++version) {
+    applyOne(db, file, migrations[static_cast<std::size_t>(version - 1)]);
+  }
+  return MigrationOutcome{from, known};
+}
+
+}  // namespace switchboard::store
