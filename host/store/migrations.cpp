@@ -97,7 +97,17 @@ CREATE TABLE plugin_ledger(
   reason TEXT
 );
 )sql"},
-    // Next: Migration{2, "...", R"sql(...)sql"},
+    Migration{2, "delivery state and group origin of messages", R"sql(
+-- delivered_ms: set when the recipient's Inbox.deliver returned (the body is
+-- then cleared); rows stay until expiry so that receipts can find the sender.
+-- origin_id: for the 2nd..nth recipient row of a group send, the id the
+-- sender was given (NULL means the row's own server_id).
+ALTER TABLE messages ADD COLUMN delivered_ms INTEGER;
+ALTER TABLE messages ADD COLUMN origin_id INTEGER;
+CREATE INDEX messages_undelivered ON messages(recipient, server_id) WHERE delivered_ms IS NULL;
+CREATE INDEX messages_expiry ON messages(expires_ms);
+)sql"},
+    // Next: Migration{3, "...", R"sql(...)sql"},
 };
 
 // ------------------------------------------------------------------ applying
