@@ -1,8 +1,11 @@
 // The auth plugin, loaded from its .so: E.164 validation, code issue and
 // verification, lockout, expiry on the test clock, rate limits per phone and
 // per peer, settings, and state migration between the 1.0.0 and 1.1.0 builds.
+#include <atomic>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -146,6 +149,26 @@ TEST_F(AuthPolicyTest, SettingsChangeTheLimits) {
   host.advanceSeconds(30);
   EXPECT_EQ(strict->verifyCode("+15550000002", "12345").error,
             "the code has expired, request a new one");
+}
+
+TEST_F(AuthPolicyTest, ConcurrentRequestsNeverExceedTheLimit) {
+  auto limited = load(SWITCHBOARD_AUTH_PLUGIN, {{"max-requests-per-peer", "250"}});
+  constexpr int kThreads = 4;
+  constexpr int kRequests = 100;
+  std::atomic<int> accepted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRequests; ++i) {
+        const std::string phone = "+1555" + std::to_string(1'000'000 + t * 1000 + i);
+        if (limited->requestCode(phone, kPeer).ok) ++accepted;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(accepted.load(), 250);
+  EXPECT_EQ(host.counter("code_requested"), 250u);
+  EXPECT_EQ(host.counter("code_request_limited"), 150u);
 }
 
 TEST_F(AuthPolicyTest, ConfigureRefusesUnknownKeysAndBadValuesAndChangesNothing) {
