@@ -1,0 +1,235 @@
+#include "net/asio_stream.h"
+
+#include "net/fd_readiness.h"
+
+#include <kj/debug.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <asio/post.hpp>
+
+#include <cerrno>
+#include <cstring>
+
+namespace switchboard::net {
+namespace {
+
+// "read failed: Connection reset by peer", without KJ_EXCEPTION's "expr = value" form.
+kj::Exception syscallFailure(kj::Exception::Type type, const char* what, int error) {
+  return kj::Exception(type, __FILE__, __LINE__, kj::str(what, ": ", std::strerror(error)));
+}
+
+kj::Exception disconnected(const char* what, int error) {
+  return syscallFailure(kj::Exception::Type::DISCONNECTED, what, error);
+}
+
+bool isPeerGone(int error) {
+  return error == ECONNRESET || error == EPIPE || error == ETIMEDOUT || error == ENOTCONN ||
+         error == ECONNABORTED || error == EHOSTUNREACH || error == ENETUNREACH;
+}
+
+}  // namespace
+
+AsioStream::AsioStream(asio::io_context& io, int fd)
+    : descriptor_(io, fd),
+      fd_(fd),
+      alive_(std::make_shared<AsioStream*>(this)),
+      readBuffer_(kReadBufferBytes) {}
+
+AsioStream::~AsioStream() noexcept(false) {
+  *alive_ = nullptr;
+}
+
+// ---------------------------------------------------------------------------------- reading
+
+kj::Promise<size_t> AsioStream::tryRead(void* buffer, size_t minBytes, size_t maxBytes) {
+  return readLoop(static_cast<kj::byte*>(buffer), minBytes, maxBytes, 0);
+}
+
+kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t maxBytes,
+                                         size_t done) {
+  for (;;) {
+    size_t buffered = readEnd_ - readStart_;
+    if (buffered > 0) {
+      size_t n = std::min(buffered, maxBytes - done);
+      std::memcpy(out + done, readBuffer_.data() + readStart_, n);
+      readStart_ += n;
+      done += n;
+      if (readStart_ == readEnd_) readStart_ = readEnd_ = 0;
+    }
+    if (done >= minBytes || done == maxBytes) return done;
+
+    // Big reads go straight to the caller's buffer; small ones fill ours.
+    size_t wanted = maxBytes - done;
+    bool direct = wanted >= readBuffer_.size();
+    ssize_t n = direct ? ::read(fd_, out + done, wanted)
+                       : ::read(fd_, readBuffer_.data(), readBuffer_.size());
+    if (n > 0) {
+      if (direct) {
+        done += static_cast<size_t>(n);
+      } else {
+        readStart_ = 0;
+        readEnd_ = static_cast<size_t>(n);
+      }
+      continue;
+    }
+    if (n == 0) return done;  // EOF
+    int error = errno;
+    if (error == EINTR) continue;
+    if (error == EAGAIN || error == EWOULDBLOCK) {
+      return whenReadable(descriptor_).then([this, out, minBytes, maxBytes, done]() {
+        return readLoop(out, minBytes, maxBytes, done);
+      });
+    }
+    if (isPeerGone(error)) return disconnected("read failed", error);
+    return syscallFailure(kj::Exception::Type::FAILED, "read failed", error);
+  }
+}
+
+void AsioStream::abortRead() {
+  ::shutdown(fd_, SHUT_RD);
+}
+
+// ---------------------------------------------------------------------------------- writing
+
+kj::Promise<void> AsioStream::write(const void* buffer, size_t size) {
+  KJ_IF_MAYBE (error, writeError_) {
+    return kj::cp(*error);
+  }
+  if (shutdownRequested_) return KJ_EXCEPTION(FAILED, "write() after shutdownWrite()");
+  append(static_cast<const kj::byte*>(buffer), size);
+  return spaceAvailable();
+}
+
+kj::Promise<void> AsioStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+  KJ_IF_MAYBE (error, writeError_) {
+    return kj::cp(*error);
+  }
+  if (shutdownRequested_) return KJ_EXCEPTION(FAILED, "write() after shutdownWrite()");
+  for (auto piece : pieces) append(piece.begin(), piece.size());
+  return spaceAvailable();
+}
+
+kj::Promise<void> AsioStream::whenWriteDisconnected() {
+  if (writeError_ != nullptr) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  disconnectWaiters_.push_back(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void AsioStream::shutdownWrite() {
+  shutdownRequested_ = true;
+  if (bufferedWriteBytes() == 0 && !writeShut_) {
+    writeShut_ = true;
+    ::shutdown(fd_, SHUT_WR);
+  }
+}
+
+void AsioStream::append(const kj::byte* data, size_t size) {
+  writeBuffer_.insert(writeBuffer_.end(), data, data + size);
+  scheduleFlush();
+}
+
+kj::Promise<void> AsioStream::spaceAvailable() {
+  if (bufferedWriteBytes() < kHighWaterBytes) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  spaceWaiters_.push_back(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void AsioStream::scheduleFlush() {
+  // While waiting for writability the wait's handler flushes; no second flush is needed.
+  if (flushPosted_ || writeWaitPending_) return;
+  flushPosted_ = true;
+  asio::post(descriptor_.get_executor(), [alive = alive_] {
+    if (AsioStream* self = *alive) {
+      self->flushPosted_ = false;
+      self->flush();
+    }
+  });
+}
+
+void AsioStream::flush() {
+  while (writeStart_ < writeBuffer_.size()) {
+    ssize_t n = ::send(fd_, writeBuffer_.data() + writeStart_, writeBuffer_.size() - writeStart_,
+                       MSG_NOSIGNAL);
+    if (n > 0) {
+      writeStart_ += static_cast<size_t>(n);
+      continue;
+    }
+    int error = errno;
+    if (error == EINTR) continue;
+    if (error == EAGAIN || error == EWOULDBLOCK) {
+      writeWaitPending_ = true;
+      descriptor_.async_wait(asio::posix::stream_descriptor::wait_write,
+                             [alive = alive_](const asio::error_code&) {
+                               if (AsioStream* self = *alive) {
+                                 self->writeWaitPending_ = false;
+                                 self->flush();
+                               }
+                             });
+      break;
+    }
+    failWrites(error);
+    return;
+  }
+
+  if (writeStart_ == writeBuffer_.size()) {
+    writeBuffer_.clear();
+    writeStart_ = 0;
+  } else if (writeStart_ >= writeBuffer_.size() / 2) {
+    writeBuffer_.erase(writeBuffer_.begin(),
+                       writeBuffer_.begin() + static_cast<std::ptrdiff_t>(writeStart_));
+    writeStart_ = 0;
+  }
+
+  if (bufferedWriteBytes() < kHighWaterBytes && !spaceWaiters_.empty()) {
+    auto waiters = std::move(spaceWaiters_);
+    spaceWaiters_.clear();
+    for (auto& waiter : waiters) waiter->fulfill();
+  }
+  if (bufferedWriteBytes() == 0 && shutdownRequested_ && !writeShut_) {
+    writeShut_ = true;
+    ::shutdown(fd_, SHUT_WR);
+  }
+}
+
+void AsioStream::failWrites(int error) {
+  kj::Exception exception =
+      isPeerGone(error) ? disconnected("write failed", error)
+                        : syscallFailure(kj::Exception::Type::FAILED, "write failed", error);
+  writeBuffer_.clear();
+  writeStart_ = 0;
+  auto waiters = std::move(spaceWaiters_);
+  spaceWaiters_.clear();
+  for (auto& waiter : waiters) waiter->reject(kj::cp(exception));
+  auto disconnectWaiters = std::move(disconnectWaiters_);
+  disconnectWaiters_.clear();
+  for (auto& waiter : disconnectWaiters) waiter->fulfill();
+  writeError_ = kj::mv(exception);
+}
+
+// ------------------------------------------------------------------------- socket queries
+
+void AsioStream::getsockopt(int level, int option, void* value, kj::uint* length) {
+  socklen_t socklen = *length;
+  KJ_SYSCALL(::getsockopt(fd_, level, option, value, &socklen));
+  *length = socklen;
+}
+
+void AsioStream::setsockopt(int level, int option, const void* value, kj::uint length) {
+  KJ_SYSCALL(::setsockopt(fd_, level, option, value, length));
+}
+
+void AsioStream::getsockname(struct sockaddr* addr, kj::uint* length) {
+  socklen_t socklen = *length;
+  KJ_SYSCALL(::getsockname(fd_, addr, &socklen));
+  *length = socklen;
+}
+
+void AsioStream::getpeername(struct sockaddr* addr, kj::uint* length) {
+  socklen_t socklen = *length;
+  KJ_SYSCALL(::getpeername(fd_, addr, &socklen));
+  *length = socklen;
+}
+
+}  // namespace switchboard::net

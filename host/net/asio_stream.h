@@ -1,0 +1,85 @@
+#pragma once
+// A kj::AsyncIoStream over a socket registered with an Asio io_context.
+
+#include <kj/async-io.h>
+#include <asio/posix/stream_descriptor.hpp>
+
+#include <memory>
+#include <vector>
+
+namespace switchboard::net {
+
+// A buffered, batching kj::AsyncIoStream over a connected stream socket (TCP or Unix).
+//
+// Ownership and threading: owns the descriptor (closed on destruction). Created, used and
+// destroyed on the thread running `io`, inside that thread's KJ event loop.
+//
+// I/O: Asio is used only for readiness (async_wait). Reads and writes are non-blocking
+// syscalls made here, so a dropped (cancelled) read promise never leaves Asio writing into
+// a freed buffer. Reads go through a 64 KiB buffer: Cap'n Proto 0.9.2 reads each message
+// with two exact-size reads, which would otherwise cost two syscalls per message. write()
+// copies into an outgoing buffer and resolves at once while that buffer is below
+// kHighWaterBytes (later, once flushed below it, otherwise: back-pressure); the buffer is
+// flushed by a handler posted behind the current KJ drain, so the Call/Return/Finish messages
+// of many calls leave in one send().
+//
+// Failure: a peer that resets or vanishes makes reads throw kj::Exception::Type::DISCONNECTED
+// (or return EOF) and pending and later writes reject with DISCONNECTED; never a crash or a
+// SIGPIPE. Data still buffered when the stream is destroyed is discarded.
+class AsioStream final : public kj::AsyncIoStream {
+ public:
+  static constexpr size_t kReadBufferBytes = 64 * 1024;
+  static constexpr size_t kHighWaterBytes = 256 * 1024;
+
+  // Takes ownership of `fd`, a connected non-blocking stream socket.
+  AsioStream(asio::io_context& io, int fd);
+  ~AsioStream() noexcept(false);
+  AsioStream(const AsioStream&) = delete;
+  AsioStream& operator=(const AsioStream&) = delete;
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override;
+  kj::Promise<void> write(const void* buffer, size_t size) override;
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
+  kj::Promise<void> whenWriteDisconnected() override;
+
+  // Flushes what is buffered, then shuts down the sending side.
+  void shutdownWrite() override;
+  void abortRead() override;
+  void getsockopt(int level, int option, void* value, kj::uint* length) override;
+  void setsockopt(int level, int option, const void* value, kj::uint length) override;
+  void getsockname(struct sockaddr* addr, kj::uint* length) override;
+  void getpeername(struct sockaddr* addr, kj::uint* length) override;
+  kj::Maybe<int> getFd() const override { return fd_; }
+
+  // Bytes accepted by write() and not yet handed to the kernel.
+  size_t bufferedWriteBytes() const { return writeBuffer_.size() - writeStart_; }
+
+ private:
+  kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
+  void append(const kj::byte* data, size_t size);
+  kj::Promise<void> spaceAvailable();
+  void scheduleFlush();
+  void flush();
+  void failWrites(int error);
+
+  asio::posix::stream_descriptor descriptor_;
+  int fd_;
+  // Posted Asio handlers hold this token, cleared on destruction, instead of `this`.
+  std::shared_ptr<AsioStream*> alive_;
+
+  std::vector<kj::byte> readBuffer_;
+  size_t readStart_ = 0;
+  size_t readEnd_ = 0;
+
+  std::vector<kj::byte> writeBuffer_;
+  size_t writeStart_ = 0;
+  bool flushPosted_ = false;
+  bool writeWaitPending_ = false;
+  bool shutdownRequested_ = false;
+  bool writeShut_ = false;
+  kj::Maybe<kj::Exception> writeError_;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> spaceWaiters_;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> disconnectWaiters_;
+};
+
+}  // namespace switchboard::net

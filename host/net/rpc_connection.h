@@ -1,0 +1,46 @@
+#pragma once
+// The client side of a two-party Cap'n Proto RPC connection.
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <string>
+#include <string_view>
+
+namespace switchboard::net {
+
+class NetworkThread;
+
+// An open RPC connection to a server: the stream and the capnp::TwoPartyClient over it.
+//
+// Made by connect() on a NetworkThread's loop thread, and used and destroyed there.
+// Destroying it closes the socket; outstanding calls and capabilities obtained through it
+// then fail with DISCONNECTED. When the server goes away, onDisconnect() resolves and calls
+// fail with DISCONNECTED; nothing crashes.
+class RpcConnection {
+ public:
+  // Connects to "HOST:PORT" or a Unix socket path. Call on `thread`'s loop thread. A failure
+  // ("cannot connect to 127.0.0.1:1: Connection refused", a bad endpoint) rejects the
+  // promise with a DISCONNECTED (unreachable) or FAILED (malformed) kj::Exception.
+  // Dropping the promise cancels the attempt and closes the socket.
+  static kj::Promise<kj::Own<RpcConnection>> connect(NetworkThread& thread,
+                                                     std::string_view endpoint);
+
+  explicit RpcConnection(kj::Own<kj::AsyncIoStream> stream);
+  RpcConnection(const RpcConnection&) = delete;
+  RpcConnection& operator=(const RpcConnection&) = delete;
+
+  capnp::Capability::Client bootstrap() { return client_.bootstrap(); }
+  template <class Interface>
+  typename Interface::Client bootstrapAs() {
+    return client_.bootstrap().castAs<Interface>();
+  }
+  kj::Promise<void> onDisconnect() { return client_.onDisconnect(); }
+  kj::AsyncIoStream& stream() { return *stream_; }
+
+ private:
+  kj::Own<kj::AsyncIoStream> stream_;  // declared first: the client uses it until destroyed
+  capnp::TwoPartyClient client_;
+};
+
+}  // namespace switchboard::net

@@ -1,0 +1,233 @@
+#include "net/rpc_listener.h"
+
+#include "net/asio_stream.h"
+#include "net/fd_readiness.h"
+#include "net/network_thread.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/debug.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+namespace switchboard::net {
+
+// ----------------------------------------------------------------------------- Connection
+
+// One served connection. Destroyed on its loop thread when the peer disconnects or by
+// disconnectAll(); `ending` is declared first so it runs last, after the RPC state is gone.
+struct RpcListener::Connection {
+  struct Ending {
+    RpcListener& listener;
+    ConnectionInfo info;
+    ~Ending() {
+      listener.connections_.fetch_sub(1);
+      if (!listener.onDisconnect_) return;
+      try {
+        listener.onDisconnect_(info);
+      } catch (std::exception& exception) {
+        spdlog::error("disconnect hook threw for {}: {}", info.peer, exception.what());
+      }
+    }
+  };
+
+  Connection(RpcListener& listener, ConnectionInfo info, asio::io_context& io, int fd,
+             capnp::Capability::Client bootstrap)
+      : ending{listener, std::move(info)},
+        stream(kj::heap<AsioStream>(io, fd)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER),
+        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
+
+  Ending ending;
+  kj::Own<AsioStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+// ---------------------------------------------------------------------------- ThreadState
+
+// What the listener keeps on one thread; created, used and destroyed on that thread.
+struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
+  ThreadState(RpcListener& listener, size_t index, NetworkThread& thread)
+      : listener(listener), index(index), thread(thread) {
+    connections.emplace(static_cast<kj::TaskSet::ErrorHandler&>(*this));
+  }
+
+  void startAccepting(int fd) {
+    acceptor.emplace(thread.ioContext(), fd);
+    acceptTask = acceptLoop();
+  }
+
+  void stopAccepting() {
+    acceptTask = nullptr;
+    acceptor.reset();
+  }
+
+  void disconnectAll() {
+    connections.reset();
+    connections.emplace(static_cast<kj::TaskSet::ErrorHandler&>(*this));
+  }
+
+  kj::Promise<void> acceptLoop() {
+    return whenReadable(*acceptor).then([this]() {
+      // A bounded batch per wake-up keeps one busy listener from starving the loop.
+      for (int i = 0; i < 64; ++i) {
+        int fd =
+            ::accept4(acceptor->native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+          serve(fd);
+          continue;
+        }
+        int error = errno;
+        if (error == EINTR || error == ECONNABORTED || error == EPROTO) continue;
+        if (error != EAGAIN && error != EWOULDBLOCK) {
+          spdlog::error("accept on {} failed: {}", listener.endpoint_.text(), std::strerror(error));
+        }
+        break;
+      }
+      return acceptLoop();
+    });
+  }
+
+  void serve(int fd) {
+    if (listener.endpoint_.kind == Endpoint::Kind::kTcp) {
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    ConnectionInfo info{describePeer(fd), index, listener.nextConnectionId_.fetch_add(1) + 1};
+    kj::Own<Connection> connection;
+    try {
+      capnp::Capability::Client bootstrap = listener.bootstrapFactory_(info);
+      listener.connections_.fetch_add(1);
+      connection = kj::heap<Connection>(listener, info, thread.ioContext(), fd, kj::mv(bootstrap));
+    } catch (std::exception& exception) {
+      spdlog::warn("refused connection from {}: {}", info.peer, exception.what());
+      ::close(fd);
+      return;
+    } catch (kj::Exception& exception) {
+      spdlog::warn("refused connection from {}: {}", info.peer, exception.getDescription().cStr());
+      ::close(fd);
+      return;
+    }
+    auto ended = connection->network.onDisconnect();
+    connections->add(ended.attach(kj::mv(connection)));
+  }
+
+  void taskFailed(kj::Exception&& exception) override {
+    spdlog::debug("connection ended with error: {}", exception.getDescription().cStr());
+  }
+
+  RpcListener& listener;
+  const size_t index;
+  NetworkThread& thread;
+  std::optional<asio::posix::stream_descriptor> acceptor;
+  kj::Promise<void> acceptTask = nullptr;
+  std::optional<kj::TaskSet> connections;
+};
+
+// ---------------------------------------------------------------------------- RpcListener
+
+RpcListener::RpcListener(std::vector<NetworkThread*> threads, std::string_view endpoint,
+                         BootstrapFactory bootstrapFactory, DisconnectHook onDisconnect)
+    : threads_(std::move(threads)),
+      endpoint_(Endpoint::parse(endpoint)),
+      bootstrapFactory_(std::move(bootstrapFactory)),
+      onDisconnect_(std::move(onDisconnect)) {
+  if (threads_.empty()) throw std::invalid_argument("RpcListener needs at least one thread");
+
+  // Bind everything first, here, so a failure is a plain exception to the caller.
+  std::vector<int> fds;
+  try {
+    if (endpoint_.kind == Endpoint::Kind::kUnix) {
+      fds.push_back(openListeningSocket(endpoint_, false));
+    } else {
+      // SO_REUSEPORT would also let us silently share a port with another process of the
+      // same user, so first claim the port exclusively: this is where "Address already in
+      // use" comes from, and where port 0 becomes a real port.
+      int probe = openListeningSocket(endpoint_, false);
+      port_ = localPort(probe);
+      ::close(probe);
+      Endpoint samePort = endpoint_;
+      samePort.port = port_;
+      for (size_t i = 0; i < threads_.size(); ++i)
+        fds.push_back(openListeningSocket(samePort, true));
+    }
+  } catch (...) {
+    for (int fd : fds) ::close(fd);
+    throw;
+  }
+
+  states_.resize(threads_.size());
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    int fd = i < fds.size() ? fds[i] : -1;
+    try {
+      threads_[i]->runSync([this, i, fd] {
+        states_[i] = std::make_unique<ThreadState>(*this, i, *threads_[i]);
+        if (fd >= 0) states_[i]->startAccepting(fd);
+      });
+    } catch (...) {
+      for (size_t j = i + 1; j < fds.size(); ++j) ::close(fds[j]);
+      stop();
+      throw;
+    }
+  }
+}
+
+RpcListener::~RpcListener() {
+  stop();
+}
+
+std::string RpcListener::boundEndpoint() const {
+  Endpoint bound = endpoint_;
+  bound.port = port_;
+  return bound.text();
+}
+
+void RpcListener::onEachThread(const std::function<void(ThreadState&)>& fn) {
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    if (!states_[i]) continue;
+    try {
+      threads_[i]->runSync([&, i] { fn(*states_[i]); });
+    } catch (std::exception& exception) {
+      spdlog::error("listener {}: thread {} unavailable: {}", endpoint_.text(), i,
+                    exception.what());
+    }
+  }
+}
+
+void RpcListener::stopAccepting() {
+  onEachThread([](ThreadState& state) { state.stopAccepting(); });
+}
+
+void RpcListener::disconnectAll() {
+  onEachThread([](ThreadState& state) { state.disconnectAll(); });
+}
+
+void RpcListener::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    if (!states_[i]) continue;
+    try {
+      threads_[i]->runSync([this, i] {
+        states_[i]->stopAccepting();
+        states_[i]->disconnectAll();
+        states_[i].reset();
+      });
+    } catch (std::exception& exception) {
+      // Its loop is gone: the KJ objects cannot be destroyed anywhere safely, so leak them.
+      spdlog::error("listener {}: thread {} stopped first; leaking its state: {}", endpoint_.text(),
+                    i, exception.what());
+      [[maybe_unused]] ThreadState* leaked = states_[i].release();
+    }
+  }
+  if (endpoint_.kind == Endpoint::Kind::kUnix) ::unlink(endpoint_.path.c_str());
+}
+
+}  // namespace switchboard::net

@@ -1,0 +1,84 @@
+#pragma once
+// Accepting Cap'n Proto RPC connections on an endpoint, across network threads.
+
+#include "net/endpoint.h"
+
+#include <capnp/capability.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace switchboard::net {
+
+class NetworkThread;
+
+// Who is on the other end of one accepted connection.
+struct ConnectionInfo {
+  std::string peer;           // "1.2.3.4:5678", "[::1]:5678" or "unix"
+  size_t threadIndex = 0;     // index into the listener's threads: the loop serving it
+  uint64_t connectionId = 0;  // unique within the listener, from 1
+};
+
+// Makes the bootstrap capability for a new connection. Called on the connection's loop
+// thread (so concurrently from different threads); a throw refuses the connection.
+using BootstrapFactory = std::function<capnp::Capability::Client(const ConnectionInfo&)>;
+// Called on the connection's loop thread after a connection has ended and its RPC state
+// (and so the bootstrap capability's server objects) has been released.
+using DisconnectHook = std::function<void(const ConnectionInfo&)>;
+
+// Listens on "HOST:PORT" or a Unix socket path and serves each accepted socket as a
+// two-party Cap'n Proto RPC connection (TwoPartyVatNetwork + makeRpcServer) over AsioStream.
+//
+// TCP: every thread owns its own acceptor bound with SO_REUSEPORT, so the kernel spreads
+// connections and each connection lives on the thread that accepted it. Unix: one acceptor,
+// on the first thread, which also serves its connections; the socket file is removed on stop.
+//
+// Lifetime: the constructor binds (on the calling thread; failure throws std::runtime_error
+// "cannot listen on 127.0.0.1:5222: Address already in use") and starts accepting. The
+// threads are not owned; they must be running from construction until stop(). Per-thread
+// state lives on its thread and is destroyed there by stop(), so stop() (or the destructor)
+// must run before the threads stop, from a thread that is not one of them.
+class RpcListener {
+ public:
+  RpcListener(std::vector<NetworkThread*> threads, std::string_view endpoint,
+              BootstrapFactory bootstrapFactory, DisconnectHook onDisconnect = {});
+  ~RpcListener();
+  RpcListener(const RpcListener&) = delete;
+  RpcListener& operator=(const RpcListener&) = delete;
+
+  // The bound TCP port (the real one when asked for port 0); 0 for a Unix socket.
+  uint16_t port() const { return port_; }
+  // The endpoint as bound, e.g. "127.0.0.1:41234" for "127.0.0.1:0".
+  std::string boundEndpoint() const;
+  size_t connectionCount() const { return connections_.load(); }
+
+  // Closes the acceptors; live connections keep being served.
+  void stopAccepting();
+  // Drops every live connection (peers see the socket close); accepting is unaffected.
+  void disconnectAll();
+  // stopAccepting() + disconnectAll() + release per-thread state. Idempotent.
+  void stop();
+
+ private:
+  struct ThreadState;
+  struct Connection;
+
+  void onEachThread(const std::function<void(ThreadState&)>& fn);
+
+  std::vector<NetworkThread*> threads_;  // not owned
+  Endpoint endpoint_;
+  uint16_t port_ = 0;
+  BootstrapFactory bootstrapFactory_;
+  DisconnectHook onDisconnect_;
+  std::vector<std::unique_ptr<ThreadState>> states_;  // states_[i] lives on threads_[i]
+  std::atomic<size_t> connections_{0};
+  std::atomic<uint64_t> nextConnectionId_{0};
+  bool stopped_ = false;
+};
+
+}  // namespace switchboard::net

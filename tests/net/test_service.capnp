@@ -1,0 +1,10 @@
+@0xd4de2d66eb5b9388;
+# A small service for exercising the network layer: echo, a call that only returns when
+# released, and who-am-I for checking connection bookkeeping.
+
+interface TestService {
+  echo @0 (text :Text) -> (text :Text);
+  hang @1 () -> ();
+  release @2 () -> (released :UInt32);
+  whoAmI @3 () -> (peer :Text, threadIndex :UInt32, connectionId :UInt64);
+}
