@@ -1,6 +1,10 @@
 // The gate every plugin call passes, so that a swap can quiesce a slot.
 #pragma once
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
 
@@ -13,9 +17,14 @@ namespace switchboard::plugin {
 // Why not std::shared_mutex: glibc's rwlock prefers readers by default, so a
 // swap could wait forever behind threads calling in a tight loop. Here the
 // close is one atomic OR that new calls see at once: the pause is bounded by
-// the longest call in flight. One word holds the closed flag (top bit) and the
-// in-flight count; entering is one fetch_add, leaving one fetch_sub, and the
-// futex-backed wait/notify is only touched while the gate is closed.
+// the longest call in flight. One 32-bit word holds the closed flag (top bit)
+// and the in-flight count; entering is one fetch_add, leaving one fetch_sub.
+//
+// Why a raw futex and not std::atomic::wait: libstdc++'s wait spins with
+// sched_yield before sleeping, and on a loaded machine a yield hands the CPU
+// to other processes for a whole time slice (milliseconds of pause, measured
+// with bench/swap_pause). A futex sleeps at once and wakes on the exact event.
+// The futex is only touched while the gate is closed.
 //
 // close()/open() must be called by one thread at a time (the manager's
 // control thread); enter()/leave() from any thread.
@@ -23,40 +32,53 @@ class CallGate {
  public:
   void enter() {
     for (;;) {
-      std::uint64_t seen = word_.fetch_add(1, std::memory_order_acquire);
+      std::uint32_t seen = word_.fetch_add(1, std::memory_order_acquire);
       if ((seen & kClosed) == 0) return;
       // Closed: step back out, waking the swapper if we were the last one.
       leave();
-      std::uint64_t now = word_.load(std::memory_order_acquire);
+      std::uint32_t now = word_.load(std::memory_order_acquire);
       while (now & kClosed) {
-        word_.wait(now, std::memory_order_acquire);
+        wait(now);
         now = word_.load(std::memory_order_acquire);
       }
     }
   }
 
   void leave() {
-    std::uint64_t after = word_.fetch_sub(1, std::memory_order_release) - 1;
-    if (after == kClosed) word_.notify_all();
+    std::uint32_t after = word_.fetch_sub(1, std::memory_order_release) - 1;
+    if (after == kClosed) wake();
   }
 
   // Returns once no call is in flight; new calls wait until open().
   void close() {
-    std::uint64_t now = word_.fetch_or(kClosed, std::memory_order_acq_rel) | kClosed;
+    std::uint32_t now = word_.fetch_or(kClosed, std::memory_order_acq_rel) | kClosed;
     while (now != kClosed) {
-      word_.wait(now, std::memory_order_acquire);
+      wait(now);
       now = word_.load(std::memory_order_acquire);
     }
   }
 
   void open() {
     word_.fetch_and(~kClosed, std::memory_order_release);
-    word_.notify_all();
+    wake();
   }
 
  private:
-  static constexpr std::uint64_t kClosed = std::uint64_t{1} << 63;
-  std::atomic<std::uint64_t> word_{0};
+  static constexpr std::uint32_t kClosed = std::uint32_t{1} << 31;
+
+  // Sleeps while the word still holds `expected` (the kernel checks that
+  // atomically with going to sleep, so no wake can be missed).
+  void wait(std::uint32_t expected) {
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word_), FUTEX_WAIT_PRIVATE, expected,
+              nullptr, nullptr, 0);
+  }
+  void wake() {
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word_), FUTEX_WAKE_PRIVATE, INT32_MAX,
+              nullptr, nullptr, 0);
+  }
+
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  std::atomic<std::uint32_t> word_{0};
 };
 
 }  // namespace switchboard::plugin

@@ -5,7 +5,7 @@
 namespace switchboard::plugin {
 namespace {
 
-TEST(LatencyHistogram, PercentilesBoundTheRecordedValues) {
+TEST(PluginLatencyHistogram, PercentilesBoundTheRecordedValues) {
   LatencyHistogram histogram;
   EXPECT_EQ(histogram.percentile(0.99), 0u);
   for (std::uint64_t v = 1; v <= 1000; ++v) histogram.record(v * 1000);
@@ -18,7 +18,7 @@ TEST(LatencyHistogram, PercentilesBoundTheRecordedValues) {
   EXPECT_LE(histogram.percentile(0.99), 1'000'000u);
 }
 
-TEST(LatencyHistogram, SmallValuesAreExact) {
+TEST(PluginLatencyHistogram, SmallValuesAreExact) {
   LatencyHistogram histogram;
   for (int i = 0; i < 10; ++i) histogram.record(7);
   EXPECT_EQ(histogram.percentile(0.5), 7u);
