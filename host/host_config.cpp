@@ -1,7 +1,7 @@
 #include "host_config.h"
 
-#include <CLI/CLI.hpp>
 #include <toml++/toml.h>
+#include <CLI/CLI.hpp>
 
 #include <functional>
 #include <map>
@@ -58,7 +58,61 @@ std::vector<Setting> settings() {
                             &HostConfig::canaryTimeoutMs),
       setting<std::int64_t>("keep-versions", "versions of each kind kept for rollback",
                             &HostConfig::keepVersions),
+      setting<std::string>("node-name", "this node's name", &HostConfig::nodeName),
+      setting<std::int64_t>("session-queue-limit",
+                            "items queued to one phone before it is disconnected as too slow",
+                            &HostConfig::sessionQueueLimit),
+      setting<std::int64_t>("session-queue-alert", "queue length that raises an alert",
+                            &HostConfig::sessionQueueAlert),
+      setting<std::string>("sms-command", "executable that sends an SMS: COMMAND PHONE CODE",
+                           &HostConfig::smsCommand),
+      setting<std::string>("push-webhook", "http://HOST:PORT/PATH that receives push POSTs",
+                           &HostConfig::pushWebhook),
   };
+}
+
+// Adds one "kind.key=value" plugin setting; returns an error text or "".
+std::string addPluginSetting(const std::string& spec, HostConfig& config) {
+  auto dot = spec.find('.');
+  auto eq = spec.find('=');
+  if (dot == std::string::npos || eq == std::string::npos || dot > eq || dot == 0 ||
+      eq == dot + 1) {
+    return "--plugin-setting wants KIND.KEY=VALUE, got '" + spec + "'";
+  }
+  std::string kind = spec.substr(0, dot);
+  if (kind != "routing" && kind != "auth" && kind != "presence" && kind != "offline") {
+    return "--plugin-setting: unknown plugin kind '" + kind + "'";
+  }
+  config.pluginSettings[kind].emplace_back(spec.substr(dot + 1, eq - dot - 1), spec.substr(eq + 1));
+  return {};
+}
+
+// The [plugin.KIND] tables: every value is handed to the plugin as text.
+std::string applyPluginTables(const std::string& path, const toml::node& node, HostConfig& config) {
+  const toml::table* kinds = node.as_table();
+  if (kinds == nullptr) return "config " + path + ": 'plugin' must be a table of [plugin.KIND]";
+  for (auto&& [kind, settings] : *kinds) {
+    const toml::table* table = settings.as_table();
+    if (table == nullptr)
+      return "config " + path + ": [plugin." + std::string(kind.str()) + "] must be a table";
+    for (auto&& [key, value] : *table) {
+      std::ostringstream text;
+      if (auto s = value.value<std::string>()) {
+        text << *s;
+      } else if (auto i = value.value<std::int64_t>()) {
+        text << *i;
+      } else if (auto b = value.value<bool>()) {
+        text << (*b ? "true" : "false");
+      } else {
+        return "config " + path + ": plugin." + std::string(kind.str()) + "." +
+               std::string(key.str()) + " must be a string, integer or boolean";
+      }
+      std::string error = addPluginSetting(
+          std::string(kind.str()) + "." + std::string(key.str()) + "=" + text.str(), config);
+      if (!error.empty()) return "config " + path + ": " + error;
+    }
+  }
+  return {};
 }
 
 // Applies the TOML file to `config`, skipping keys given on the command line.
@@ -76,6 +130,11 @@ std::string applyFile(const std::string& path, const std::vector<Setting>& all, 
   std::map<std::string, const Setting*> byName;
   for (const Setting& s : all) byName[s.name] = &s;
   for (auto&& [key, node] : table) {
+    if (key.str() == "plugin") {
+      std::string error = applyPluginTables(path, node, config);
+      if (!error.empty()) return error;
+      continue;
+    }
     auto found = byName.find(std::string(key.str()));
     if (found == byName.end()) {
       return "config " + path + ": unknown key '" + std::string(key.str()) + "'";
@@ -99,6 +158,9 @@ ParsedConfig parseHostConfig(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   std::vector<Setting> all = settings();
   for (const Setting& s : all) s.addFlag(app, parsed.config);
+  std::vector<std::string> pluginSettings;
+  app.add_option("--plugin-setting", pluginSettings,
+                 "KIND.KEY=VALUE handed to a plugin's configure(); repeatable");
   app.get_option("--log-level")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
   try {
@@ -117,6 +179,10 @@ ParsedConfig parseHostConfig(int argc, char** argv) {
   }
   if (!configPath.empty()) {
     parsed.text = applyFile(configPath, all, app, parsed.config);
+    if (!parsed.text.empty()) return parsed;
+  }
+  for (const std::string& spec : pluginSettings) {
+    parsed.text = addPluginSetting(spec, parsed.config);
     if (!parsed.text.empty()) return parsed;
   }
   if (parsed.config.threads > 256) {

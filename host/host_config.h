@@ -8,7 +8,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace switchboard {
 
@@ -16,8 +19,8 @@ struct HostConfig {
   std::string listen = "127.0.0.1:5222";  // client port, HOST:PORT
   std::filesystem::path adminSocket = "var/admin.sock";
   std::filesystem::path dataDir = "var";
-  std::filesystem::path pluginDir;                 // initial plugin builds; empty: none
-  std::uint32_t threads = 0;                       // 0: one per core
+  std::filesystem::path pluginDir;  // initial plugin builds; empty: none
+  std::uint32_t threads = 0;        // 0: one per core
   std::string logLevel = "info";
 
   // Plugin swaps (see docs/architecture.md, "The swap").
@@ -25,6 +28,19 @@ struct HostConfig {
   std::uint32_t probationErrorThreshold = 10;
   std::uint32_t canaryTimeoutMs = 5000;
   std::uint32_t keepVersions = 5;
+
+  // Phones and their sessions.
+  std::string nodeName = "node1";
+  std::uint32_t sessionQueueLimit = 10000;  // past it a slow reader is disconnected
+  std::uint32_t sessionQueueAlert = 1000;   // past it an alert is logged and counted
+
+  // Where SMS codes and push notifications go (empty: the log, for development).
+  std::string smsCommand;   // executable run as: COMMAND PHONE CODE
+  std::string pushWebhook;  // http://HOST:PORT/PATH receiving a JSON POST per push
+
+  // Plugin settings by kind name: --plugin-setting auth.code-ttl-seconds=600,
+  // or a [plugin.auth] table in the config file.
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> pluginSettings;
 };
 
 // What parsing produced: run with `config`; print `text` (--help, --version)

@@ -14,14 +14,16 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <optional>
 
 namespace switchboard::net {
 
 // ----------------------------------------------------------------------------- Connection
 
-// One served connection. Destroyed on its loop thread when the peer disconnects or by
-// disconnectAll(); `ending` is declared first so it runs last, after the RPC state is gone.
+// One served connection. Destroyed on its loop thread when the peer disconnects, or by
+// disconnect()/disconnectAll(); `ending` is declared first so it runs last, after the RPC
+// state is gone.
 struct RpcListener::Connection {
   struct Ending {
     RpcListener& listener;
@@ -115,8 +117,17 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
       ::close(fd);
       return;
     }
-    auto ended = connection->network.onDisconnect();
-    connections->add(ended.attach(kj::mv(connection)));
+    // The connection ends when the peer goes, or when disconnect(id) cuts it.
+    auto cut = kj::newPromiseAndFulfiller<void>();
+    uint64_t id = info.connectionId;
+    cuts[id] = kj::mv(cut.fulfiller);
+    auto ended = connection->network.onDisconnect().exclusiveJoin(kj::mv(cut.promise));
+    connections->add(ended.attach(kj::mv(connection), kj::defer([this, id]() { cuts.erase(id); })));
+  }
+
+  void disconnect(uint64_t connectionId) {
+    auto it = cuts.find(connectionId);
+    if (it != cuts.end()) it->second->fulfill();
   }
 
   void taskFailed(kj::Exception&& exception) override {
@@ -128,6 +139,8 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   NetworkThread& thread;
   std::optional<asio::posix::stream_descriptor> acceptor;
   kj::Promise<void> acceptTask = nullptr;
+  // Declared before `connections`: ending connections erase their entry from it.
+  std::map<uint64_t, kj::Own<kj::PromiseFulfiller<void>>> cuts;  // by connection id
   std::optional<kj::TaskSet> connections;
 };
 
@@ -207,6 +220,20 @@ void RpcListener::stopAccepting() {
 
 void RpcListener::disconnectAll() {
   onEachThread([](ThreadState& state) { state.disconnectAll(); });
+}
+
+void RpcListener::disconnect(size_t threadIndex, uint64_t connectionId) {
+  if (threadIndex >= threads_.size()) return;
+  // states_[i] is only reset on its own thread (by stop()), so it is checked there; stop()
+  // runs after any disconnect posted before it, so `this` is still alive when this runs.
+  auto cut = [this, threadIndex, connectionId] {
+    if (states_[threadIndex]) states_[threadIndex]->disconnect(connectionId);
+  };
+  if (threads_[threadIndex]->isCurrent()) {
+    cut();
+  } else {
+    threads_[threadIndex]->post(cut);
+  }
 }
 
 void RpcListener::stop() {

@@ -61,6 +61,10 @@ class RpcListener {
   void stopAccepting();
   // Drops every live connection (peers see the socket close); accepting is unaffected.
   void disconnectAll();
+  // Drops one connection (the peer sees the socket close; the disconnect hook runs). Any
+  // thread, while the listener exists; runs at once on the connection's own thread, else is
+  // posted there. An unknown or already ended connection is ignored.
+  void disconnect(size_t threadIndex, uint64_t connectionId);
   // stopAccepting() + disconnectAll() + release per-thread state. Idempotent.
   void stop();
 

@@ -53,25 +53,25 @@ void checkBind(sqlite3* db, sqlite3_stmt* stmt, int rc) {
 }
 }  // namespace
 
-Statement& Statement::bind(int index, std::int64_t value) {
+Statement& Statement::bind(int index, std::int64_t value) & {
   checkBind(db_, stmt_, sqlite3_bind_int64(stmt_, index, value));
   return *this;
 }
 
-Statement& Statement::bind(int index, std::string_view text) {
+Statement& Statement::bind(int index, std::string_view text) & {
   checkBind(
       db_, stmt_,
       sqlite3_bind_text64(stmt_, index, nonNull(text), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
   return *this;
 }
 
-Statement& Statement::bindBlob(int index, std::string_view bytes) {
+Statement& Statement::bindBlob(int index, std::string_view bytes) & {
   checkBind(db_, stmt_,
             sqlite3_bind_blob64(stmt_, index, nonNull(bytes), bytes.size(), SQLITE_TRANSIENT));
   return *this;
 }
 
-Statement& Statement::bindNull(int index) {
+Statement& Statement::bindNull(int index) & {
   checkBind(db_, stmt_, sqlite3_bind_null(stmt_, index));
   return *this;
 }

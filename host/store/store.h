@@ -45,10 +45,17 @@ class Statement {
   Statement& operator=(Statement&&) = delete;
   ~Statement();
 
-  Statement& bind(int index, std::int64_t value);
-  Statement& bind(int index, std::string_view text);
-  Statement& bindBlob(int index, std::string_view bytes);
-  Statement& bindNull(int index);
+  Statement& bind(int index, std::int64_t value) &;
+  Statement& bind(int index, std::string_view text) &;
+  Statement& bindBlob(int index, std::string_view bytes) &;
+  Statement& bindNull(int index) &;
+  // The same on a temporary, so `auto rows = db.prepare(sql).bind(1, x);` works.
+  Statement&& bind(int index, std::int64_t value) && { return std::move(bind(index, value)); }
+  Statement&& bind(int index, std::string_view text) && { return std::move(bind(index, text)); }
+  Statement&& bindBlob(int index, std::string_view bytes) && {
+    return std::move(bindBlob(index, bytes));
+  }
+  Statement&& bindNull(int index) && { return std::move(bindNull(index)); }
 
   // Advances; true while a row is available. Throws StoreError on failure
   // (a constraint violation included).

@@ -1,0 +1,210 @@
+#include "host_process.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <thread>
+
+#include "messaging/gateway_server.h"
+#include "messaging/messaging_service.h"
+#include "net/network_thread.h"
+#include "net/rpc_listener.h"
+#include "notify/push_sink.h"
+#include "notify/sms_sink.h"
+#include "plugin/plugin_host_services.h"
+#include "plugin/plugin_manager.h"
+#include "session/session_table.h"
+#include "store/store.h"
+
+namespace switchboard {
+
+using plugin::Kind;
+
+namespace {
+
+// How long sessions get to hear "server shutting down" before connections close.
+constexpr auto kShutdownGrace = std::chrono::milliseconds(300);
+
+std::filesystem::path executablePath() {
+  std::error_code error;
+  auto path = std::filesystem::read_symlink("/proc/self/exe", error);
+  return error ? std::filesystem::path() : path;
+}
+
+plugin::PluginManagerOptions pluginOptions(const HostConfig& config) {
+  plugin::PluginManagerOptions options;
+  options.dataDir = config.dataDir;
+  options.canary.executable = executablePath();
+  options.canary.timeout = std::chrono::milliseconds(config.canaryTimeoutMs);
+  options.probationWindow = std::chrono::seconds(config.probationSeconds);
+  options.probationErrorThreshold = config.probationErrorThreshold;
+  options.keepVersions = config.keepVersions;
+  for (const auto& [kindName, settings] : config.pluginSettings) {
+    auto kind = plugin::parseKind(kindName);
+    if (!kind) continue;  // rejected when the config was parsed
+    for (const auto& [key, value] : settings) options.settings[*kind].push_back({key, value});
+  }
+  return options;
+}
+
+}  // namespace
+
+std::filesystem::path defaultPluginDir() {
+  auto exe = executablePath();
+  if (exe.empty()) return {};
+  auto dir = exe.parent_path().parent_path() / "plugins";
+  std::error_code error;
+  return std::filesystem::is_directory(dir, error) ? dir : std::filesystem::path();
+}
+
+// Declared in the order they are built; destroyed in reverse.
+struct HostProcess::Parts {
+  std::unique_ptr<store::Store> store;
+  std::vector<std::unique_ptr<net::NetworkThread>> threads;
+  std::unique_ptr<plugin::PluginHostServices> pluginServices;
+  std::unique_ptr<plugin::PluginManager> plugins;
+  std::unique_ptr<notify::SmsSink> sms;
+  std::unique_ptr<notify::PushSink> push;
+  session::SessionTable sessions;
+  std::unique_ptr<messaging::MessagingService> messaging;
+  std::unique_ptr<net::RpcListener> listener;
+  asio::io_context signals;  // run() waits here
+};
+
+HostProcess::HostProcess(HostConfig config) : config_(std::move(config)), parts_(new Parts) {
+  Parts& p = *parts_;
+  try {
+    store::StoreOptions storeOptions;
+    storeOptions.dataDir = config_.dataDir;
+    p.store = store::Store::open(storeOptions);
+  } catch (const std::exception& e) {
+    throw HostStartError(e.what());
+  }
+
+  unsigned threads = config_.threads != 0 ? config_.threads : std::thread::hardware_concurrency();
+  for (unsigned i = 0; i < std::max(1u, threads); ++i) {
+    p.threads.push_back(std::make_unique<net::NetworkThread>("net" + std::to_string(i)));
+    p.threads.back()->start();
+  }
+
+  p.pluginServices = std::make_unique<plugin::PluginHostServices>();
+  p.plugins =
+      std::make_unique<plugin::PluginManager>(pluginOptions(config_), *p.pluginServices, *p.store);
+  loadInitialPlugins();
+
+  try {
+    p.sms = notify::makeSmsSink(config_.smsCommand.empty()
+                                    ? std::vector<std::string>{}
+                                    : std::vector<std::string>{config_.smsCommand});
+    p.push = notify::makePushSink(config_.pushWebhook);
+  } catch (const std::exception& e) {
+    throw HostStartError(e.what());
+  }
+
+  messaging::MessagingOptions options;
+  options.version = SWITCHBOARD_VERSION;
+  options.nodeName = config_.nodeName;
+  options.limits.maxQueue = config_.sessionQueueLimit;
+  options.limits.alertQueue = config_.sessionQueueAlert;
+  std::vector<net::NetworkThread*> threadPointers;
+  for (auto& t : p.threads) threadPointers.push_back(t.get());
+  p.messaging = std::make_unique<messaging::MessagingService>(
+      options, *p.store, *p.plugins, p.sessions, threadPointers, *p.sms, *p.push,
+      [this](std::size_t threadIndex, std::uint64_t connectionId) {
+        if (parts_->listener) parts_->listener->disconnect(threadIndex, connectionId);
+      });
+
+  try {
+    p.listener = std::make_unique<net::RpcListener>(
+        threadPointers, config_.listen, [this](const net::ConnectionInfo& info) {
+          messaging::ConnectionContext connection{info.threadIndex, info.connectionId, info.peer};
+          return capnp::Capability::Client(
+              kj::heap<messaging::GatewayServer>(*parts_->messaging, connection));
+        });
+  } catch (const std::exception& e) {
+    throw HostStartError(e.what());
+  }
+  spdlog::info("switchboard {} serving phones on {} with {} network threads, data in {}",
+               SWITCHBOARD_VERSION, p.listener->boundEndpoint(), p.threads.size(),
+               config_.dataDir.string());
+}
+
+HostProcess::~HostProcess() {
+  shutdown();
+}
+
+void HostProcess::loadInitialPlugins() {
+  std::filesystem::path dir = config_.pluginDir.empty() ? defaultPluginDir() : config_.pluginDir;
+  if (dir.empty()) {
+    spdlog::warn("no plugin directory: load plugins with sbctl before phones can register");
+    return;
+  }
+  if (!std::filesystem::is_directory(dir)) {
+    throw HostStartError("plugin dir " + dir.string() + " is not a directory");
+  }
+  for (Kind kind : {Kind::auth, Kind::routing, Kind::presence, Kind::offline}) {
+    std::string name(plugin::kindName(kind));
+    std::filesystem::path library;
+    for (auto candidate : {dir / name / ("lib" + name + ".so"), dir / ("lib" + name + ".so")}) {
+      if (std::filesystem::exists(candidate)) {
+        library = candidate;
+        break;
+      }
+    }
+    if (library.empty()) {
+      spdlog::warn("no {} plugin in {}", name, dir.string());
+      continue;
+    }
+    auto result = parts_->plugins->load(kind, library, "startup");
+    if (!result.ok) {
+      throw HostStartError("cannot load the " + name + " plugin " + library.string() + ": " +
+                           result.error);
+    }
+    spdlog::info("{} plugin {} loaded from {}", name, result.toVersion, library.string());
+  }
+}
+
+std::string HostProcess::clientEndpoint() const {
+  return parts_->listener->boundEndpoint();
+}
+
+int HostProcess::run() {
+  asio::signal_set signals(parts_->signals, SIGINT, SIGTERM);
+  signals.async_wait([this](const std::error_code& error, int signal) {
+    if (!error) spdlog::info("signal {}: shutting down", signal);
+    parts_->signals.stop();
+  });
+  auto guard = asio::make_work_guard(parts_->signals);
+  parts_->signals.run();
+  shutdown();
+  return 0;
+}
+
+void HostProcess::requestStop() {
+  parts_->signals.stop();
+}
+
+void HostProcess::shutdown() {
+  Parts& p = *parts_;
+  if (p.listener) {
+    p.listener->stopAccepting();
+    p.messaging->kickAll("server shutting down");
+    std::this_thread::sleep_for(kShutdownGrace);
+    p.listener->stop();
+    p.listener.reset();
+  }
+  // The sessions' objects live on the network threads; stopping them destroys
+  // what is left there before the services those objects point to.
+  for (auto& thread : p.threads) thread->stop();
+  p.threads.clear();
+  p.messaging.reset();
+  p.plugins.reset();
+  if (p.store) {
+    p.store->flush();
+    p.store.reset();
+  }
+}
+
+}  // namespace switchboard

@@ -1,0 +1,72 @@
+// Which phone is online, and where: the host-wide index of live sessions.
+//
+// A session lives on the network thread that accepted its connection; the table
+// only says where it is. Anything that wants to reach a session (a delivery, a
+// receipt, a kick) looks it up here and posts to that thread, where the session
+// itself is found through the weak reference. The table is thread-safe; every
+// method takes one short mutex and never calls out while holding it.
+//
+// Ordering contract, relied on by message delivery: a message is made durable
+// first and looked up here second; a login registers here first and reads the
+// offline queue second. Whichever order two threads run in, the message is
+// either posted to the new session or found in the queue by it (or both; the
+// session drops a duplicate by id).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace switchboard::session {
+
+class LiveSession;
+
+// Gauges a session publishes for everyone else to read without touching it.
+struct SessionGauges {
+  std::atomic<std::uint64_t> queueLength{0};  // messages + receipts waiting to reach the phone
+  std::atomic<std::uint64_t> maxQueueLength{0};
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::uint64_t> sent{0};
+  std::atomic<std::uint8_t> presence{0};  // a PresenceState: online or away
+};
+
+struct SessionRef {
+  std::string phone;
+  std::uint64_t sessionId = 0;
+  std::size_t threadIndex = 0;     // the network thread that owns the session
+  std::uint64_t connectionId = 0;  // the listener's id of its connection
+  std::string peer;
+  std::int64_t since = 0;              // login time, ms since the epoch
+  std::weak_ptr<LiveSession> session;  // lock only on threadIndex's thread
+  std::shared_ptr<SessionGauges> gauges;
+};
+
+class SessionTable {
+ public:
+  // Makes `ref` the phone's live session and returns the one it replaced.
+  std::optional<SessionRef> attach(SessionRef ref);
+  // Removes the phone's entry only if it is still `sessionId` (a newer login
+  // may already have replaced it). Returns whether it removed it.
+  bool detach(const std::string& phone, std::uint64_t sessionId);
+  std::optional<SessionRef> find(const std::string& phone) const;
+  bool isOnline(const std::string& phone) const;
+
+  std::size_t size() const;
+  std::vector<SessionRef> all() const;
+  // The `limit` sessions with the longest outbound queues, longest first.
+  std::vector<SessionRef> longestQueues(std::size_t limit) const;
+
+  std::uint64_t nextSessionId() { return ++lastSessionId_; }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, SessionRef, std::less<>> byPhone_;
+  std::atomic<std::uint64_t> lastSessionId_{0};
+};
+
+}  // namespace switchboard::session
