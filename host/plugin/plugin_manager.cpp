@@ -61,17 +61,27 @@ PluginSlot& PluginManager::slot(Kind kind) {
 
 // ---------------------------------------------------------------- operations
 
+void PluginManager::checkNotControlThread(const char* operation) const {
+  // A blocking operation posted from the control thread would wait for itself.
+  if (control_.onThisThread()) {
+    throw PluginError(std::string(operation) + " called on the plugin control thread");
+  }
+}
+
 OperationResult PluginManager::load(Kind kind, const std::filesystem::path& library,
                                     const std::string& actor) {
+  checkNotControlThread("load");
   return control_.run([&] { return doLoad(kind, library, actor); });
 }
 
 OperationResult PluginManager::rollback(Kind kind, const std::optional<std::string>& version,
                                         const std::string& actor) {
+  checkNotControlThread("rollback");
   return control_.run([&] { return doRollback(kind, version, actor, ""); });
 }
 
 void PluginManager::waitIdle() {
+  checkNotControlThread("waitIdle");
   control_.run([] {});
 }
 

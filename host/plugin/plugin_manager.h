@@ -100,6 +100,7 @@ class PluginManager {
   void onProbationBreach(Kind kind, const std::string& version);
   std::unique_ptr<ActiveVersion> instantiate(Kind kind, std::shared_ptr<VersionRecord> record);
   OperationResult finish(LedgerRow row, OperationResult result);
+  void checkNotControlThread(const char* operation) const;
   static std::size_t indexOf(Kind kind);
 
   const PluginManagerOptions options_;

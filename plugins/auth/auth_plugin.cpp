@@ -95,7 +95,7 @@ class AuthPolicy final : public AuthPlugin {
         } else if (setting.key == "rate-window-seconds") {
           error = readWholeNumber(setting, 1, 7 * 86400, next.rateWindowSeconds);
         } else if (setting.key == "code-ttl-seconds") {
-          error = readWholeNumber(setting, 10, 86400, next.codeTtlSeconds);
+          error = readWholeNumber(setting, 1, 86400, next.codeTtlSeconds);
         } else if (setting.key == "max-attempts") {
           error = readWholeNumber(setting, 1, 100, next.maxAttempts);
         } else {

@@ -346,5 +346,27 @@ TEST_F(RpcTest, StopAcceptingKeepsLiveConnectionsThenDisconnectAllDropsThem) {
   EXPECT_THROW(client.echo("gone"), std::runtime_error);
 }
 
+TEST_F(RpcTest, DisconnectOneConnectionById) {
+  listen({&serverA});
+  TestClient kept(clientThread, listener->boundEndpoint());
+  TestClient cut(clientThread, listener->boundEndpoint());
+  EXPECT_EQ(kept.echo("first"), "first");
+  EXPECT_EQ(cut.echo("second"), "second");
+  ASSERT_EQ(listener->connectionCount(), 2u);
+
+  listener->disconnect(0, 12345);  // unknown: ignored
+  listener->disconnect(7, 2);      // no such thread: ignored
+  listener->disconnect(0, 2);      // the second connection accepted
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 1; }));
+  EXPECT_TRUE(waitUntil([&] { return disconnects.load() == 1; }));
+  EXPECT_THROW(cut.echo("gone"), std::runtime_error);
+  EXPECT_EQ(kept.echo("still here"), "still here");
+
+  // From the connection's own loop thread it takes effect at once.
+  serverA.runSync([&] { listener->disconnect(0, 1); });
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 0; }));
+  EXPECT_THROW(kept.echo("gone too"), std::runtime_error);
+}
+
 }  // namespace
 }  // namespace switchboard::net
