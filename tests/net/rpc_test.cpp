@@ -362,7 +362,7 @@ TEST_F(RpcTest, DisconnectOneConnectionById) {
   EXPECT_THROW(cut.echo("gone"), std::runtime_error);
   EXPECT_EQ(kept.echo("still here"), "still here");
 
-  // From the connection's own loop thread it takes effect at once.
+  // From the connection's own loop thread the cut is made directly, without a post.
   serverA.runSync([&] { listener->disconnect(0, 1); });
   EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 0; }));
   EXPECT_THROW(kept.echo("gone too"), std::runtime_error);
