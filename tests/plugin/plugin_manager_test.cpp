@@ -55,6 +55,16 @@ TEST_F(PluginManagerTest, CallsOnAnEmptySlotReturnAnError) {
   EXPECT_EQ(result.error, "no routing plugin loaded");
 }
 
+TEST_F(PluginManagerTest, ACallThroughTheWrongInterfaceIsRefused) {
+  ASSERT_TRUE(manager_->load(Kind::routing, COUNTER_V1_SO).ok);
+  auto wrong = manager_->slot(Kind::routing).call<AuthPlugin>([](AuthPlugin& plugin) {
+    return plugin.verifyCode("+1555", "12345").ok;
+  });
+  EXPECT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.error, "interface does not match the routing slot");
+  EXPECT_EQ(routeTotal(), 1u);
+}
+
 // ---------------------------------------------------------------- swapping
 
 // Four threads call route() in a tight loop while v1 is swapped to v2 and
