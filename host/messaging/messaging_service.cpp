@@ -3,6 +3,7 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <chrono>
 #include <set>
 #include <variant>
@@ -32,6 +33,8 @@ using session::ReceiptKind;
 namespace {
 
 constexpr std::size_t kKeyBytes = 32;
+// The sender of operator broadcasts; not a phone number, so no phone can be it.
+constexpr const char* kSystemSender = "system";
 
 std::string keyHash(std::string_view key) {
   std::string hash(crypto_generichash_BYTES, '\0');
@@ -526,6 +529,36 @@ bool MessagingService::kick(const std::string& phone, const std::string& reason)
     if (auto session = weak.lock()) session->kick(reason);
   });
   return true;
+}
+
+void MessagingService::slowConsumer(const LiveSession& session, std::size_t length) {
+  ++counters_.slowConsumerKicks;
+  spdlog::warn("slow consumer: session {} of {} has {} items waiting (limit {}); disconnecting",
+               session.id(), session.phone(), length, options_.limits.maxQueue);
+}
+
+kj::Promise<std::uint32_t> MessagingService::broadcast(std::string phone, std::string body) {
+  requireBody(body.size());
+  std::vector<std::string> recipients;
+  if (!phone.empty()) {
+    requirePhone(phone, "phone");
+    if (!isRegistered(phone)) refuse("no user " + phone);
+    recipients.push_back(std::move(phone));
+  } else {
+    store_.read([&](store::Connection& db) {
+      auto rows = db.prepare("SELECT phone FROM users ORDER BY phone");
+      while (rows.step()) recipients.push_back(rows.columnText(0));
+    });
+  }
+  if (recipients.empty()) refuse("there are no registered users");
+  auto count = static_cast<std::uint32_t>(recipients.size());
+  std::array<unsigned char, 16> nonce;
+  randombytes_buf(nonce.data(), nonce.size());
+  std::string clientMsgId = "broadcast-";
+  for (unsigned char b : nonce) clientMsgId += "0123456789abcdef"[b & 15];
+  return commit(Draft{kSystemSender, std::move(recipients), 0, std::move(clientMsgId),
+                      std::move(body)})
+      .then([count](SentMessage) { return count; });
 }
 
 void MessagingService::kickAll(const std::string& reason) {

@@ -144,6 +144,10 @@ class MessagingService final : public session::SessionBackend {
   bool kick(const std::string& phone, const std::string& reason);
   // Tells every live session why and closes it (shutdown).
   void kickAll(const std::string& reason);
+  // Queues a message from "system" to `phone`, or to every registered user
+  // when `phone` is empty. Resolves with the number of recipients once durable.
+  // Call on a network thread.
+  kj::Promise<std::uint32_t> broadcast(std::string phone, std::string body);
 
   // ---- session::SessionBackend
   std::vector<session::OutboundMessage> queuedMessages(const std::string& phone,
@@ -157,6 +161,7 @@ class MessagingService final : public session::SessionBackend {
   void receiptsShown(std::vector<std::uint64_t> rowIds) override;
   void sessionEnded(const session::LiveSession& session) override;
   void queueAlert(const session::LiveSession& session, std::size_t length) override;
+  void slowConsumer(const session::LiveSession& session, std::size_t length) override;
 
  private:
   struct Draft;

@@ -227,6 +227,7 @@ void LiveSession::updateGauges() {
   if (length > limits_.maxQueue) {
     spdlog::warn("session {} of {}: queue {} past the limit {}, disconnecting the slow reader",
                  ref_.sessionId, ref_.phone, length, limits_.maxQueue);
+    backend_.slowConsumer(*this, length);
     messages_->spill();
     receipts_->spill();
     kick("too slow to read");

@@ -70,6 +70,8 @@ class SessionBackend {
   virtual void sessionEnded(const LiveSession& session) = 0;
   // The queue passed the alert threshold.
   virtual void queueAlert(const LiveSession& session, std::size_t length) = 0;
+  // The queue passed its limit: the session is being kicked as too slow.
+  virtual void slowConsumer(const LiveSession& session, std::size_t length) = 0;
 
  protected:
   ~SessionBackend() = default;
