@@ -50,8 +50,14 @@ class CallGate {
   }
 
   // Returns once no call is in flight; new calls wait until open().
+  // Spins first for a moment: calls are short, and a futex sleep
+  // and wake costs tens of microseconds of pause on its own (measured).
   void close() {
     std::uint32_t now = word_.fetch_or(kClosed, std::memory_order_acq_rel) | kClosed;
+    for (int spin = 0; now != kClosed && spin < kCloseSpins; ++spin) {
+      relax();
+      now = word_.load(std::memory_order_acquire);
+    }
     while (now != kClosed) {
       wait(now);
       now = word_.load(std::memory_order_acquire);
@@ -65,6 +71,18 @@ class CallGate {
 
  private:
   static constexpr std::uint32_t kClosed = std::uint32_t{1} << 31;
+  // Short: on a machine with fewer free cores than callers, the call we wait
+  // for may be preempted and need this very cpu (measured: a long spin made
+  // the pause worse there).
+  static constexpr int kCloseSpins = 64;
+
+  static void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
 
   // Sleeps while the word still holds `expected` (the kernel checks that
   // atomically with going to sleep, so no wake can be missed).

@@ -69,9 +69,9 @@ void PluginManager::checkNotControlThread(const char* operation) const {
 }
 
 OperationResult PluginManager::load(Kind kind, const std::filesystem::path& library,
-                                    const std::string& actor) {
+                                    const std::string& actor, const LoadProgress& progress) {
   checkNotControlThread("load");
-  return control_.run([&] { return doLoad(kind, library, actor); });
+  return control_.run([&] { return doLoad(kind, library, actor, progress); });
 }
 
 OperationResult PluginManager::rollback(Kind kind, const std::optional<std::string>& version,
@@ -138,7 +138,10 @@ std::unique_ptr<ActiveVersion> PluginManager::instantiate(Kind kind,
 }
 
 OperationResult PluginManager::doLoad(Kind kind, const std::filesystem::path& library,
-                                      const std::string& actor) {
+                                      const std::string& actor, const LoadProgress& progress) {
+  auto step = [&progress](std::string_view name, const std::string& detail) {
+    if (progress) progress(name, detail);
+  };
   LedgerRow row;
   row.actor = actor;
   row.kind = kindText(kind);
@@ -152,10 +155,13 @@ OperationResult PluginManager::doLoad(Kind kind, const std::filesystem::path& li
   if (current) result.fromVersion = current->version;
 
   try {
+    step("copy", library.string());
     auto staged = stageLibrary(library, options_.dataDir / "plugins" / std::string(kindName(kind)));
     result.sha256 = staged.sha256;
 
     // Nothing from this library runs in this process before the canary passed.
+    step("abi-check", "sha256 " + staged.sha256);
+    step("canary", staged.path.string());
     auto verdict = runCanaryProcess(options_.canary, kind, staged.path);
     if (!verdict.passed) throw PluginError(verdict.reason);
     result.toVersion = verdict.version;
@@ -183,8 +189,10 @@ OperationResult PluginManager::doLoad(Kind kind, const std::filesystem::path& li
       record->path = finalPath;
     }
 
+    step("swap", (result.fromVersion.empty() ? "-" : result.fromVersion) + " -> " + verdict.version);
     auto swap = target.swap(instantiate(kind, record));
     result.pauseUs = swap.pauseUs;
+    result.quiesceUs = swap.quiesceUs;
     if (!swap.ok) throw PluginError("swap refused by " + verdict.version + ": " + swap.error);
   } catch (const PluginError& e) {
     result.error = e.what();
@@ -200,6 +208,7 @@ OperationResult PluginManager::doLoad(Kind kind, const std::filesystem::path& li
     target.beginProbation(target.currentRecord(), options_.probationWindow,
                           options_.probationErrorThreshold);
     row.reason = "probation " + std::to_string(options_.probationWindow.count()) + " ms";
+    step("probation", row.reason);
   } else {
     row.result = kResultLoaded;
   }
@@ -246,6 +255,7 @@ OperationResult PluginManager::doRollback(Kind kind, const std::optional<std::st
   try {
     auto swap = target.swap(instantiate(kind, record));
     result.pauseUs = swap.pauseUs;
+    result.quiesceUs = swap.quiesceUs;
     if (!swap.ok) throw PluginError("rollback refused by " + *wanted + ": " + swap.error);
   } catch (const std::exception& e) {
     result.error = e.what();

@@ -7,10 +7,12 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "plugin/canary.h"
@@ -43,7 +45,13 @@ struct OperationResult {
   std::string toVersion;
   std::string sha256;
   std::uint64_t pauseUs = 0;
+  std::uint64_t quiesceUs = 0;  // of pauseUs, waiting for calls in flight
 };
+
+// Told each step of a load as it starts: ("copy", path), ("abi-check", ...),
+// ("canary", ...), ("swap", version), ("probation", window). Called on the
+// control thread, so it must only hand the step on (post it), never block.
+using LoadProgress = std::function<void(std::string_view step, std::string_view detail)>;
 
 // "routing" -> Kind::routing; nullopt for anything else.
 std::optional<Kind> parseKind(std::string_view name);
@@ -69,7 +77,7 @@ class PluginManager {
   // `kind`, then swaps it in (or just starts it when the slot is empty).
   // A swap puts the new version on probation.
   OperationResult load(Kind kind, const std::filesystem::path& library,
-                       const std::string& actor = "operator");
+                       const std::string& actor = "operator", const LoadProgress& progress = {});
   // Back to the previous version (nullopt) or to a named version kept loaded.
   OperationResult rollback(Kind kind, const std::optional<std::string>& version = std::nullopt,
                            const std::string& actor = "operator");
@@ -94,7 +102,8 @@ class PluginManager {
   const PluginManagerOptions& options() const { return options_; }
 
  private:
-  OperationResult doLoad(Kind kind, const std::filesystem::path& library, const std::string& actor);
+  OperationResult doLoad(Kind kind, const std::filesystem::path& library, const std::string& actor,
+                         const LoadProgress& progress);
   OperationResult doRollback(Kind kind, const std::optional<std::string>& version,
                              const std::string& actor, const std::string& why);
   void onProbationBreach(Kind kind, const std::string& version);

@@ -42,6 +42,7 @@ SwapResult PluginSlot::swap(std::unique_ptr<ActiveVersion> next) {
 
   auto closedAt = std::chrono::steady_clock::now();
   gate_.close();
+  auto quiescedAt = std::chrono::steady_clock::now();
   // From here to open(): no call runs. Every step is a call into plugin code
   // and any of them may throw.
   std::string bytes;
@@ -62,6 +63,8 @@ SwapResult PluginSlot::swap(std::unique_ptr<ActiveVersion> next) {
   }
   if (result.ok) serving_.store(next.get(), std::memory_order_release);
   gate_.open();
+  result.quiesceUs = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(quiescedAt - closedAt).count());
   result.pauseUs = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                                   std::chrono::steady_clock::now() - closedAt)
                                                   .count());

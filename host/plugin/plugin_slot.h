@@ -72,6 +72,9 @@ struct SwapResult {
   bool ok = false;
   std::string error;  // which step refused, and the plugin's message
   std::uint64_t pauseUs = 0;
+  // The part of the pause spent waiting for calls in flight to leave (the
+  // rest is export/import/start): tells a slow plugin from a slow caller.
+  std::uint64_t quiesceUs = 0;
 };
 
 struct VersionSnapshot {
