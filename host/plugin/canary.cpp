@@ -156,18 +156,28 @@ CanaryVerdict runCanaryProcess(const CanaryOptions& options, Kind kind,
 
   int status = 0;
   bool reaped = false;
+  int waitError = 0;
   while (!timedOut) {
     pid_t done = ::waitpid(pid, &status, WNOHANG);
     if (done == pid) {
       reaped = true;
       break;
     }
-    if (done < 0 && errno != EINTR) break;
+    if (done < 0 && errno != EINTR) {
+      waitError = errno;
+      break;
+    }
     if (remainingMs() == 0) {
       timedOut = true;
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (waitError != 0) {
+    // ECHILD: someone else reaped it (SIGCHLD ignored?). The pid may already
+    // be reused, so it is not killed, and without an exit status it is no pass.
+    verdict.reason = "canary: cannot wait for the child: " + std::string(std::strerror(waitError));
+    return verdict;
   }
   if (!reaped) {
     ::kill(pid, SIGKILL);
