@@ -1,0 +1,42 @@
+// What one sbbench run is asked to do, shared by the coordinator and its workers.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace switchboard::bench {
+
+// The command line, parsed once in the coordinator; a forked worker gets a copy with its
+// own index and the server's address filled in.
+struct BenchOptions {
+  std::string scenario;              // connect, throughput, latency, swap, offline, groups
+  std::uint64_t count = 0;           // N phones / P pairs / RATE msgs/s / phone budget for groups
+  std::string peer = "switchboard";  // or mosquitto, ejabberd
+  int procs = 1;                     // worker processes
+  bool pin = false;                  // server on CPU 0, workers on CPU 1
+  bool json = false;
+  double seconds = 5;  // measured window (throughput, latency, groups; swap per phase)
+  double warmupSeconds = 0.5;
+  std::uint32_t window = 8;  // messages in flight per pair until the partner has them
+  std::uint32_t pairs = 64;  // pairs carrying the load in latency and swap
+  std::uint32_t bodyBytes = 64;
+  std::uint32_t swapRounds = 3;        // load + rollback of each kind, this many times
+  std::uint32_t offlineMessages = 20;  // per pair
+  std::uint32_t groupSize = 0;         // set per sub-run of `groups`
+  std::uint32_t serverThreads = 1;
+  std::uint32_t concurrency = 64;      // registrations/logins in flight per worker
+  std::string keepDir;                 // keep the run directory here (logs) instead of a temp dir
+  std::filesystem::path serverBinary;  // switchboard host
+  std::filesystem::path pluginDir;
+  std::filesystem::path benchDir;  // peers' configuration templates (bench/ in the source)
+
+  // Filled in for workers.
+  int workerIndex = 0;
+  std::string serverHost = "127.0.0.1";
+  int serverPort = 0;
+  std::filesystem::path codeLog;  // the host's log, where the dev SMS sink prints codes
+  std::string xmppDomain = "bench.localhost";
+};
+
+}  // namespace switchboard::bench

@@ -1,0 +1,213 @@
+#include "mqtt_load.h"
+
+#include <mosquitto.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "peer_load.h"
+#include "phone_load.h"
+#include "server_process.h"
+
+namespace switchboard::bench {
+
+namespace {
+
+constexpr std::int64_t kSecond = 1000000000;
+
+// libmosquitto clients without its threads: one epoll over all their sockets, and
+// mosquitto_loop_read/write/misc called as the sockets become ready.
+class MqttClients final : public PeerClients {
+ public:
+  MqttClients(const BenchOptions& options, std::size_t flows)
+      : options_(options), flows_(flows), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+    mosquitto_lib_init();
+  }
+  ~MqttClients() override {
+    for (auto& c : clients_) {
+      if (c->handle != nullptr) {
+        mosquitto_disconnect(c->handle);
+        mosquitto_destroy(c->handle);
+      }
+    }
+    ::close(epoll_);
+    mosquitto_lib_cleanup();
+  }
+
+  void setup(ReportFields& ready) override {
+    std::size_t count = options_.scenario == "connect"
+                            ? shareOf(options_.count, options_.procs, options_.workerIndex)
+                            : flows_ * 2;
+    // mosquitto listens with a backlog of 100: keep handshakes well below it across workers.
+    std::size_t handshakeLimit =
+        std::max<std::size_t>(1, 40 / static_cast<std::size_t>(options_.procs));
+    std::int64_t start = monotonicNs();
+    for (std::size_t i = 0; i < count; ++i) {
+      while (pending_ >= handshakeLimit) poll(5);
+      auto client = std::make_unique<Client>();
+      client->owner = this;
+      client->index = i;
+      client->receiver = options_.scenario != "connect" && i % 2 == 1;
+      char id[48];
+      std::snprintf(id, sizeof(id), "sbbench-%d-%zu", options_.workerIndex, i);
+      client->handle = mosquitto_new(id, true, client.get());
+      mosquitto_connect_callback_set(client->handle, &MqttClients::onConnect);
+      mosquitto_subscribe_callback_set(client->handle, &MqttClients::onSubscribe);
+      mosquitto_message_callback_set(client->handle, &MqttClients::onMessage);
+      std::uint32_t host = 0x7f000002u + static_cast<std::uint32_t>(options_.workerIndex) * 4000 +
+                           static_cast<std::uint32_t>(i % 4000);
+      char source[32];
+      std::snprintf(source, sizeof(source), "127.%u.%u.%u", (host >> 16) & 255, (host >> 8) & 255,
+                    host & 255);
+      int rc = mosquitto_connect_bind(client->handle, options_.serverHost.c_str(),
+                                      options_.serverPort, 60, source);
+      if (rc != MOSQ_ERR_SUCCESS) {
+        fail(std::string("connect: ") + mosquitto_strerror(rc));
+        mosquitto_destroy(client->handle);
+        client->handle = nullptr;
+        clients_.push_back(std::move(client));
+        continue;
+      }
+      ++pending_;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.ptr = client.get();
+      ::epoll_ctl(epoll_, EPOLL_CTL_ADD, mosquitto_socket(client->handle), &ev);
+      touched_.push_back(client.get());
+      clients_.push_back(std::move(client));
+    }
+    std::int64_t deadline = monotonicNs() + 60 * kSecond;
+    while ((pending_ > 0 || subscribing_ > 0) && monotonicNs() < deadline) poll(5);
+    ready.set("registered", connected_);
+    ready.set("logged_in", connected_);
+    ready.set("login_failures", static_cast<std::uint64_t>(count) - connected_);
+    ready.set("register_failures", 0);
+    ready.set("login_start_ns", start);
+    ready.set("login_end_ns", monotonicNs());
+    ready.set("register_start_ns", start);
+    ready.set("register_end_ns", monotonicNs());
+    ready.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
+  }
+
+  void poll(int timeoutMs) override {
+    epoll_event events[256];
+    int n = ::epoll_wait(epoll_, events, 256, timeoutMs);
+    for (int i = 0; i < n; ++i) {
+      auto* client = static_cast<Client*>(events[i].data.ptr);
+      if (client->handle == nullptr) continue;
+      if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        int rc = mosquitto_loop_read(client->handle, 64);
+        if (rc != MOSQ_ERR_SUCCESS) lost(*client, rc);
+      }
+      touched_.push_back(client);
+    }
+    std::vector<Client*> still;
+    for (Client* client : touched_) {
+      if (client->handle == nullptr) continue;
+      if (mosquitto_want_write(client->handle)) {
+        mosquitto_loop_write(client->handle, 64);
+        if (mosquitto_want_write(client->handle)) still.push_back(client);
+      }
+    }
+    touched_.swap(still);
+    std::int64_t now = monotonicNs();
+    if (now - lastMisc_ > kSecond) {
+      lastMisc_ = now;
+      for (auto& c : clients_)
+        if (c->handle != nullptr) mosquitto_loop_misc(c->handle);
+    }
+  }
+
+  bool send(std::uint32_t flow, const std::string& body) override {
+    Client& sender = *clients_[flow * 2];
+    if (sender.handle == nullptr) return false;
+    char topic[48];
+    std::snprintf(topic, sizeof(topic), "bench/%d/%u", options_.workerIndex, flow);
+    int rc = mosquitto_publish(sender.handle, nullptr, topic, static_cast<int>(body.size()),
+                               body.data(), 1, false);
+    touched_.push_back(&sender);
+    return rc == MOSQ_ERR_SUCCESS;
+  }
+
+ private:
+  struct Client {
+    MqttClients* owner = nullptr;
+    mosquitto* handle = nullptr;
+    std::size_t index = 0;
+    bool receiver = false;
+    bool connected = false;
+  };
+
+  void fail(const std::string& why) {
+    if (!firstFailure_.empty()) return;
+    firstFailure_ = why;
+    for (char& c : firstFailure_)
+      if (c == ' ' || c == '=') c = '_';
+  }
+
+  void lost(Client& client, int rc) {
+    fail(std::string("connection lost: ") + mosquitto_strerror(rc));
+    if (!client.connected && pending_ > 0) --pending_;
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, mosquitto_socket(client.handle), nullptr);
+    mosquitto_destroy(client.handle);
+    client.handle = nullptr;
+  }
+
+  static void onConnect(mosquitto* handle, void* obj, int rc) {
+    auto* client = static_cast<Client*>(obj);
+    MqttClients& self = *client->owner;
+    if (self.pending_ > 0) --self.pending_;
+    if (rc != 0) {
+      self.fail("connack " + std::to_string(rc));
+      return;
+    }
+    client->connected = true;
+    ++self.connected_;
+    if (client->receiver) {
+      char topic[48];
+      std::snprintf(topic, sizeof(topic), "bench/%d/%zu", self.options_.workerIndex,
+                    client->index / 2);
+      ++self.subscribing_;
+      mosquitto_subscribe(handle, nullptr, topic, 1);
+    }
+  }
+
+  static void onSubscribe(mosquitto*, void* obj, int, int, const int*) {
+    auto* client = static_cast<Client*>(obj);
+    if (client->owner->subscribing_ > 0) --client->owner->subscribing_;
+  }
+
+  static void onMessage(mosquitto*, void* obj, const mosquitto_message* message) {
+    auto* client = static_cast<Client*>(obj);
+    if (client->owner->arrived) {
+      client->owner->arrived(static_cast<const char*>(message->payload),
+                             static_cast<std::size_t>(message->payloadlen));
+    }
+  }
+
+  const BenchOptions& options_;
+  std::size_t flows_;
+  int epoll_;
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::vector<Client*> touched_;
+  std::size_t pending_ = 0;
+  std::size_t subscribing_ = 0;
+  std::uint64_t connected_ = 0;
+  std::int64_t lastMisc_ = 0;
+  std::string firstFailure_;
+};
+
+}  // namespace
+
+int runMqttWorker(const BenchOptions& options, WorkerLink& link) {
+  raiseFileLimit();
+  std::size_t flows = peerFlows(options);
+  MqttClients clients(options, flows);
+  return runPeerWorker(options, link, clients, flows);
+}
+
+}  // namespace switchboard::bench

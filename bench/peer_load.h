@@ -1,0 +1,41 @@
+// The peers' side of sbbench: client fleets for mosquitto and ejabberd on one loop thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "bench_options.h"
+#include "delivery_ledger.h"
+#include "report_fields.h"
+#include "worker_link.h"
+
+namespace switchboard::bench {
+
+// One worker's clients of a peer server, driven from one thread. For `connect` there are
+// options.count / procs idle clients; otherwise two per flow: 2f sends, 2f+1 receives.
+class PeerClients {
+ public:
+  virtual ~PeerClients() = default;
+  // Connects and logs in (subscribes) every client, driving its own I/O. Fills "registered",
+  // "logged_in", "login_failures", "login_start_ns", "login_end_ns", "first_failure".
+  virtual void setup(ReportFields& ready) = 0;
+  // Runs I/O for up to timeoutMs; every message a receiver gets goes to arrived().
+  virtual void poll(int timeoutMs) = 0;
+  // Sends `body` from flow's sender to flow's receiver; false if it could not be queued.
+  virtual bool send(std::uint32_t flow, const std::string& body) = 0;
+
+  std::function<void(const char* data, std::size_t size)> arrived;
+};
+
+// Runs the ready / go / stop protocol for `clients`: the load loop on a thread of its own,
+// commands on the calling thread. Closed loop (throughput: options.window in flight per flow
+// until received) or open loop (latency: options.count msgs/s on a schedule).
+int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& clients,
+                  std::size_t flows);
+
+// The number of flows (pairs) one worker carries for `options`.
+std::size_t peerFlows(const BenchOptions& options);
+
+}  // namespace switchboard::bench

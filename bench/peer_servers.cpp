@@ -1,0 +1,87 @@
+#include "peer_servers.h"
+
+#include "xmpp_load.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace switchboard::bench {
+
+namespace fs = std::filesystem;
+
+int freeLocalPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t length = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+namespace {
+
+// Copies a template from bench/ into the run directory with @KEY@ placeholders replaced.
+fs::path writeConfig(const fs::path& from, const fs::path& to,
+                     const std::vector<std::pair<std::string, std::string>>& values) {
+  std::ifstream in(from);
+  if (!in) throw std::runtime_error("missing configuration template " + from.string());
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string config = text.str();
+  for (const auto& [key, value] : values) {
+    std::string placeholder = "@" + key + "@";
+    for (auto at = config.find(placeholder); at != std::string::npos;
+         at = config.find(placeholder)) {
+      config.replace(at, placeholder.size(), value);
+    }
+  }
+  std::ofstream(to) << config;
+  return to;
+}
+
+}  // namespace
+
+PeerServer startPeer(const BenchOptions& options, const fs::path& runDir) {
+  PeerServer server;
+  server.port = freeLocalPort();
+  server.process = std::make_unique<ServerProcess>();
+  server.logPath = runDir / (options.peer + ".log");
+  int cpu = options.pin ? 0 : -1;
+  std::string port = std::to_string(server.port);
+  if (options.peer == "switchboard") {
+    fs::path data = runDir / "data";
+    fs::create_directories(data);
+    std::vector<std::string> argv{
+        options.serverBinary.string(), "--listen", "127.0.0.1:" + port, "--data-dir", data.string(),
+        "--admin-socket", (data / "admin.sock").string(), "--plugin-dir",
+        options.pluginDir.string(), "--threads", std::to_string(options.serverThreads),
+        "--log-level", "info",
+        // Registration is rate limited per peer address; the benchmark registers thousands.
+        "--plugin-setting", "auth.max-requests-per-peer=1000000", "--probation-seconds", "1"};
+    server.process->start(argv, server.logPath, cpu);
+    server.process->waitForPort("127.0.0.1", server.port, std::chrono::seconds(30));
+  } else if (options.peer == "mosquitto") {
+    fs::path config = writeConfig(options.benchDir / "mosquitto.conf", runDir / "mosquitto.conf",
+                                  {{"PORT", port}});
+    server.process->start({"mosquitto", "-c", config.string()}, server.logPath, cpu);
+    server.process->waitForPort("127.0.0.1", server.port, std::chrono::seconds(30));
+  } else if (options.peer == "ejabberd") {
+    startEjabberd(options, runDir, server);
+  } else {
+    throw std::runtime_error("unknown peer " + options.peer);
+  }
+  return server;
+}
+
+}  // namespace switchboard::bench

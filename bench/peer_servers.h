@@ -1,0 +1,27 @@
+// Starting the server under test: the Switchboard host, mosquitto or ejabberd.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "bench_options.h"
+#include "server_process.h"
+
+namespace switchboard::bench {
+
+// A running server on 127.0.0.1:port, stopped when `process` is destroyed. `logPath` holds
+// its stdout and stderr (for Switchboard also the development SMS sink's codes).
+struct PeerServer {
+  std::unique_ptr<ServerProcess> process;
+  int port = 0;
+  std::filesystem::path logPath;
+};
+
+// Starts options.peer with its configuration from options.benchDir written into `runDir`,
+// pinned to CPU 0 with --pin, and waits until it listens. Throws std::runtime_error.
+PeerServer startPeer(const BenchOptions& options, const std::filesystem::path& runDir);
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int freeLocalPort();
+
+}  // namespace switchboard::bench

@@ -1,0 +1,758 @@
+#include "phone_load.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async.h>
+#include <kj/debug.h>
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "latency_histogram.h"
+#include "net/asio_stream.h"
+#include "net/fd_readiness.h"
+#include "net/network_thread.h"
+#include "report_fields.h"
+#include "server_process.h"
+#include "switchboard/proto/client.capnp.h"
+
+namespace switchboard::bench {
+
+std::uint64_t shareOf(std::uint64_t total, int workers, int index) {
+  auto k = static_cast<std::uint64_t>(workers);
+  auto i = static_cast<std::uint64_t>(index);
+  return total / k + (i < total % k ? 1 : 0);
+}
+
+namespace {
+
+namespace proto = switchboard::proto;
+
+constexpr std::int64_t kSecond = 1000000000;
+constexpr std::uint32_t kHeaderBytes = 16;  // send time (8), flow (4), sequence (4)
+
+// ---------------------------------------------------------------- timers
+
+// A kj promise over an asio::steady_timer on the loop's io_context. Dropping the promise
+// cancels the timer; the handler then only touches its shared slot.
+class TimerAdapter {
+ public:
+  TimerAdapter(kj::PromiseFulfiller<void>& fulfiller, asio::io_context& io, std::int64_t ns)
+      : timer_(std::make_shared<asio::steady_timer>(io, std::chrono::nanoseconds(ns))),
+        slot_(std::make_shared<kj::PromiseFulfiller<void>*>(&fulfiller)) {
+    timer_->async_wait([slot = slot_, timer = timer_](const asio::error_code&) {
+      if (*slot != nullptr) {
+        auto* f = *slot;
+        *slot = nullptr;
+        f->fulfill();
+      }
+    });
+  }
+  ~TimerAdapter() {
+    *slot_ = nullptr;
+    timer_->cancel();
+  }
+  TimerAdapter(const TimerAdapter&) = delete;
+  TimerAdapter& operator=(const TimerAdapter&) = delete;
+
+ private:
+  std::shared_ptr<asio::steady_timer> timer_;
+  std::shared_ptr<kj::PromiseFulfiller<void>*> slot_;
+};
+
+kj::Promise<void> sleepNs(asio::io_context& io, std::int64_t ns) {
+  return kj::newAdaptedPromise<void, TimerAdapter>(io, ns);
+}
+
+template <class T>
+kj::Promise<T> withTimeout(asio::io_context& io, kj::Promise<T> promise, std::int64_t ns,
+                           const char* what) {
+  return promise.exclusiveJoin(sleepNs(io, ns).then(
+      [what]() -> kj::Promise<T> { return KJ_EXCEPTION(OVERLOADED, "timed out", what); }));
+}
+
+// ---------------------------------------------------------------- connections
+
+// One TCP connection to the server and the RPC client over it, from a chosen source
+// address in 127.0.0.0/8 (bound before connect, so the ephemeral ports of each source
+// address are separate). Lives on the loop thread.
+struct Connection {
+  explicit Connection(kj::Own<net::AsioStream> s) : stream(kj::mv(s)), client(*stream) {}
+  kj::Own<net::AsioStream> stream;  // before the client, which uses it until destroyed
+  capnp::TwoPartyClient client;
+};
+
+kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockaddr_in& server,
+                                             std::uint32_t sourceHost) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return KJ_EXCEPTION(DISCONNECTED, "socket() failed", strerror(errno));
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  sockaddr_in source{};
+  source.sin_family = AF_INET;
+  source.sin_addr.s_addr = htonl(sourceHost);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0) {
+    int error = errno;
+    ::close(fd);
+    return KJ_EXCEPTION(DISCONNECTED, "bind() failed", strerror(error));
+  }
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&server), sizeof(server)) != 0 &&
+      errno != EINPROGRESS) {
+    int error = errno;
+    ::close(fd);
+    return KJ_EXCEPTION(DISCONNECTED, "connect() failed", strerror(error));
+  }
+  auto pending = kj::heap<asio::posix::stream_descriptor>(io, fd);
+  auto writable = net::whenWritable(*pending);
+  return writable.then(
+      [&io, pending = kj::mv(pending)]() mutable -> kj::Promise<kj::Own<Connection>> {
+        int fd = pending->release();
+        int error = 0;
+        socklen_t length = sizeof(error);
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+        if (error != 0) {
+          ::close(fd);
+          return KJ_EXCEPTION(DISCONNECTED, "connect failed", strerror(error));
+        }
+        return kj::heap<Connection>(kj::heap<net::AsioStream>(io, fd));
+      });
+}
+
+// ---------------------------------------------------------------- registration codes
+
+// Reads registration codes out of the host's log, where the development SMS sink prints
+// "sms (dev sink) to PHONE: code CODE: ...". Polls the file while someone waits.
+class CodeBook {
+ public:
+  CodeBook(asio::io_context& io, std::string path) : io_(io), path_(std::move(path)) {}
+  ~CodeBook() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  kj::Promise<std::string> code(const std::string& phone, std::int64_t deadlineNs) {
+    scan();
+    auto it = codes_.find(phone);
+    if (it != codes_.end()) {
+      std::string found = it->second;
+      codes_.erase(it);
+      return found;
+    }
+    if (monotonicNs() > deadlineNs) {
+      return KJ_EXCEPTION(FAILED, "no registration code in the host log", phone);
+    }
+    return sleepNs(io_, 2000000).then([this, phone, deadlineNs]() {
+      return code(phone, deadlineNs);
+    });
+  }
+
+ private:
+  void scan() {
+    if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) return;
+    char chunk[65536];
+    while (true) {
+      ssize_t n = ::read(fd_, chunk, sizeof(chunk));
+      if (n <= 0) break;
+      pending_.append(chunk, static_cast<size_t>(n));
+    }
+    static const std::string kMarker = "sms (dev sink) to ";
+    size_t start = 0;
+    size_t newline;
+    while ((newline = pending_.find('\n', start)) != std::string::npos) {
+      std::string_view line(pending_.data() + start, newline - start);
+      auto at = line.find(kMarker);
+      if (at != std::string_view::npos) {
+        auto rest = line.substr(at + kMarker.size());
+        auto colon = rest.find(": code ");
+        if (colon != std::string_view::npos) {
+          auto code = rest.substr(colon + 7, 5);
+          codes_[std::string(rest.substr(0, colon))] = std::string(code);
+        }
+      }
+      start = newline + 1;
+    }
+    pending_.erase(0, start);
+  }
+
+  asio::io_context& io_;
+  std::string path_;
+  int fd_ = -1;
+  std::string pending_;
+  std::map<std::string, std::string> codes_;
+};
+
+// ---------------------------------------------------------------- flows
+
+// One stream of numbered messages from a sender to one phone or one group, with the
+// checks that make loss, duplication and reordering visible.
+struct Flow {
+  std::uint32_t sender = 0;
+  std::uint32_t firstReceiver = 0;  // phone index of the (first) receiver
+  std::uint32_t receivers = 1;      // members that must get each message
+  std::uint64_t group = 0;          // 0 for 1:1
+  std::uint32_t nextSeq = 0;
+  std::uint32_t inflight = 0;
+  std::vector<std::uint16_t> receivedCount;  // by sequence
+  std::vector<bool> acked;                   // by sequence
+  std::vector<std::int64_t> lastSeq;         // by receiver slot
+  std::uint64_t duplicates = 0;
+  std::uint64_t reordered = 0;
+};
+
+struct Phone {
+  std::string number;
+  std::string key;
+  kj::Maybe<kj::Own<Connection>> connection;
+  kj::Maybe<proto::Session::Client> session;
+  kj::Maybe<std::pair<std::uint32_t, std::uint32_t>> flowSlot;  // (flow, receiver slot)
+  bool loggedIn = false;
+};
+
+class PhoneFleet;
+
+// The Inbox each phone hands the server at login: deliveries go to the fleet's checks.
+class BenchInbox final : public proto::Inbox::Server {
+ public:
+  BenchInbox(PhoneFleet& fleet, std::uint32_t phone) : fleet_(fleet), phone_(phone) {}
+
+ protected:
+  kj::Promise<void> deliver(DeliverContext context) override;
+  kj::Promise<void> receipt(ReceiptContext) override { return kj::READY_NOW; }
+  kj::Promise<void> presence(PresenceContext) override { return kj::READY_NOW; }
+  kj::Promise<void> kicked(KickedContext context) override;
+
+ private:
+  PhoneFleet& fleet_;
+  std::uint32_t phone_;
+};
+
+// ---------------------------------------------------------------- the fleet
+
+// All phones of one worker and the load they carry. Created, driven and destroyed on the
+// worker's network thread; the worker's main thread only calls it through runSync().
+class PhoneFleet final : private kj::TaskSet::ErrorHandler {
+ public:
+  PhoneFleet(const BenchOptions& options, net::NetworkThread& thread)
+      : options_(options),
+        io_(thread.ioContext()),
+        codes_(io_, options.codeLog.string()),
+        tasks_(*this) {
+    server_.sin_family = AF_INET;
+    server_.sin_port = htons(static_cast<uint16_t>(options.serverPort));
+    ::inet_pton(AF_INET, options.serverHost.c_str(), &server_.sin_addr);
+    buildRoles();
+  }
+
+  // Registers every phone, then logs in those that are online from the start.
+  kj::Promise<void> setup() {
+    std::int64_t t0 = monotonicNs();
+    std::vector<std::uint32_t> all(phones_.size());
+    for (std::uint32_t i = 0; i < all.size(); ++i) all[i] = i;
+    return forEach(
+               all, [this](std::uint32_t i) { return registerPhone(i); }, registered_,
+               registerFailures_)
+        .then([this, t0]() {
+          setupFields_.set("registered", registered_);
+          setupFields_.set("register_failures", registerFailures_);
+          setupFields_.set("register_start_ns", t0);
+          setupFields_.set("register_end_ns", monotonicNs());
+          std::vector<std::uint32_t> online;
+          for (std::uint32_t i = 0; i < phones_.size(); ++i) {
+            if (!phones_[i].key.empty() && !offlineAtStart(i)) online.push_back(i);
+          }
+          loginStartNs_ = monotonicNs();
+          return forEach(
+              online, [this](std::uint32_t i) { return loginPhone(i); }, loggedIn_, loginFailures_);
+        })
+        .then([this]() {
+          setupFields_.set("logged_in", loggedIn_);
+          setupFields_.set("login_failures", loginFailures_);
+          setupFields_.set("login_start_ns", loginStartNs_);
+          setupFields_.set("login_end_ns", monotonicNs());
+          setupFields_.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
+          return createGroups();
+        });
+  }
+  ReportFields setupFields() const { return setupFields_; }
+
+  // Starts the load at t0 (the coordinator's clock is this machine's CLOCK_MONOTONIC).
+  // Resolves at once for timed scenarios (they run until stop()); for `offline` it
+  // resolves when the store and drain phases are done.
+  kj::Promise<void> start(std::int64_t t0) {
+    t0_ = t0;
+    measureStartNs_ = t0 + static_cast<std::int64_t>(options_.warmupSeconds * kSecond);
+    std::int64_t wait = std::max<std::int64_t>(0, t0 - monotonicNs());
+    return sleepNs(io_, wait).then([this]() -> kj::Promise<void> {
+      running_ = true;
+      const std::string& s = options_.scenario;
+      if (s == "throughput" || s == "groups") {
+        for (auto& flow : flows_) pump(flow);
+      } else if (s == "latency" || s == "swap") {
+        tasks_.add(tick(0));
+      } else if (s == "offline") {
+        return runOffline();
+      }
+      return kj::READY_NOW;
+    });
+  }
+
+  void mark(std::int64_t atNs) { markNs_ = atNs; }
+
+  // Stops offering load and waits (bounded) until every message in flight has arrived.
+  kj::Promise<void> stop() {
+    measureEndNs_ = monotonicNs();
+    running_ = false;
+    return drain(monotonicNs() + 10 * kSecond);
+  }
+
+  ReportFields result() {
+    ReportFields r;
+    std::uint64_t sent = 0, acked = 0, lost = 0, dup = 0, reord = 0;
+    for (auto& flow : flows_) {
+      sent += flow.nextSeq;
+      dup += flow.duplicates;
+      reord += flow.reordered;
+      for (std::uint32_t seq = 0; seq < flow.nextSeq; ++seq) {
+        if (!flow.acked[seq]) continue;
+        ++acked;
+        lost += flow.receivers - std::min<std::uint32_t>(flow.receivedCount[seq], flow.receivers);
+      }
+    }
+    r.set("sent", sent);
+    r.set("acked", acked);
+    r.set("send_errors", sendErrors_);
+    r.set("delivered_total", deliveredTotal_);
+    r.set("delivered_window", deliveredWindow_);
+    r.set("completed_window", completedWindow_);
+    r.set("window_ns", measureEndNs_ - measureStartNs_);
+    r.set("lost", lost);
+    r.set("duplicated", dup);
+    r.set("reordered", reord);
+    r.set("disconnects", disconnects_);
+    r.set("skipped", skipped_);
+    r.set("store_msgs", storeMsgs_);
+    r.set("store_ns", storeNs_);
+    r.set("drain_msgs", drainMsgs_);
+    r.set("drain_ns", drainNs_);
+    r.set("hist", latency_.encode());
+    r.set("hist_swap", swapLatency_.encode());
+    r.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
+    return r;
+  }
+
+  void onDeliver(std::uint32_t phone, capnp::List<proto::Message>::Reader messages) {
+    std::int64_t now = monotonicNs();
+    for (auto message : messages) {
+      auto body = message.getBody();
+      if (body.size() < kHeaderBytes) continue;
+      std::int64_t sendNs;
+      std::uint32_t flowIndex, seq;
+      std::memcpy(&sendNs, body.begin(), 8);
+      std::memcpy(&flowIndex, body.begin() + 8, 4);
+      std::memcpy(&seq, body.begin() + 12, 4);
+      if (flowIndex >= flows_.size()) continue;
+      Flow& flow = flows_[flowIndex];
+      if (seq >= flow.nextSeq) continue;
+      std::uint32_t slot = phone - flow.firstReceiver;
+      if (slot >= flow.receivers) continue;
+      ++deliveredTotal_;
+      if (++flow.receivedCount[seq] > flow.receivers) ++flow.duplicates;
+      if (static_cast<std::int64_t>(seq) < flow.lastSeq[slot]) ++flow.reordered;
+      flow.lastSeq[slot] = std::max<std::int64_t>(flow.lastSeq[slot], seq);
+      bool inWindow = now >= measureStartNs_ && (measureEndNs_ == 0 || now < measureEndNs_);
+      if (inWindow) {
+        ++deliveredWindow_;
+        if (markNs_ != 0 && sendNs >= markNs_) {
+          swapLatency_.record(now - sendNs);
+        } else {
+          latency_.record(now - sendNs);
+        }
+      }
+      if (flow.receivedCount[seq] == flow.receivers) {
+        if (inWindow) ++completedWindow_;
+        if (!offlineScenario() && flow.inflight > 0) --flow.inflight;
+        if (running_ && closedLoop()) pump(flow);
+      }
+    }
+  }
+
+  void onKicked(const std::string& reason) {
+    ++disconnects_;
+    fail("kicked: " + reason);
+  }
+
+ private:
+  bool offlineScenario() const { return options_.scenario == "offline"; }
+  bool closedLoop() const {
+    return options_.scenario == "throughput" || options_.scenario == "groups";
+  }
+  bool offlineAtStart(std::uint32_t phone) const {
+    if (!offlineScenario()) return false;
+    return phones_[phone].flowSlot != nullptr;  // receivers wait offline
+  }
+
+  void buildRoles() {
+    const std::string& s = options_.scenario;
+    std::uint32_t firstGlobal = static_cast<std::uint32_t>(options_.workerIndex) * 200000;
+    auto addPhones = [&](std::uint64_t n) {
+      for (std::uint64_t i = 0; i < n; ++i) {
+        Phone phone;
+        char number[32];
+        std::snprintf(number, sizeof(number), "+1555%07u",
+                      firstGlobal + static_cast<std::uint32_t>(phones_.size()));
+        phone.number = number;
+        phones_.push_back(std::move(phone));
+      }
+    };
+    if (s == "connect") {
+      addPhones(shareOf(options_.count, options_.procs, options_.workerIndex));
+    } else if (s == "groups") {
+      std::uint32_t size = std::max<std::uint32_t>(options_.groupSize, 2);
+      std::uint64_t groups = std::max<std::uint64_t>(
+          1, shareOf(options_.count, options_.procs, options_.workerIndex) / size);
+      for (std::uint64_t g = 0; g < groups; ++g) {
+        auto base = static_cast<std::uint32_t>(phones_.size());
+        addPhones(size);
+        addFlow(base, base + 1, size - 1);
+      }
+    } else {
+      std::uint64_t pairs = s == "throughput" || s == "offline" ? options_.count : options_.pairs;
+      pairs = std::max<std::uint64_t>(1, shareOf(pairs, options_.procs, options_.workerIndex));
+      for (std::uint64_t p = 0; p < pairs; ++p) {
+        auto base = static_cast<std::uint32_t>(phones_.size());
+        addPhones(2);
+        addFlow(base, base + 1, 1);
+      }
+    }
+  }
+
+  void addFlow(std::uint32_t sender, std::uint32_t firstReceiver, std::uint32_t receivers) {
+    Flow flow;
+    flow.sender = sender;
+    flow.firstReceiver = firstReceiver;
+    flow.receivers = receivers;
+    flow.lastSeq.assign(receivers, -1);
+    auto index = static_cast<std::uint32_t>(flows_.size());
+    for (std::uint32_t r = 0; r < receivers; ++r) {
+      phones_[firstReceiver + r].flowSlot = std::make_pair(index, r);
+    }
+    flows_.push_back(std::move(flow));
+  }
+
+  std::uint32_t sourceHost() {
+    // 127.0.0.2 and up, a different block per worker: each source address has its own
+    // ephemeral port range towards the server.
+    std::uint32_t offset =
+        static_cast<std::uint32_t>(options_.workerIndex) * 4000 + (connectionCounter_++ % 4000);
+    return 0x7f000002u + offset;
+  }
+
+  void fail(const std::string& why) {
+    if (firstFailure_.empty()) {
+      firstFailure_ = why;
+      for (char& c : firstFailure_)
+        if (c == ' ' || c == '=' || c == '\n') c = '_';
+      if (firstFailure_.size() > 120) firstFailure_.resize(120);
+    }
+  }
+
+  // Runs `step` over `items` with at most options_.concurrency in flight.
+  template <class Step>
+  kj::Promise<void> forEach(std::vector<std::uint32_t> items, Step step, std::uint64_t& ok,
+                            std::uint64_t& failed) {
+    auto queue = std::make_shared<std::vector<std::uint32_t>>(std::move(items));
+    auto next = std::make_shared<size_t>(0);
+    kj::Vector<kj::Promise<void>> lanes;
+    for (std::uint32_t lane = 0; lane < std::max<std::uint32_t>(1, options_.concurrency); ++lane) {
+      lanes.add(runLane(queue, next, step, ok, failed));
+    }
+    return kj::joinPromises(lanes.releaseAsArray());
+  }
+
+  template <class Step>
+  kj::Promise<void> runLane(std::shared_ptr<std::vector<std::uint32_t>> queue,
+                            std::shared_ptr<size_t> next, Step step, std::uint64_t& ok,
+                            std::uint64_t& failed) {
+    if (*next >= queue->size()) return kj::READY_NOW;
+    std::uint32_t item = (*queue)[(*next)++];
+    return withTimeout(io_, step(item), 30 * kSecond, "phone setup")
+        .then([&ok]() { ++ok; },
+              [this, &failed](kj::Exception&& e) {
+                ++failed;
+                fail(e.getDescription().cStr());
+              })
+        .then([this, queue, next, step, &ok, &failed]() mutable {
+          return runLane(queue, next, step, ok, failed);
+        });
+  }
+
+  kj::Promise<void> registerPhone(std::uint32_t index) {
+    return connectFrom(io_, server_, sourceHost()).then([this, index](kj::Own<Connection> c) {
+      auto gateway = c->client.bootstrap().castAs<proto::Gateway>();
+      auto request = gateway.requestCodeRequest();
+      request.setPhone(phones_[index].number);
+      return request.send()
+          .then([this, index](auto&&) {
+            return codes_.code(phones_[index].number, monotonicNs() + 20 * kSecond);
+          })
+          .then([this, index, gateway](std::string code) mutable {
+            auto verify = gateway.verifyRequest();
+            verify.setPhone(phones_[index].number);
+            verify.setCode(code);
+            verify.setDeviceName("sbbench");
+            return verify.send();
+          })
+          .then([this, index](capnp::Response<proto::Gateway::VerifyResults>&& response) {
+            auto key = response.getKey();
+            phones_[index].key.assign(reinterpret_cast<const char*>(key.begin()), key.size());
+          })
+          .attach(kj::mv(c));
+    });
+  }
+
+  kj::Promise<void> loginPhone(std::uint32_t index) {
+    return connectFrom(io_, server_, sourceHost()).then([this, index](kj::Own<Connection> c) {
+      auto gateway = c->client.bootstrap().castAs<proto::Gateway>();
+      auto request = gateway.loginRequest();
+      Phone& phone = phones_[index];
+      request.setPhone(phone.number);
+      request.setKey(
+          kj::arrayPtr(reinterpret_cast<const kj::byte*>(phone.key.data()), phone.key.size()));
+      request.setInbox(kj::heap<BenchInbox>(*this, index));
+      auto promise = request.send();
+      phones_[index].connection = kj::mv(c);
+      return promise.then([this, index](capnp::Response<proto::Gateway::LoginResults>&& response) {
+        phones_[index].session = response.getSession();
+        phones_[index].loggedIn = true;
+      });
+    });
+  }
+
+  kj::Promise<void> createGroups() {
+    kj::Vector<kj::Promise<void>> made;
+    for (auto& flow : flows_) {
+      if (flow.receivers < 2 && options_.scenario != "groups") continue;
+      KJ_IF_MAYBE (session, phones_[flow.sender].session) {
+        auto request = session->createGroupRequest();
+        request.setName("bench");
+        auto members = request.initMembers(flow.receivers);
+        for (std::uint32_t r = 0; r < flow.receivers; ++r) {
+          members.set(r, phones_[flow.firstReceiver + r].number);
+        }
+        Flow* f = &flow;
+        made.add(request.send().then([f](auto&& response) { f->group = response.getGroup(); }));
+      }
+    }
+    return kj::joinPromises(made.releaseAsArray());
+  }
+
+  void pump(Flow& flow) {
+    while (running_ && flow.inflight < options_.window &&
+           (!offlineScenario() || flow.nextSeq < options_.offlineMessages)) {
+      sendOne(flow, monotonicNs());
+    }
+  }
+
+  void sendOne(Flow& flow, std::int64_t stampNs) {
+    Phone& sender = phones_[flow.sender];
+    KJ_IF_MAYBE (session, sender.session) {
+      std::uint32_t seq = flow.nextSeq++;
+      flow.receivedCount.push_back(0);
+      flow.acked.push_back(false);
+      ++flow.inflight;
+      auto flowIndex = static_cast<std::uint32_t>(&flow - flows_.data());
+      char id[32];
+      std::snprintf(id, sizeof(id), "%u-%u", flowIndex, seq);
+      std::uint32_t size = std::max(options_.bodyBytes, kHeaderBytes);
+      auto fill = [&](auto& request) {
+        request.setClientMsgId(id);
+        auto body = request.initBody(size);
+        std::memcpy(body.begin(), &stampNs, 8);
+        std::memcpy(body.begin() + 8, &flowIndex, 4);
+        std::memcpy(body.begin() + 12, &seq, 4);
+      };
+      auto onAck = [this, flowIndex, seq](auto&&) {
+        Flow& f = flows_[flowIndex];
+        f.acked[seq] = true;
+        if (offlineScenario()) {
+          --f.inflight;
+          ++storeMsgs_;
+          if (running_) pump(f);
+        }
+      };
+      auto onError = [this, flowIndex](kj::Exception&& e) {
+        ++sendErrors_;
+        Flow& f = flows_[flowIndex];
+        if (f.inflight > 0) --f.inflight;
+        fail(e.getDescription().cStr());
+      };
+      if (flow.group != 0) {
+        auto request = session->sendGroupRequest();
+        request.setGroup(flow.group);
+        fill(request);
+        tasks_.add(request.send().then(kj::mv(onAck), kj::mv(onError)));
+      } else {
+        auto request = session->sendRequest();
+        request.setTo(phones_[flow.firstReceiver].number);
+        fill(request);
+        tasks_.add(request.send().then(kj::mv(onAck), kj::mv(onError)));
+      }
+    }
+  }
+
+  // Open loop: offers options_.count msgs/s (this worker's share) on a schedule, stamped
+  // with the scheduled time, so a stalled server shows as latency, not as a lower rate.
+  kj::Promise<void> tick(std::uint64_t offered) {
+    if (!running_) return kj::READY_NOW;
+    double rate =
+        static_cast<double>(shareOf(options_.count, options_.procs, options_.workerIndex));
+    std::int64_t now = monotonicNs();
+    auto due = static_cast<std::uint64_t>(rate * static_cast<double>(now - t0_) / kSecond);
+    while (offered < due) {
+      Flow& flow = flows_[roundRobin_++ % flows_.size()];
+      std::int64_t scheduled =
+          t0_ + static_cast<std::int64_t>(static_cast<double>(offered) * kSecond / rate);
+      if (flow.inflight < 1000) {
+        sendOne(flow, scheduled);
+      } else {
+        ++skipped_;
+      }
+      ++offered;
+    }
+    return sleepNs(io_, 1000000).then([this, offered]() { return tick(offered); });
+  }
+
+  kj::Promise<void> drain(std::int64_t deadlineNs) {
+    bool empty = true;
+    for (auto& flow : flows_) empty = empty && flow.inflight == 0;
+    if (empty || monotonicNs() > deadlineNs) return kj::READY_NOW;
+    return sleepNs(io_, 5000000).then([this, deadlineNs]() { return drain(deadlineNs); });
+  }
+
+  // Store phase: senders send to receivers that are offline, counted on the sent tick.
+  // Drain phase: the receivers log in and everything queued is delivered.
+  kj::Promise<void> runOffline() {
+    for (auto& flow : flows_) pump(flow);
+    std::int64_t storeStart = monotonicNs();
+    return waitUntil([this]() { return storeMsgs_ + sendErrors_ >= expectedOffline(); },
+                     monotonicNs() + 60 * kSecond)
+        .then([this, storeStart]() {
+          storeNs_ = monotonicNs() - storeStart;
+          running_ = false;
+          std::vector<std::uint32_t> receivers;
+          for (auto& flow : flows_) receivers.push_back(flow.firstReceiver);
+          drainStart_ = monotonicNs();
+          return forEach(
+              receivers, [this](std::uint32_t i) { return loginPhone(i); }, loggedIn_,
+              loginFailures_);
+        })
+        .then([this]() {
+          return waitUntil([this]() { return deliveredTotal_ >= storeMsgs_; },
+                           monotonicNs() + 60 * kSecond);
+        })
+        .then([this]() {
+          drainNs_ = monotonicNs() - drainStart_;
+          drainMsgs_ = deliveredTotal_;
+          measureEndNs_ = monotonicNs();
+        });
+  }
+
+  std::uint64_t expectedOffline() const {
+    return static_cast<std::uint64_t>(flows_.size()) * options_.offlineMessages;
+  }
+
+  template <class Done>
+  kj::Promise<void> waitUntil(Done done, std::int64_t deadlineNs) {
+    // Offline senders keep their window full as acks come back (pump stops at the count).
+    if (done() || monotonicNs() > deadlineNs) return kj::READY_NOW;
+    return sleepNs(io_, 2000000).then([this, done, deadlineNs]() {
+      return waitUntil(done, deadlineNs);
+    });
+  }
+
+  void taskFailed(kj::Exception&& exception) override { fail(exception.getDescription().cStr()); }
+
+  const BenchOptions& options_;
+  asio::io_context& io_;
+  sockaddr_in server_{};
+  CodeBook codes_;
+  std::vector<Phone> phones_;
+  std::vector<Flow> flows_;
+  std::uint32_t connectionCounter_ = 0;
+  std::uint64_t roundRobin_ = 0;
+
+  std::uint64_t registered_ = 0, registerFailures_ = 0, loggedIn_ = 0, loginFailures_ = 0;
+  std::int64_t loginStartNs_ = 0;
+  ReportFields setupFields_;
+  std::string firstFailure_;
+
+  bool running_ = false;
+  std::int64_t t0_ = 0, measureStartNs_ = 0, measureEndNs_ = 0, markNs_ = 0;
+  std::uint64_t deliveredTotal_ = 0, deliveredWindow_ = 0, completedWindow_ = 0;
+  std::uint64_t sendErrors_ = 0, disconnects_ = 0, skipped_ = 0;
+  std::uint64_t storeMsgs_ = 0, drainMsgs_ = 0;
+  std::int64_t storeNs_ = 0, drainNs_ = 0, drainStart_ = 0;
+  LatencyHistogram latency_;
+  LatencyHistogram swapLatency_;
+  kj::TaskSet tasks_;  // last: in-flight sends reference the members above
+};
+
+kj::Promise<void> BenchInbox::deliver(DeliverContext context) {
+  fleet_.onDeliver(phone_, context.getParams().getMessages());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> BenchInbox::kicked(KickedContext context) {
+  fleet_.onKicked(context.getParams().getReason().cStr());
+  return kj::READY_NOW;
+}
+
+}  // namespace
+
+int runPhoneWorker(const BenchOptions& options, WorkerLink& link) {
+  raiseFileLimit();
+  net::NetworkThread thread("sbbench");
+  thread.start();
+  std::unique_ptr<PhoneFleet> fleet;
+  thread.runSync([&]() {
+    fleet = std::make_unique<PhoneFleet>(options, thread);
+    return fleet->setup();
+  });
+  link.send("ready", thread.runSync([&]() { return fleet->setupFields(); }));
+  bool selfTimed = options.scenario == "offline";
+  while (true) {
+    WorkerLink::Command command = link.next();
+    if (command.verb == "go") {
+      thread.runSync([&]() { return fleet->start(command.atNs); });
+      if (selfTimed) break;
+    } else if (command.verb == "mark") {
+      thread.runSync([&]() { fleet->mark(command.atNs); });
+    } else if (command.verb == "stop") {
+      thread.runSync([&]() { return fleet->stop(); });
+      break;
+    } else if (command.verb == "eof") {
+      break;
+    }
+  }
+  link.send("result", thread.runSync([&]() { return fleet->result(); }));
+  thread.runSync([&]() { fleet.reset(); });
+  thread.stop();
+  return 0;
+}
+
+}  // namespace switchboard::bench

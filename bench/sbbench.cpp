@@ -1,0 +1,377 @@
+// sbbench: the load generator. One coordinator process starts the server under test
+// (Switchboard, mosquitto or ejabberd), forks --procs worker processes that carry the load,
+// samples the server in /proc, and prints the figures (a summary, or one JSON object).
+//
+//   sbbench connect 5000 --procs 2
+//   sbbench throughput 64 --pin --json
+//   sbbench latency 20000            (offered msgs/s over --pairs pairs)
+//   sbbench swap 5000 --swap-rounds 3
+//   sbbench offline 64 --offline-messages 50
+//   sbbench groups 512               (phone budget for groups of 10 and of 256)
+//   sbbench throughput 64 --peer mosquitto
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_options.h"
+#include "latency_histogram.h"
+#include "mqtt_load.h"
+#include "peer_servers.h"
+#include "phone_load.h"
+#include "plugin_swapper.h"
+#include "report_fields.h"
+#include "server_process.h"
+#include "worker_link.h"
+#include "xmpp_load.h"
+
+namespace fs = std::filesystem;
+using namespace switchboard::bench;
+
+namespace {
+
+constexpr std::int64_t kSecond = 1000000000;
+
+void sleepUntil(std::int64_t ns) {
+  std::int64_t left = ns - monotonicNs();
+  if (left > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(left));
+}
+
+fs::path executableDir() {
+  return fs::read_symlink("/proc/self/exe").parent_path();
+}
+
+// Everything one run of one scenario against one server produced.
+struct RunOutcome {
+  ReportFields setup;   // summed/ranged over workers
+  ReportFields result;  // summed over workers
+  LatencyHistogram latency;
+  LatencyHistogram swapLatency;
+  ProcSample base, loaded, windowStart, windowEnd;
+  std::vector<std::uint64_t> pausesUs;
+  std::uint64_t swapsOk = 0, swapsFailed = 0;
+  std::string swapFailure;
+  std::int64_t registerSpanNs = 0, loginSpanNs = 0;
+  std::int64_t storeNsMax = 0, drainNsMax = 0, windowNs = 0;
+  std::uint64_t fdLimit = 0;
+};
+
+// Adds the numeric fields of `from` into `into` (counters), keeping the first text value.
+void addFields(ReportFields& into, const ReportFields& from) {
+  for (const auto& [k, v] : from.items()) {
+    if (k.rfind("hist", 0) == 0 || k.find("_ns") != std::string::npos) continue;
+    char* end = nullptr;
+    double value = std::strtod(v.c_str(), &end);
+    if (end != nullptr && *end == '\0' && !v.empty()) {
+      into.set(k, into.number(k) + value);
+    } else if (!into.has(k) || into.text(k) == "none") {
+      into.set(k, v);
+    }
+  }
+}
+
+int workerBody(const BenchOptions& options, WorkerLink& link) {
+  if (options.peer == "mosquitto") return runMqttWorker(options, link);
+  if (options.peer == "ejabberd") return runXmppWorker(options, link);
+  return runPhoneWorker(options, link);
+}
+
+bool timedScenario(const std::string& s) {
+  return s == "throughput" || s == "latency" || s == "groups" || s == "swap" || s == "connect";
+}
+
+RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
+  RunOutcome out;
+  out.fdLimit = raiseFileLimit();
+  BenchOptions options = baseOptions;
+  PeerServer server = startPeer(options, runDir);
+  options.serverPort = server.port;
+  options.codeLog = server.logPath;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  out.base = sampleProc(server.process->pid());
+
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int w = 0; w < options.procs; ++w) {
+    BenchOptions mine = options;
+    mine.workerIndex = w;
+    workers.push_back(std::make_unique<WorkerProcess>(
+        [mine](WorkerLink& link) { return workerBody(mine, link); }, options.pin ? 1 : -1));
+  }
+  std::int64_t registerStart = INT64_MAX, registerEnd = 0, loginStart = INT64_MAX, loginEnd = 0;
+  for (auto& worker : workers) {
+    ReportFields ready;
+    if (!worker->await("ready", ready, 900000)) {
+      throw std::runtime_error("a worker died or timed out during setup (see notes above)");
+    }
+    addFields(out.setup, ready);
+    registerStart = std::min<std::int64_t>(registerStart, ready.number("register_start_ns"));
+    registerEnd = std::max<std::int64_t>(registerEnd, ready.number("register_end_ns"));
+    loginStart = std::min<std::int64_t>(loginStart, ready.number("login_start_ns"));
+    loginEnd = std::max<std::int64_t>(loginEnd, ready.number("login_end_ns"));
+  }
+  out.registerSpanNs = registerEnd - registerStart;
+  out.loginSpanNs = loginEnd - loginStart;
+  if (options.scenario == "connect") std::this_thread::sleep_for(std::chrono::seconds(1));
+  out.loaded = sampleProc(server.process->pid());
+
+  std::int64_t t0 = monotonicNs() + 100000000;
+  for (auto& worker : workers) worker->command("go " + std::to_string(t0));
+  std::int64_t windowStart = t0 + static_cast<std::int64_t>(options.warmupSeconds * kSecond);
+  std::int64_t phaseNs = static_cast<std::int64_t>(options.seconds * kSecond);
+  if (options.scenario == "connect") {
+    sleepUntil(t0 + kSecond);
+  } else if (options.scenario == "swap") {
+    sleepUntil(windowStart);
+    out.windowStart = sampleProc(server.process->pid());
+    sleepUntil(windowStart + phaseNs);
+    std::int64_t mark = monotonicNs();
+    for (auto& worker : workers) worker->command("mark " + std::to_string(mark));
+    PluginSwapper swapper(runDir / "data" / "admin.sock");
+    SwapFigures figures = swapper.swapEach(options.pluginDir, options.swapRounds);
+    out.pausesUs = figures.pausesUs;
+    out.swapsOk = figures.ok;
+    out.swapsFailed = figures.failed;
+    out.swapFailure = figures.firstFailure;
+    sleepUntil(std::max(mark + phaseNs, monotonicNs() + kSecond / 2));
+  } else if (timedScenario(options.scenario)) {
+    sleepUntil(windowStart);
+    out.windowStart = sampleProc(server.process->pid());
+    sleepUntil(windowStart + phaseNs);
+  }
+  if (options.scenario != "offline") {
+    out.windowEnd = sampleProc(server.process->pid());
+    for (auto& worker : workers) worker->command("stop");
+  }
+  for (auto& worker : workers) {
+    ReportFields result;
+    if (!worker->await("result", result, 300000)) {
+      throw std::runtime_error("a worker died or timed out (see notes above)");
+    }
+    addFields(out.result, result);
+    out.latency.decodeAdd(result.text("hist"));
+    out.swapLatency.decodeAdd(result.text("hist_swap"));
+    out.storeNsMax = std::max<std::int64_t>(out.storeNsMax, result.number("store_ns"));
+    out.drainNsMax = std::max<std::int64_t>(out.drainNsMax, result.number("drain_ns"));
+    out.windowNs = std::max<std::int64_t>(out.windowNs, result.number("window_ns"));
+  }
+  if (options.scenario == "offline") out.windowEnd = sampleProc(server.process->pid());
+  for (auto& worker : workers) worker->finish(5000);
+  server.process->stop();
+  return out;
+}
+
+double percentileUs(const LatencyHistogram& h, double q) {
+  return h.percentileNs(q) / 1000.0;
+}
+
+void addLatency(ReportFields& r, const std::string& prefix, const LatencyHistogram& h) {
+  r.set(prefix + "samples", h.count());
+  r.set(prefix + "p50_us", percentileUs(h, 0.50));
+  r.set(prefix + "p99_us", percentileUs(h, 0.99));
+  r.set(prefix + "p999_us", percentileUs(h, 0.999));
+  r.set(prefix + "max_us", static_cast<double>(h.maxNs()) / 1000.0);
+}
+
+std::uint64_t pausePercentile(std::vector<std::uint64_t> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  auto index = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size()))) - 1;
+  return v[std::min(index, v.size() - 1)];
+}
+
+// Turns one run into the figures the scenario promises.
+void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
+            const std::string& prefix) {
+  const ReportFields& s = run.setup;
+  const ReportFields& x = run.result;
+  double windowS = static_cast<double>(run.windowNs) / kSecond;
+  double cpuS = run.windowEnd.cpuSeconds - run.windowStart.cpuSeconds;
+  r.set(prefix + "failures",
+        s.number("register_failures") + s.number("login_failures") + x.number("send_errors"));
+  if (s.text("first_failure") != "none" && !s.text("first_failure").empty()) {
+    r.set(prefix + "first_failure", s.text("first_failure"));
+  } else if (x.text("first_failure") != "none" && !x.text("first_failure").empty()) {
+    r.set(prefix + "first_failure", x.text("first_failure"));
+  }
+  if (o.scenario == "connect") {
+    double sessions = s.number("logged_in");
+    r.set(prefix + "registered", s.number("registered"));
+    r.set(prefix + "registrations_per_s",
+          s.number("registered") * kSecond /
+              std::max<double>(1, static_cast<double>(run.registerSpanNs)));
+    r.set(prefix + "sessions", sessions);
+    r.set(prefix + "logins_per_s",
+          sessions * kSecond / std::max<double>(1, static_cast<double>(run.loginSpanNs)));
+    double rss = static_cast<double>(run.loaded.rssBytes) - static_cast<double>(run.base.rssBytes);
+    double tcpMem =
+        static_cast<double>(run.loaded.tcpMemBytes) - static_cast<double>(run.base.tcpMemBytes);
+    double slab =
+        static_cast<double>(run.loaded.slabBytes) - static_cast<double>(run.base.slabBytes);
+    r.set(prefix + "server_rss_bytes", run.loaded.rssBytes);
+    r.set(prefix + "server_rss_per_session_bytes", sessions > 0 ? rss / sessions : 0);
+    r.set(prefix + "tcp_mem_delta_bytes", tcpMem);
+    // Both ends of every connection live on this machine: half the slab growth is the
+    // server's sockets (an estimate; other processes' allocations add noise).
+    double kernelPerSession = sessions > 0 ? (slab / 2 + std::max(0.0, tcpMem) / 2) / sessions : 0;
+    r.set(prefix + "kernel_per_session_bytes_est", kernelPerSession);
+    double perSession = (sessions > 0 ? rss / sessions : 0) + kernelPerSession;
+    r.set(prefix + "projected_sessions_per_gib", perSession > 0 ? 1073741824.0 / perSession : 0);
+    r.set(prefix + "fd_limit", run.fdLimit);
+    return;
+  }
+  if (o.scenario == "offline") {
+    r.set(prefix + "stored", x.number("store_msgs"));
+    r.set(prefix + "store_msgs_per_s",
+          x.number("store_msgs") * kSecond /
+              std::max<double>(1, static_cast<double>(run.storeNsMax)));
+    r.set(prefix + "drained", x.number("drain_msgs"));
+    r.set(prefix + "drain_msgs_per_s",
+          x.number("drain_msgs") * kSecond /
+              std::max<double>(1, static_cast<double>(run.drainNsMax)));
+    r.set(prefix + "lost", x.number("lost"));
+    r.set(prefix + "duplicated", x.number("duplicated"));
+    r.set(prefix + "reordered", x.number("reordered"));
+    double cpuAll = run.windowEnd.cpuSeconds - run.loaded.cpuSeconds;
+    r.set(prefix + "server_cpu_s_per_million",
+          x.number("store_msgs") > 0 ? cpuAll / (x.number("store_msgs") / 1e6) : 0);
+    return;
+  }
+  double delivered = x.number("delivered_window");
+  r.set(prefix + "delivered", delivered);
+  r.set(prefix + "delivered_msgs_per_s", windowS > 0 ? delivered / windowS : 0);
+  if (o.scenario == "groups") {
+    r.set(prefix + "group_size", o.groupSize);
+    r.set(prefix + "group_msgs_per_s", windowS > 0 ? x.number("completed_window") / windowS : 0);
+  }
+  if (o.scenario == "latency" || o.scenario == "swap")
+    r.set(prefix + "offered_msgs_per_s", o.count);
+  r.set(prefix + "server_cpu_s_per_million", delivered > 0 ? cpuS / (delivered / 1e6) : 0);
+  r.set(prefix + "server_cpu_share", windowS > 0 ? cpuS / windowS : 0);
+  r.set(prefix + "server_rss_bytes", run.windowEnd.rssBytes);
+  addLatency(r, prefix, run.latency);
+  r.set(prefix + "lost", x.number("lost"));
+  r.set(prefix + "duplicated", x.number("duplicated"));
+  r.set(prefix + "reordered", x.number("reordered"));
+  r.set(prefix + "disconnects", x.number("disconnects"));
+  r.set(prefix + "skipped_offers", x.number("skipped"));
+  if (o.scenario == "swap") {
+    addLatency(r, prefix + "swap_", run.swapLatency);
+    r.set(prefix + "swaps_ok", run.swapsOk);
+    r.set(prefix + "swaps_failed", run.swapsFailed);
+    if (!run.swapFailure.empty()) r.set(prefix + "swap_failure", run.swapFailure);
+    r.set(prefix + "pause_p50_us", pausePercentile(run.pausesUs, 0.5));
+    r.set(prefix + "pause_p99_us", pausePercentile(run.pausesUs, 0.99));
+    r.set(prefix + "pause_max_us", pausePercentile(run.pausesUs, 1.0));
+  }
+}
+
+void printHuman(const BenchOptions& o, const ReportFields& r) {
+  std::cout << "sbbench " << o.scenario << " " << o.count << " against " << o.peer << " ("
+            << o.procs << " worker process" << (o.procs > 1 ? "es" : "") << ", "
+            << (o.pin ? "pinned: server CPU 0, workers CPU 1" : "unpinned") << ")\n";
+  for (const auto& [k, v] : r.items()) {
+    if (k == "scenario" || k == "peer" || k == "count" || k == "procs" || k == "pinned") continue;
+    std::cout << "  " << k << std::string(k.size() < 36 ? 36 - k.size() : 1, ' ') << v << "\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  BenchOptions o;
+  CLI::App app{"sbbench: Switchboard load generator and peer comparison"};
+  app.add_option("scenario", o.scenario, "connect, throughput, latency, swap, offline, groups")
+      ->required()
+      ->check(CLI::IsMember({"connect", "throughput", "latency", "swap", "offline", "groups"}));
+  app.add_option("count", o.count,
+                 "connect: N phones; throughput/offline: P pairs; latency/swap: offered msgs/s; "
+                 "groups: phone budget per group size");
+  app.add_option("--peer", o.peer, "server under test")
+      ->check(CLI::IsMember({"switchboard", "mosquitto", "ejabberd"}));
+  app.add_option("--procs", o.procs, "worker processes")->check(CLI::Range(1, 32));
+  app.add_flag("--pin", o.pin, "server on CPU 0, workers on CPU 1");
+  app.add_flag("--json", o.json, "print one JSON object");
+  app.add_option("--seconds", o.seconds, "measured window (per phase for swap)");
+  app.add_option("--warmup", o.warmupSeconds, "seconds of load before the window opens");
+  app.add_option("--window", o.window, "messages in flight per pair until received");
+  app.add_option("--pairs", o.pairs, "pairs carrying the load in latency and swap");
+  app.add_option("--body", o.bodyBytes, "message body bytes (at least 16)");
+  app.add_option("--swap-rounds", o.swapRounds, "load+rollback rounds of each plugin kind");
+  app.add_option("--offline-messages", o.offlineMessages, "messages per pair in offline");
+  app.add_option("--group-sizes", o.groupSize, "one group size instead of 10 and 256");
+  app.add_option("--server-threads", o.serverThreads, "network threads of the Switchboard host");
+  app.add_option("--concurrency", o.concurrency, "registrations/logins in flight per worker");
+  app.add_option("--keep-dir", o.keepDir, "run directory to keep (server logs, configs)");
+  app.add_option("--server-binary", o.serverBinary, "the switchboard host binary");
+  app.add_option("--plugin-dir", o.pluginDir, "the plugin build directory");
+  app.add_option("--bench-dir", o.benchDir, "the peers' configuration templates");
+  CLI11_PARSE(app, argc, argv);
+
+  fs::path exeDir = executableDir();
+  if (o.serverBinary.empty()) o.serverBinary = exeDir / ".." / "host" / "switchboard";
+  if (o.pluginDir.empty()) o.pluginDir = exeDir / ".." / "plugins";
+  if (o.benchDir.empty()) o.benchDir = SBBENCH_SOURCE_DIR;
+  if (o.count == 0) {
+    std::cerr << "sbbench: give a count (see --help)\n";
+    return 2;
+  }
+  if (o.pin) pinToCpu(1);
+
+  fs::path runDir;
+  bool keep = !o.keepDir.empty();
+  if (keep) {
+    runDir = o.keepDir;
+    fs::create_directories(runDir);
+  } else {
+    char pattern[] = "/tmp/sbbench-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr) return 1;
+    runDir = pattern;
+  }
+
+  ReportFields r;
+  r.set("scenario", o.scenario);
+  r.set("peer", o.peer);
+  r.set("count", o.count);
+  r.set("procs", o.procs);
+  r.set("pinned", o.pin ? 1 : 0);
+  int code = 0;
+  try {
+    if (o.scenario == "groups") {
+      std::vector<std::uint32_t> sizes = o.groupSize != 0 ? std::vector<std::uint32_t>{o.groupSize}
+                                                          : std::vector<std::uint32_t>{10, 256};
+      for (std::uint32_t size : sizes) {
+        BenchOptions sub = o;
+        sub.groupSize = size;
+        fs::path dir = runDir / ("groups-" + std::to_string(size));
+        fs::create_directories(dir);
+        report(sub, runOnce(sub, dir), r, "g" + std::to_string(size) + "_");
+      }
+    } else {
+      report(o, runOnce(o, runDir), r, "");
+    }
+  } catch (const std::exception& e) {
+    r.set("error", std::string(e.what()));
+    std::cerr << "sbbench: " << e.what() << " (run directory " << runDir.string() << ")\n";
+    keep = true;
+    code = 1;
+  }
+  if (o.json) {
+    std::cout << r.toJson() << std::endl;
+  } else {
+    printHuman(o, r);
+  }
+  if (!keep) fs::remove_all(runDir);
+  return code;
+}

@@ -1,0 +1,62 @@
+// The servers a benchmark runs (Switchboard, mosquitto, ejabberd) and what /proc says of them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace switchboard::bench {
+
+// One server child process the benchmark started and will stop.
+//
+// start() forks and execs `argv` with stdout and stderr appended to `logPath`, the soft
+// RLIMIT_NOFILE raised to the hard limit, and (if cpu >= 0) pinned to that CPU. The
+// destructor stops it: SIGTERM to its process group, a bounded wait, then SIGKILL, so a
+// benchmark that fails half-way never leaves a server behind. Not thread-safe.
+class ServerProcess {
+ public:
+  ServerProcess() = default;
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  void start(const std::vector<std::string>& argv, const std::filesystem::path& logPath, int cpu);
+  // Waits until 127.0.0.1:port (or the given host) accepts a TCP connection; throws
+  // std::runtime_error after `timeout` or when the process has exited.
+  void waitForPort(const std::string& host, int port, std::chrono::milliseconds timeout) const;
+  // SIGTERM, up to `grace` for the exit, then SIGKILL. Returns the wait status (or -1).
+  int stop(std::chrono::milliseconds grace = std::chrono::milliseconds(10000));
+  bool running() const;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// What /proc tells about a process tree and the kernel's sockets at one instant.
+struct ProcSample {
+  double cpuSeconds = 0;          // utime + stime of the process and its descendants
+  std::uint64_t rssBytes = 0;     // VmRSS summed over the same processes
+  std::uint64_t tcpMemBytes = 0;  // /proc/net/sockstat TCP "mem" (pages) in bytes
+  std::uint64_t tcpInUse = 0;     // /proc/net/sockstat TCP "inuse"
+  std::uint64_t slabBytes = 0;    // /proc/meminfo Slab: socket structs live here
+  std::int64_t atNs = 0;          // CLOCK_MONOTONIC
+};
+
+ProcSample sampleProc(pid_t root);
+
+// CLOCK_MONOTONIC in ns: the same clock in every process of the machine, so a timestamp
+// written into a message body by one process is comparable in another.
+std::int64_t monotonicNs();
+
+// Sets this process's soft RLIMIT_NOFILE to its hard limit; returns the new soft limit.
+std::uint64_t raiseFileLimit();
+
+// Pins the calling process (all its future threads) to `cpu`; no-op for cpu < 0.
+void pinToCpu(int cpu);
+
+}  // namespace switchboard::bench
