@@ -1,0 +1,63 @@
+#pragma once
+// A client::Client whose callbacks record everything, for tests to wait on and assert.
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "client/client.h"
+#include "running_host.h"
+
+namespace switchboard::integration {
+
+// One phone under test: its Client (callbacks installed before any login) and what
+// those callbacks saw. Reads are thread-safe snapshots. holdDeliveries() makes
+// onMessage block (stalling the client's thread, as a phone that stops reading
+// would) until releaseDeliveries().
+class RecordingPhone {
+ public:
+  RecordingPhone(client::ClientOptions options, std::string number);
+  ~RecordingPhone();
+
+  client::Client& client() { return *client_; }
+  const std::string& number() const { return number_; }
+  const std::string& key() const { return key_; }
+
+  // Registers through the SMS file and logs in.
+  void registerAndLogin(const SmsFile& sms);
+  void login() { client_->login(number_, key_); }
+  void setKey(std::string key) { key_ = std::move(key); }
+
+  std::vector<client::Message> messages() const;
+  std::vector<client::Receipt> receipts() const;
+  std::vector<client::PresenceUpdate> presence() const;
+  std::vector<std::string> kicks() const;
+  std::vector<client::ConnectionState> connectionStates() const;
+  std::size_t disconnects() const;
+
+  bool waitForMessages(std::size_t count) const;
+  bool waitForReceipt(std::uint64_t id, client::ReceiptKind kind) const;
+
+  void holdDeliveries();
+  void releaseDeliveries();
+
+ private:
+  std::string number_;
+  std::string key_;
+  mutable std::mutex mutex_;
+  std::condition_variable released_;
+  bool holding_ = false;
+  std::vector<client::Message> messages_;
+  std::vector<client::Receipt> receipts_;
+  std::vector<client::PresenceUpdate> presence_;
+  std::vector<std::string> kicks_;
+  std::vector<client::ConnectionState> states_;
+  std::unique_ptr<client::Client> client_;  // last: destroyed first, callbacks stop
+};
+
+// The bodies of `messages`, in order.
+std::vector<std::string> bodiesOf(const std::vector<client::Message>& messages);
+
+}  // namespace switchboard::integration

@@ -1,0 +1,193 @@
+#include "running_host.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+extern char** environ;
+
+namespace switchboard::integration {
+
+std::uint16_t freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ::close(fd);
+    throw std::runtime_error("cannot bind a port on 127.0.0.1");
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// ---------------------------------------------------------------- TempDir
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "switchboard-it-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+// ---------------------------------------------------------------- SmsFile
+
+SmsFile::SmsFile(const std::filesystem::path& dir)
+    : script_(dir / "sms.sh"), lines_(dir / "sms.txt") {
+  std::ofstream out(script_);
+  out << "#!/bin/sh\necho \"$1 $2\" >> '" << lines_.string() << "'\n";
+  out.close();
+  std::filesystem::permissions(script_, std::filesystem::perms::owner_all);
+}
+
+std::vector<std::string> SmsFile::codes(const std::string& phone) const {
+  std::vector<std::string> found;
+  std::ifstream in(lines_);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string to;
+    std::string code;
+    if (fields >> to >> code && to == phone) found.push_back(code);
+  }
+  return found;
+}
+
+std::string registerPhone(client::Client& client, const SmsFile& sms, const std::string& phone,
+                          const std::string& deviceName) {
+  std::size_t before = sms.codes(phone).size();
+  client.requestCode(phone);
+  if (!waitUntil([&] { return sms.codes(phone).size() > before; })) {
+    throw std::runtime_error("no SMS code arrived for " + phone);
+  }
+  return client.verify(phone, sms.codes(phone).back(), deviceName);
+}
+
+// ---------------------------------------------------------------- RunningHost
+
+RunningHost::RunningHost(std::vector<std::string> extraArgs)
+    : dataDir_(dir_.path() / "data"),
+      logPath_(dir_.path() / "host.log"),
+      sms_(dir_.path()),
+      extraArgs_(std::move(extraArgs)) {
+  std::filesystem::create_directories(dataDir_);
+}
+
+RunningHost::~RunningHost() {
+  if (running()) stop();
+}
+
+std::string RunningHost::endpoint() const {
+  return "127.0.0.1:" + std::to_string(port_);
+}
+
+client::ClientOptions RunningHost::clientOptions() const {
+  client::ClientOptions options;
+  options.endpoint = endpoint();
+  return options;
+}
+
+std::string RunningHost::log() const {
+  std::ifstream in(logPath_);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void RunningHost::start() {
+  if (running()) throw std::logic_error("the host is already running");
+  bool firstStart = port_ == 0;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    if (firstStart) port_ = freePort();
+    if (spawnAndWait()) return;
+    // Only "address in use" is worth retrying: on a first start with another
+    // port, on a restart (the old sockets may linger) with the same one.
+    if (log().find("already in use") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  std::string text = log();
+  throw std::runtime_error("the host did not start; log tail:\n" +
+                           text.substr(text.size() > 4000 ? text.size() - 4000 : 0));
+}
+
+bool RunningHost::spawnAndWait() {
+  std::vector<std::string> args = {SWITCHBOARD_HOST_BINARY,
+                                   "--listen",
+                                   endpoint(),
+                                   "--data-dir",
+                                   dataDir_.string(),
+                                   "--plugin-dir",
+                                   SWITCHBOARD_PLUGIN_DIR,
+                                   "--threads",
+                                   "2",
+                                   "--log-level",
+                                   "info",
+                                   "--sms-command",
+                                   sms_.script().string()};
+  args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, logPath_.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = -1;
+  int error = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) throw std::runtime_error("cannot spawn " + args[0]);
+
+  std::size_t logBefore = log().size();
+  bool exited = false;
+  bool ready = waitUntil([&] {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      return true;
+    }
+    return log().find("serving phones on", logBefore) != std::string::npos;
+  });
+  if (exited) return false;
+  if (!ready) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return false;
+  }
+  pid_ = pid;
+  return true;
+}
+
+int RunningHost::stop() {
+  if (!running()) return 0;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  bool done = waitUntil([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; });
+  if (!done) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+  }
+  pid_ = -1;
+  return status;
+}
+
+}  // namespace switchboard::integration

@@ -1,0 +1,101 @@
+#pragma once
+// The real switchboard binary in a child process, for end-to-end tests.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/client.h"
+
+namespace switchboard::integration {
+
+// Polls `predicate` until it holds. The cap is only a failure guard against
+// hanging forever, never the thing measured.
+template <class Predicate>
+bool waitUntil(Predicate predicate, std::chrono::seconds cap = std::chrono::seconds(20)) {
+  auto deadline = std::chrono::steady_clock::now() + cap;
+  while (!predicate()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+// A free TCP port on 127.0.0.1 right now (bound to port 0, read, closed).
+std::uint16_t freePort();
+
+// A fresh temporary directory, removed with everything in it by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Where registration codes go: a shell script the host runs as SCRIPT PHONE CODE,
+// appending "PHONE CODE" lines to a file the test reads.
+class SmsFile {
+ public:
+  explicit SmsFile(const std::filesystem::path& dir);
+  const std::filesystem::path& script() const { return script_; }
+  // Codes sent to `phone` so far, oldest first.
+  std::vector<std::string> codes(const std::string& phone) const;
+
+ private:
+  std::filesystem::path script_;
+  std::filesystem::path lines_;
+};
+
+// Requests a code for `phone`, reads it from `sms` and verifies it: the device key.
+std::string registerPhone(client::Client& client, const SmsFile& sms, const std::string& phone,
+                          const std::string& deviceName = "test phone");
+
+// Owns one running host process: a temp data dir, a port chosen once (kept across
+// restarts so clients reconnect to the same address), the SMS script, a log file.
+//
+// start() spawns the binary and returns once it accepts connections (or throws with
+// the log's tail). stop() sends SIGTERM and waits; SIGKILL past 20 s. The destructor
+// stops it. Not thread-safe: one test thread drives it.
+class RunningHost {
+ public:
+  // `extraArgs` are appended to the command line (--plugin-setting ..., ...).
+  explicit RunningHost(std::vector<std::string> extraArgs = {});
+  ~RunningHost();
+  RunningHost(const RunningHost&) = delete;
+  RunningHost& operator=(const RunningHost&) = delete;
+
+  void start();
+  // Returns the exit status (as from waitpid).
+  int stop();
+  bool running() const { return pid_ > 0; }
+
+  std::string endpoint() const;
+  client::ClientOptions clientOptions() const;
+  const std::filesystem::path& dataDir() const { return dataDir_; }
+  const SmsFile& sms() const { return sms_; }
+  // Everything the host logged so far (all runs).
+  std::string log() const;
+
+ private:
+  bool spawnAndWait();
+
+  TempDir dir_;
+  std::filesystem::path dataDir_;
+  std::filesystem::path logPath_;
+  SmsFile sms_;
+  std::vector<std::string> extraArgs_;
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace switchboard::integration
