@@ -1,0 +1,189 @@
+// switchboard.Admin: ctl::AdminClient for Python, results as dicts and lists.
+
+#include "admin_client.h"
+#include "admin_json.h"
+#include "python_bindings.h"
+
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+
+namespace py = pybind11;
+
+namespace switchboard::python {
+namespace {
+
+// Owns the AdminClient. Every call releases the GIL while it waits on the network and
+// converts the answer to Python objects with the GIL held again. The client is
+// destroyed with the GIL released (its destructor joins the network thread).
+class AdminHandle {
+ public:
+  AdminHandle(const std::string& socketPath, double timeoutSeconds) {
+    ctl::AdminClientOptions options;
+    options.socketPath = socketPath;
+    options.callTimeout = std::chrono::milliseconds(static_cast<long long>(timeoutSeconds * 1000));
+    py::gil_scoped_release release;
+    client_ = std::make_unique<ctl::AdminClient>(options);
+  }
+  ~AdminHandle() { close(); }
+
+  void close() {
+    if (!client_) return;
+    if (PyGILState_Check()) {
+      py::gil_scoped_release release;
+      client_.reset();
+    } else {
+      client_.reset();
+    }
+  }
+
+  // Runs `call` on the client without the GIL and returns its JSON form as Python.
+  template <class F>
+  py::object call(F&& call) {
+    if (!client_) throw ctl::AdminError("this Admin is closed");
+    nlohmann::json result;
+    {
+      py::gil_scoped_release release;
+      result = call(*client_);
+    }
+    return toPython(result);
+  }
+
+  py::object loadPlugin(const std::string& kind, const std::string& path,
+                        std::optional<py::function> progress) {
+    ctl::AdminClient::ProgressCallback forward;
+    if (progress) {
+      // Runs on the network thread while this thread waits without the GIL; the
+      // AdminClient never calls it after loadPlugin returned.
+      forward = [&progress](const std::string& step, const std::string& detail) {
+        py::gil_scoped_acquire acquire;
+        try {
+          (*progress)(step, detail);
+        } catch (py::error_already_set& error) {
+          error.discard_as_unraisable("switchboard.Admin.load_plugin progress callback");
+        }
+      };
+    }
+    return call([&](ctl::AdminClient& admin) -> nlohmann::json {
+      return admin.loadPlugin(kind, path, forward);
+    });
+  }
+
+ private:
+  std::unique_ptr<ctl::AdminClient> client_;
+};
+
+}  // namespace
+
+void bindAdmin(py::module_& module) {
+  using A = ctl::AdminClient;
+  py::class_<AdminHandle>(module, "Admin",
+                          "A connection to a host's admin socket. Every method blocks until "
+                          "the host answers (or the time-out) and returns dicts/lists; a "
+                          "refusal raises switchboard.Error with the host's reason.")
+      .def(py::init<const std::string&, double>(), py::arg("socket_path") = "./var/admin.sock",
+           py::arg("timeout") = 15.0)
+      .def("close", &AdminHandle::close)
+      .def(
+          "__enter__", [](AdminHandle& self) -> AdminHandle& { return self; },
+          py::return_value_policy::reference)
+      .def("__exit__", [](AdminHandle& self, py::args) { self.close(); })
+      .def("status",
+           [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.status(); }); })
+      .def(
+          "plugins",
+          [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.plugins(); }); })
+      .def("load_plugin", &AdminHandle::loadPlugin, py::arg("kind"), py::arg("path"),
+           py::arg("progress") = py::none(),
+           "Load a .so as a new version of `kind`; progress(step, detail) hears each step. "
+           "Returns the operation dict (ok, error, from_version, to_version, sha256, pause_us).")
+      .def(
+          "rollback_plugin",
+          [](AdminHandle& h, const std::string& kind, const std::string& version) {
+            return h.call([&](A& a) -> nlohmann::json { return a.rollbackPlugin(kind, version); });
+          },
+          py::arg("kind"), py::arg("version") = "")
+      .def(
+          "plugin_history",
+          [](AdminHandle& h, const std::string& kind, std::uint32_t limit) {
+            return h.call([&](A& a) -> nlohmann::json { return a.pluginHistory(kind, limit); });
+          },
+          py::arg("kind") = "", py::arg("limit") = 0)
+      .def(
+          "sessions",
+          [](AdminHandle& h, const std::string& prefix, std::uint32_t minQueue,
+             std::uint32_t limit) {
+            return h.call(
+                [&](A& a) -> nlohmann::json { return a.sessions(prefix, minQueue, limit); });
+          },
+          py::arg("prefix") = "", py::arg("min_queue") = 0, py::arg("limit") = 0)
+      .def(
+          "session",
+          [](AdminHandle& h, const std::string& phone) {
+            return h.call([&](A& a) -> nlohmann::json { return a.session(phone); });
+          },
+          py::arg("phone"))
+      .def(
+          "kick",
+          [](AdminHandle& h, const std::string& phone, const std::string& reason) {
+            h.call([&](A& a) -> nlohmann::json {
+              a.kick(phone, reason);
+              return nullptr;
+            });
+          },
+          py::arg("phone"), py::arg("reason") = "")
+      .def(
+          "queues",
+          [](AdminHandle& h, std::uint32_t limit) {
+            return h.call([&](A& a) -> nlohmann::json { return a.queues(limit); });
+          },
+          py::arg("limit") = 0)
+      .def(
+          "users",
+          [](AdminHandle& h, const std::string& prefix, std::uint32_t limit) {
+            return h.call([&](A& a) -> nlohmann::json { return a.users(prefix, limit); });
+          },
+          py::arg("prefix") = "", py::arg("limit") = 0)
+      .def(
+          "user",
+          [](AdminHandle& h, const std::string& phone) {
+            return h.call([&](A& a) -> nlohmann::json { return a.user(phone); });
+          },
+          py::arg("phone"))
+      .def(
+          "delete_user",
+          [](AdminHandle& h, const std::string& phone) {
+            h.call([&](A& a) -> nlohmann::json {
+              a.deleteUser(phone);
+              return nullptr;
+            });
+          },
+          py::arg("phone"))
+      .def(
+          "revoke_key",
+          [](AdminHandle& h, const std::string& phone) {
+            h.call([&](A& a) -> nlohmann::json {
+              a.revokeKey(phone);
+              return nullptr;
+            });
+          },
+          py::arg("phone"))
+      .def(
+          "outbox",
+          [](AdminHandle& h, const std::string& phone, std::uint32_t limit) {
+            return h.call([&](A& a) -> nlohmann::json { return a.outbox(phone, limit); });
+          },
+          py::arg("phone") = "", py::arg("limit") = 0)
+      .def("stats",
+           [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.stats(); }); })
+      .def(
+          "broadcast",
+          [](AdminHandle& h, const std::string& text, const std::string& to) {
+            return h.call([&](A& a) -> nlohmann::json { return a.broadcast(to, text); });
+          },
+          py::arg("text"), py::arg("to") = "",
+          "A system message to `to`, or to every registered user; returns how many got it.");
+}
+
+}  // namespace switchboard::python
