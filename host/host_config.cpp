@@ -43,7 +43,13 @@ Setting setting(std::string name, std::string help, Field HostConfig::*field) {
 std::vector<Setting> settings() {
   return {
       setting<std::string>("listen", "client port, HOST:PORT", &HostConfig::listen),
-      setting<std::string>("admin-socket", "admin Unix socket path", &HostConfig::adminSocket),
+      setting<std::string>("admin-socket",
+                           "admin Unix socket path, mode 0600 (relative: to the working "
+                           "directory; empty: none)",
+                           &HostConfig::adminSocket),
+      setting<std::string>("metrics-listen",
+                           "Prometheus metrics HTTP endpoint HOST:PORT (empty: none)",
+                           &HostConfig::metricsListen),
       setting<std::string>("data-dir", "data directory (SQLite, plugin copies)",
                            &HostConfig::dataDir),
       setting<std::string>("plugin-dir", "directory holding the initial plugin builds",

@@ -17,7 +17,9 @@ namespace switchboard {
 
 struct HostConfig {
   std::string listen = "127.0.0.1:5222";  // client port, HOST:PORT
+  // Relative paths are relative to the working directory; empty: no admin socket.
   std::filesystem::path adminSocket = "var/admin.sock";
+  std::string metricsListen = "127.0.0.1:9464";  // GET /metrics, HOST:PORT; empty: none
   std::filesystem::path dataDir = "var";
   std::filesystem::path pluginDir;  // initial plugin builds; empty: none
   std::uint32_t threads = 0;        // 0: one per core

@@ -7,6 +7,11 @@
 #include <asio/signal_set.hpp>
 #include <thread>
 
+#include "admin/admin_server.h"
+#include "admin/admin_socket.h"
+#include "admin/host_metrics.h"
+#include "admin/metrics_server.h"
+#include "admin/operation_worker.h"
 #include "messaging/gateway_server.h"
 #include "messaging/messaging_service.h"
 #include "net/network_thread.h"
@@ -70,6 +75,10 @@ struct HostProcess::Parts {
   session::SessionTable sessions;
   std::unique_ptr<messaging::MessagingService> messaging;
   std::unique_ptr<net::RpcListener> listener;
+  std::unique_ptr<admin::HostView> adminView;
+  std::unique_ptr<admin::OperationWorker> adminWorker;
+  std::unique_ptr<net::RpcListener> adminListener;
+  std::unique_ptr<admin::MetricsServer> metrics;
   asio::io_context signals;  // run() waits here
 };
 
@@ -129,6 +138,38 @@ HostProcess::HostProcess(HostConfig config) : config_(std::move(config)), parts_
   spdlog::info("switchboard {} serving phones on {} with {} network threads, data in {}",
                SWITCHBOARD_VERSION, p.listener->boundEndpoint(), p.threads.size(),
                config_.dataDir.string());
+  startAdmin();
+}
+
+void HostProcess::startAdmin() {
+  Parts& p = *parts_;
+  admin::HostFacts facts;
+  facts.version = SWITCHBOARD_VERSION;
+  facts.node = config_.nodeName;
+  facts.dataDir = config_.dataDir.string();
+  facts.clientEndpoint = p.listener->boundEndpoint();
+  facts.threads = static_cast<std::uint32_t>(p.threads.size());
+  p.adminView.reset(new admin::HostView{facts, *p.store, *p.plugins, *p.pluginServices,
+                                        *p.messaging, *p.sms, *p.push, *p.threads.front(),
+                                        [this] { return parts_->listener->connectionCount(); }});
+  p.adminWorker = std::make_unique<admin::OperationWorker>();
+  try {
+    if (!config_.adminSocket.empty()) {
+      p.adminListener = admin::listenAdminSocket(
+          *p.threads.front(), config_.adminSocket, [this](const net::ConnectionInfo&) {
+            return capnp::Capability::Client(
+                kj::heap<admin::AdminServer>(*parts_->adminView, *parts_->adminWorker));
+          });
+      spdlog::info("admin socket {}", config_.adminSocket.string());
+    }
+    if (!config_.metricsListen.empty()) {
+      p.metrics = std::make_unique<admin::MetricsServer>(
+          config_.metricsListen, [this] { return admin::renderHostMetrics(*parts_->adminView); });
+      spdlog::info("metrics on http://{}/metrics", p.metrics->boundEndpoint());
+    }
+  } catch (const std::exception& e) {
+    throw HostStartError(e.what());
+  }
 }
 
 HostProcess::~HostProcess() {
@@ -170,6 +211,14 @@ std::string HostProcess::clientEndpoint() const {
   return parts_->listener->boundEndpoint();
 }
 
+std::string HostProcess::metricsEndpoint() const {
+  return parts_->metrics ? parts_->metrics->boundEndpoint() : std::string();
+}
+
+plugin::PluginManager& HostProcess::plugins() {
+  return *parts_->plugins;
+}
+
 int HostProcess::run() {
   asio::signal_set signals(parts_->signals, SIGINT, SIGTERM);
   signals.async_wait([this](const std::error_code& error, int signal) {
@@ -188,6 +237,14 @@ void HostProcess::requestStop() {
 
 void HostProcess::shutdown() {
   Parts& p = *parts_;
+  // The admin room first: it reads and drives everything below. The worker
+  // finishes an operation in progress (bounded by the canary time-out).
+  p.metrics.reset();
+  if (p.adminListener) {
+    p.adminListener->stop();
+    p.adminListener.reset();
+  }
+  p.adminWorker.reset();
   if (p.listener) {
     p.listener->stopAccepting();
     p.messaging->kickAll("server shutting down");

@@ -2,9 +2,11 @@
 //
 // It owns, in order of construction (and reverse order of destruction): the
 // store, the network threads, the plugin manager with the four slots, the SMS
-// and push sinks, the session table, the messaging service and the phone
-// listener. Construction brings the whole server up or throws HostStartError
-// with one line for the operator; run() then serves until SIGINT or SIGTERM and
+// and push sinks, the session table, the messaging service, the phone
+// listener, and the admin room: its operation worker, the admin socket (on
+// the first network thread) and the metrics HTTP server (its own thread).
+// Construction brings the whole server up or throws HostStartError with one
+// line for the operator; run() then serves until SIGINT or SIGTERM and
 // shuts down cleanly: stop accepting, tell every session, close connections,
 // stop the plugins, flush the store.
 #pragma once
@@ -17,6 +19,10 @@
 #include "host_config.h"
 
 namespace switchboard {
+
+namespace plugin {
+class PluginManager;
+}
 
 class HostStartError : public std::runtime_error {
  public:
@@ -38,10 +44,17 @@ class HostProcess {
 
   // The client endpoint as bound ("127.0.0.1:5222").
   std::string clientEndpoint() const;
+  // The metrics endpoint as bound ("127.0.0.1:9464"); empty when disabled.
+  std::string metricsEndpoint() const;
+
+  // The plugin manager, for operators inside this process (the in-process
+  // plugin swap tests; later the admin service). Valid until destruction.
+  plugin::PluginManager& plugins();
 
  private:
   struct Parts;
   void loadInitialPlugins();
+  void startAdmin();
   void shutdown();
 
   const HostConfig config_;

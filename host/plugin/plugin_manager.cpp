@@ -189,7 +189,8 @@ OperationResult PluginManager::doLoad(Kind kind, const std::filesystem::path& li
       record->path = finalPath;
     }
 
-    step("swap", (result.fromVersion.empty() ? "-" : result.fromVersion) + " -> " + verdict.version);
+    step("swap",
+         (result.fromVersion.empty() ? "-" : result.fromVersion) + " -> " + verdict.version);
     auto swap = target.swap(instantiate(kind, record));
     result.pauseUs = swap.pauseUs;
     result.quiesceUs = swap.quiesceUs;

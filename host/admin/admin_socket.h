@@ -1,0 +1,25 @@
+// The admin Unix socket: where sbctl and the Python module reach the host.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "net/rpc_listener.h"
+
+namespace switchboard::admin {
+
+// Binds `path` as a Unix socket served by an RpcListener on `thread`, with
+// mode 0600: only the socket's owner may connect, which is the whole of admin
+// authentication. The parent directory is created if missing. The umask is
+// narrowed around the bind (so the socket never exists with a wider mode) and
+// the mode is set again explicitly before anyone could have connected with
+// weaker rights.
+//
+// Throws std::runtime_error with one sentence when `path` exists and is not
+// a socket (it is never removed), when another host answers on it, or when
+// the bind fails. A stale socket nobody answers on is replaced.
+std::unique_ptr<net::RpcListener> listenAdminSocket(net::NetworkThread& thread,
+                                                    const std::filesystem::path& path,
+                                                    net::BootstrapFactory bootstrapFactory);
+
+}  // namespace switchboard::admin
