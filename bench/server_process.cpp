@@ -85,9 +85,13 @@ void ServerProcess::start(const std::vector<std::string>& argv,
 }
 
 bool ServerProcess::running() const {
-  if (pid_ <= 0) return false;
+  if (pid_ <= 0 || exited_) return false;
   int status = 0;
-  return ::waitpid(pid_, &status, WNOHANG) == 0;
+  pid_t done = ::waitpid(pid_, &status, WNOHANG);
+  if (done == 0) return true;
+  exited_ = true;
+  status_ = done == pid_ ? status : -1;
+  return false;
 }
 
 void ServerProcess::waitForPort(const std::string& host, int port,
@@ -111,7 +115,15 @@ void ServerProcess::waitForPort(const std::string& host, int port,
 
 int ServerProcess::stop(std::chrono::milliseconds grace) {
   if (pid_ <= 0) return -1;
+  if (exited_) {
+    pid_ = -1;
+    return status_;
+  }
+  // ejabberd's runtime is started through su, in a session of its own: signal the whole
+  // tree by pid, not only our process group.
+  std::vector<pid_t> tree = descendantsOf(pid_);
   ::kill(-pid_, SIGTERM);
+  for (pid_t p : tree) ::kill(p, SIGTERM);
   int status = -1;
   auto deadline = std::chrono::steady_clock::now() + grace;
   while (true) {
@@ -124,7 +136,7 @@ int ServerProcess::stop(std::chrono::milliseconds grace) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  // Whatever the server forked into its group (ejabberd's helpers) goes too.
+  for (pid_t p : tree) ::kill(p, SIGKILL);
   ::kill(-pid_, SIGKILL);
   pid_ = -1;
   return status;
@@ -166,11 +178,7 @@ std::uint64_t readRss(pid_t pid) {
   return 0;
 }
 
-}  // namespace
-
-ProcSample sampleProc(pid_t root) {
-  ProcSample sample;
-  sample.atNs = monotonicNs();
+std::map<pid_t, StatLine> allProcesses() {
   std::map<pid_t, StatLine> all;
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     const std::string name = entry.path().filename().string();
@@ -178,13 +186,33 @@ ProcSample sampleProc(pid_t root) {
     StatLine line;
     if (readStat(std::stoi(name), line)) all[std::stoi(name)] = line;
   }
-  // The root and its descendants: ejabberd runs as a script, beam.smp and helpers.
+  return all;
+}
+
+std::vector<pid_t> treeOf(pid_t root, const std::map<pid_t, StatLine>& all) {
   std::vector<pid_t> tree{root};
   for (size_t i = 0; i < tree.size(); ++i) {
     for (const auto& [pid, line] : all) {
       if (line.ppid == tree[i]) tree.push_back(pid);
     }
   }
+  return tree;
+}
+
+}  // namespace
+
+std::vector<pid_t> descendantsOf(pid_t root) {
+  std::vector<pid_t> tree = treeOf(root, allProcesses());
+  tree.erase(tree.begin());
+  return tree;
+}
+
+ProcSample sampleProc(pid_t root) {
+  ProcSample sample;
+  sample.atNs = monotonicNs();
+  std::map<pid_t, StatLine> all = allProcesses();
+  // The root and its descendants: ejabberd runs as a script, beam.smp and helpers.
+  std::vector<pid_t> tree = treeOf(root, all);
   for (pid_t pid : tree) {
     auto it = all.find(pid);
     if (it == all.end()) continue;

@@ -35,7 +35,12 @@ class ServerProcess {
 
  private:
   pid_t pid_ = -1;
+  mutable bool exited_ = false;  // reaped by running(); status_ holds the wait status
+  mutable int status_ = -1;
 };
+
+// The pids of `root`'s descendants (children, grandchildren, ...), from /proc.
+std::vector<pid_t> descendantsOf(pid_t root);
 
 // What /proc tells about a process tree and the kernel's sockets at one instant.
 struct ProcSample {
