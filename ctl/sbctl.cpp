@@ -145,7 +145,7 @@ int run(int argc, char** argv) {
   app.name("sbctl");
   // Options of the top level are accepted after any subcommand too: `sbctl status --json`.
   app.fallthrough();
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
 
   Arguments args;
   app.add_option("--socket", args.socket, "the host's admin socket (or HOST:PORT)")

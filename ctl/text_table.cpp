@@ -9,7 +9,7 @@ namespace switchboard::ctl {
 namespace {
 
 bool looksNumeric(const std::string& cell) {
-  if (cell.empty()) return false;
+  if (cell.empty() || std::count(cell.begin(), cell.end(), '.') > 1) return false;
   return std::all_of(cell.begin(), cell.end(), [](unsigned char c) {
     return std::isdigit(c) || c == '.' || c == '-' || c == '%';
   });

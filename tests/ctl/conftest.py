@@ -1,0 +1,27 @@
+"""A real host for the sbctl tests (the launcher is shared with tests/python)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+
+from switchboard_host import RunningHost, build_dir  # noqa: E402
+
+BUILD = build_dir()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    running = RunningHost(BUILD, tmp_path_factory.mktemp("host"),
+                          extra_args=["--probation-seconds", "1"])
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def sbctl_path():
+    path = BUILD / "ctl" / "sbctl"
+    assert path.exists(), f"{path} is not built"
+    return path

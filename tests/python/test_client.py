@@ -1,0 +1,62 @@
+"""switchboard.Client against a real host: messages, kicks, receipts, contacts, groups."""
+
+import pytest
+
+
+def test_message_between_two_python_clients(register):
+    alice = register("+15550003001")
+    bob = register("+15550003002")
+    sent = alice.send("+15550003002", "hi bob")
+    assert sent["id"] > 0
+    message = bob.next_message(timeout=20)
+    assert message is not None, "bob got nothing"
+    assert message["from"] == "+15550003001"
+    assert message["text"] == "hi bob"
+    assert message["body"] == b"hi bob"
+    assert message["id"] == sent["id"]
+
+    bob.receipt([message["id"]], "read")
+    kinds = set()
+    while "read" not in kinds:
+        receipt = alice.next_receipt(timeout=20)
+        assert receipt is not None, f"alice saw only {kinds}"
+        assert receipt["id"] == sent["id"]
+        kinds.add(receipt["kind"])
+
+
+def test_kick_is_seen_by_the_client(admin, register):
+    carol = register("+15550004001")
+    admin.kick("+15550004001", reason="maintenance")
+    reason = carol.wait_kicked(timeout=20)
+    assert reason is not None, "no kick arrived"
+    assert "maintenance" in reason
+    assert carol.kicked == reason
+
+
+def test_broadcast_reaches_a_user(admin, register):
+    dave = register("+15550005001")
+    assert admin.broadcast("system notice", to="+15550005001") == 1
+    message = dave.next_message(timeout=20)
+    assert message is not None
+    assert message["text"] == "system notice"
+
+
+def test_contacts_and_groups(register):
+    erin = register("+15550006001")
+    register("+15550006002")
+    erin.add_contacts(["+15550006002"])
+    contacts = erin.contacts()
+    assert [c["phone"] for c in contacts] == ["+15550006002"]
+    assert contacts[0]["registered"] is True
+    group = erin.create_group("team", ["+15550006002"])
+    groups = erin.groups()
+    assert [g["id"] for g in groups] == [group]
+    assert sorted(groups[0]["members"]) == ["+15550006001", "+15550006002"]
+
+
+def test_refused_send_raises_with_the_servers_reason(register):
+    import switchboard
+    frank = register("+15550007001")
+    with pytest.raises(switchboard.Error) as caught:
+        frank.send("+15559999998", "anyone?")
+    assert not str(caught.value).startswith("remote exception")
