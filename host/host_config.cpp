@@ -103,12 +103,13 @@ std::string applyPluginTables(const std::string& path, const toml::node& node, H
       return "config " + path + ": [plugin." + std::string(kind.str()) + "] must be a table";
     for (auto&& [key, value] : *table) {
       std::ostringstream text;
-      if (auto s = value.value<std::string>()) {
-        text << *s;
-      } else if (auto i = value.value<std::int64_t>()) {
-        text << *i;
-      } else if (auto b = value.value<bool>()) {
-        text << (*b ? "true" : "false");
+      // By type, not by conversion: toml++ would read `false` as the integer 0.
+      if (value.is_string()) {
+        text << *value.value<std::string>();
+      } else if (value.is_integer()) {
+        text << *value.value<std::int64_t>();
+      } else if (value.is_boolean()) {
+        text << (*value.value<bool>() ? "true" : "false");
       } else {
         return "config " + path + ": plugin." + std::string(kind.str()) + "." +
                std::string(key.str()) + " must be a string, integer or boolean";

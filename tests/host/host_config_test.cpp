@@ -1,0 +1,130 @@
+// The host's flags and config file: what parses, what wins, what is refused.
+#include "host_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace switchboard {
+namespace {
+
+using Outcome = ParsedConfig::Outcome;
+
+ParsedConfig parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "switchboard");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return parseHostConfig(static_cast<int>(argv.size()), argv.data());
+}
+
+// A config file in a fresh temporary directory, removed at the end of the test.
+class ConfigFile {
+ public:
+  explicit ConfigFile(const std::string& text) {
+    char pattern[] = "/tmp/sb-config-XXXXXX";
+    dir_ = ::mkdtemp(pattern);
+    std::ofstream(path()) << text;
+  }
+  ~ConfigFile() { std::filesystem::remove_all(dir_); }
+  std::string path() const { return (dir_ / "switchboard.toml").string(); }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+TEST(HostConfig, DefaultsAreTheEmbeddedSingleNodeSetup) {
+  ParsedConfig parsed = parse({});
+  ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;
+  EXPECT_EQ(parsed.config.listen, "127.0.0.1:5222");
+  EXPECT_EQ(parsed.config.dataDir, "var");
+  EXPECT_EQ(parsed.config.adminSocket, "var/admin.sock");
+  EXPECT_EQ(parsed.config.threads, 0u);
+  EXPECT_TRUE(parsed.config.pluginSettings.empty());
+}
+
+TEST(HostConfig, FlagsSetEveryField) {
+  ParsedConfig parsed = parse({"--listen", "127.0.0.1:6000", "--data-dir", "/tmp/x", "--threads",
+                               "3", "--log-level", "debug", "--plugin-setting",
+                               "auth.code-ttl-seconds=5", "--session-queue-limit", "77"});
+  ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;
+  EXPECT_EQ(parsed.config.listen, "127.0.0.1:6000");
+  EXPECT_EQ(parsed.config.dataDir, "/tmp/x");
+  EXPECT_EQ(parsed.config.threads, 3u);
+  EXPECT_EQ(parsed.config.logLevel, "debug");
+  EXPECT_EQ(parsed.config.sessionQueueLimit, 77u);
+  ASSERT_EQ(parsed.config.pluginSettings["auth"].size(), 1u);
+  EXPECT_EQ(parsed.config.pluginSettings["auth"][0].first, "code-ttl-seconds");
+  EXPECT_EQ(parsed.config.pluginSettings["auth"][0].second, "5");
+}
+
+TEST(HostConfig, TheFileFillsInAndFlagsWin) {
+  ConfigFile file(
+      "listen = \"127.0.0.1:7000\"\n"
+      "threads = 4\n"
+      "data-dir = \"/srv/sb\"\n"
+      "[plugin.offline]\n"
+      "ttl-seconds = 3600\n"
+      "[plugin.presence]\n"
+      "require-mutual-contacts = false\n");
+  ParsedConfig parsed = parse({"--config", file.path(), "--threads", "2"});
+  ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;
+  EXPECT_EQ(parsed.config.listen, "127.0.0.1:7000");
+  EXPECT_EQ(parsed.config.dataDir, "/srv/sb");
+  EXPECT_EQ(parsed.config.threads, 2u);  // the flag wins over the file
+  ASSERT_EQ(parsed.config.pluginSettings["offline"].size(), 1u);
+  EXPECT_EQ(parsed.config.pluginSettings["offline"][0].second, "3600");
+  EXPECT_EQ(parsed.config.pluginSettings["presence"][0].second, "false");
+}
+
+TEST(HostConfig, BadInputIsOneClearError) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string contains;
+  };
+  std::vector<Case> cases = {
+      {{"--bogus"}, "--bogus"},
+      {{"--threads", "many"}, "threads"},
+      {{"--threads", "1000"}, "--threads must be between 0 and 256"},
+      {{"--log-level", "loud"}, "loud"},
+      {{"--plugin-setting", "auth"}, "KIND.KEY=VALUE"},
+      {{"--plugin-setting", "billing.x=1"}, "unknown plugin kind 'billing'"},
+      {{"--config", "/nonexistent/switchboard.toml"}, "/nonexistent/switchboard.toml"},
+  };
+  for (const Case& c : cases) {
+    ParsedConfig parsed = parse(c.args);
+    EXPECT_EQ(parsed.outcome, Outcome::error) << c.args[0];
+    EXPECT_NE(parsed.text.find(c.contains), std::string::npos) << parsed.text;
+    EXPECT_EQ(parsed.text.find('\n'), std::string::npos) << "one line: " << parsed.text;
+  }
+}
+
+TEST(HostConfig, BadFilesNameTheKeyOrLine) {
+  ConfigFile unknown("colour = \"blue\"\n");
+  ParsedConfig parsed = parse({"--config", unknown.path()});
+  EXPECT_EQ(parsed.outcome, Outcome::error);
+  EXPECT_NE(parsed.text.find("unknown key 'colour'"), std::string::npos) << parsed.text;
+
+  ConfigFile wrongType("threads = \"two\"\n");
+  parsed = parse({"--config", wrongType.path()});
+  EXPECT_EQ(parsed.outcome, Outcome::error);
+  EXPECT_NE(parsed.text.find("'threads' has the wrong type"), std::string::npos) << parsed.text;
+
+  ConfigFile broken("listen = \n");
+  parsed = parse({"--config", broken.path()});
+  EXPECT_EQ(parsed.outcome, Outcome::error);
+  EXPECT_NE(parsed.text.find("line 1"), std::string::npos) << parsed.text;
+}
+
+TEST(HostConfig, HelpAndVersionArePrintedNotErrors) {
+  EXPECT_EQ(parse({"--help"}).outcome, Outcome::print);
+  ParsedConfig version = parse({"--version"});
+  EXPECT_EQ(version.outcome, Outcome::print);
+  EXPECT_NE(version.text.find("switchboard"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace switchboard
