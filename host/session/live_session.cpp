@@ -50,7 +50,7 @@ struct LiveSession::Feed {
   }
   template <class Load>
   void refill(std::size_t lowWater, std::size_t page, Load&& load) {
-    if (caughtUp || pending.size() >= lowWater) return;
+    if (caughtUp || page == 0 || pending.size() >= lowWater) return;
     std::vector<Item> items = load(cursor, page);
     for (Item& item : items) {
       cursor = std::max(cursor, idOf(item));
@@ -139,10 +139,17 @@ void LiveSession::pump() {
 
 void LiveSession::refill() {
   std::size_t lowWater = limits_.deliverBatch * limits_.deliverWindow;
-  messages_->refill(lowWater, limits_.loadPage, [&](std::uint64_t after, std::size_t limit) {
+  // Paging alone must not take the queue past maxQueue: a phone catching up on a
+  // backlog larger than the limit is not a slow reader, and would otherwise be
+  // kicked on every login.
+  auto room = [this]() -> std::size_t {
+    std::size_t length = queueLength();
+    return length >= limits_.maxQueue ? 0 : std::min(limits_.loadPage, limits_.maxQueue - length);
+  };
+  messages_->refill(lowWater, room(), [&](std::uint64_t after, std::size_t limit) {
     return backend_.queuedMessages(ref_.phone, after, limit);
   });
-  receipts_->refill(lowWater, limits_.loadPage, [&](std::uint64_t after, std::size_t limit) {
+  receipts_->refill(lowWater, room(), [&](std::uint64_t after, std::size_t limit) {
     return backend_.queuedReceipts(ref_.phone, after, limit);
   });
 }

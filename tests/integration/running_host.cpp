@@ -9,8 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 
@@ -93,6 +98,16 @@ RunningHost::RunningHost(std::vector<std::string> extraArgs)
 
 RunningHost::~RunningHost() {
   if (running()) stop();
+  // A failed test shows what the host said (its temp dir is about to go).
+  if (::testing::Test::HasFailure() || std::uncaught_exceptions() > 0) {
+    std::string text = log();
+    auto kept = std::filesystem::temp_directory_path() /
+                ("switchboard-it-" + std::to_string(::getpid()) + "-host.log");
+    std::ofstream(kept, std::ios::app) << text;
+    std::cerr << "(the whole host log: " << kept.string() << ")\n";
+    std::cerr << "---- host log tail ----\n"
+              << text.substr(text.size() > 6000 ? text.size() - 6000 : 0) << "----\n";
+  }
 }
 
 std::string RunningHost::endpoint() const {
@@ -138,11 +153,13 @@ bool RunningHost::spawnAndWait() {
                                    SWITCHBOARD_PLUGIN_DIR,
                                    "--threads",
                                    "2",
-                                   "--log-level",
-                                   "info",
                                    "--sms-command",
                                    sms_.script().string()};
   args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
+  // Info unless the test asks for more ("serving phones on" is logged at info).
+  if (std::find(args.begin(), args.end(), "--log-level") == args.end()) {
+    args.insert(args.end(), {"--log-level", "info"});
+  }
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);

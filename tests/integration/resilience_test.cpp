@@ -1,0 +1,125 @@
+// Restarts, slow readers and reconnects, against the real host binary.
+#include <gtest/gtest.h>
+
+#include "recording_phone.h"
+#include "running_host.h"
+
+namespace switchboard::integration {
+namespace {
+
+std::vector<std::string> numbered(const std::string& prefix, int from, int to) {
+  std::vector<std::string> out;
+  for (int i = from; i < to; ++i) out.push_back(prefix + std::to_string(i));
+  return out;
+}
+
+TEST(Resilience, QueuedMessagesSurviveAHostRestart) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550000201");
+  RecordingPhone b(host.clientOptions(), "+15550000202");
+  a.registerAndLogin(host.sms());
+  b.setKey(registerPhone(b.client(), host.sms(), b.number()));
+  auto sent = numbered("queued ", 0, 10);
+  for (const auto& body : sent) a.client().send(b.number(), body);
+
+  host.stop();
+  host.start();
+  b.login();
+  ASSERT_TRUE(b.waitForMessages(sent.size()));
+  EXPECT_EQ(bodiesOf(b.messages()), sent);
+  // a's client came back by itself after the restart.
+  EXPECT_TRUE(waitUntil([&] { return a.client().isLoggedIn(); }));
+}
+
+TEST(Resilience, ASlowReaderIsDisconnectedAndThenGetsEverythingOnceInOrder) {
+  // Above the bursts a healthy reader sees (one delivered batch of 64 becomes 64
+  // receipts pushed at once); see the disabled test below for what happens near it.
+  RunningHost host({"--session-queue-limit", "300"});
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550000211");
+  RecordingPhone b(host.clientOptions(), "+15550000212");
+  RecordingPhone c(host.clientOptions(), "+15550000213");
+  a.registerAndLogin(host.sms());
+  b.registerAndLogin(host.sms());
+  c.registerAndLogin(host.sms());
+
+  b.holdDeliveries();  // b's onMessage now blocks: its client reads nothing more
+  auto sent = numbered("m", 0, 400);
+  for (const auto& body : sent) {
+    ASSERT_NO_THROW(a.client().send(b.number(), body)) << body;  // acked all along
+  }
+  ASSERT_TRUE(waitUntil([&] { return host.log().find("too slow to read") != std::string::npos; }))
+      << "the host never disconnected the slow reader";
+  EXPECT_EQ(a.disconnects(), 0u);  // the sender was served throughout the stall
+  b.releaseDeliveries();
+
+  ASSERT_TRUE(b.waitForMessages(sent.size()));
+  EXPECT_EQ(bodiesOf(b.messages()), sent);
+  EXPECT_GE(b.disconnects(), 1u);
+  EXPECT_TRUE(waitUntil([&] { return b.client().isLoggedIn(); }));
+  // Nothing more comes later (a duplicate would be ahead of this fence).
+  c.client().send(b.number(), "fence");
+  ASSERT_TRUE(b.waitForMessages(sent.size() + 1));
+  EXPECT_EQ(b.messages().size(), sent.size() + 1);
+  EXPECT_EQ(b.messages().back().body, "fence");
+}
+
+// HOST BUG (reported, not fixed here): receipts pushed to a sender are counted
+// against its session queue limit without flow control. When a reader catches up
+// on a large backlog, "delivered" receipts reach the sender faster than its four
+// Inbox.receipt calls in flight drain them, and a perfectly healthy sender is
+// kicked "too slow to read". Reproduces most runs on a 2-core machine.
+TEST(Resilience, DISABLED_AReceiptBurstDoesNotKickAHealthySender) {
+  RunningHost host({"--session-queue-limit", "400"});
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550000231");
+  RecordingPhone b(host.clientOptions(), "+15550000232");
+  a.registerAndLogin(host.sms());
+  b.setKey(registerPhone(b.client(), host.sms(), b.number()));
+  for (const auto& body : numbered("m", 0, 1000)) a.client().send(b.number(), body);
+  b.login();  // 1000 queued messages drain, 1000 receipts go to a
+  ASSERT_TRUE(b.waitForMessages(1000));
+  ASSERT_TRUE(waitUntil([&] { return a.receipts().size() >= 1000 || a.disconnects() > 0; }));
+  EXPECT_EQ(a.disconnects(), 0u);
+  EXPECT_TRUE(a.kicks().empty()) << a.kicks().front();
+}
+
+TEST(Resilience, AClientReconnectsByItselfAndReceivesQueuedMessagesOnce) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550000221");
+  RecordingPhone b(host.clientOptions(), "+15550000222");
+  a.registerAndLogin(host.sms());
+  b.registerAndLogin(host.sms());
+  auto before = numbered("before ", 0, 20);
+  for (const auto& body : before) a.client().send(b.number(), body);
+  ASSERT_TRUE(b.waitForMessages(before.size()));
+
+  host.stop();  // b's connection drops; b's client stays up
+  ASSERT_TRUE(waitUntil([&] { return !b.client().isLoggedIn(); }));
+  host.start();
+  // A third phone sends at once, likely while b is still backing off: queued.
+  RecordingPhone c(host.clientOptions(), "+15550000223");
+  c.registerAndLogin(host.sms());
+  auto after = numbered("after ", 0, 20);
+  for (const auto& body : after) c.client().send(b.number(), body);
+
+  ASSERT_TRUE(waitUntil([&] { return b.client().isLoggedIn(); }));
+  ASSERT_TRUE(b.waitForMessages(before.size() + after.size()));
+  auto all = before;
+  all.insert(all.end(), after.begin(), after.end());
+  EXPECT_EQ(bodiesOf(b.messages()), all);
+  auto states = b.connectionStates();
+  ASSERT_GE(states.size(), 3u);
+  EXPECT_EQ(states.back(), client::ConnectionState::connected);
+  EXPECT_GE(b.disconnects(), 1u);
+  for (const auto& kick : b.kicks()) EXPECT_EQ(kick, "server shutting down");
+  // And no duplicate later: a fence from c, then the count is exact.
+  c.client().send(b.number(), "fence");
+  ASSERT_TRUE(b.waitForMessages(all.size() + 1));
+  EXPECT_EQ(b.messages().size(), all.size() + 1);
+}
+
+}  // namespace
+}  // namespace switchboard::integration
