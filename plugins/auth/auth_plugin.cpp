@@ -24,11 +24,13 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
 #include <sodium.h>
 
+#include "plugin_descriptor.h"
 #include "scratch_host.h"
 #include "setting_values.h"
 #include "state_codec.h"
@@ -81,7 +83,10 @@ std::string quoted(std::string_view text) {
 // importState, which refuses malformed state by throwing (ABI contract).
 class AuthPolicy final : public AuthPlugin {
  public:
-  explicit AuthPolicy(HostServices& host) : host_(host) {}
+  // Throws when libsodium cannot start: codes would not be random.
+  explicit AuthPolicy(HostServices& host) : host_(host) {
+    if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+  }
 
   std::string configure(const std::vector<Setting>& settings) override {
     try {
@@ -393,27 +398,8 @@ plugin::SelfTestResult AuthPolicy::selfTest() {
   }
 }
 
-plugin::Plugin* create(HostServices& host) {
-  try {
-    if (sodium_init() < 0) return nullptr;
-    return new AuthPolicy(host);
-  } catch (...) {
-    return nullptr;
-  }
-}
-
-void destroy(plugin::Plugin* instance) {
-  delete instance;
-}
-
 const plugin::Descriptor* descriptor() {
-  static const plugin::Descriptor kDescriptor{plugin::kAbiVersion,
-                                              plugin::Kind::auth,
-                                              SWITCHBOARD_PLUGIN_VERSION,
-                                              SWITCHBOARD_PLUGIN_BUILD_ID,
-                                              &create,
-                                              &destroy};
-  return &kDescriptor;
+  return describePlugin<AuthPolicy, plugin::Kind::auth>();
 }
 
 }  // namespace

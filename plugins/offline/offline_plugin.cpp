@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "plugin_descriptor.h"
 #include "scratch_host.h"
 #include "setting_values.h"
 #include "state_codec.h"
@@ -202,26 +203,8 @@ class OfflinePolicy final : public OfflinePlugin {
   std::int64_t lastSweepMs_ = 0;
 };
 
-plugin::Plugin* create(HostServices& host) {
-  try {
-    return new OfflinePolicy(host);
-  } catch (...) {
-    return nullptr;
-  }
-}
-
-void destroy(plugin::Plugin* instance) {
-  delete instance;
-}
-
 const plugin::Descriptor* descriptor() {
-  static const plugin::Descriptor kDescriptor{plugin::kAbiVersion,
-                                              plugin::Kind::offline,
-                                              SWITCHBOARD_PLUGIN_VERSION,
-                                              SWITCHBOARD_PLUGIN_BUILD_ID,
-                                              &create,
-                                              &destroy};
-  return &kDescriptor;
+  return describePlugin<OfflinePolicy, plugin::Kind::offline>();
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "plugin_descriptor.h"
 #include "scratch_host.h"
 #include "setting_values.h"
 #include "state_codec.h"
@@ -138,26 +139,8 @@ class PresencePolicy final : public PresencePlugin {
   std::uint64_t hiddenCount_ = 0;
 };
 
-plugin::Plugin* create(HostServices& host) {
-  try {
-    return new PresencePolicy(host);
-  } catch (...) {
-    return nullptr;
-  }
-}
-
-void destroy(plugin::Plugin* instance) {
-  delete instance;
-}
-
 const plugin::Descriptor* descriptor() {
-  static const plugin::Descriptor kDescriptor{plugin::kAbiVersion,
-                                              plugin::Kind::presence,
-                                              SWITCHBOARD_PLUGIN_VERSION,
-                                              SWITCHBOARD_PLUGIN_BUILD_ID,
-                                              &create,
-                                              &destroy};
-  return &kDescriptor;
+  return describePlugin<PresencePolicy, plugin::Kind::presence>();
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 
+#include "plugin_descriptor.h"
 #include "scratch_host.h"
 #include "setting_values.h"
 #include "state_codec.h"
@@ -194,26 +195,8 @@ class RoutingPolicy final : public RoutingPlugin {
   std::array<std::uint64_t, kDestinations> counters_{};
 };
 
-plugin::Plugin* create(HostServices& host) {
-  try {
-    return new RoutingPolicy(host);
-  } catch (...) {
-    return nullptr;
-  }
-}
-
-void destroy(plugin::Plugin* instance) {
-  delete instance;
-}
-
 const plugin::Descriptor* descriptor() {
-  static const plugin::Descriptor kDescriptor{plugin::kAbiVersion,
-                                              plugin::Kind::routing,
-                                              SWITCHBOARD_PLUGIN_VERSION,
-                                              SWITCHBOARD_PLUGIN_BUILD_ID,
-                                              &create,
-                                              &destroy};
-  return &kDescriptor;
+  return describePlugin<RoutingPolicy, plugin::Kind::routing>();
 }
 
 }  // namespace
