@@ -56,6 +56,8 @@ TEST(PluginSwap, EachPluginSwapsAndRollsBackUnderTrafficWithoutLossOrDisconnect)
   config.threads = 2;
   config.smsCommand = sms.script().string();
   config.logLevel = "warn";
+  config.adminSocket = dir.path() / "admin.sock";  // never the working directory's
+  config.metricsListen.clear();                    // never the fixed default port
   HostProcess host(config);
 
   client::ClientOptions options;
