@@ -70,6 +70,10 @@ std::vector<Setting> settings() {
                             &HostConfig::sessionQueueLimit),
       setting<std::int64_t>("session-queue-alert", "queue length that raises an alert",
                             &HostConfig::sessionQueueAlert),
+      setting<std::int64_t>("session-stall-ms",
+                            "a phone whose queue is full and that read nothing for this long "
+                            "is disconnected as too slow",
+                            &HostConfig::sessionStallMs),
       setting<std::string>("sms-command", "executable that sends an SMS: COMMAND PHONE CODE",
                            &HostConfig::smsCommand),
       setting<std::string>("push-webhook", "http://HOST:PORT/PATH that receives push POSTs",

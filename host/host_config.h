@@ -35,6 +35,7 @@ struct HostConfig {
   std::string nodeName = "node1";
   std::uint32_t sessionQueueLimit = 10000;  // past it a slow reader is disconnected
   std::uint32_t sessionQueueAlert = 1000;   // past it an alert is logged and counted
+  std::uint32_t sessionStallMs = 5000;      // full queue + nothing read this long: disconnected
 
   // Where SMS codes and push notifications go (empty: the log, for development).
   std::string smsCommand;   // executable run as: COMMAND PHONE CODE

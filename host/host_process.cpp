@@ -117,6 +117,7 @@ HostProcess::HostProcess(HostConfig config) : config_(std::move(config)), parts_
   options.nodeName = config_.nodeName;
   options.limits.maxQueue = config_.sessionQueueLimit;
   options.limits.alertQueue = config_.sessionQueueAlert;
+  options.limits.stallTimeout = std::chrono::milliseconds(config_.sessionStallMs);
   std::vector<net::NetworkThread*> threadPointers;
   for (auto& t : p.threads) threadPointers.push_back(t.get());
   p.messaging = std::make_unique<messaging::MessagingService>(

@@ -41,12 +41,19 @@ struct LiveSession::Feed {
   bool caughtUp = false;     // the last page came back short: live pushes are accepted
   std::size_t callsInFlight = 0;
 
-  // Accepts a live push unless paging will find it or it was seen already.
-  bool offer(Item item) {
-    if (!caughtUp || idOf(item) <= cursor) return false;
+  enum class Offered { taken, skipped, full };
+  // Takes a live push unless paging will find it or it was seen already. With
+  // no room left the push is not taken either: the feed stops being caught up
+  // and pages the item (still durable in the store) in later, in order.
+  Offered offer(Item item, bool room) {
+    if (!caughtUp || idOf(item) <= cursor) return Offered::skipped;
+    if (!room) {
+      caughtUp = false;
+      return Offered::full;
+    }
     cursor = idOf(item);
     pending.push_back(std::move(item));
-    return true;
+    return Offered::taken;
   }
   template <class Load>
   void refill(std::size_t lowWater, std::size_t page, Load&& load) {
@@ -65,12 +72,6 @@ struct LiveSession::Feed {
       pending.pop_front();
     }
     return batch;
-  }
-  // Forgets what is in memory; the store still has it and the next session
-  // pages it in again.
-  void spill() {
-    pending.clear();
-    caughtUp = false;
   }
 };
 
@@ -100,17 +101,58 @@ std::size_t LiveSession::queueLength() const {
 
 void LiveSession::start() {
   started_ = true;
+  lastProgress_ = std::chrono::steady_clock::now();
   pump();
 }
 
 void LiveSession::push(OutboundMessage message) {
   if (ended_) return;
-  if (messages_->offer(std::move(message))) pump();
+  offered(messages_->offer(std::move(message), queueLength() < limits_.maxQueue));
 }
 
 void LiveSession::push(OutboundReceipt receipt) {
   if (ended_) return;
-  if (receipts_->offer(std::move(receipt))) pump();
+  offered(receipts_->offer(std::move(receipt), queueLength() < limits_.maxQueue));
+}
+
+template <class Offered>
+void LiveSession::offered(Offered outcome) {
+  if (outcome == Offered::taken) {
+    pump();
+    return;
+  }
+  if (outcome != Offered::full) return;
+  overflowed_ = true;
+  checkStall();
+}
+
+// Full: the item waits in the store. A phone that is reading (an Inbox call
+// returned recently) is only behind a burst and catches up by paging; one that
+// has stopped reading is disconnected, so its backlog costs no memory. Checked
+// on every refused push and by a timer, so a stall is caught even when the
+// pushes stop.
+void LiveSession::checkStall() {
+  if (ended_ || !overflowed_) return;
+  auto now = std::chrono::steady_clock::now();
+  if (now - lastProgress_ < limits_.stallTimeout) {
+    if (stallTimerArmed_) return;
+    stallTimerArmed_ = true;
+    auto timer = std::make_shared<asio::steady_timer>(thread_.ioContext());
+    timer->expires_at(lastProgress_ + limits_.stallTimeout);
+    timer->async_wait([weak = weak_from_this(), timer](const std::error_code& error) {
+      auto self = weak.lock();
+      if (!self) return;
+      self->stallTimerArmed_ = false;
+      if (!error) self->checkStall();
+    });
+    return;
+  }
+  std::size_t length = queueLength();
+  spdlog::warn("session {} of {}: queue full at {} and nothing read for {} ms, disconnecting",
+               ref_.sessionId, ref_.phone, length,
+               std::chrono::duration_cast<std::chrono::milliseconds>(now - lastProgress_).count());
+  backend_.slowConsumer(*this, length);
+  kick("too slow to read");
 }
 
 void LiveSession::push(OutboundPresence presence) {
@@ -132,6 +174,7 @@ void LiveSession::push(OutboundPresence presence) {
 void LiveSession::pump() {
   if (!started_ || ended_) return;
   refill();
+  if (messages_->caughtUp && receipts_->caughtUp) overflowed_ = false;
   pumpMessages();
   pumpReceipts();
   updateGauges();
@@ -177,6 +220,7 @@ void LiveSession::pumpMessages() {
     tasks_->add(request.send().ignoreResult().then(
         [this, ids = std::move(ids)]() mutable {
           --messages_->callsInFlight;
+          lastProgress_ = std::chrono::steady_clock::now();
           if (ended_) return;
           ref_.gauges->delivered += ids.size();
           backend_.messagesDelivered(*this, std::move(ids));
@@ -210,6 +254,7 @@ void LiveSession::pumpReceipts() {
     tasks_->add(request.send().ignoreResult().then(
         [this, rows = std::move(rows)]() mutable {
           --receipts_->callsInFlight;
+          lastProgress_ = std::chrono::steady_clock::now();
           if (ended_) return;
           backend_.receiptsShown(std::move(rows));
           pump();
@@ -230,14 +275,6 @@ void LiveSession::updateGauges() {
     backend_.queueAlert(*this, length);
   } else if (length <= limits_.alertQueue / 2) {
     alerted_ = false;
-  }
-  if (length > limits_.maxQueue) {
-    spdlog::warn("session {} of {}: queue {} past the limit {}, disconnecting the slow reader",
-                 ref_.sessionId, ref_.phone, length, limits_.maxQueue);
-    backend_.slowConsumer(*this, length);
-    messages_->spill();
-    receipts_->spill();
-    kick("too slow to read");
   }
 }
 

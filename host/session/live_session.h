@@ -15,13 +15,17 @@
 // batch: only then is the backend told, and it marks the rows delivered.
 // Several deliver calls may be in flight; Cap'n Proto keeps them in order.
 //
-// Back-pressure: the outbound queue is bounded. Past `alertQueue` the backend
-// raises an alert (once per crossing). Past `maxQueue` the phone is too slow to
-// read: what is in memory is dropped (it is still durable in the store) and the
-// session is kicked with "too slow to read", so a stalled reader cannot grow
-// the server's memory.
+// Back-pressure: the outbound queue in memory is bounded by `maxQueue`. Past
+// `alertQueue` the backend raises an alert (once per crossing). A push that
+// finds the queue full is not taken: it stays durable in the store and is paged
+// in, in order, as the phone reads (the store is the spill). If the phone has
+// also not finished an Inbox call for `stallTimeout`, it has stopped reading:
+// the session is kicked with "too slow to read" and its connection closed. So a
+// stalled reader cannot grow the server's memory, and a healthy phone hit by a
+// burst (a thousand "delivered" receipts at once) is never disconnected.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -47,6 +51,9 @@ struct SessionLimits {
   std::size_t deliverBatch = 64;  // messages per Inbox.deliver (proto maxDeliverBatch)
   std::size_t deliverWindow = 4;  // Inbox calls in flight per feed
   std::size_t loadPage = 256;     // rows read from the store at a time
+  // With the queue full, a phone that finished no Inbox call for this long is
+  // disconnected as too slow to read.
+  std::chrono::milliseconds stallTimeout{5000};
 };
 
 class LiveSession;
@@ -108,6 +115,9 @@ class LiveSession : public std::enable_shared_from_this<LiveSession> {
   template <class Item>
   struct Feed;
 
+  template <class Offered>
+  void offered(Offered outcome);
+  void checkStall();
   void pump();
   void pumpMessages();
   void pumpReceipts();
@@ -127,6 +137,9 @@ class LiveSession : public std::enable_shared_from_this<LiveSession> {
   bool started_ = false;
   bool ended_ = false;
   bool alerted_ = false;
+  bool overflowed_ = false;  // a push found the queue full; the store holds the rest
+  bool stallTimerArmed_ = false;
+  std::chrono::steady_clock::time_point lastProgress_;  // an Inbox call last returned
   kj::Own<kj::TaskSet> tasks_;  // Inbox calls in flight; cancelled with the session
 };
 
