@@ -5,6 +5,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 #include <thread>
 
 #include "admin/admin_server.h"
@@ -31,6 +32,7 @@ namespace {
 
 // How long sessions get to hear "server shutting down" before connections close.
 constexpr auto kShutdownGrace = std::chrono::milliseconds(300);
+constexpr auto kExpirySweepInterval = std::chrono::minutes(1);
 
 std::filesystem::path executablePath() {
   std::error_code error;
@@ -226,6 +228,18 @@ int HostProcess::run() {
     if (!error) spdlog::info("signal {}: shutting down", signal);
     parts_->signals.stop();
   });
+  // Expired messages are never delivered; the sweep also frees their rows.
+  asio::steady_timer sweep(parts_->signals);
+  std::function<void()> scheduleSweep = [&]() {
+    sweep.expires_after(kExpirySweepInterval);
+    sweep.async_wait([&](const std::error_code& error) {
+      if (error) return;
+      parts_->messaging->sweepExpired();
+      scheduleSweep();
+    });
+  };
+  parts_->messaging->sweepExpired();
+  scheduleSweep();
   auto guard = asio::make_work_guard(parts_->signals);
   parts_->signals.run();
   shutdown();

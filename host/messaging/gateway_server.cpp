@@ -4,6 +4,21 @@
 #include "messaging/session_server.h"
 
 namespace switchboard::messaging {
+namespace {
+
+// The address part of a peer ("10.0.0.7:51234" -> "10.0.0.7", "[::1]:5" ->
+// "::1"): rate limits are per address, not per connection.
+std::string addressOf(const std::string& peer) {
+  auto colon = peer.rfind(':');
+  if (colon == std::string::npos) return peer;  // "unix"
+  std::string address = peer.substr(0, colon);
+  if (address.size() >= 2 && address.front() == '[' && address.back() == ']') {
+    address = address.substr(1, address.size() - 2);
+  }
+  return address;
+}
+
+}  // namespace
 
 GatewayServer::GatewayServer(MessagingService& service, ConnectionContext connection)
     : service_(service), connection_(std::move(connection)) {}
@@ -17,7 +32,7 @@ kj::Promise<void> GatewayServer::serverInfo(ServerInfoContext context) {
 
 kj::Promise<void> GatewayServer::requestCode(RequestCodeContext context) {
   auto params = context.getParams();
-  return service_.requestCode(params.getPhone(), connection_.peer)
+  return service_.requestCode(params.getPhone(), addressOf(connection_.peer))
       .then([context](std::uint32_t expires) mutable {
         context.getResults().setExpiresInSeconds(expires);
       });

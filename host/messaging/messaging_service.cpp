@@ -561,6 +561,22 @@ kj::Promise<std::uint32_t> MessagingService::broadcast(std::string phone, std::s
       .then([count](SentMessage) { return count; });
 }
 
+void MessagingService::sweepExpired() {
+  std::int64_t now = nowMs();
+  std::int64_t horizon = now - options_.fallbackExpirySeconds * 1000;
+  store_.write(
+      [now, horizon](store::Connection& db) {
+        db.prepare("DELETE FROM messages WHERE expires_ms <= ?").bind(1, now).run();
+        int messages = db.changes();
+        db.prepare("DELETE FROM dedup WHERE sent_ms <= ?").bind(1, horizon).run();
+        db.prepare("DELETE FROM receipts_queue WHERE at_ms <= ?").bind(1, horizon).run();
+        if (messages > 0) spdlog::info("expired {} queued or delivered messages", messages);
+      },
+      [](std::optional<std::string> error) {
+        if (error) spdlog::warn("sweeping expired messages failed: {}", *error);
+      });
+}
+
 void MessagingService::kickAll(const std::string& reason) {
   for (const session::SessionRef& ref : sessions_.all()) kick(ref.phone, reason);
 }

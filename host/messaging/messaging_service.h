@@ -144,6 +144,10 @@ class MessagingService final : public session::SessionBackend {
   bool kick(const std::string& phone, const std::string& reason);
   // Tells every live session why and closes it (shutdown).
   void kickAll(const std::string& reason);
+  // Forgets what has expired: queued messages past their expiry (never
+  // delivered, by policy), delivered rows past it, and dedup and receipt rows
+  // older than the fallback expiry. Any thread; the deletes are queued.
+  void sweepExpired();
   // Queues a message from "system" to `phone`, or to every registered user
   // when `phone` is empty. Resolves with the number of recipients once durable.
   // Call on a network thread.

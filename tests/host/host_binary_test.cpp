@@ -112,11 +112,12 @@ int freePort() {
 }
 
 std::vector<std::string> baseArgs(const TempDir& dir, int port) {
-  return {"--listen",       "127.0.0.1:" + std::to_string(port),
-          "--data-dir",     (dir.path() / "var").string(),
-          "--admin-socket", (dir.path() / "admin.sock").string(),
-          "--plugin-dir",   SWITCHBOARD_PLUGIN_DIR,
-          "--threads",      "1"};
+  return {"--listen",         "127.0.0.1:" + std::to_string(port),
+          "--data-dir",       (dir.path() / "var").string(),
+          "--admin-socket",   (dir.path() / "admin.sock").string(),
+          "--plugin-dir",     SWITCHBOARD_PLUGIN_DIR,
+          "--threads",        "1",
+          "--metrics-listen", ""};  // tests run side by side: no fixed port
 }
 
 TEST(HostBinary, ABadFlagExitsTwoWithOneLine) {
