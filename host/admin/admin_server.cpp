@@ -1,5 +1,4 @@
 #include "admin/admin_server.h"
-#include <spdlog/spdlog.h>
 
 #include "admin/admin_wire.h"
 #include "messaging/field_rules.h"
@@ -71,7 +70,6 @@ AdminServer::AdminServer(const HostView& host, OperationWorker& worker)
 // ---------------------------------------------------------------- status
 
 kj::Promise<void> AdminServer::status(StatusContext context) {
-  spdlog::info("DEBUG status called");
   auto out = context.getResults().initStatus();
   out.setVersion(text(host_.facts.version));
   out.setNode(text(host_.facts.node));
@@ -127,7 +125,6 @@ kj::Promise<void> AdminServer::kick(KickContext context) {
 }
 
 kj::Promise<void> AdminServer::queues(QueuesContext context) {
-  spdlog::info("DEBUG queues called");
   std::size_t limit = requireLimit(context.getParams().getLimit(), 10);
   auto refs = host_.messaging.sessions().longestQueues(limit);
   fillSessions(context.getResults().initSessions(static_cast<unsigned>(refs.size())), refs);

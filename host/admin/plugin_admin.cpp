@@ -5,7 +5,6 @@
 #include <kj/vector.h>
 
 #include "admin/admin_server.h"
-#include <spdlog/spdlog.h>
 #include "admin/admin_wire.h"
 #include "messaging/field_rules.h"
 #include "net/cross_thread_completion.h"
@@ -55,7 +54,6 @@ kj::Promise<void> AdminServer::plugins(PluginsContext context) {
 }
 
 kj::Promise<void> AdminServer::loadPlugin(LoadPluginContext context) {
-  spdlog::info("DEBUG loadPlugin called");
   auto params = context.getParams();
   plugin::Kind kind = requireKind(params.getKind());
   std::string path(params.getPath().cStr(), params.getPath().size());
@@ -80,7 +78,6 @@ kj::Promise<void> AdminServer::loadPlugin(LoadPluginContext context) {
   worker_.post([&manager, &thread, kind, path, progress = std::move(progress),
                 completion = pending.completion] {
     plugin::OperationResult result;
-    spdlog::info("DEBUG worker starts");
     try {
       result = manager.load(kind, path, "admin", progress);
     } catch (const std::exception& e) {

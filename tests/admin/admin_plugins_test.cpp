@@ -157,6 +157,32 @@ TEST_F(AdminPluginsTest, LoadNextVersionReportsEachStepThenRollsBack) {
   EXPECT_EQ(history("").size(), 7u);  // the four startup loads too
 }
 
+TEST_F(AdminPluginsTest, LoadRunsOffTheAdminThread) {
+  // A status call sent right behind a load on the same connection is answered
+  // while the load (copy, canary process, swap) is still running.
+  plugins();  // the bootstrap capability is resolved before the calls that race
+  auto order = client->admin([&](proto::Admin::Client& admin) {
+    auto finished = std::make_shared<std::vector<std::string>>();
+    auto load = admin.loadPluginRequest();
+    load.setKind("presence");
+    load.setPath(kPlugins + "/presence/libpresence-next.so");
+    auto loaded = load.send()
+                      .then([finished](auto&& r) {
+                        KJ_REQUIRE(r.getResult().getOk(), r.getResult().getError());
+                        finished->push_back("load");
+                      })
+                      .eagerlyEvaluate(nullptr);
+    auto status = admin.statusRequest()
+                      .send()
+                      .then([finished](auto&&) { finished->push_back("status"); })
+                      .eagerlyEvaluate(nullptr);
+    return loaded.then([status = kj::mv(status)]() mutable { return kj::mv(status); })
+        .then([finished] { return *finished; });
+  });
+  EXPECT_THAT(order, ElementsAre("status", "load"));
+  EXPECT_EQ(plugins()["presence"].version, "1.1.0");
+}
+
 TEST_F(AdminPluginsTest, RefusedLoadIsAnAnswerNotAnError) {
   auto steps = std::make_shared<std::vector<std::string>>();
   // An auth build offered as routing: the canary refuses it.
