@@ -30,10 +30,22 @@ std::pair<std::string, std::uint16_t> splitEndpoint(std::string_view endpoint) {
   return {host, static_cast<std::uint16_t>(std::stoul(std::string(port)))};
 }
 
+// KJ describes a failed syscall as "::bind(sockfd, ...): Address already in
+// use; toString() = ..."; the operator needs only the reason.
+std::string syscallReason(std::string description) {
+  auto call = description.find("): ");
+  if (description.rfind("::", 0) == 0 && call != std::string::npos) {
+    description = description.substr(call + 3);
+  }
+  auto details = description.find("; ");
+  if (details != std::string::npos) description.resize(details);
+  return description;
+}
+
 // Reports a failure to start; once serving, nothing waits for it any more.
 void fail(std::promise<std::uint16_t>& ready, const std::string& reason) {
   try {
-    ready.set_exception(std::make_exception_ptr(std::runtime_error(reason)));
+    ready.set_exception(std::make_exception_ptr(std::runtime_error(syscallReason(reason))));
   } catch (const std::future_error&) {
   }
 }

@@ -202,7 +202,8 @@ TEST_F(AdminHostTest, BusyMetricsPortRefusesToStart) {
     HostProcess second(config);
     FAIL() << "a second host bound a busy metrics port";
   } catch (const HostStartError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("cannot serve metrics on " + host->metricsEndpoint()));
+    EXPECT_EQ(std::string(e.what()),
+              "cannot serve metrics on " + host->metricsEndpoint() + ": Address already in use");
   }
 }
 
