@@ -207,8 +207,8 @@ kj::Promise<void> AdminServer::stats(StatsContext context) {
   auto store = host_.store.stats();
   out.setStoreWrites(store.writes);
   out.setStoreCommits(store.commits);
-  out.setStoreCommitP50Us(store.commitLatency.p50Micros());
-  out.setStoreCommitP99Us(store.commitLatency.p99Micros());
+  out.setStoreCommitP50Us(store.commitLatency.p50());
+  out.setStoreCommitP99Us(store.commitLatency.p99());
   auto sms = host_.sms.stats();
   out.setSmsSent(sms.sent);
   out.setSmsFailed(sms.failed);

@@ -106,19 +106,22 @@ void pluginCounters(PrometheusText& out, const std::vector<plugin::CounterSample
 }
 
 void storeCommits(PrometheusText& out, const store::StoreStats& stats) {
+  // Exported on a fixed 1-2-5 scale so dashboards keep their buckets; the
+  // counts come from the histogram's finer log-linear buckets.
+  static constexpr std::array<std::uint64_t, 19> kBoundsMicros = {
+      10,     20,     50,      100,     200,     500,       1'000,     2'000,     5'000,     10'000,
+      20'000, 50'000, 100'000, 200'000, 500'000, 1'000'000, 2'000'000, 5'000'000, 10'000'000};
   const auto& h = stats.commitLatency;
   const char* name = "switchboard_store_commit_latency_seconds";
   out.family(name, "histogram", "Store transaction time from BEGIN to durable COMMIT");
-  std::uint64_t cumulative = 0;
-  for (std::size_t i = 0; i < store::LatencyHistogram::kBoundsMicros.size(); ++i) {
-    cumulative += h.bucket(i);
-    std::string bound = PrometheusText::formatDouble(
-        static_cast<double>(store::LatencyHistogram::kBoundsMicros[i]) / 1e6);
-    out.sample("switchboard_store_commit_latency_seconds_bucket", {{"le", bound}}, cumulative);
+  for (std::uint64_t bound : kBoundsMicros) {
+    out.sample("switchboard_store_commit_latency_seconds_bucket",
+               {{"le", PrometheusText::formatDouble(static_cast<double>(bound) / 1e6)}},
+               h.countAtOrBelow(bound));
   }
   out.sample("switchboard_store_commit_latency_seconds_bucket", {{"le", "+Inf"}}, h.count());
   out.sample("switchboard_store_commit_latency_seconds_sum", {},
-             static_cast<double>(h.sumMicros()) / 1e6);
+             static_cast<double>(h.sum()) / 1e6);
   out.sample("switchboard_store_commit_latency_seconds_count", h.count());
   counter(out, "switchboard_store_commits_total", "Store transactions committed", stats.commits);
   counter(out, "switchboard_store_writes_total", "Store writes run", stats.writes);

@@ -17,8 +17,8 @@
 #include <variant>
 #include <vector>
 
+#include "metrics/latency_histogram.h"
 #include "plugin/call_gate.h"
-#include "plugin/latency_histogram.h"
 #include "plugin/plugin_host_services.h"
 #include "plugin/plugin_library.h"
 #include "switchboard/plugin_api.h"
@@ -56,7 +56,7 @@ struct VersionRecord {
   std::filesystem::path path;
   std::atomic<std::uint64_t> calls{0};
   std::atomic<std::uint64_t> errors{0};
-  LatencyHistogram latencyNs;
+  metrics::LatencyHistogram latencyNs;
 };
 
 // The running instance of a version. `services` is what the instance was
@@ -174,7 +174,7 @@ class PluginSlot {
   std::deque<std::shared_ptr<VersionRecord>> history_;  // most recently serving first
   std::optional<std::string> previousVersion_;
   std::deque<std::uint64_t> recentPausesUs_;
-  LatencyHistogram pausesUs_;
+  metrics::LatencyHistogram pausesUs_;
 };
 
 // ---------------------------------------------------------------- inline

@@ -273,7 +273,7 @@ void SqliteStore::recordBatch(std::uint64_t writesRun, std::uint64_t failed,
     ++stats_.commits;
     stats_.lastCommitMicros = *commitMicros;
     stats_.maxCommitMicros = std::max(stats_.maxCommitMicros, *commitMicros);
-    stats_.commitLatency.record(*commitMicros);
+    commitLatency_.record(*commitMicros);
   }
 }
 
@@ -283,6 +283,7 @@ StoreStats SqliteStore::stats() const {
     std::lock_guard lock(statsMutex_);
     copy = stats_;
   }
+  copy.commitLatency = commitLatency_.snapshot();
   std::lock_guard lock(queueMutex_);
   copy.queued = queue_.size();
   return copy;

@@ -92,7 +92,8 @@ class SqliteStore final : public Store {
   std::vector<DatabaseHandle> idleReaders_;
 
   mutable std::mutex statsMutex_;
-  StoreStats stats_;  // `queued` is filled from queue_ when read
+  StoreStats stats_;  // `queued` and `commitLatency` are filled in when read
+  metrics::LatencyHistogram commitLatency_;
 
   // Last: started once everything above exists.
   std::thread writer_;

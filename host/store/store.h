@@ -24,7 +24,7 @@
 #include <string>
 #include <string_view>
 
-#include "store/latency_histogram.h"
+#include "metrics/latency_histogram.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -107,7 +107,7 @@ struct StoreStats {
   // Commit latency is measured per transaction, from BEGIN to COMMIT returned
   // (running the batch's writes plus the fsync): how long a batch took to
   // become durable once the writer picked it up.
-  LatencyHistogram commitLatency;
+  metrics::LatencyHistogram::Snapshot commitLatency;
 };
 
 class Store {

@@ -156,8 +156,8 @@ TEST(StoreWrite, GroupCommitMakesConcurrentWritesDurable) {
   std::cout << "[ figures  ] " << stats.writes << " writes in " << stats.commits
             << " commits (group-commit factor "
             << static_cast<double>(stats.writes) / static_cast<double>(stats.commits)
-            << "); commit latency p50 " << stats.commitLatency.p50Micros() << " us, p99 "
-            << stats.commitLatency.p99Micros() << " us, max " << stats.maxCommitMicros << " us\n";
+            << "); commit latency p50 " << stats.commitLatency.p50() << " us, p99 "
+            << stats.commitLatency.p99() << " us, max " << stats.maxCommitMicros << " us\n";
 
   auto reopened = Store::open(optionsIn(dir));
   std::vector<std::int64_t> ids = itemIds(*reopened);
