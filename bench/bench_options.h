@@ -30,6 +30,7 @@ struct BenchOptions {
   std::filesystem::path serverBinary;  // switchboard host
   std::filesystem::path pluginDir;
   std::filesystem::path benchDir;  // peers' configuration templates (bench/ in the source)
+  std::string serverPrefix;        // put before the server's command (a profiler), split on spaces
 
   // Filled in for workers.
   int workerIndex = 0;

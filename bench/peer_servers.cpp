@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace switchboard::bench {
@@ -30,6 +32,17 @@ int freeLocalPort() {
 }
 
 namespace {
+
+bool portOpen(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return open;
+}
 
 // Copies a template from bench/ into the run directory with @KEY@ placeholders replaced.
 fs::path writeConfig(const fs::path& from, const fs::path& to,
@@ -70,18 +83,34 @@ PeerServer startPeer(const BenchOptions& options, const fs::path& runDir) {
         // Registration is rate limited per peer address; the benchmark registers thousands.
         "--plugin-setting", "auth.max-requests-per-peer=1000000", "--probation-seconds", "1"};
     server.process->start(argv, server.logPath, cpu);
-    server.process->waitForPort("127.0.0.1", server.port, std::chrono::seconds(30));
+    server.process->waitForPort("127.0.0.1", server.port, std::chrono::seconds(120));
   } else if (options.peer == "mosquitto") {
     fs::path config = writeConfig(options.benchDir / "mosquitto.conf", runDir / "mosquitto.conf",
                                   {{"PORT", port}});
     server.process->start({"mosquitto", "-c", config.string()}, server.logPath, cpu);
     server.process->waitForPort("127.0.0.1", server.port, std::chrono::seconds(30));
   } else if (options.peer == "ejabberd") {
+    server.stopEpmdAfter = !portOpen(4369);
     startEjabberd(options, runDir, server);
   } else {
     throw std::runtime_error("unknown peer " + options.peer);
   }
   return server;
+}
+
+void stopPeer(PeerServer& server) {
+  server.process->stop(std::chrono::milliseconds(60000));
+  if (server.stopEpmdAfter) {
+    // epmd refuses -kill while a node is still registered; the node's exit takes a moment.
+    for (int attempt = 0; attempt < 30 && portOpen(4369); ++attempt) {
+      ServerProcess epmd;
+      epmd.start({"epmd", "-kill"}, server.logPath, -1);
+      for (int i = 0; i < 100 && epmd.running(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
 }
 
 }  // namespace switchboard::bench

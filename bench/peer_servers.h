@@ -15,7 +15,13 @@ struct PeerServer {
   std::unique_ptr<ServerProcess> process;
   int port = 0;
   std::filesystem::path logPath;
+  // ejabberd starts Erlang's epmd daemon, which outlives it: when no epmd ran before this
+  // run, stopPeer() stops it again.
+  bool stopEpmdAfter = false;
 };
+
+// Stops the server, then (for ejabberd) the epmd it started.
+void stopPeer(PeerServer& server);
 
 // Starts options.peer with its configuration from options.benchDir written into `runDir`,
 // pinned to CPU 0 with --pin, and waits until it listens. Throws std::runtime_error.

@@ -15,8 +15,12 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <signal.h>
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -51,6 +55,25 @@ void sleepUntil(std::int64_t ns) {
 
 fs::path executableDir() {
   return fs::read_symlink("/proc/self/exe").parent_path();
+}
+
+// SIGINT/SIGTERM end the run. The server and the workers die with the coordinator
+// (PR_SET_PDEATHSIG), but ejabberd's runtime runs under su, out of reach of that: the
+// handler also kills the server's process tree as last seen, kept here by pid.
+std::array<std::atomic<pid_t>, 64> serverTree{};
+
+void rememberServerTree(pid_t root) {
+  std::vector<pid_t> tree = root > 0 ? descendantsOf(root) : std::vector<pid_t>{};
+  if (root > 0) tree.insert(tree.begin(), root);
+  for (size_t i = 0; i < serverTree.size(); ++i) serverTree[i] = i < tree.size() ? tree[i] : 0;
+}
+
+void onStopSignal(int) {
+  for (auto& pid : serverTree) {
+    pid_t p = pid.load();
+    if (p > 0) ::kill(p, SIGKILL);
+  }
+  std::_Exit(130);
 }
 
 // Everything one run of one scenario against one server produced.
@@ -100,6 +123,7 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
   options.serverPort = server.port;
   options.codeLog = server.logPath;
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  rememberServerTree(server.process->pid());
   out.base = sampleProc(server.process->pid());
 
   std::vector<std::unique_ptr<WorkerProcess>> workers;
@@ -124,6 +148,7 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
   out.registerSpanNs = registerEnd - registerStart;
   out.loginSpanNs = loginEnd - loginStart;
   if (options.scenario == "connect") std::this_thread::sleep_for(std::chrono::seconds(1));
+  rememberServerTree(server.process->pid());
   out.loaded = sampleProc(server.process->pid());
 
   std::int64_t t0 = monotonicNs() + 100000000;
@@ -168,7 +193,8 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
   }
   if (options.scenario == "offline") out.windowEnd = sampleProc(server.process->pid());
   for (auto& worker : workers) worker->finish(5000);
-  server.process->stop();
+  stopPeer(server);
+  rememberServerTree(0);
   return out;
 }
 
@@ -208,9 +234,10 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
   if (o.scenario == "connect") {
     double sessions = s.number("logged_in");
     r.set(prefix + "registered", s.number("registered"));
-    r.set(prefix + "registrations_per_s",
-          s.number("registered") * kSecond /
-              std::max<double>(1, static_cast<double>(run.registerSpanNs)));
+    if (run.registerSpanNs > 0) {  // the peers have no registration step of their own
+      r.set(prefix + "registrations_per_s",
+            s.number("registered") * kSecond / static_cast<double>(run.registerSpanNs));
+    }
     r.set(prefix + "sessions", sessions);
     r.set(prefix + "logins_per_s",
           sessions * kSecond / std::max<double>(1, static_cast<double>(run.loginSpanNs)));
@@ -290,6 +317,8 @@ void printHuman(const BenchOptions& o, const ReportFields& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGINT, onStopSignal);
+  std::signal(SIGTERM, onStopSignal);
   BenchOptions o;
   CLI::App app{"sbbench: Switchboard load generator and peer comparison"};
   app.add_option("scenario", o.scenario, "connect, throughput, latency, swap, offline, groups")
@@ -317,6 +346,8 @@ int main(int argc, char** argv) {
   app.add_option("--server-binary", o.serverBinary, "the switchboard host binary");
   app.add_option("--plugin-dir", o.pluginDir, "the plugin build directory");
   app.add_option("--bench-dir", o.benchDir, "the peers' configuration templates");
+  app.add_option("--server-prefix", o.serverPrefix,
+                 "command put before the server's (e.g. \"perf record -g -o FILE --\")");
   CLI11_PARSE(app, argc, argv);
 
   fs::path exeDir = executableDir();

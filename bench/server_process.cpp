@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -60,7 +61,9 @@ void ServerProcess::start(const std::vector<std::string>& argv,
     throw std::runtime_error("fork failed");
   }
   if (child == 0) {
-    // Only async-signal-safe calls between fork and exec.
+    // Only async-signal-safe calls between fork and exec. The server dies with sbbench,
+    // however sbbench ends.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::setpgid(0, 0);
     ::dup2(logFd, 1);
     ::dup2(logFd, 2);
