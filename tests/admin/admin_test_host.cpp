@@ -7,26 +7,6 @@
 
 namespace switchboard::admin::testing {
 
-bool waitUntil(const std::function<bool()>& predicate, std::chrono::seconds guard) {
-  auto deadline = std::chrono::steady_clock::now() + guard;
-  while (!predicate()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
-
-TempDir::TempDir() {
-  char pattern[] = "/tmp/sbadmin.XXXXXX";
-  if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
-}
-
 HostConfig testConfig(const std::filesystem::path& dir) {
   HostConfig config;
   config.listen = "127.0.0.1:0";

@@ -20,26 +20,12 @@
 #include "net/rpc_connection.h"
 #include "switchboard/proto/admin.capnp.h"
 #include "switchboard/proto/client.capnp.h"
+#include "test_support.h"
 
 namespace switchboard::admin::testing {
 
-// Polls a condition another thread makes true; the guard only stops a hang.
-bool waitUntil(const std::function<bool()>& predicate,
-               std::chrono::seconds guard = std::chrono::seconds(60));
-
-// A fresh directory under /tmp (short, so a Unix socket path fits), removed
-// with its contents at destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using switchboard::testing::TempDir;
+using switchboard::testing::waitUntil;
 
 // A HostConfig on `dir`: ephemeral client and metrics ports, the admin socket
 // at dir/admin.sock, the build tree's plugins, two network threads.

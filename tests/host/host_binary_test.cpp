@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.h"
+
 extern char** environ;
 
 namespace {
@@ -26,18 +28,7 @@ struct Finished {
   std::string output;  // stdout and stderr
 };
 
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/sb-host-XXXXXX";
-    path_ = ::mkdtemp(pattern);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using switchboard::testing::TempDir;
 
 // Starts the host with `args`, output to `log`. Returns its pid.
 pid_t start(const std::vector<std::string>& args, const std::filesystem::path& log) {
@@ -98,18 +89,7 @@ bool waitForLine(const std::filesystem::path& log, const std::string& needle) {
   return false;
 }
 
-// A port nobody listens on right now.
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using switchboard::testing::freePort;
 
 std::vector<std::string> baseArgs(const TempDir& dir, int port) {
   return {"--listen",         "127.0.0.1:" + std::to_string(port),

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "test_support.h"
+
 namespace switchboard {
 namespace {
 
@@ -24,16 +26,11 @@ ParsedConfig parse(std::vector<std::string> args) {
 // A config file in a fresh temporary directory, removed at the end of the test.
 class ConfigFile {
  public:
-  explicit ConfigFile(const std::string& text) {
-    char pattern[] = "/tmp/sb-config-XXXXXX";
-    dir_ = ::mkdtemp(pattern);
-    std::ofstream(path()) << text;
-  }
-  ~ConfigFile() { std::filesystem::remove_all(dir_); }
-  std::string path() const { return (dir_ / "switchboard.toml").string(); }
+  explicit ConfigFile(const std::string& text) { std::ofstream(path()) << text; }
+  std::string path() const { return (dir_.path() / "switchboard.toml").string(); }
 
  private:
-  std::filesystem::path dir_;
+  testing::TempDir dir_;
 };
 
 TEST(HostConfig, DefaultsAreTheEmbeddedSingleNodeSetup) {

@@ -11,36 +11,13 @@
 #include <vector>
 
 #include "client/client.h"
+#include "test_support.h"
 
 namespace switchboard::integration {
 
-// Polls `predicate` until it holds. The cap is only a failure guard against
-// hanging forever, never the thing measured.
-template <class Predicate>
-bool waitUntil(Predicate predicate, std::chrono::seconds cap = std::chrono::seconds(20)) {
-  auto deadline = std::chrono::steady_clock::now() + cap;
-  while (!predicate()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
-// A free TCP port on 127.0.0.1 right now (bound to port 0, read, closed).
-std::uint16_t freePort();
-
-// A fresh temporary directory, removed with everything in it by the destructor.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using switchboard::testing::freePort;
+using switchboard::testing::TempDir;
+using switchboard::testing::waitUntil;
 
 // Where registration codes go: a shell script the host runs as SCRIPT PHONE CODE,
 // appending "PHONE CODE" lines to a file the test reads.

@@ -17,26 +17,16 @@ namespace {
 using testing::waitUntil;
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with everything in it.
-class TempDir {
+// A scratch directory (tests/support) that can also hold shell scripts.
+class TempDir : public switchboard::testing::TempDir {
  public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "notify-test-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
   // Writes an executable shell script and returns its path.
   fs::path script(const std::string& name, const std::string& body) const {
-    fs::path file = path_ / name;
+    fs::path file = path() / name;
     std::ofstream(file) << "#!/bin/sh\n" << body;
     fs::permissions(file, fs::perms::owner_all);
     return file;
   }
-
- private:
-  fs::path path_;
 };
 
 std::string readFile(const fs::path& file) {

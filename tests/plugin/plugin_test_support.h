@@ -12,27 +12,11 @@
 #include "plugin/plugin_host_services.h"
 #include "plugin/plugin_manager.h"
 #include "store/store.h"
+#include "test_support.h"
 
 namespace switchboard::plugin::testing {
 
-// A fresh directory under the system temp dir, removed with the object.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device random;
-    path_ = std::filesystem::temp_directory_path() /
-            ("sb-plugin-test-" + std::to_string(random()) + std::to_string(random()));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using switchboard::testing::TempDir;
 
 inline std::filesystem::path canaryExecutable() {
   return std::filesystem::read_symlink("/proc/self/exe");

@@ -1,22 +1,8 @@
-// A fresh directory under /tmp for one test, removed with everything in it.
+// A fresh directory under /tmp for one test (tests/support).
 #pragma once
 
-#include <filesystem>
+#include "test_support.h"
 
 namespace switchboard::store::testing {
-
-// Created by mkdtemp in the constructor, removed recursively in the destructor.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
+using switchboard::testing::TempDir;
 }  // namespace switchboard::store::testing
