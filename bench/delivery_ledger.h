@@ -13,41 +13,85 @@
 
 namespace switchboard::bench {
 
-// The peers' load (mosquitto, ejabberd) keeps its books here: each flow is one sender to
-// one receiver. A body starts with the send time (CLOCK_MONOTONIC ns), the flow and the
-// sequence, so any receiver in any process can measure latency and spot loss, duplicates
-// and reordering. A message counts as in flight from send until its receiver has it.
+// The books of every load sbbench carries (Switchboard phones, mosquitto, ejabberd). A flow
+// is one sender to `receivers` receivers (1 for a pair, the other members for a group). A
+// body starts with the send time (CLOCK_MONOTONIC ns), the flow and the sequence, so the
+// receiving side measures latency and spots loss, duplicates and reordering.
+//
+// In flight: a message counts against its flow's window from send until every receiver has
+// it (the default), or until the server acknowledged it (InFlightUntil::acked, for sends to
+// offline phones). Latency is recorded for arrivals inside the measuring window; arrivals
+// of messages stamped at or after mark() go to a second histogram (the swap phase).
 // Single-threaded: owned by one worker loop.
 class DeliveryLedger {
  public:
   static constexpr std::size_t kHeaderBytes = 16;
+  enum class InFlightUntil { received, acked };
 
-  DeliveryLedger(std::size_t flows, std::size_t bodyBytes)
-      : flows_(flows), bodyBytes_(std::max(bodyBytes, kHeaderBytes)) {}
+  explicit DeliveryLedger(std::size_t bodyBytes, InFlightUntil until = InFlightUntil::received)
+      : bodyBytes_(std::max(bodyBytes, kHeaderBytes)), until_(until) {}
+
+  // Adds a flow whose receivers are known to the caller as firstReceiver + slot.
+  std::uint32_t addFlow(std::uint32_t receivers = 1, std::uint32_t firstReceiver = 0) {
+    Flow flow;
+    flow.receivers = std::max<std::uint32_t>(receivers, 1);
+    flow.firstReceiver = firstReceiver;
+    flow.lastSeq.assign(flow.receivers, -1);
+    flows_.push_back(std::move(flow));
+    return static_cast<std::uint32_t>(flows_.size() - 1);
+  }
 
   std::size_t flows() const { return flows_.size(); }
   std::uint32_t inflight(std::uint32_t flow) const { return flows_[flow].inflight; }
+  std::uint32_t sent(std::uint32_t flow) const { return flows_[flow].nextSeq; }
+  std::size_t bodyBytes() const { return bodyBytes_; }
 
-  // The body of flow's next message, stamped `stampNs`; counts it in flight.
-  std::string nextBody(std::uint32_t flow, std::int64_t stampNs) {
+  // Stamps flow's next message into `out` (bodyBytes() long); returns its sequence.
+  std::uint32_t stamp(std::uint32_t flow, std::int64_t stampNs, void* out) {
     Flow& f = flows_[flow];
     std::uint32_t seq = f.nextSeq++;
     f.received.push_back(0);
+    f.acked.push_back(false);
     ++f.inflight;
+    auto* bytes = static_cast<char*>(out);
+    std::memset(bytes, 'x', bodyBytes_);
+    std::memcpy(bytes, &stampNs, 8);
+    std::memcpy(bytes + 8, &flow, 4);
+    std::memcpy(bytes + 12, &seq, 4);
+    return seq;
+  }
+  std::string nextBody(std::uint32_t flow, std::int64_t stampNs) {
     std::string body(bodyBytes_, 'x');
-    std::memcpy(body.data(), &stampNs, 8);
-    std::memcpy(body.data() + 8, &flow, 4);
-    std::memcpy(body.data() + 12, &seq, 4);
+    stamp(flow, stampNs, body.data());
     return body;
   }
 
+  // The server acknowledged (true) or refused (false) a send. Returns true when that opened
+  // the flow's window (InFlightUntil::acked).
+  bool acked(std::uint32_t flow, std::uint32_t seq, bool ok) {
+    Flow& f = flows_[flow];
+    if (ok) {
+      f.acked[seq] = true;
+      ++ackedTotal_;
+    } else {
+      ++sendErrors_;
+    }
+    if (until_ == InFlightUntil::acked || !ok) {
+      if (f.inflight > 0) --f.inflight;
+      return true;
+    }
+    return false;
+  }
+  // A send that never left (no session, a closed connection).
   void sendFailed(std::uint32_t flow) {
     ++sendErrors_;
     if (flows_[flow].inflight > 0) --flows_[flow].inflight;
   }
 
-  // A body arrived at its receiver at `nowNs`; returns the flow whose window opened.
-  std::optional<std::uint32_t> received(const void* data, std::size_t size, std::int64_t nowNs) {
+  // A body arrived at `receiver` at `nowNs`. Returns the flow when every receiver now has
+  // this message (its window may have opened).
+  std::optional<std::uint32_t> received(const void* data, std::size_t size, std::int64_t nowNs,
+                                        std::uint32_t receiver = 0) {
     if (size < kHeaderBytes) return std::nullopt;
     std::int64_t sendNs;
     std::uint32_t flow, seq;
@@ -56,66 +100,87 @@ class DeliveryLedger {
     std::memcpy(&seq, static_cast<const char*>(data) + 12, 4);
     if (flow >= flows_.size() || seq >= flows_[flow].nextSeq) return std::nullopt;
     Flow& f = flows_[flow];
+    std::uint32_t slot = receiver - f.firstReceiver;
+    if (slot >= f.receivers) return std::nullopt;
     ++deliveredTotal_;
-    if (++f.received[seq] > 1) {
+    if (++f.received[seq] > f.receivers) {
       ++duplicates_;
       return std::nullopt;
     }
-    if (static_cast<std::int64_t>(seq) < f.lastSeq) ++reordered_;
-    f.lastSeq = std::max<std::int64_t>(f.lastSeq, seq);
-    if (nowNs >= windowStartNs_ && (windowEndNs_ == 0 || nowNs < windowEndNs_)) {
+    if (static_cast<std::int64_t>(seq) < f.lastSeq[slot]) ++reordered_;
+    f.lastSeq[slot] = std::max<std::int64_t>(f.lastSeq[slot], seq);
+    bool inWindow = nowNs >= windowStartNs_ && (windowEndNs_ == 0 || nowNs < windowEndNs_);
+    if (inWindow) {
       ++deliveredWindow_;
-      latency_.record(nowNs - sendNs);
+      (markNs_ != 0 && sendNs >= markNs_ ? markedLatency_ : latency_).record(nowNs - sendNs);
     }
-    if (f.inflight > 0) --f.inflight;
+    if (f.received[seq] != f.receivers) return std::nullopt;
+    if (inWindow) ++completedWindow_;
+    if (until_ == InFlightUntil::received && f.inflight > 0) --f.inflight;
     return flow;
   }
 
   void openWindow(std::int64_t startNs) { windowStartNs_ = startNs; }
   void closeWindow(std::int64_t endNs) { windowEndNs_ = endNs; }
+  void mark(std::int64_t atNs) { markNs_ = atNs; }
+  void skipped() { ++skipped_; }
   bool idle() const {
     for (const auto& f : flows_)
       if (f.inflight > 0) return false;
     return true;
   }
-  void skipped() { ++skipped_; }
+  std::uint64_t ackedTotal() const { return ackedTotal_; }
+  std::uint64_t sendErrors() const { return sendErrors_; }
+  std::uint64_t deliveredTotal() const { return deliveredTotal_; }
 
+  // Lost counts receivers still missing an acknowledged message (or, for a peer without
+  // acknowledgements, any sent message that did not fail to send).
   ReportFields result() const {
     ReportFields r;
     std::uint64_t sent = 0, lost = 0;
+    bool anyAcks = ackedTotal_ > 0;
     for (const auto& f : flows_) {
       sent += f.nextSeq;
-      for (auto n : f.received) lost += n == 0 ? 1 : 0;
+      for (std::uint32_t seq = 0; seq < f.nextSeq; ++seq) {
+        if (anyAcks && !f.acked[seq]) continue;
+        lost += f.receivers - std::min<std::uint32_t>(f.received[seq], f.receivers);
+      }
     }
+    if (!anyAcks) lost = lost >= sendErrors_ ? lost - sendErrors_ : 0;
     r.set("sent", sent);
-    r.set("acked", sent - sendErrors_);
+    r.set("acked", anyAcks ? ackedTotal_ : sent - sendErrors_);
     r.set("send_errors", sendErrors_);
     r.set("delivered_total", deliveredTotal_);
     r.set("delivered_window", deliveredWindow_);
-    r.set("completed_window", deliveredWindow_);
+    r.set("completed_window", completedWindow_);
     r.set("window_ns", windowEndNs_ - windowStartNs_);
-    r.set("lost", lost >= sendErrors_ ? lost - sendErrors_ : 0);
+    r.set("lost", lost);
     r.set("duplicated", duplicates_);
     r.set("reordered", reordered_);
     r.set("skipped", skipped_);
     r.set("hist", latency_.encode());
-    r.set("hist_swap", LatencyHistogram().encode());
+    r.set("hist_swap", markedLatency_.encode());
     return r;
   }
 
  private:
   struct Flow {
+    std::uint32_t receivers = 1;
+    std::uint32_t firstReceiver = 0;
     std::uint32_t nextSeq = 0;
     std::uint32_t inflight = 0;
-    std::int64_t lastSeq = -1;
-    std::vector<std::uint16_t> received;
+    std::vector<std::uint16_t> received;  // by sequence: receivers that have it
+    std::vector<bool> acked;              // by sequence
+    std::vector<std::int64_t> lastSeq;    // by receiver slot
   };
   std::vector<Flow> flows_;
   std::size_t bodyBytes_;
-  std::int64_t windowStartNs_ = 0, windowEndNs_ = 0;
-  std::uint64_t deliveredTotal_ = 0, deliveredWindow_ = 0;
-  std::uint64_t duplicates_ = 0, reordered_ = 0, sendErrors_ = 0, skipped_ = 0;
+  InFlightUntil until_;
+  std::int64_t windowStartNs_ = 0, windowEndNs_ = 0, markNs_ = 0;
+  std::uint64_t deliveredTotal_ = 0, deliveredWindow_ = 0, completedWindow_ = 0;
+  std::uint64_t ackedTotal_ = 0, duplicates_ = 0, reordered_ = 0, sendErrors_ = 0, skipped_ = 0;
   LatencyHistogram latency_;
+  LatencyHistogram markedLatency_;
 };
 
 }  // namespace switchboard::bench

@@ -26,7 +26,8 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
     link.note("the peers run connect, throughput and latency only, not " + options.scenario);
     return 2;
   }
-  DeliveryLedger ledger(flows, options.bodyBytes);
+  DeliveryLedger ledger(options.bodyBytes);
+  for (std::size_t f = 0; f < flows; ++f) ledger.addFlow();
   std::atomic<std::int64_t> goNs{0};
   std::atomic<bool> stopRequested{false};
   std::promise<ReportFields> ready;

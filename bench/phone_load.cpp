@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "latency_histogram.h"
+#include "delivery_ledger.h"
 #include "net/asio_stream.h"
 #include "net/fd_readiness.h"
 #include "net/network_thread.h"
@@ -43,7 +43,6 @@ namespace {
 namespace proto = switchboard::proto;
 
 constexpr std::int64_t kSecond = 1000000000;
-constexpr std::uint32_t kHeaderBytes = 16;  // send time (8), flow (4), sequence (4)
 
 // ---------------------------------------------------------------- timers
 
@@ -196,22 +195,15 @@ class CodeBook {
   std::map<std::string, std::string> codes_;
 };
 
-// ---------------------------------------------------------------- flows
+// ---------------------------------------------------------------- routes
 
-// One stream of numbered messages from a sender to one phone or one group, with the
-// checks that make loss, duplication and reordering visible.
-struct Flow {
+// Who a flow's messages go from and to; the flow's books are in the DeliveryLedger under
+// the same index.
+struct Route {
   std::uint32_t sender = 0;
   std::uint32_t firstReceiver = 0;  // phone index of the (first) receiver
   std::uint32_t receivers = 1;      // members that must get each message
   std::uint64_t group = 0;          // 0 for 1:1
-  std::uint32_t nextSeq = 0;
-  std::uint32_t inflight = 0;
-  std::vector<std::uint16_t> receivedCount;  // by sequence
-  std::vector<bool> acked;                   // by sequence
-  std::vector<std::int64_t> lastSeq;         // by receiver slot
-  std::uint64_t duplicates = 0;
-  std::uint64_t reordered = 0;
 };
 
 struct Phone {
@@ -219,7 +211,7 @@ struct Phone {
   std::string key;
   kj::Maybe<kj::Own<Connection>> connection;
   kj::Maybe<proto::Session::Client> session;
-  kj::Maybe<std::pair<std::uint32_t, std::uint32_t>> flowSlot;  // (flow, receiver slot)
+  bool receiver = false;  // receives a flow (offline: waits offline until the drain)
   bool loggedIn = false;
 };
 
@@ -251,6 +243,9 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
       : options_(options),
         io_(thread.ioContext()),
         codes_(io_, options.codeLog.string()),
+        ledger_(options.bodyBytes, options.scenario == "offline"
+                                       ? DeliveryLedger::InFlightUntil::acked
+                                       : DeliveryLedger::InFlightUntil::received),
         tasks_(*this) {
     server_.sin_family = AF_INET;
     server_.sin_port = htons(static_cast<uint16_t>(options.serverPort));
@@ -295,13 +290,13 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   // resolves when the store and drain phases are done.
   kj::Promise<void> start(std::int64_t t0) {
     t0_ = t0;
-    measureStartNs_ = t0 + static_cast<std::int64_t>(options_.warmupSeconds * kSecond);
+    ledger_.openWindow(t0 + static_cast<std::int64_t>(options_.warmupSeconds * kSecond));
     std::int64_t wait = std::max<std::int64_t>(0, t0 - monotonicNs());
     return sleepNs(io_, wait).then([this]() -> kj::Promise<void> {
       running_ = true;
       const std::string& s = options_.scenario;
       if (s == "throughput" || s == "groups") {
-        for (auto& flow : flows_) pump(flow);
+        for (std::uint32_t f = 0; f < routes_.size(); ++f) pump(f);
       } else if (s == "latency" || s == "swap") {
         tasks_.add(tick(0));
       } else if (s == "offline") {
@@ -311,46 +306,22 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
     });
   }
 
-  void mark(std::int64_t atNs) { markNs_ = atNs; }
+  void mark(std::int64_t atNs) { ledger_.mark(atNs); }
 
   // Stops offering load and waits (bounded) until every message in flight has arrived.
   kj::Promise<void> stop() {
-    measureEndNs_ = monotonicNs();
+    ledger_.closeWindow(monotonicNs());
     running_ = false;
     return drain(monotonicNs() + 10 * kSecond);
   }
 
   ReportFields result() {
-    ReportFields r;
-    std::uint64_t sent = 0, acked = 0, lost = 0, dup = 0, reord = 0;
-    for (auto& flow : flows_) {
-      sent += flow.nextSeq;
-      dup += flow.duplicates;
-      reord += flow.reordered;
-      for (std::uint32_t seq = 0; seq < flow.nextSeq; ++seq) {
-        if (!flow.acked[seq]) continue;
-        ++acked;
-        lost += flow.receivers - std::min<std::uint32_t>(flow.receivedCount[seq], flow.receivers);
-      }
-    }
-    r.set("sent", sent);
-    r.set("acked", acked);
-    r.set("send_errors", sendErrors_);
-    r.set("delivered_total", deliveredTotal_);
-    r.set("delivered_window", deliveredWindow_);
-    r.set("completed_window", completedWindow_);
-    r.set("window_ns", measureEndNs_ - measureStartNs_);
-    r.set("lost", lost);
-    r.set("duplicated", dup);
-    r.set("reordered", reord);
+    ReportFields r = ledger_.result();
     r.set("disconnects", disconnects_);
-    r.set("skipped", skipped_);
     r.set("store_msgs", storeMsgs_);
     r.set("store_ns", storeNs_);
     r.set("drain_msgs", drainMsgs_);
     r.set("drain_ns", drainNs_);
-    r.set("hist", latency_.encode());
-    r.set("hist_swap", swapLatency_.encode());
     r.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
     return r;
   }
@@ -359,35 +330,8 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
     std::int64_t now = monotonicNs();
     for (auto message : messages) {
       auto body = message.getBody();
-      if (body.size() < kHeaderBytes) continue;
-      std::int64_t sendNs;
-      std::uint32_t flowIndex, seq;
-      std::memcpy(&sendNs, body.begin(), 8);
-      std::memcpy(&flowIndex, body.begin() + 8, 4);
-      std::memcpy(&seq, body.begin() + 12, 4);
-      if (flowIndex >= flows_.size()) continue;
-      Flow& flow = flows_[flowIndex];
-      if (seq >= flow.nextSeq) continue;
-      std::uint32_t slot = phone - flow.firstReceiver;
-      if (slot >= flow.receivers) continue;
-      ++deliveredTotal_;
-      if (++flow.receivedCount[seq] > flow.receivers) ++flow.duplicates;
-      if (static_cast<std::int64_t>(seq) < flow.lastSeq[slot]) ++flow.reordered;
-      flow.lastSeq[slot] = std::max<std::int64_t>(flow.lastSeq[slot], seq);
-      bool inWindow = now >= measureStartNs_ && (measureEndNs_ == 0 || now < measureEndNs_);
-      if (inWindow) {
-        ++deliveredWindow_;
-        if (markNs_ != 0 && sendNs >= markNs_) {
-          swapLatency_.record(now - sendNs);
-        } else {
-          latency_.record(now - sendNs);
-        }
-      }
-      if (flow.receivedCount[seq] == flow.receivers) {
-        if (inWindow) ++completedWindow_;
-        if (!offlineScenario() && flow.inflight > 0) --flow.inflight;
-        if (running_ && closedLoop()) pump(flow);
-      }
+      auto completed = ledger_.received(body.begin(), body.size(), now, phone);
+      if (completed && running_ && closedLoop()) pump(*completed);
     }
   }
 
@@ -403,7 +347,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   }
   bool offlineAtStart(std::uint32_t phone) const {
     if (!offlineScenario()) return false;
-    return phones_[phone].flowSlot != nullptr;  // receivers wait offline
+    return phones_[phone].receiver;  // receivers wait offline
   }
 
   void buildRoles() {
@@ -442,16 +386,9 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   }
 
   void addFlow(std::uint32_t sender, std::uint32_t firstReceiver, std::uint32_t receivers) {
-    Flow flow;
-    flow.sender = sender;
-    flow.firstReceiver = firstReceiver;
-    flow.receivers = receivers;
-    flow.lastSeq.assign(receivers, -1);
-    auto index = static_cast<std::uint32_t>(flows_.size());
-    for (std::uint32_t r = 0; r < receivers; ++r) {
-      phones_[firstReceiver + r].flowSlot = std::make_pair(index, r);
-    }
-    flows_.push_back(std::move(flow));
+    routes_.push_back(Route{sender, firstReceiver, receivers, 0});
+    ledger_.addFlow(receivers, firstReceiver);
+    for (std::uint32_t r = 0; r < receivers; ++r) phones_[firstReceiver + r].receiver = true;
   }
 
   std::uint32_t sourceHost() {
@@ -545,73 +482,65 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
 
   kj::Promise<void> createGroups() {
     kj::Vector<kj::Promise<void>> made;
-    for (auto& flow : flows_) {
-      if (flow.receivers < 2 && options_.scenario != "groups") continue;
-      KJ_IF_MAYBE (session, phones_[flow.sender].session) {
+    if (options_.scenario != "groups") return kj::READY_NOW;
+    for (std::uint32_t index = 0; index < routes_.size(); ++index) {
+      Route& route = routes_[index];
+      KJ_IF_MAYBE (session, phones_[route.sender].session) {
         auto request = session->createGroupRequest();
         request.setName("bench");
-        auto members = request.initMembers(flow.receivers);
-        for (std::uint32_t r = 0; r < flow.receivers; ++r) {
-          members.set(r, phones_[flow.firstReceiver + r].number);
+        auto members = request.initMembers(route.receivers);
+        for (std::uint32_t r = 0; r < route.receivers; ++r) {
+          members.set(r, phones_[route.firstReceiver + r].number);
         }
-        Flow* f = &flow;
-        made.add(request.send().then([f](auto&& response) { f->group = response.getGroup(); }));
+        made.add(request.send().then(
+            [this, index](auto&& response) { routes_[index].group = response.getGroup(); }));
       }
     }
     return kj::joinPromises(made.releaseAsArray());
   }
 
-  void pump(Flow& flow) {
-    while (running_ && flow.inflight < options_.window &&
-           (!offlineScenario() || flow.nextSeq < options_.offlineMessages)) {
+  void pump(std::uint32_t flow) {
+    while (running_ && ledger_.inflight(flow) < options_.window &&
+           (!offlineScenario() || ledger_.sent(flow) < options_.offlineMessages)) {
       sendOne(flow, monotonicNs());
     }
   }
 
-  void sendOne(Flow& flow, std::int64_t stampNs) {
-    Phone& sender = phones_[flow.sender];
-    KJ_IF_MAYBE (session, sender.session) {
-      std::uint32_t seq = flow.nextSeq++;
-      flow.receivedCount.push_back(0);
-      flow.acked.push_back(false);
-      ++flow.inflight;
-      auto flowIndex = static_cast<std::uint32_t>(&flow - flows_.data());
-      char id[32];
-      std::snprintf(id, sizeof(id), "%u-%u", flowIndex, seq);
-      std::uint32_t size = std::max(options_.bodyBytes, kHeaderBytes);
+  void sendOne(std::uint32_t flow, std::int64_t stampNs) {
+    Route& route = routes_[flow];
+    KJ_IF_MAYBE (session, phones_[route.sender].session) {
       auto fill = [&](auto& request) {
+        auto body = request.initBody(static_cast<unsigned>(ledger_.bodyBytes()));
+        std::uint32_t seq = ledger_.stamp(flow, stampNs, body.begin());
+        char id[32];
+        std::snprintf(id, sizeof(id), "%u-%u", flow, seq);
         request.setClientMsgId(id);
-        auto body = request.initBody(size);
-        std::memcpy(body.begin(), &stampNs, 8);
-        std::memcpy(body.begin() + 8, &flowIndex, 4);
-        std::memcpy(body.begin() + 12, &seq, 4);
+        return seq;
       };
-      auto onAck = [this, flowIndex, seq](auto&&) {
-        Flow& f = flows_[flowIndex];
-        f.acked[seq] = true;
-        if (offlineScenario()) {
-          --f.inflight;
-          ++storeMsgs_;
-          if (running_) pump(f);
-        }
+      auto onAck = [this, flow](std::uint32_t seq) {
+        return [this, flow, seq](auto&&) {
+          if (ledger_.acked(flow, seq, true) && running_) pump(flow);
+        };
       };
-      auto onError = [this, flowIndex](kj::Exception&& e) {
-        ++sendErrors_;
-        Flow& f = flows_[flowIndex];
-        if (f.inflight > 0) --f.inflight;
-        fail(e.getDescription().cStr());
+      auto onError = [this, flow](std::uint32_t seq) {
+        return [this, flow, seq](kj::Exception&& e) {
+          ledger_.acked(flow, seq, false);
+          fail(e.getDescription().cStr());
+        };
       };
-      if (flow.group != 0) {
+      if (route.group != 0) {
         auto request = session->sendGroupRequest();
-        request.setGroup(flow.group);
-        fill(request);
-        tasks_.add(request.send().then(kj::mv(onAck), kj::mv(onError)));
+        request.setGroup(route.group);
+        std::uint32_t seq = fill(request);
+        tasks_.add(request.send().then(onAck(seq), onError(seq)));
       } else {
         auto request = session->sendRequest();
-        request.setTo(phones_[flow.firstReceiver].number);
-        fill(request);
-        tasks_.add(request.send().then(kj::mv(onAck), kj::mv(onError)));
+        request.setTo(phones_[route.firstReceiver].number);
+        std::uint32_t seq = fill(request);
+        tasks_.add(request.send().then(onAck(seq), onError(seq)));
       }
+    } else {
+      ledger_.sendFailed(flow);
     }
   }
 
@@ -624,13 +553,13 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
     std::int64_t now = monotonicNs();
     auto due = static_cast<std::uint64_t>(rate * static_cast<double>(now - t0_) / kSecond);
     while (offered < due) {
-      Flow& flow = flows_[roundRobin_++ % flows_.size()];
+      auto flow = static_cast<std::uint32_t>(roundRobin_++ % routes_.size());
       std::int64_t scheduled =
           t0_ + static_cast<std::int64_t>(static_cast<double>(offered) * kSecond / rate);
-      if (flow.inflight < 1000) {
+      if (ledger_.inflight(flow) < 1000) {
         sendOne(flow, scheduled);
       } else {
-        ++skipped_;
+        ledger_.skipped();
       }
       ++offered;
     }
@@ -638,42 +567,43 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   }
 
   kj::Promise<void> drain(std::int64_t deadlineNs) {
-    bool empty = true;
-    for (auto& flow : flows_) empty = empty && flow.inflight == 0;
-    if (empty || monotonicNs() > deadlineNs) return kj::READY_NOW;
+    if (ledger_.idle() || monotonicNs() > deadlineNs) return kj::READY_NOW;
     return sleepNs(io_, 5000000).then([this, deadlineNs]() { return drain(deadlineNs); });
   }
 
   // Store phase: senders send to receivers that are offline, counted on the sent tick.
   // Drain phase: the receivers log in and everything queued is delivered.
   kj::Promise<void> runOffline() {
-    for (auto& flow : flows_) pump(flow);
+    for (std::uint32_t f = 0; f < routes_.size(); ++f) pump(f);
     std::int64_t storeStart = monotonicNs();
-    return waitUntil([this]() { return storeMsgs_ + sendErrors_ >= expectedOffline(); },
-                     monotonicNs() + 60 * kSecond)
+    return waitUntil(
+               [this]() {
+                 return ledger_.ackedTotal() + ledger_.sendErrors() >= expectedOffline();
+               },
+               monotonicNs() + 60 * kSecond)
         .then([this, storeStart]() {
           storeNs_ = monotonicNs() - storeStart;
+          storeMsgs_ = ledger_.ackedTotal();
           running_ = false;
           std::vector<std::uint32_t> receivers;
-          for (auto& flow : flows_) receivers.push_back(flow.firstReceiver);
+          for (auto& route : routes_) receivers.push_back(route.firstReceiver);
           drainStart_ = monotonicNs();
           return forEach(
               receivers, [this](std::uint32_t i) { return loginPhone(i); }, loggedIn_,
               loginFailures_);
         })
         .then([this]() {
-          return waitUntil([this]() { return deliveredTotal_ >= storeMsgs_; },
+          return waitUntil([this]() { return ledger_.deliveredTotal() >= storeMsgs_; },
                            monotonicNs() + 60 * kSecond);
         })
         .then([this]() {
           drainNs_ = monotonicNs() - drainStart_;
-          drainMsgs_ = deliveredTotal_;
-          measureEndNs_ = monotonicNs();
+          drainMsgs_ = ledger_.deliveredTotal();
         });
   }
 
   std::uint64_t expectedOffline() const {
-    return static_cast<std::uint64_t>(flows_.size()) * options_.offlineMessages;
+    return static_cast<std::uint64_t>(routes_.size()) * options_.offlineMessages;
   }
 
   template <class Done>
@@ -692,7 +622,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   sockaddr_in server_{};
   CodeBook codes_;
   std::vector<Phone> phones_;
-  std::vector<Flow> flows_;
+  std::vector<Route> routes_;
   std::uint32_t connectionCounter_ = 0;
   std::uint64_t roundRobin_ = 0;
 
@@ -701,14 +631,12 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   ReportFields setupFields_;
   std::string firstFailure_;
 
+  DeliveryLedger ledger_;
   bool running_ = false;
-  std::int64_t t0_ = 0, measureStartNs_ = 0, measureEndNs_ = 0, markNs_ = 0;
-  std::uint64_t deliveredTotal_ = 0, deliveredWindow_ = 0, completedWindow_ = 0;
-  std::uint64_t sendErrors_ = 0, disconnects_ = 0, skipped_ = 0;
+  std::int64_t t0_ = 0;
+  std::uint64_t disconnects_ = 0;
   std::uint64_t storeMsgs_ = 0, drainMsgs_ = 0;
   std::int64_t storeNs_ = 0, drainNs_ = 0, drainStart_ = 0;
-  LatencyHistogram latency_;
-  LatencyHistogram swapLatency_;
   kj::TaskSet tasks_;  // last: in-flight sends reference the members above
 };
 
