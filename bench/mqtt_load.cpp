@@ -88,8 +88,6 @@ class MqttClients final : public PeerClients {
     ready.set("register_failures", 0);
     ready.set("login_start_ns", start);
     ready.set("login_end_ns", monotonicNs());
-    ready.set("register_start_ns", start);
-    ready.set("register_end_ns", start);
     ready.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
   }
 

@@ -102,13 +102,13 @@ void stopPeer(PeerServer& server) {
   server.process->stop(std::chrono::milliseconds(60000));
   if (server.stopEpmdAfter) {
     // epmd refuses -kill while a node is still registered; the node's exit takes a moment.
-    for (int attempt = 0; attempt < 30 && portOpen(4369); ++attempt) {
+    for (int attempt = 0; attempt < 50 && portOpen(4369); ++attempt) {
       ServerProcess epmd;
       epmd.start({"epmd", "-kill"}, server.logPath, -1);
       for (int i = 0; i < 100 && epmd.running(); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
 }

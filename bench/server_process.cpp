@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -48,11 +50,21 @@ ServerProcess::~ServerProcess() {
 }
 
 void ServerProcess::start(const std::vector<std::string>& argv,
-                          const std::filesystem::path& logPath, int cpu) {
+                          const std::filesystem::path& logPath, int cpu, const std::string& user) {
   if (argv.empty()) throw std::invalid_argument("no server command");
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string home;
+  if (!user.empty()) {
+    passwd* account = ::getpwnam(user.c_str());
+    if (account == nullptr) throw std::runtime_error("no user " + user + " on this machine");
+    uid = account->pw_uid;
+    gid = account->pw_gid;
+    home = "HOME=" + std::string(account->pw_dir);
+  }
   int logFd = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (logFd < 0) throw std::runtime_error("cannot open " + logPath.string());
   pid_t child = ::fork();
@@ -78,6 +90,10 @@ void ServerProcess::start(const std::vector<std::string>& argv,
       CPU_ZERO(&set);
       CPU_SET(cpu, &set);
       sched_setaffinity(0, sizeof(set), &set);
+    }
+    if (!user.empty()) {
+      if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(126);
+      ::putenv(home.data());
     }
     ::execvp(args[0], args.data());
     _exit(127);

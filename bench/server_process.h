@@ -24,7 +24,10 @@ class ServerProcess {
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
 
-  void start(const std::vector<std::string>& argv, const std::filesystem::path& logPath, int cpu);
+  // `user`, when not empty, is the account the command runs as (root only): ejabberd's
+  // scripts would otherwise switch with su, whose PAM limits cut open files to 1024.
+  void start(const std::vector<std::string>& argv, const std::filesystem::path& logPath, int cpu,
+             const std::string& user = {});
   // Waits until 127.0.0.1:port (or the given host) accepts a TCP connection; throws
   // std::runtime_error after `timeout` or when the process has exited.
   void waitForPort(const std::string& host, int port, std::chrono::milliseconds timeout) const;

@@ -101,7 +101,7 @@ std::string unhex(std::string_view text) {
 // Runs a command to completion with its output appended to `log`; returns its exit code.
 int runLogged(const std::vector<std::string>& argv, const fs::path& log, int timeoutSeconds) {
   ServerProcess command;
-  command.start(argv, log, -1);
+  command.start(argv, log, -1, "ejabberd");
   std::int64_t deadline = monotonicNs() + static_cast<std::int64_t>(timeoutSeconds) * kSecond;
   while (command.running() && monotonicNs() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -149,8 +149,6 @@ class XmppClients final : public PeerClients {
     while (handshaking_ > 0 && monotonicNs() < deadline) poll(5);
     ready.set("registered", count);
     ready.set("register_failures", 0);
-    ready.set("register_start_ns", start);
-    ready.set("register_end_ns", start);
     ready.set("logged_in", online_);
     ready.set("login_failures", static_cast<std::uint64_t>(count) - online_);
     ready.set("login_start_ns", start);
@@ -411,7 +409,7 @@ void startEjabberd(const BenchOptions& options, const fs::path& runDir, PeerServ
     argv.insert(argv.end(), args.begin(), args.end());
     return argv;
   };
-  server.process->start(ctl({"foreground"}), server.logPath, options.pin ? 0 : -1);
+  server.process->start(ctl({"foreground"}), server.logPath, options.pin ? 0 : -1, "ejabberd");
   server.process->waitForPort("127.0.0.1", server.port, std::chrono::seconds(90));
   int status = runLogged(ctl({"started"}), dir / "ctl.log", 60);
   if (status != 0) throw std::runtime_error("ejabberd did not report started (see ctl.log)");
