@@ -81,8 +81,13 @@ PeerServer startPeer(const BenchOptions& options, const fs::path& runDir) {
         options.pluginDir.string(), "--threads", std::to_string(options.serverThreads),
         "--log-level", "info",
         // Registration is rate limited per peer address; the benchmark registers thousands.
-        "--plugin-setting", "auth.max-requests-per-peer=1000000", "--probation-seconds", "1"};
-    server.process->start(argv, server.logPath, cpu);
+        "--plugin-setting", "auth.max-requests-per-peer=1000000", "--probation-seconds", "1",
+        // The metrics endpoint's default port is fixed: give each run its own.
+        "--metrics-listen", "127.0.0.1:" + std::to_string(freeLocalPort())};
+    std::istringstream prefix(options.serverPrefix);
+    std::vector<std::string> command{std::istream_iterator<std::string>(prefix), {}};
+    command.insert(command.end(), argv.begin(), argv.end());
+    server.process->start(command, server.logPath, cpu);
     server.process->waitForPort("127.0.0.1", server.port, std::chrono::seconds(120));
   } else if (options.peer == "mosquitto") {
     fs::path config = writeConfig(options.benchDir / "mosquitto.conf", runDir / "mosquitto.conf",
