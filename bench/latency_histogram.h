@@ -14,6 +14,10 @@ namespace switchboard::bench {
 // outside are clamped into the first or last bucket), so percentiles are within 2% and
 // two histograms add bucket by bucket. Workers print theirs with encode(); the
 // coordinator adds them with decodeAdd(). Not thread-safe: one per loop.
+//
+// Why not metrics::LatencyHistogram (host/metrics): that one is lock-free and good to 25%,
+// right for a server's gauges; comparing p99/p999 of two servers needs 2%, and the
+// generator's books must cross process boundaries.
 class LatencyHistogram {
  public:
   static constexpr int kBuckets = 1000;
