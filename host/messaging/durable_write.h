@@ -6,8 +6,12 @@
 
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
+#include <variant>
+#include <vector>
 
 #include "net/cross_thread_completion.h"
 #include "store/store.h"
@@ -33,6 +37,28 @@ kj::Promise<T> writeDurably(store::Store& store, Fn fn, AfterCommit afterCommit 
                 completion.complete(std::move(**result));
               });
   return kj::mv(pending.promise);
+}
+
+// The same for a write with no result: `fn(Connection&)` returns nothing.
+template <class Fn>
+kj::Promise<void> writeDurably(store::Store& store, Fn fn) {
+  return writeDurably<std::monostate>(store,
+                                      [fn = std::move(fn)](store::Connection& db) mutable {
+                                        fn(db);
+                                        return std::monostate{};
+                                      })
+      .ignoreResult();
+}
+
+// Runs `sql`, whose two parameters are `first` and one of `items`, once per item.
+template <class First>
+void runForEach(store::Connection& db, std::string_view sql, const First& first,
+                const std::vector<std::string>& items) {
+  auto statement = db.prepare(sql);
+  for (const std::string& item : items) {
+    statement.reset();
+    statement.bind(1, first).bind(2, item).run();
+  }
 }
 
 }  // namespace switchboard::messaging

@@ -134,24 +134,22 @@ kj::Promise<std::string> MessagingService::verify(std::string phone, std::string
   std::string key(kKeyBytes, '\0');
   randombytes_buf(key.data(), key.size());
   std::int64_t now = nowMs();
-  return writeDurably<std::monostate>(
-             store_,
-             [phone, hash = keyHash(key), deviceName, now](store::Connection& db) {
-               db.prepare("INSERT OR IGNORE INTO users(phone, created_ms) VALUES (?, ?)")
-                   .bind(1, phone)
-                   .bind(2, now)
-                   .run();
-               db.prepare(
-                     "INSERT OR REPLACE INTO devices(phone, key_hash, device_name, created_ms) "
-                     "VALUES (?, ?, ?, ?)")
-                   .bind(1, phone)
-                   .bindBlob(2, hash)
-                   .bind(3, deviceName)
-                   .bind(4, now)
-                   .run();
-               return std::monostate{};
-             })
-      .then([this, phone, key = std::move(key)](std::monostate) {
+  return writeDurably(store_,
+                      [phone, hash = keyHash(key), deviceName, now](store::Connection& db) {
+                        db.prepare("INSERT OR IGNORE INTO users(phone, created_ms) VALUES (?, ?)")
+                            .bind(1, phone)
+                            .bind(2, now)
+                            .run();
+                        db.prepare(
+                              "INSERT OR REPLACE INTO devices(phone, key_hash, device_name, "
+                              "created_ms) VALUES (?, ?, ?, ?)")
+                            .bind(1, phone)
+                            .bindBlob(2, hash)
+                            .bind(3, deviceName)
+                            .bind(4, now)
+                            .run();
+                      })
+      .then([this, phone, key = std::move(key)]() {
         ++counters_.registrations;
         // The old device's key no longer matches; its live session must go too.
         kick(phone, "replaced by a new device");
@@ -635,37 +633,26 @@ kj::Promise<void> MessagingService::addContacts(const std::string& owner,
                                                 std::vector<std::string> phones) {
   requireBatch(phones.size(), "phones");
   for (const std::string& p : phones) requirePhone(p, "contact");
+  phones = distinct(std::move(phones));
+  std::erase(phones, owner);
   std::int64_t now = nowMs();
-  return writeDurably<std::monostate>(
-             store_,
-             [owner, phones = distinct(std::move(phones)), now](store::Connection& db) {
-               auto insert = db.prepare(
-                   "INSERT OR IGNORE INTO contacts(owner, contact, added_ms) VALUES (?, ?, ?)");
-               for (const std::string& p : phones) {
-                 if (p == owner) continue;
-                 insert.reset();
-                 insert.bind(1, owner).bind(2, p).bind(3, now).run();
-               }
-               return std::monostate{};
-             })
-      .ignoreResult();
+  return writeDurably(store_, [owner, phones, now](store::Connection& db) {
+    auto insert =
+        db.prepare("INSERT OR IGNORE INTO contacts(owner, contact, added_ms) VALUES (?, ?, ?)");
+    for (const std::string& p : phones) {
+      insert.reset();
+      insert.bind(1, owner).bind(2, p).bind(3, now).run();
+    }
+  });
 }
 
 kj::Promise<void> MessagingService::removeContacts(const std::string& owner,
                                                    std::vector<std::string> phones) {
   requireBatch(phones.size(), "phones");
   for (const std::string& p : phones) requirePhone(p, "contact");
-  return writeDurably<std::monostate>(
-             store_,
-             [owner, phones](store::Connection& db) {
-               auto erase = db.prepare("DELETE FROM contacts WHERE owner = ? AND contact = ?");
-               for (const std::string& p : phones) {
-                 erase.reset();
-                 erase.bind(1, owner).bind(2, p).run();
-               }
-               return std::monostate{};
-             })
-      .ignoreResult();
+  return writeDurably(store_, [owner, phones](store::Connection& db) {
+    runForEach(db, "DELETE FROM contacts WHERE owner = ? AND contact = ?", owner, phones);
+  });
 }
 
 std::vector<ContactView> MessagingService::contacts(const std::string& owner) {
@@ -749,11 +736,7 @@ kj::Promise<std::uint64_t> MessagingService::createGroup(const std::string& owne
         .bind(3, now)
         .run();
     auto id = db.lastInsertRowid();
-    auto insert = db.prepare("INSERT INTO group_members(group_id, member) VALUES (?, ?)");
-    for (const std::string& m : members) {
-      insert.reset();
-      insert.bind(1, id).bind(2, m).run();
-    }
+    runForEach(db, "INSERT INTO group_members(group_id, member) VALUES (?, ?)", id, members);
     return static_cast<std::uint64_t>(id);
   });
 }
@@ -765,25 +748,16 @@ kj::Promise<void> MessagingService::addMembers(const std::string& caller, std::u
   members = distinct(std::move(members));
   requireRegistered(members);
   auto gid = static_cast<std::int64_t>(group);
-  return writeDurably<std::monostate>(
-             store_,
-             [gid, members](store::Connection& db) {
-               auto insert = db.prepare(
-                   "INSERT OR IGNORE INTO group_members(group_id, member) VALUES (?, ?)");
-               for (const std::string& m : members) {
-                 insert.reset();
-                 insert.bind(1, gid).bind(2, m).run();
-               }
-               auto count =
-                   db.prepare("SELECT count(*) FROM group_members WHERE group_id = ?").bind(1, gid);
-               count.step();
-               if (static_cast<std::uint64_t>(count.columnInt(0)) > proto::MAX_GROUP_MEMBERS) {
-                 throw std::runtime_error("a group has at most " +
-                                          std::to_string(proto::MAX_GROUP_MEMBERS) + " members");
-               }
-               return std::monostate{};
-             })
-      .ignoreResult();
+  return writeDurably(store_, [gid, members](store::Connection& db) {
+    runForEach(db, "INSERT OR IGNORE INTO group_members(group_id, member) VALUES (?, ?)", gid,
+               members);
+    auto count = db.prepare("SELECT count(*) FROM group_members WHERE group_id = ?").bind(1, gid);
+    count.step();
+    if (static_cast<std::uint64_t>(count.columnInt(0)) > proto::MAX_GROUP_MEMBERS) {
+      throw std::runtime_error("a group has at most " + std::to_string(proto::MAX_GROUP_MEMBERS) +
+                               " members");
+    }
+  });
 }
 
 kj::Promise<void> MessagingService::removeMembers(const std::string& caller, std::uint64_t group,
@@ -797,33 +771,18 @@ kj::Promise<void> MessagingService::removeMembers(const std::string& caller, std
   });
   if (!owner) refuse("no group " + std::to_string(group));
   if (*owner != caller) refuse("only the group's creator may remove members");
-  return writeDurably<std::monostate>(
-             store_,
-             [gid, members](store::Connection& db) {
-               auto erase =
-                   db.prepare("DELETE FROM group_members WHERE group_id = ? AND member = ?");
-               for (const std::string& m : members) {
-                 erase.reset();
-                 erase.bind(1, gid).bind(2, m).run();
-               }
-               return std::monostate{};
-             })
-      .ignoreResult();
+  return writeDurably(store_, [gid, members](store::Connection& db) {
+    runForEach(db, "DELETE FROM group_members WHERE group_id = ? AND member = ?", gid, members);
+  });
 }
 
 kj::Promise<void> MessagingService::leaveGroup(const std::string& caller, std::uint64_t group) {
   requireMember(caller, group);
   auto gid = static_cast<std::int64_t>(group);
-  return writeDurably<std::monostate>(
-             store_,
-             [gid, caller](store::Connection& db) {
-               db.prepare("DELETE FROM group_members WHERE group_id = ? AND member = ?")
-                   .bind(1, gid)
-                   .bind(2, caller)
-                   .run();
-               return std::monostate{};
-             })
-      .ignoreResult();
+  return writeDurably(store_, [gid, caller](store::Connection& db) {
+    runForEach(db, "DELETE FROM group_members WHERE group_id = ? AND member = ?", gid,
+               std::vector<std::string>{caller});
+  });
 }
 
 std::vector<GroupView> MessagingService::groups(const std::string& member) {
