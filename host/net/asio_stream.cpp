@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <asio/post.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -30,10 +31,7 @@ bool isPeerGone(int error) {
 }  // namespace
 
 AsioStream::AsioStream(asio::io_context& io, int fd)
-    : descriptor_(io, fd),
-      fd_(fd),
-      alive_(std::make_shared<AsioStream*>(this)),
-      readBuffer_(kReadBufferBytes) {}
+    : descriptor_(io, fd), fd_(fd), alive_(std::make_shared<AsioStream*>(this)) {}
 
 AsioStream::~AsioStream() noexcept(false) {
   *alive_ = nullptr;
@@ -51,18 +49,22 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
     size_t buffered = readEnd_ - readStart_;
     if (buffered > 0) {
       size_t n = std::min(buffered, maxBytes - done);
-      std::memcpy(out + done, readBuffer_.data() + readStart_, n);
+      std::memcpy(out + done, readBuffer_.get() + readStart_, n);
       readStart_ += n;
       done += n;
-      if (readStart_ == readEnd_) readStart_ = readEnd_ = 0;
+      if (readStart_ == readEnd_) releaseReadBuffer();
     }
     if (done >= minBytes || done == maxBytes) return done;
 
     // Big reads go straight to the caller's buffer; small ones fill ours.
     size_t wanted = maxBytes - done;
-    bool direct = wanted >= readBuffer_.size();
-    ssize_t n = direct ? ::read(fd_, out + done, wanted)
-                       : ::read(fd_, readBuffer_.data(), readBuffer_.size());
+    bool direct = wanted >= kReadBufferBytes;
+    if (!direct && readBuffer_ == nullptr) {
+      // make_unique_for_overwrite: pages are touched only as far as read() fills them.
+      readBuffer_ = std::make_unique_for_overwrite<kj::byte[]>(kReadBufferBytes);
+    }
+    ssize_t n =
+        direct ? ::read(fd_, out + done, wanted) : ::read(fd_, readBuffer_.get(), kReadBufferBytes);
     if (n > 0) {
       if (direct) {
         done += static_cast<size_t>(n);
@@ -72,6 +74,8 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
       }
       continue;
     }
+    // Nothing was buffered (the buffer was empty before this read), so nothing is lost.
+    releaseReadBuffer();
     if (n == 0) return done;  // EOF
     int error = errno;
     if (error == EINTR) continue;
@@ -83,6 +87,11 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
     if (isPeerGone(error)) return disconnected("read failed", error);
     return syscallFailure(kj::Exception::Type::FAILED, "read failed", error);
   }
+}
+
+void AsioStream::releaseReadBuffer() {
+  readBuffer_.reset();
+  readStart_ = readEnd_ = 0;
 }
 
 void AsioStream::abortRead() {
@@ -125,6 +134,8 @@ void AsioStream::shutdownWrite() {
 }
 
 void AsioStream::append(const kj::byte* data, size_t size) {
+  // The buffer starts at a few KiB so a batch of small messages does not regrow it each time.
+  if (writeBuffer_.capacity() == 0) writeBuffer_.reserve(std::max(size, kInitialWriteBytes));
   writeBuffer_.insert(writeBuffer_.end(), data, data + size);
   scheduleFlush();
 }
@@ -174,7 +185,9 @@ void AsioStream::flush() {
   }
 
   if (writeStart_ == writeBuffer_.size()) {
-    writeBuffer_.clear();
+    // Released, not cleared: an idle connection keeps no capacity; a busy one pays one
+    // allocation per flushed batch.
+    std::vector<kj::byte>().swap(writeBuffer_);
     writeStart_ = 0;
   } else if (writeStart_ >= writeBuffer_.size() / 2) {
     writeBuffer_.erase(writeBuffer_.begin(),
@@ -197,7 +210,7 @@ void AsioStream::failWrites(int error) {
   kj::Exception exception =
       isPeerGone(error) ? disconnected("write failed", error)
                         : syscallFailure(kj::Exception::Type::FAILED, "write failed", error);
-  writeBuffer_.clear();
+  std::vector<kj::byte>().swap(writeBuffer_);
   writeStart_ = 0;
   auto waiters = std::move(spaceWaiters_);
   spaceWaiters_.clear();

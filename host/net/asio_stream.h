@@ -16,12 +16,17 @@ namespace switchboard::net {
 //
 // I/O: Asio is used only for readiness (async_wait). Reads and writes are non-blocking
 // syscalls made here, so a dropped (cancelled) read promise never leaves Asio writing into
-// a freed buffer. Reads go through a 64 KiB buffer: Cap'n Proto 0.9.2 reads each message
-// with two exact-size reads, which would otherwise cost two syscalls per message. write()
-// copies into an outgoing buffer and resolves at once while that buffer is below
+// a freed buffer. Small reads go through a 64 KiB buffer: Cap'n Proto 0.9.2 reads each
+// message with two exact-size reads, which would otherwise cost two syscalls per message.
+// write() copies into an outgoing buffer and resolves at once while that buffer is below
 // kHighWaterBytes (later, once flushed below it, otherwise: back-pressure); the buffer is
 // flushed by a handler posted behind the current KJ drain, so the Call/Return/Finish messages
 // of many calls leave in one send().
+//
+// Memory: an idle connection (always one pending read, nothing to send) holds no buffer.
+// The read buffer is allocated just before a read() syscall and released as soon as all it
+// holds was handed out, or when the read finds nothing; the write buffer is released once
+// flushed. Thousands of idle sessions would otherwise each pin 64 KiB.
 //
 // Failure: a peer that resets or vanishes makes reads throw kj::Exception::Type::DISCONNECTED
 // (or return EOF) and pending and later writes reject with DISCONNECTED; never a crash or a
@@ -30,6 +35,7 @@ class AsioStream final : public kj::AsyncIoStream {
  public:
   static constexpr size_t kReadBufferBytes = 64 * 1024;
   static constexpr size_t kHighWaterBytes = 256 * 1024;
+  static constexpr size_t kInitialWriteBytes = 4 * 1024;
 
   // Takes ownership of `fd`, a connected non-blocking stream socket.
   AsioStream(asio::io_context& io, int fd);
@@ -53,9 +59,16 @@ class AsioStream final : public kj::AsyncIoStream {
 
   // Bytes accepted by write() and not yet handed to the kernel.
   size_t bufferedWriteBytes() const { return writeBuffer_.size() - writeStart_; }
+  // Bytes read from the socket and not yet handed to a reader.
+  size_t bufferedReadBytes() const { return readEnd_ - readStart_; }
+  // Memory held for reading ahead: kReadBufferBytes while data is buffered, else 0.
+  size_t bufferedReadCapacity() const { return readBuffer_ == nullptr ? 0 : kReadBufferBytes; }
+  // Memory held for outgoing bytes: 0 once everything was flushed.
+  size_t bufferedWriteCapacity() const { return writeBuffer_.capacity(); }
 
  private:
   kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
+  void releaseReadBuffer();
   void append(const kj::byte* data, size_t size);
   kj::Promise<void> spaceAvailable();
   void scheduleFlush();
@@ -67,7 +80,8 @@ class AsioStream final : public kj::AsyncIoStream {
   // Posted Asio handlers hold this token, cleared on destruction, instead of `this`.
   std::shared_ptr<AsioStream*> alive_;
 
-  std::vector<kj::byte> readBuffer_;
+  // Null while nothing is buffered; not std::vector, whose zero-fill would touch every page.
+  std::unique_ptr<kj::byte[]> readBuffer_;
   size_t readStart_ = 0;
   size_t readEnd_ = 0;
 

@@ -3,7 +3,10 @@
 #include "net/asio_stream.h"
 #include "net/network_thread.h"
 
+#include "wait_until.h"
+
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <memory>
@@ -11,6 +14,8 @@
 
 namespace switchboard::net {
 namespace {
+
+using testing::waitUntil;
 
 std::string pattern(size_t size) {
   std::string text(size, '\0');
@@ -123,6 +128,50 @@ TEST_F(AsioStreamTest, DroppedReadLeavesNoWriterBehindAndNextReadGetsTheData) {
     return left->write("hello", 5).then([&] { return right->read(received.data(), 5); });
   });
   EXPECT_EQ(received, "hello");
+}
+
+TEST_F(AsioStreamTest, HoldsNoBufferOnceAMessageIsConsumedOrFlushed) {
+  EXPECT_EQ(thread.runSync([&] { return right->bufferedReadCapacity(); }), 0u);
+  // Header then body, as Cap'n Proto reads a message.
+  const std::string sent = pattern(108);
+  std::string header(8, '\0');
+  std::string body(100, '\0');
+  thread.runSync([&] {
+    return left->write(sent.data(), sent.size())
+        .then([&] { return right->read(header.data(), header.size()); })
+        .then([&] { return right->read(body.data(), body.size()); });
+  });
+  EXPECT_EQ(header + body, sent);
+  thread.runSync([&] {
+    EXPECT_EQ(right->bufferedReadBytes(), 0u);
+    EXPECT_EQ(right->bufferedReadCapacity(), 0u);
+    // The bytes arrived, so the flush ran.
+    EXPECT_EQ(left->bufferedWriteBytes(), 0u);
+    EXPECT_EQ(left->bufferedWriteCapacity(), 0u);
+  });
+}
+
+TEST_F(AsioStreamTest, KeepsTheRestOfABatchedReadBufferedUntilTaken) {
+  const std::string sent = pattern(200);
+  int fd = thread.runSync([&] {
+    return left->write(sent.data(), sent.size()).then([&] { return right->getFd().orDefault(-1); });
+  });
+  // Wait until all 200 bytes sit in the socket, so the first read() takes them in one go.
+  ASSERT_TRUE(waitUntil([fd] {
+    int pending = 0;
+    return ::ioctl(fd, FIONREAD, &pending) == 0 && pending >= 200;
+  }));
+  std::string head(8, '\0');
+  size_t kept = thread.runSync([&] {
+    return right->read(head.data(), head.size()).then([&] { return right->bufferedReadBytes(); });
+  });
+  EXPECT_EQ(kept, 192u);
+  EXPECT_EQ(thread.runSync([&] { return right->bufferedReadCapacity(); }),
+            AsioStream::kReadBufferBytes);
+  std::string tail(192, '\0');
+  thread.runSync([&] { return right->read(tail.data(), tail.size()); });
+  EXPECT_EQ(head + tail, sent);
+  EXPECT_EQ(thread.runSync([&] { return right->bufferedReadCapacity(); }), 0u);
 }
 
 TEST_F(AsioStreamTest, ForwardsSocketQueries) {
