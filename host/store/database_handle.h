@@ -14,7 +14,8 @@ struct DatabaseCloser {
 };
 
 // Owns one connection; closing it finalizes nothing: every Statement made on it
-// must be gone first (Statement lives only inside a read or write callback).
+// must be gone first (Statement lives only inside a read or write callback),
+// and so must its StatementCache (CachedDatabase orders that).
 using DatabaseHandle = std::unique_ptr<sqlite3, DatabaseCloser>;
 
 enum class AccessMode { kReadWrite, kReadOnly };

@@ -54,7 +54,7 @@ SqliteStore::SqliteStore(const StoreOptions& options, std::filesystem::path file
       file_(std::move(file)),
       schemaVersion_(schemaVersion),
       maxBatch_(std::max<std::size_t>(options.maxBatch, 1)),
-      writerDb_(std::move(writerDb)),
+      writerDb_(std::move(writerDb), &cacheCounters_),
       writer_([this] { runWriter(); }) {}
 
 SqliteStore::~SqliteStore() {
@@ -159,7 +159,7 @@ std::vector<SqliteStore::Outcome> SqliteStore::runBatch(const std::vector<Pendin
   if (!anyWrite) return outcomes;  // only barriers: everything before them is already done
 
   sqlite3* db = writerDb_.get();
-  Connection connection(db);
+  Connection connection(db, &writerDb_.cache());
   auto started = std::chrono::steady_clock::now();
   std::uint64_t writesRun = 0;
   std::optional<std::string> beginError;
@@ -284,6 +284,8 @@ StoreStats SqliteStore::stats() const {
     copy = stats_;
   }
   copy.commitLatency = commitLatency_.snapshot();
+  copy.statementCacheHits = cacheCounters_.hits.load(std::memory_order_relaxed);
+  copy.statementCacheMisses = cacheCounters_.misses.load(std::memory_order_relaxed);
   std::lock_guard lock(queueMutex_);
   copy.queued = queue_.size();
   return copy;
@@ -296,33 +298,34 @@ void SqliteStore::read(const std::function<void(Connection&)>& fn) {
   // transaction left open by fn (it would pin an old snapshot of the WAL).
   struct Borrowed {
     SqliteStore& store;
-    DatabaseHandle db;
+    std::unique_ptr<CachedDatabase> db;
     ~Borrowed() {
-      if (sqlite3_get_autocommit(db.get()) == 0) {
-        sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+      if (sqlite3_get_autocommit(db->get()) == 0) {
+        sqlite3_exec(db->get(), "ROLLBACK", nullptr, nullptr, nullptr);
       }
       store.returnReader(std::move(db));
     }
   };
   Borrowed borrowed{*this, borrowReader()};
-  Connection connection(borrowed.db.get());
+  Connection connection(borrowed.db->get(), &borrowed.db->cache());
   fn(connection);
 }
 
-DatabaseHandle SqliteStore::borrowReader() {
+std::unique_ptr<CachedDatabase> SqliteStore::borrowReader() {
   {
     std::lock_guard lock(readersMutex_);
     if (!idleReaders_.empty()) {
-      DatabaseHandle reader = std::move(idleReaders_.back());
+      std::unique_ptr<CachedDatabase> reader = std::move(idleReaders_.back());
       idleReaders_.pop_back();
       return reader;
     }
   }
   // Opened outside the lock: opening reads the file and may wait on it.
-  return openDatabase(file_, AccessMode::kReadOnly);
+  return std::make_unique<CachedDatabase>(openDatabase(file_, AccessMode::kReadOnly),
+                                          &cacheCounters_);
 }
 
-void SqliteStore::returnReader(DatabaseHandle reader) {
+void SqliteStore::returnReader(std::unique_ptr<CachedDatabase> reader) {
   std::lock_guard lock(readersMutex_);
   if (idleReaders_.size() < kMaxIdleReaders) idleReaders_.push_back(std::move(reader));
   // Otherwise it closes here: a burst of readers does not keep its connections.

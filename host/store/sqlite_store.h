@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "store/database_handle.h"
+#include "store/statement_cache.h"
 #include "store/store.h"
 
 namespace switchboard::store {
@@ -31,6 +32,10 @@ namespace switchboard::store {
 //
 // Readers: read() borrows an idle read-only connection or opens a new one;
 // at most kMaxIdleReaders stay open afterwards.
+//
+// Every connection (the writer's and each reader's) carries its own
+// StatementCache, so the SQL texts of the callbacks are compiled once per
+// connection; a reader closed by the pool takes its cache with it.
 class SqliteStore final : public Store {
  public:
   static constexpr std::size_t kMaxIdleReaders = 8;
@@ -73,14 +78,16 @@ class SqliteStore final : public Store {
   // Queues `fn` and blocks until its done ran; throws StoreError on failure.
   void waitFor(WriteFn fn, const char* caller);
 
-  DatabaseHandle borrowReader();
-  void returnReader(DatabaseHandle reader);
+  std::unique_ptr<CachedDatabase> borrowReader();
+  void returnReader(std::unique_ptr<CachedDatabase> reader);
 
   const StoreOptions options_;
   const std::filesystem::path file_;
   const int schemaVersion_;
   const std::size_t maxBatch_;
-  DatabaseHandle writerDb_;
+  // Before every connection: their caches count into it until they close.
+  StatementCacheCounters cacheCounters_;
+  CachedDatabase writerDb_;
 
   mutable std::mutex queueMutex_;
   std::condition_variable queueChanged_;
@@ -89,7 +96,7 @@ class SqliteStore final : public Store {
   bool writerExited_ = false;
 
   std::mutex readersMutex_;
-  std::vector<DatabaseHandle> idleReaders_;
+  std::vector<std::unique_ptr<CachedDatabase>> idleReaders_;
 
   mutable std::mutex statsMutex_;
   StoreStats stats_;  // `queued` and `commitLatency` are filled in when read

@@ -4,6 +4,7 @@
 #include <climits>
 
 #include "store/sqlite_error.h"
+#include "store/statement_cache.h"
 #include "store/store.h"
 
 namespace switchboard::store {
@@ -25,26 +26,45 @@ const char* nonNull(std::string_view bytes) {
 
 }  // namespace
 
-Statement::Statement(sqlite3* db, std::string_view sql) : db_(db), stmt_(nullptr) {
+sqlite3_stmt* prepareOne(sqlite3* db, std::string_view sql, unsigned int flags) {
   if (sql.size() > static_cast<std::size_t>(INT_MAX)) throwSqlError("statement too long", sql);
+  sqlite3_stmt* stmt = nullptr;
   const char* tail = nullptr;
-  int rc = sqlite3_prepare_v2(db_, nonNull(sql), static_cast<int>(sql.size()), &stmt_, &tail);
-  if (rc != SQLITE_OK) throwSqlError(db_, sql);
-  if (stmt_ == nullptr) throwSqlError("no statement to prepare", sql);
+  int rc = sqlite3_prepare_v3(db, nonNull(sql), static_cast<int>(sql.size()), flags, &stmt, &tail);
+  if (rc != SQLITE_OK) throwSqlError(db, sql);
+  if (stmt == nullptr) throwSqlError("no statement to prepare", sql);
   // A second statement would be silently ignored; that is a bug in the caller.
   if (tail != nullptr && !onlyWhitespace(tail, nonNull(sql) + sql.size())) {
-    sqlite3_finalize(stmt_);
-    stmt_ = nullptr;
+    sqlite3_finalize(stmt);
     throwSqlError("prepare() takes one statement; use Connection::exec for scripts", sql);
   }
+  return stmt;
 }
 
-Statement::Statement(Statement&& other) noexcept : db_(other.db_), stmt_(other.stmt_) {
+Statement::Statement(sqlite3* db, std::string_view sql)
+    : db_(db), stmt_(prepareOne(db, sql, 0)), cached_(nullptr) {}
+
+Statement::Statement(sqlite3* db, std::string_view sql, StatementCache& cache)
+    : db_(db), stmt_(nullptr), cached_(cache.lend(sql)) {
+  stmt_ = cached_ != nullptr ? cached_->stmt : prepareOne(db, sql, 0);
+}
+
+Statement::Statement(Statement&& other) noexcept
+    : db_(other.db_), stmt_(other.stmt_), cached_(other.cached_) {
   other.stmt_ = nullptr;
+  other.cached_ = nullptr;
 }
 
 Statement::~Statement() {
-  sqlite3_finalize(stmt_);
+  if (cached_ == nullptr) {
+    sqlite3_finalize(stmt_);
+    return;
+  }
+  // Back to the cache as if new: reset also ends the read it may have left
+  // open (rows not stepped through), which would pin an old WAL snapshot.
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+  cached_->lent = false;
 }
 
 namespace {

@@ -31,6 +31,9 @@ struct sqlite3_stmt;
 
 namespace switchboard::store {
 
+class StatementCache;
+struct CachedStatement;
+
 // Every failure of the store surfaces as this, with SQLite's message.
 class StoreError : public std::runtime_error {
  public:
@@ -38,9 +41,17 @@ class StoreError : public std::runtime_error {
 };
 
 // One prepared statement. Bind indexes start at 1, column indexes at 0.
+// Either its own (finalized when destroyed) or lent by its connection's
+// StatementCache: then destroying it resets it and clears its bindings (also
+// when a callback throws mid-iteration) and gives it back, so the next
+// borrower starts from the first row with nothing bound.
 class Statement {
  public:
+  // Prepares a statement of its own.
   Statement(sqlite3* db, std::string_view sql);
+  // Borrows `sql` from `cache`, or prepares its own when the cache cannot lend
+  // it (already lent, or full).
+  Statement(sqlite3* db, std::string_view sql, StatementCache& cache);
   Statement(Statement&& other) noexcept;
   Statement& operator=(Statement&&) = delete;
   ~Statement();
@@ -69,16 +80,26 @@ class Statement {
   std::string columnBlob(int column) const;
   bool columnIsNull(int column) const;
 
+  // The underlying statement (tests compare it to see the cache at work).
+  sqlite3_stmt* raw() const { return stmt_; }
+
  private:
   sqlite3* db_;
   sqlite3_stmt* stmt_;
+  CachedStatement* cached_;  // non-null: stmt_ is borrowed from a cache, not owned
 };
 
 // A connection handed to write and read callbacks; valid only during the call.
+// With a cache (the store's own connections), prepare() reuses the statements
+// compiled by earlier callbacks on the same underlying connection.
 class Connection {
  public:
-  explicit Connection(sqlite3* db) : db_(db) {}
-  Statement prepare(std::string_view sql) { return Statement(db_, sql); }
+  // `cache` (may be null: every statement is prepared afresh) belongs to `db`
+  // and outlives this Connection.
+  explicit Connection(sqlite3* db, StatementCache* cache = nullptr) : db_(db), cache_(cache) {}
+  Statement prepare(std::string_view sql) {
+    return cache_ != nullptr ? Statement(db_, sql, *cache_) : Statement(db_, sql);
+  }
   void exec(std::string_view sql);
   std::int64_t lastInsertRowid() const;
   int changes() const;
@@ -86,6 +107,7 @@ class Connection {
 
  private:
   sqlite3* db_;
+  StatementCache* cache_;
 };
 
 struct StoreOptions {
@@ -104,6 +126,11 @@ struct StoreStats {
   std::uint64_t lastCommitMicros = 0;
   std::uint64_t maxCommitMicros = 0;
   std::uint64_t queued = 0;  // writes waiting for the writer now
+  // Connection::prepare calls served by a connection's statement cache, and
+  // those that had to compile their SQL (first use on a connection, the same
+  // text prepared while already in use, or a full cache).
+  std::uint64_t statementCacheHits = 0;
+  std::uint64_t statementCacheMisses = 0;
   // Commit latency is measured per transaction, from BEGIN to COMMIT returned
   // (running the batch's writes plus the fsync): how long a batch took to
   // become durable once the writer picked it up.
