@@ -12,12 +12,60 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <asio/steady_timer.hpp>
+
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <optional>
 
 namespace switchboard::net {
+namespace {
+
+// While the process (or system) is out of descriptors or memory, an acceptor stays readable
+// and every accept4() fails at once; retrying would spin a core and flood the log. Pending
+// connections wait in the kernel backlog meanwhile.
+constexpr std::chrono::milliseconds kAcceptBackoff{100};
+// The warning about such a pause repeats at most this often while the shortage lasts.
+constexpr std::chrono::seconds kShortageWarningInterval{10};
+
+bool isResourceShortage(int error) {
+  return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+
+// Owns an asio::steady_timer for a kj::newAdaptedPromise; dropping the promise cancels the
+// timer, whose handler then touches only the shared slot.
+class SteadyTimerAdapter {
+ public:
+  SteadyTimerAdapter(kj::PromiseFulfiller<void>& fulfiller, asio::io_context& io,
+                     std::chrono::steady_clock::duration delay)
+      : slot_(std::make_shared<kj::PromiseFulfiller<void>*>(&fulfiller)), timer_(io, delay) {
+    timer_.async_wait([slot = slot_](const asio::error_code&) {
+      if (kj::PromiseFulfiller<void>* waiting = *slot) {
+        *slot = nullptr;
+        waiting->fulfill();
+      }
+    });
+  }
+  ~SteadyTimerAdapter() {
+    *slot_ = nullptr;
+    timer_.cancel();
+  }
+  SteadyTimerAdapter(const SteadyTimerAdapter&) = delete;
+  SteadyTimerAdapter& operator=(const SteadyTimerAdapter&) = delete;
+
+ private:
+  std::shared_ptr<kj::PromiseFulfiller<void>*> slot_;  // null once fired or dropped
+  asio::steady_timer timer_;
+};
+
+// Resolves after `delay`; for the thread running `io`.
+kj::Promise<void> afterDelay(asio::io_context& io, std::chrono::steady_clock::duration delay) {
+  return kj::newAdaptedPromise<void, SteadyTimerAdapter>(io, delay);
+}
+
+}  // namespace
 
 // ----------------------------------------------------------------------------- Connection
 
@@ -77,7 +125,7 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   }
 
   kj::Promise<void> acceptLoop() {
-    return whenReadable(*acceptor).then([this]() {
+    return whenReadable(*acceptor).then([this]() -> kj::Promise<void> {
       // A bounded batch per wake-up keeps one busy listener from starving the loop.
       for (int i = 0; i < 64; ++i) {
         int fd =
@@ -88,13 +136,30 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
         }
         int error = errno;
         if (error == EINTR || error == ECONNABORTED || error == EPROTO) continue;
-        if (error != EAGAIN && error != EWOULDBLOCK) {
-          spdlog::error("accept on {} failed: {}", listener.endpoint_.text(), std::strerror(error));
-        }
-        break;
+        if (error == EAGAIN || error == EWOULDBLOCK) break;
+        // The acceptor stays readable, so retrying now would spin: pause, then try again.
+        reportFailure(error);
+        return afterDelay(thread.ioContext(), kAcceptBackoff).then([this] { return acceptLoop(); });
       }
       return acceptLoop();
     });
+  }
+
+  // At most one line per kShortageWarningInterval, however often accepting fails (with a
+  // listener at the descriptor limit, a freed descriptor lets one accept through and the next
+  // one fail again, so "failing" may come and go many times a second).
+  void reportFailure(int error) {
+    auto now = std::chrono::steady_clock::now();
+    ++pausesSinceWarning;
+    if (now < nextFailureWarning) return;
+    nextFailureWarning = now + kShortageWarningInterval;
+    auto level = isResourceShortage(error) ? spdlog::level::warn : spdlog::level::err;
+    spdlog::log(level,
+                "accept on {} failed: {}; {} connections open; accepting paused {} ms at a time "
+                "({} pauses since the last such line)",
+                listener.endpoint_.text(), std::strerror(error), listener.connections_.load(),
+                kAcceptBackoff.count(), pausesSinceWarning);
+    pausesSinceWarning = 0;
   }
 
   void serve(int fd) {
@@ -139,6 +204,9 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   NetworkThread& thread;
   std::optional<asio::posix::stream_descriptor> acceptor;
   kj::Promise<void> acceptTask = nullptr;
+  // Rate limit for the line about failing accepts (out of descriptors, say).
+  std::chrono::steady_clock::time_point nextFailureWarning;
+  uint64_t pausesSinceWarning = 0;
   // Declared before `connections`: ending connections erase their entry from it.
   std::map<uint64_t, kj::Own<kj::PromiseFulfiller<void>>> cuts;  // by connection id
   std::optional<kj::TaskSet> connections;

@@ -38,6 +38,10 @@ using DisconnectHook = std::function<void(const ConnectionInfo&)>;
 // connections and each connection lives on the thread that accepted it. Unix: one acceptor,
 // on the first thread, which also serves its connections; the socket file is removed on stop.
 //
+// Out of descriptors (EMFILE/ENFILE) or memory (ENOBUFS/ENOMEM), an acceptor stops accepting
+// for 100 ms at a time, leaving new connections in the kernel backlog, while its thread goes
+// on serving the live ones; the failure is logged at most once per 10 s.
+//
 // Lifetime: the constructor binds (on the calling thread; failure throws std::runtime_error
 // "cannot listen on 127.0.0.1:5222: Address already in use") and starts accepting. The
 // threads are not owned; they must be running from construction until stop(). Per-thread
