@@ -125,6 +125,10 @@ void storeCommits(PrometheusText& out, const store::StoreStats& stats) {
   out.sample("switchboard_store_commit_latency_seconds_count", h.count());
   counter(out, "switchboard_store_commits_total", "Store transactions committed", stats.commits);
   counter(out, "switchboard_store_writes_total", "Store writes run", stats.writes);
+  counter(out, "switchboard_store_statement_cache_hits_total",
+          "Prepared statements reused from the per-connection cache", stats.statementCacheHits);
+  counter(out, "switchboard_store_statement_cache_misses_total",
+          "Statements prepared because the cache did not hold them", stats.statementCacheMisses);
 }
 
 }  // namespace
