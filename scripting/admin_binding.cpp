@@ -28,15 +28,7 @@ class AdminHandle {
   }
   ~AdminHandle() { close(); }
 
-  void close() {
-    if (!client_) return;
-    if (PyGILState_Check()) {
-      py::gil_scoped_release release;
-      client_.reset();
-    } else {
-      client_.reset();
-    }
-  }
+  void close() { destroyWithoutGil(client_); }
 
   // Runs `call` on the client without the GIL and returns its JSON form as Python.
   template <class F>

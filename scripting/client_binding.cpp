@@ -154,15 +154,7 @@ class ClientHandle {
   }
   ~ClientHandle() { close(); }
 
-  void close() {
-    if (!client_) return;
-    if (PyGILState_Check()) {
-      py::gil_scoped_release release;
-      client_.reset();
-    } else {
-      client_.reset();
-    }
-  }
+  void close() { destroyWithoutGil(client_); }
 
   client::Client& get() {
     if (!client_)
