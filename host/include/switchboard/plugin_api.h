@@ -39,10 +39,14 @@ enum class Kind : std::uint32_t { routing = 1, auth = 2, presence = 3, offline =
 // "routing", "auth", "presence", "offline"; "unknown" for anything else.
 constexpr std::string_view kindName(Kind kind) {
   switch (kind) {
-    case Kind::routing: return "routing";
-    case Kind::auth: return "auth";
-    case Kind::presence: return "presence";
-    case Kind::offline: return "offline";
+    case Kind::routing:
+      return "routing";
+    case Kind::auth:
+      return "auth";
+    case Kind::presence:
+      return "presence";
+    case Kind::offline:
+      return "offline";
   }
   return "unknown";
 }
@@ -160,8 +164,8 @@ class AuthPlugin : public Plugin {
 class PresencePlugin : public Plugin {
  public:
   // Whether `watcher` may see the presence of `user` (online, last seen, typing).
-  virtual bool visible(std::string_view user, std::string_view watcher, bool watcherHasUserAsContact,
-                       bool userHasWatcherAsContact) = 0;
+  virtual bool visible(std::string_view user, std::string_view watcher,
+                       bool watcherHasUserAsContact, bool userHasWatcherAsContact) = 0;
 };
 
 class OfflinePlugin : public Plugin {
