@@ -10,6 +10,7 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "net/cross_thread_completion.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
 #include "switchboard/proto/client.capnp.h"
@@ -384,22 +385,41 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     });
   }
 
+  // Resolves by throwing DISCONNECTED after `delay`, unless dropped first: an
+  // attempt joined with it cannot hang on a server that accepts and never answers.
+  kj::Promise<void> deadline(std::chrono::milliseconds delay) {
+    auto pending = net::makeCompletion<void>();
+    auto timer = std::make_shared<asio::steady_timer>(thread.ioContext(), delay);
+    timer->async_wait([completion = pending.completion](const std::error_code& error) {
+      if (!error) completion.complete();
+    });
+    return pending.promise.attach(kj::defer([timer]() { timer->cancel(); })).then([delay]() {
+      kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "no answer within",
+                                           static_cast<std::int64_t>(delay.count()), "ms"));
+    });
+  }
+
   void reconnect() {
     reconnectScheduled = false;
     if (closed || !wantSession || loggedIn) return;
-    tasks->add(connectAndLogin().catch_([this](kj::Exception&& e) {
-      if (closed) return;
-      auto type = e.getType();
-      if (type == kj::Exception::Type::DISCONNECTED || type == kj::Exception::Type::OVERLOADED) {
-        spdlog::debug("client {}: reconnect failed ({}), retrying", phone, describe(e));
-        scheduleReconnect();
-        return;
-      }
-      // The key no longer logs in: nothing a retry can fix.
-      wantSession = false;
-      dropLink();
-      emit(kickedCallback, "onKicked", "login refused: " + describe(e));
-    }));
+    tasks->add(connectAndLogin()
+                   .exclusiveJoin(deadline(options.callTimeout))
+                   .catch_([this](kj::Exception&& e) {
+                     if (closed) return;
+                     auto type = e.getType();
+                     if (type == kj::Exception::Type::DISCONNECTED ||
+                         type == kj::Exception::Type::OVERLOADED) {
+                       spdlog::debug("client {}: reconnect failed ({}), retrying", phone,
+                                     describe(e));
+                       dropLink();  // a half-open link (connected, login unanswered) is abandoned
+                       scheduleReconnect();
+                       return;
+                     }
+                     // The key no longer logs in: nothing a retry can fix.
+                     wantSession = false;
+                     dropLink();
+                     emit(kickedCallback, "onKicked", "login refused: " + describe(e));
+                   }));
   }
 
   void open() { tasks = kj::heap<kj::TaskSet>(errorHandler); }

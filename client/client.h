@@ -130,7 +130,9 @@ struct ClientOptions {
 // Connection: connects on first use. login() keeps phone and key; after an
 // unexpected disconnect (the network, the server restarting, kicked for
 // "too slow to read" or "server shutting down") the client reconnects with
-// back-off and logs in again, and the server delivers what was queued.
+// back-off and logs in again, and the server delivers what was queued. Each
+// attempt (connect + login) is bounded by callTimeout: a server that accepts
+// and never answers costs one time-out, then the next attempt.
 // Messages are handed to onMessage once: ids already delivered (a bounded
 // window, kept across reconnects) are acknowledged to the server and dropped.
 // Kicked for "replaced by a new device" or "logged in elsewhere" is final: no

@@ -1,5 +1,12 @@
 // Restarts, slow readers and reconnects, against the real host binary.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "recording_phone.h"
 #include "running_host.h"
@@ -117,6 +124,70 @@ TEST(Resilience, AClientReconnectsByItselfAndReceivesQueuedMessagesOnce) {
   c.client().send(b.number(), "fence");
   ASSERT_TRUE(b.waitForMessages(all.size() + 1));
   EXPECT_EQ(b.messages().size(), all.size() + 1);
+}
+
+// Stands where the host was: accepts connections and never answers, like a
+// server that hangs. Closes them all when destroyed.
+class SilentServer {
+ public:
+  explicit SilentServer(std::uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(port);
+    bound_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+             ::listen(fd_, 16) == 0;
+    acceptor_ = std::thread([this]() {
+      for (;;) {
+        int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (client < 0) return;  // shut down
+        std::lock_guard lock(mutex_);
+        clients_.push_back(client);
+      }
+    });
+  }
+  ~SilentServer() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    acceptor_.join();
+    for (int client : clients_) ::close(client);
+  }
+  bool bound() const { return bound_; }
+  std::size_t accepted() {
+    std::lock_guard lock(mutex_);
+    return clients_.size();
+  }
+
+ private:
+  int fd_ = -1;
+  bool bound_ = false;
+  std::thread acceptor_;
+  std::mutex mutex_;
+  std::vector<int> clients_;
+};
+
+TEST(Resilience, AReconnectToAServerThatNeverAnswersTimesOutAndTriesAgain) {
+  RunningHost host;
+  host.start();
+  auto options = host.clientOptions();
+  options.callTimeout = std::chrono::milliseconds(500);
+  RecordingPhone a(options, "+15550000241");
+  a.registerAndLogin(host.sms());
+
+  host.stop();
+  ASSERT_TRUE(waitUntil([&] { return !a.client().isLoggedIn(); }));
+  {
+    SilentServer silent(host.port());
+    ASSERT_TRUE(silent.bound());
+    // Each attempt hangs on login until the time-out, then a new one connects.
+    ASSERT_TRUE(waitUntil([&] { return silent.accepted() >= 2; }))
+        << "the client never gave up on a server that does not answer";
+  }
+  host.start();
+  EXPECT_TRUE(waitUntil([&] { return a.client().isLoggedIn(); }));
 }
 
 }  // namespace

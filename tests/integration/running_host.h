@@ -57,6 +57,8 @@ class RunningHost {
   bool running() const { return pid_ > 0; }
 
   std::string endpoint() const;
+  // The client port; the same across restarts.
+  std::uint16_t port() const { return port_; }
   client::ClientOptions clientOptions() const;
   const std::filesystem::path& dataDir() const { return dataDir_; }
   const SmsFile& sms() const { return sms_; }
