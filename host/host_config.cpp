@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 
 namespace switchboard {
@@ -44,8 +45,8 @@ std::vector<Setting> settings() {
   return {
       setting<std::string>("listen", "client port, HOST:PORT", &HostConfig::listen),
       setting<std::string>("admin-socket",
-                           "admin Unix socket path, mode 0600 (relative: to the working "
-                           "directory; empty: none)",
+                           "admin Unix socket path, mode 0600 (default: DATA-DIR/admin.sock; "
+                           "empty: none)",
                            &HostConfig::adminSocket),
       setting<std::string>("metrics-listen",
                            "Prometheus metrics HTTP endpoint HOST:PORT (empty: none)",
@@ -126,10 +127,11 @@ std::string applyPluginTables(const std::string& path, const toml::node& node, H
   return {};
 }
 
-// Applies the TOML file to `config`, skipping keys given on the command line.
-// Returns an error text, or an empty string.
+// Applies the TOML file to `config`, skipping keys given on the command line;
+// `keysSeen` receives every top-level key the file has. Returns an error text,
+// or an empty string.
 std::string applyFile(const std::string& path, const std::vector<Setting>& all, CLI::App& app,
-                      HostConfig& config) {
+                      HostConfig& config, std::set<std::string>& keysSeen) {
   toml::table table;
   try {
     table = toml::parse_file(path);
@@ -141,6 +143,7 @@ std::string applyFile(const std::string& path, const std::vector<Setting>& all, 
   std::map<std::string, const Setting*> byName;
   for (const Setting& s : all) byName[s.name] = &s;
   for (auto&& [key, node] : table) {
+    keysSeen.insert(std::string(key.str()));
     if (key.str() == "plugin") {
       std::string error = applyPluginTables(path, node, config);
       if (!error.empty()) return error;
@@ -188,9 +191,14 @@ ParsedConfig parseHostConfig(int argc, char** argv) {
     parsed.text = e.what();
     return parsed;
   }
+  std::set<std::string> fileKeys;
   if (!configPath.empty()) {
-    parsed.text = applyFile(configPath, all, app, parsed.config);
+    parsed.text = applyFile(configPath, all, app, parsed.config, fileKeys);
     if (!parsed.text.empty()) return parsed;
+  }
+  // The admin socket lives in the data dir unless placed elsewhere on purpose.
+  if (app.count("--admin-socket") == 0 && !fileKeys.contains("admin-socket")) {
+    parsed.config.adminSocket = parsed.config.dataDir / "admin.sock";
   }
   for (const std::string& spec : pluginSettings) {
     parsed.text = addPluginSetting(spec, parsed.config);

@@ -43,6 +43,17 @@ TEST(HostConfig, DefaultsAreTheEmbeddedSingleNodeSetup) {
   EXPECT_TRUE(parsed.config.pluginSettings.empty());
 }
 
+TEST(HostConfig, TheAdminSocketFollowsTheDataDirUnlessPlacedOnPurpose) {
+  EXPECT_EQ(parse({"--data-dir", "/srv/sb"}).config.adminSocket, "/srv/sb/admin.sock");
+  EXPECT_EQ(parse({"--data-dir", "/srv/sb", "--admin-socket", "/run/sb.sock"}).config.adminSocket,
+            "/run/sb.sock");
+  EXPECT_EQ(parse({"--admin-socket", ""}).config.adminSocket, "");  // none
+  ConfigFile file("data-dir = \"/srv/a\"\nadmin-socket = \"/run/a.sock\"\n");
+  EXPECT_EQ(parse({"--config", file.path()}).config.adminSocket, "/run/a.sock");
+  ConfigFile dirOnly("data-dir = \"/srv/b\"\n");
+  EXPECT_EQ(parse({"--config", dirOnly.path()}).config.adminSocket, "/srv/b/admin.sock");
+}
+
 TEST(HostConfig, FlagsSetEveryField) {
   ParsedConfig parsed = parse({"--listen", "127.0.0.1:6000", "--data-dir", "/tmp/x", "--threads",
                                "3", "--log-level", "debug", "--plugin-setting",
