@@ -70,14 +70,6 @@ class AdminSessionsTest : public AdminHostTest {
       return request.send().ignoreResult();
     });
   }
-  std::uint32_t broadcast(const std::string& phone, const std::string& body) {
-    return client->admin([&](proto::Admin::Client& admin) {
-      auto request = admin.broadcastRequest();
-      request.setPhone(phone);
-      request.setBody(body);
-      return request.send().then([](auto&& r) { return r.getRecipients(); });
-    });
-  }
 
   std::shared_ptr<InboxLog> alice = std::make_shared<InboxLog>();
   std::shared_ptr<InboxLog> bob = std::make_shared<InboxLog>();

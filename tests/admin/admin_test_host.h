@@ -79,6 +79,16 @@ class AdminHostTest : public ::testing::Test {
   std::string adminSocket() const { return (dir.path() / "admin.sock").string(); }
   std::string phones() const { return host->clientEndpoint(); }
 
+  // Admin.broadcast: a system message to `phone` (empty: everyone).
+  std::uint32_t broadcast(const std::string& phone, const std::string& body) {
+    return client->admin([&](proto::Admin::Client& admin) {
+      auto request = admin.broadcastRequest();
+      request.setPhone(phone);
+      request.setBody(body);
+      return request.send().then([](auto&& r) { return r.getRecipients(); });
+    });
+  }
+
   // Runs `call` and returns the refusal's text; fails the test if it succeeded.
   template <class F>
   std::string refusal(F&& call) {

@@ -59,14 +59,6 @@ class AdminUsersTest : public AdminHostTest {
       return request.send().ignoreResult();
     });
   }
-  std::uint32_t broadcast(const std::string& phone, const std::string& body) {
-    return client->admin([&](proto::Admin::Client& admin) {
-      auto request = admin.broadcastRequest();
-      request.setPhone(phone);
-      request.setBody(body);
-      return request.send().then([](auto&& r) { return r.getRecipients(); });
-    });
-  }
 };
 
 TEST_F(AdminUsersTest, ListsAndShowsRegisteredUsers) {
