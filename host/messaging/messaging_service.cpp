@@ -187,12 +187,7 @@ std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::str
   auto live = std::make_shared<LiveSession>(*this, *threads_.at(connection.threadIndex),
                                             options_.limits, ref, kj::mv(inbox), close);
   ref.session = live;
-  if (auto replaced = sessions_.attach(ref)) {
-    auto old = replaced->session;
-    threads_.at(replaced->threadIndex)->post([old]() {
-      if (auto session = old.lock()) session->kick("logged in elsewhere");
-    });
-  }
+  if (auto replaced = sessions_.attach(ref)) kick(*replaced, "logged in elsewhere");
   ++counters_.logins;
   live->start();
   fanOutPresence(phone, PresenceState::online, 0);
@@ -523,10 +518,14 @@ void MessagingService::queueAlert(const LiveSession& session, std::size_t length
 bool MessagingService::kick(const std::string& phone, const std::string& reason) {
   auto ref = sessions_.find(phone);
   if (!ref) return false;
-  threads_.at(ref->threadIndex)->post([weak = ref->session, reason]() {
+  kick(*ref, reason);
+  return true;
+}
+
+void MessagingService::kick(const session::SessionRef& ref, const std::string& reason) {
+  threads_.at(ref.threadIndex)->post([weak = ref.session, reason]() {
     if (auto session = weak.lock()) session->kick(reason);
   });
-  return true;
 }
 
 void MessagingService::slowConsumer(const LiveSession& session, std::size_t length) {
@@ -576,7 +575,7 @@ void MessagingService::sweepExpired() {
 }
 
 void MessagingService::kickAll(const std::string& reason) {
-  for (const session::SessionRef& ref : sessions_.all()) kick(ref.phone, reason);
+  for (const session::SessionRef& ref : sessions_.all()) kick(ref, reason);
 }
 
 // ---------------------------------------------------------------- presence
@@ -592,6 +591,11 @@ bool MessagingService::presenceVisible(const std::string& user, const std::strin
     has.bind(1, user).bind(2, watcher);
     userHasWatcher = has.step();
   });
+  return presencePolicy(user, watcher, watcherHasUser, userHasWatcher);
+}
+
+bool MessagingService::presencePolicy(const std::string& user, const std::string& watcher,
+                                      bool watcherHasUser, bool userHasWatcher) {
   auto visible = plugins_.call<PresencePlugin>([&](PresencePlugin& presence) {
     return presence.visible(user, watcher, watcherHasUser, userHasWatcher);
   });
@@ -600,15 +604,21 @@ bool MessagingService::presenceVisible(const std::string& user, const std::strin
 
 void MessagingService::fanOutPresence(const std::string& phone, PresenceState state,
                                       std::int64_t lastSeen) {
-  std::vector<std::string> watchers;
+  // Watchers have `phone` as a contact; the query also says whether `phone`
+  // has each of them, so the policy needs no further reads.
+  std::vector<std::pair<std::string, bool>> watchers;
   store_.read([&](store::Connection& db) {
-    auto rows = db.prepare("SELECT owner FROM contacts WHERE contact = ?").bind(1, phone);
-    while (rows.step()) watchers.push_back(rows.columnText(0));
+    auto rows = db.prepare(
+                      "SELECT w.owner, EXISTS(SELECT 1 FROM contacts m "
+                      "WHERE m.owner = w.contact AND m.contact = w.owner) "
+                      "FROM contacts w WHERE w.contact = ?")
+                    .bind(1, phone);
+    while (rows.step()) watchers.emplace_back(rows.columnText(0), rows.columnInt(1) != 0);
   });
   // Lazy fan-out: only watchers online now hear of it; the others read it
   // from contacts() when they come back.
-  for (const std::string& watcher : watchers) {
-    if (!sessions_.isOnline(watcher) || !presenceVisible(phone, watcher)) continue;
+  for (const auto& [watcher, mutual] : watchers) {
+    if (!sessions_.isOnline(watcher) || !presencePolicy(phone, watcher, true, mutual)) continue;
     OutboundPresence update{phone, state, lastSeen, false};
     postToSession(watcher, [update](LiveSession& s) { s.push(update); });
   }
@@ -657,19 +667,25 @@ kj::Promise<void> MessagingService::removeContacts(const std::string& owner,
 
 std::vector<ContactView> MessagingService::contacts(const std::string& owner) {
   std::vector<ContactView> out;
+  std::vector<bool> mutual;  // the contact has the owner as a contact too
   store_.read([&](store::Connection& db) {
     auto rows = db.prepare(
-                      "SELECT c.contact, u.phone IS NOT NULL, COALESCE(u.last_seen_ms, 0) "
+                      "SELECT c.contact, u.phone IS NOT NULL, COALESCE(u.last_seen_ms, 0), "
+                      "EXISTS(SELECT 1 FROM contacts m WHERE m.owner = c.contact "
+                      "AND m.contact = c.owner) "
                       "FROM contacts c LEFT JOIN users u ON u.phone = c.contact "
                       "WHERE c.owner = ? ORDER BY c.contact")
                     .bind(1, owner);
     while (rows.step()) {
       out.push_back(ContactView{rows.columnText(0), rows.columnInt(1) != 0, PresenceState::offline,
                                 rows.columnInt(2)});
+      mutual.push_back(rows.columnInt(3) != 0);
     }
   });
-  for (ContactView& contact : out) {
-    if (!contact.registered || !presenceVisible(contact.phone, owner)) {
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    ContactView& contact = out[i];
+    // The owner watches the contact, and has it as a contact by construction.
+    if (!contact.registered || !presencePolicy(contact.phone, owner, true, mutual[i])) {
       contact.lastSeen = 0;
       continue;
     }

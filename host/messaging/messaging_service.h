@@ -176,7 +176,13 @@ class MessagingService final : public session::SessionBackend {
   void postToSession(const std::string& phone, std::function<void(session::LiveSession&)> action);
   void fanOutPresence(const std::string& phone, session::PresenceState state,
                       std::int64_t lastSeen);
+  // Whether `watcher` may see `user`: reads the contact relation both ways,
+  // then asks the presence plugin.
   bool presenceVisible(const std::string& user, const std::string& watcher);
+  // The presence plugin's answer when the contact relation is already known.
+  bool presencePolicy(const std::string& user, const std::string& watcher, bool watcherHasUser,
+                      bool userHasWatcher);
+  void kick(const session::SessionRef& ref, const std::string& reason);
   bool isRegistered(const std::string& phone);
   void requireRegistered(const std::vector<std::string>& phones);
   void requireMember(const std::string& phone, std::uint64_t group);
