@@ -10,8 +10,9 @@ namespace switchboard::bench {
 // The command line, parsed once in the coordinator; a forked worker gets a copy with its
 // own index and the server's address filled in.
 struct BenchOptions {
-  std::string scenario;              // connect, throughput, latency, swap, offline, groups
-  std::uint64_t count = 0;           // N phones / P pairs / RATE msgs/s / phone budget for groups
+  std::string scenario;  // connect, throughput, latency, swap, offline, groups, dbsize
+  // N phones / P pairs / RATE msgs/s / phone budget for groups / N messages for dbsize
+  std::uint64_t count = 0;
   std::string peer = "switchboard";  // or mosquitto, ejabberd
   int procs = 1;                     // worker processes
   bool pin = false;                  // server on CPU 0, workers on CPU 1
@@ -19,7 +20,7 @@ struct BenchOptions {
   double seconds = 5;  // measured window (throughput, latency, groups; swap per phase)
   double warmupSeconds = 0.5;
   std::uint32_t window = 8;  // messages in flight per pair until the partner has them
-  std::uint32_t pairs = 64;  // pairs carrying the load in latency and swap
+  std::uint32_t pairs = 64;  // pairs carrying the load in latency, swap and dbsize
   std::uint32_t bodyBytes = 64;
   std::uint32_t swapRounds = 3;        // load + rollback of each kind, this many times
   std::uint32_t offlineMessages = 20;  // per pair

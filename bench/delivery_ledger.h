@@ -15,13 +15,23 @@ namespace switchboard::bench {
 
 // The books of every load sbbench carries (Switchboard phones, mosquitto, ejabberd). A flow
 // is one sender to `receivers` receivers (1 for a pair, the other members for a group). A
-// body starts with the send time (CLOCK_MONOTONIC ns), the flow and the sequence, so the
+// body starts with the intended send time (CLOCK_MONOTONIC ns: the scheduled time in an open
+// loop, the time the message was made in a closed one), the flow and the sequence, so the
 // receiving side measures latency and spots loss, duplicates and reordering.
+//
+// Two latencies per arrival, both to the clock read when the receiver read the bytes: from
+// the actual send (sentAt(): the clock read just before the bytes went to the kernel) and
+// from the intended send. The first is what the server and the network add; the second
+// also holds the generator's own lateness, so a stall that kept the generator from sending
+// on time still shows (coordinated omission stays visible). The lateness itself (actual -
+// intended) has a histogram of its own. Sender and receivers of a flow live in the same
+// process, so the actual send time stays in these books and never travels in the body; an
+// arrival whose send was never stamped counts from the intended time in both.
 //
 // In flight: a message counts against its flow's window from send until every receiver has
 // it (the default), or until the server acknowledged it (InFlightUntil::acked, for sends to
 // offline phones). Latency is recorded for arrivals inside the measuring window; arrivals
-// of messages stamped at or after mark() go to a second histogram (the swap phase).
+// of messages stamped at or after mark() go to a second pair of histograms (the swap phase).
 // Single-threaded: owned by one worker loop.
 class DeliveryLedger {
  public:
@@ -52,6 +62,8 @@ class DeliveryLedger {
     std::uint32_t seq = f.nextSeq++;
     f.received.push_back(0);
     f.acked.push_back(false);
+    f.intendedNs.push_back(stampNs);
+    f.sentNs.push_back(0);
     ++f.inflight;
     auto* bytes = static_cast<char*>(out);
     std::memset(bytes, 'x', bodyBytes_);
@@ -64,6 +76,17 @@ class DeliveryLedger {
     std::string body(bodyBytes_, 'x');
     stamp(flow, stampNs, body.data());
     return body;
+  }
+
+  // The bytes of flow's message `seq` went to the kernel at `actualNs` (the clock read just
+  // before the write). Only the first call per message counts.
+  void sentAt(std::uint32_t flow, std::uint32_t seq, std::int64_t actualNs) {
+    Flow& f = flows_[flow];
+    if (seq >= f.sentNs.size() || f.sentNs[seq] != 0) return;
+    f.sentNs[seq] = actualNs;
+    if (actualNs >= windowStartNs_ && (windowEndNs_ == 0 || actualNs < windowEndNs_)) {
+      sendLag_.record(std::max<std::int64_t>(0, actualNs - f.intendedNs[seq]));
+    }
   }
 
   // The server acknowledged (true) or refused (false) a send. Returns true when that opened
@@ -93,9 +116,9 @@ class DeliveryLedger {
   std::optional<std::uint32_t> received(const void* data, std::size_t size, std::int64_t nowNs,
                                         std::uint32_t receiver = 0) {
     if (size < kHeaderBytes) return std::nullopt;
-    std::int64_t sendNs;
+    std::int64_t intendedNs;
     std::uint32_t flow, seq;
-    std::memcpy(&sendNs, data, 8);
+    std::memcpy(&intendedNs, data, 8);
     std::memcpy(&flow, static_cast<const char*>(data) + 8, 4);
     std::memcpy(&seq, static_cast<const char*>(data) + 12, 4);
     if (flow >= flows_.size() || seq >= flows_[flow].nextSeq) return std::nullopt;
@@ -112,7 +135,10 @@ class DeliveryLedger {
     bool inWindow = nowNs >= windowStartNs_ && (windowEndNs_ == 0 || nowNs < windowEndNs_);
     if (inWindow) {
       ++deliveredWindow_;
-      (markNs_ != 0 && sendNs >= markNs_ ? markedLatency_ : latency_).record(nowNs - sendNs);
+      std::int64_t actualNs = f.sentNs[seq] != 0 ? f.sentNs[seq] : intendedNs;
+      Latencies& books = markNs_ != 0 && intendedNs >= markNs_ ? marked_ : unmarked_;
+      books.fromActual.record(nowNs - actualNs);
+      books.fromIntended.record(nowNs - intendedNs);
     }
     if (f.received[seq] != f.receivers) return std::nullopt;
     if (inWindow) ++completedWindow_;
@@ -158,8 +184,11 @@ class DeliveryLedger {
     r.set("duplicated", duplicates_);
     r.set("reordered", reordered_);
     r.set("skipped", skipped_);
-    r.set("hist", latency_.encode());
-    r.set("hist_swap", markedLatency_.encode());
+    r.set("hist", unmarked_.fromActual.encode());
+    r.set("hist_intended", unmarked_.fromIntended.encode());
+    r.set("hist_swap", marked_.fromActual.encode());
+    r.set("hist_swap_intended", marked_.fromIntended.encode());
+    r.set("hist_send_lag", sendLag_.encode());
     return r;
   }
 
@@ -169,9 +198,11 @@ class DeliveryLedger {
     std::uint32_t firstReceiver = 0;
     std::uint32_t nextSeq = 0;
     std::uint32_t inflight = 0;
-    std::vector<std::uint16_t> received;  // by sequence: receivers that have it
-    std::vector<bool> acked;              // by sequence
-    std::vector<std::int64_t> lastSeq;    // by receiver slot
+    std::vector<std::uint16_t> received;   // by sequence: receivers that have it
+    std::vector<bool> acked;               // by sequence
+    std::vector<std::int64_t> intendedNs;  // by sequence: the body's stamp
+    std::vector<std::int64_t> sentNs;      // by sequence: the actual send, 0 until known
+    std::vector<std::int64_t> lastSeq;     // by receiver slot
   };
   std::vector<Flow> flows_;
   std::size_t bodyBytes_;
@@ -179,8 +210,12 @@ class DeliveryLedger {
   std::int64_t windowStartNs_ = 0, windowEndNs_ = 0, markNs_ = 0;
   std::uint64_t deliveredTotal_ = 0, deliveredWindow_ = 0, completedWindow_ = 0;
   std::uint64_t ackedTotal_ = 0, duplicates_ = 0, reordered_ = 0, sendErrors_ = 0, skipped_ = 0;
-  LatencyHistogram latency_;
-  LatencyHistogram markedLatency_;
+  struct Latencies {
+    LatencyHistogram fromActual;
+    LatencyHistogram fromIntended;
+  };
+  Latencies unmarked_, marked_;
+  LatencyHistogram sendLag_;
 };
 
 }  // namespace switchboard::bench

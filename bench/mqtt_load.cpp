@@ -1,7 +1,6 @@
 #include "mqtt_load.h"
 
 #include <mosquitto.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,6 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "deadline_epoll.h"
 #include "peer_load.h"
 #include "phone_load.h"
 #include "server_process.h"
@@ -20,11 +20,13 @@ namespace {
 constexpr std::int64_t kSecond = 1000000000;
 
 // libmosquitto clients without its threads: one epoll over all their sockets, and
-// mosquitto_loop_read/write/misc called as the sockets become ready.
+// mosquitto_loop_read/write/misc called as the sockets become ready. A publish made outside
+// a callback is written by mosquitto_publish itself (libmosquitto writes at once when no
+// loop thread runs), so the clock read before it is the send time; an arrival is stamped
+// just before mosquitto_loop_read() reads the socket that epoll found readable.
 class MqttClients final : public PeerClients {
  public:
-  MqttClients(const BenchOptions& options, std::size_t flows)
-      : options_(options), flows_(flows), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+  MqttClients(const BenchOptions& options, std::size_t flows) : options_(options), flows_(flows) {
     mosquitto_lib_init();
   }
   ~MqttClients() override {
@@ -34,7 +36,6 @@ class MqttClients final : public PeerClients {
         mosquitto_destroy(c->handle);
       }
     }
-    ::close(epoll_);
     mosquitto_lib_cleanup();
   }
 
@@ -47,7 +48,7 @@ class MqttClients final : public PeerClients {
         std::max<std::size_t>(1, 40 / static_cast<std::size_t>(options_.procs));
     std::int64_t start = monotonicNs();
     for (std::size_t i = 0; i < count; ++i) {
-      while (pending_ >= handshakeLimit) poll(5);
+      while (pending_ >= handshakeLimit) poll(monotonicNs() + 5000000);
       auto client = std::make_unique<Client>();
       client->owner = this;
       client->index = i;
@@ -55,6 +56,8 @@ class MqttClients final : public PeerClients {
       char id[48];
       std::snprintf(id, sizeof(id), "sbbench-%d-%zu", options_.workerIndex, i);
       client->handle = mosquitto_new(id, true, client.get());
+      // As a latency-minded client would: no Nagle delay on small publishes.
+      mosquitto_int_option(client->handle, MOSQ_OPT_TCP_NODELAY, 1);
       mosquitto_connect_callback_set(client->handle, &MqttClients::onConnect);
       mosquitto_subscribe_callback_set(client->handle, &MqttClients::onSubscribe);
       mosquitto_message_callback_set(client->handle, &MqttClients::onMessage);
@@ -73,15 +76,14 @@ class MqttClients final : public PeerClients {
         continue;
       }
       ++pending_;
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.ptr = client.get();
-      ::epoll_ctl(epoll_, EPOLL_CTL_ADD, mosquitto_socket(client->handle), &ev);
+      epoll_.add(mosquitto_socket(client->handle), EPOLLIN, client.get());
       touched_.push_back(client.get());
       clients_.push_back(std::move(client));
     }
     std::int64_t deadline = monotonicNs() + 60 * kSecond;
-    while ((pending_ > 0 || subscribing_ > 0) && monotonicNs() < deadline) poll(5);
+    while ((pending_ > 0 || subscribing_ > 0) && monotonicNs() < deadline) {
+      poll(monotonicNs() + 5000000);
+    }
     ready.set("registered", connected_);
     ready.set("logged_in", connected_);
     ready.set("login_failures", static_cast<std::uint64_t>(count) - connected_);
@@ -91,13 +93,16 @@ class MqttClients final : public PeerClients {
     ready.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
   }
 
-  void poll(int timeoutMs) override {
+  void poll(std::int64_t deadlineNs) override {
     epoll_event events[256];
-    int n = ::epoll_wait(epoll_, events, 256, timeoutMs);
+    int n = epoll_.wait(events, 256, deadlineNs);
     for (int i = 0; i < n; ++i) {
       auto* client = static_cast<Client*>(events[i].data.ptr);
       if (client->handle == nullptr) continue;
       if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        // The bytes are in the socket now; libmosquitto reads them next, and writes the
+        // PUBACK before it calls the message callback, which is not the broker's time.
+        readNs_ = monotonicNs();
         int rc = mosquitto_loop_read(client->handle, 64);
         if (rc != MOSQ_ERR_SUCCESS) lost(*client, rc);
       }
@@ -120,11 +125,12 @@ class MqttClients final : public PeerClients {
     }
   }
 
-  bool send(std::uint32_t flow, const std::string& body) override {
+  bool send(std::uint32_t flow, const std::string& body, std::int64_t& sentNs) override {
     Client& sender = *clients_[flow * 2];
     if (sender.handle == nullptr) return false;
     char topic[48];
     std::snprintf(topic, sizeof(topic), "bench/%d/%u", options_.workerIndex, flow);
+    sentNs = monotonicNs();
     int rc = mosquitto_publish(sender.handle, nullptr, topic, static_cast<int>(body.size()),
                                body.data(), 1, false);
     touched_.push_back(&sender);
@@ -150,7 +156,7 @@ class MqttClients final : public PeerClients {
   void lost(Client& client, int rc) {
     fail(std::string("connection lost: ") + mosquitto_strerror(rc));
     if (!client.connected && pending_ > 0) --pending_;
-    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, mosquitto_socket(client.handle), nullptr);
+    epoll_.remove(mosquitto_socket(client.handle));
     mosquitto_destroy(client.handle);
     client.handle = nullptr;
   }
@@ -183,19 +189,20 @@ class MqttClients final : public PeerClients {
     auto* client = static_cast<Client*>(obj);
     if (client->owner->arrived) {
       client->owner->arrived(static_cast<const char*>(message->payload),
-                             static_cast<std::size_t>(message->payloadlen));
+                             static_cast<std::size_t>(message->payloadlen), client->owner->readNs_);
     }
   }
 
   const BenchOptions& options_;
   std::size_t flows_;
-  int epoll_;
+  DeadlineEpoll epoll_;
   std::vector<std::unique_ptr<Client>> clients_;
   std::vector<Client*> touched_;
   std::size_t pending_ = 0;
   std::size_t subscribing_ = 0;
   std::uint64_t connected_ = 0;
   std::int64_t lastMisc_ = 0;
+  std::int64_t readNs_ = 0;  // when the socket being read was found readable
   std::string firstFailure_;
 };
 

@@ -1,9 +1,12 @@
 #include "peer_load.h"
 
+#include <sys/prctl.h>
+
 #include <atomic>
 #include <future>
 #include <thread>
 
+#include "offer_schedule.h"
 #include "phone_load.h"
 #include "server_process.h"
 
@@ -35,6 +38,8 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
   bool closedLoop = options.scenario == "throughput";
 
   std::thread loop([&]() {
+    // Deadlines wake this thread when asked, not up to 50 µs later (the default slack).
+    ::prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     try {
       ReportFields setupFields;
       clients.setup(setupFields);
@@ -44,50 +49,67 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
       return;
     }
     bool running = false;
+    // Sends flow's next message, stamped `intendedNs`; false if it could not be queued.
+    auto sendOne = [&](std::uint32_t flow, std::int64_t intendedNs) {
+      std::uint32_t seq = ledger.sent(flow);
+      std::int64_t sentNs = 0;
+      if (!clients.send(flow, ledger.nextBody(flow, intendedNs), sentNs)) {
+        ledger.sendFailed(flow);
+        return false;
+      }
+      ledger.sentAt(flow, seq, sentNs);
+      return true;
+    };
     auto pump = [&](std::uint32_t flow) {
       while (running && ledger.inflight(flow) < options.window) {
-        if (!clients.send(flow, ledger.nextBody(flow, monotonicNs()))) {
-          ledger.sendFailed(flow);
-          break;
-        }
+        if (!sendOne(flow, monotonicNs())) break;
       }
     };
-    clients.arrived = [&](const char* data, std::size_t size) {
-      auto flow = ledger.received(data, size, monotonicNs());
+    clients.arrived = [&](const char* data, std::size_t size, std::int64_t readNs) {
+      auto flow = ledger.received(data, size, readNs);
       if (flow && running && closedLoop) pump(*flow);
     };
-    while (goNs.load() == 0 && !stopRequested.load()) clients.poll(5);
+    // Waits that only watch for a command from the other thread: the next 5 ms boundary, so
+    // the timer is re-armed once per 5 ms and not per wait.
+    auto soon = []() {
+      constexpr std::int64_t kStep = 5000000;
+      return (monotonicNs() / kStep + 1) * kStep;
+    };
+    while (goNs.load() == 0 && !stopRequested.load()) clients.poll(soon());
     std::int64_t t0 = goNs.load();
-    while (monotonicNs() < t0) clients.poll(1);
+    while (monotonicNs() < t0) clients.poll(t0);
     ledger.openWindow(t0 + static_cast<std::int64_t>(options.warmupSeconds * kSecond));
     running = options.scenario != "connect";
     if (running && closedLoop) {
       for (std::uint32_t f = 0; f < flows; ++f) pump(f);
     }
-    double rate = static_cast<double>(shareOf(options.count, options.procs, options.workerIndex));
-    std::uint64_t offered = 0, roundRobin = 0;
+    bool openLoop = running && !closedLoop && flows > 0;
+    OfferSchedule schedule(
+        t0, static_cast<double>(shareOf(options.count, options.procs, options.workerIndex)));
+    std::uint64_t next = 0;
     while (!stopRequested.load()) {
-      if (running && !closedLoop && flows > 0) {
-        auto due =
-            static_cast<std::uint64_t>(rate * static_cast<double>(monotonicNs() - t0) / kSecond);
-        while (offered < due) {
-          auto flow = static_cast<std::uint32_t>(roundRobin++ % flows);
-          std::int64_t scheduled =
-              t0 + static_cast<std::int64_t>(static_cast<double>(offered) * kSecond / rate);
-          if (ledger.inflight(flow) < 1000) {
-            if (!clients.send(flow, ledger.nextBody(flow, scheduled))) ledger.sendFailed(flow);
+      std::int64_t wakeNs = soon();
+      if (openLoop) {
+        // Every offer that is due goes now (normally the one the wait ended for); then sleep
+        // until exactly the next one, or until an arrival.
+        std::int64_t now = monotonicNs();
+        std::int64_t due = schedule.dueNs(next);
+        for (; due <= now; due = schedule.dueNs(++next)) {
+          std::uint32_t flow = OfferSchedule::flowOf(next, flows);
+          if (ledger.inflight(flow) < kOpenLoopInFlightLimit) {
+            sendOne(flow, due);
           } else {
             ledger.skipped();
           }
-          ++offered;
         }
+        wakeNs = std::min(wakeNs, due);
       }
-      clients.poll(1);
+      clients.poll(wakeNs);
     }
     running = false;
     ledger.closeWindow(monotonicNs());
     std::int64_t deadline = monotonicNs() + 10 * kSecond;
-    while (!ledger.idle() && monotonicNs() < deadline) clients.poll(5);
+    while (!ledger.idle() && monotonicNs() < deadline) clients.poll(soon());
     result.set_value(ledger.result());
   });
 

@@ -21,17 +21,21 @@ class PeerClients {
   // Connects and logs in (subscribes) every client, driving its own I/O. Fills "registered",
   // "logged_in", "login_failures", "login_start_ns", "login_end_ns", "first_failure".
   virtual void setup(ReportFields& ready) = 0;
-  // Runs I/O for up to timeoutMs; every message a receiver gets goes to arrived().
-  virtual void poll(int timeoutMs) = 0;
+  // Runs I/O until something was ready or until deadlineNs (CLOCK_MONOTONIC) passes; every
+  // message a receiver gets goes to arrived(), with the clock read just after its bytes
+  // were read from the socket.
+  virtual void poll(std::int64_t deadlineNs) = 0;
   // Sends `body` from flow's sender to flow's receiver; false if it could not be queued.
-  virtual bool send(std::uint32_t flow, const std::string& body) = 0;
+  // `sentNs` is the clock read just before the bytes were written to the socket.
+  virtual bool send(std::uint32_t flow, const std::string& body, std::int64_t& sentNs) = 0;
 
-  std::function<void(const char* data, std::size_t size)> arrived;
+  std::function<void(const char* data, std::size_t size, std::int64_t readNs)> arrived;
 };
 
 // Runs the ready / go / stop protocol for `clients`: the load loop on a thread of its own,
 // commands on the calling thread. Closed loop (throughput: options.window in flight per flow
-// until received) or open loop (latency: options.count msgs/s on a schedule).
+// until received) or open loop (latency: options.count msgs/s, each message sent at its own
+// scheduled time; the loop sleeps until exactly the next one is due).
 int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& clients,
                   std::size_t flows);
 

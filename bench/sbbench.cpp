@@ -8,6 +8,7 @@
 //   sbbench swap 5000 --swap-rounds 3
 //   sbbench offline 64 --offline-messages 50
 //   sbbench groups 512               (phone budget for groups of 10 and of 256)
+//   sbbench dbsize 1000000 --pairs 32 (database size after N delivered messages)
 //   sbbench throughput 64 --peer mosquitto
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "bench_options.h"
+#include "database_files.h"
 #include "latency_histogram.h"
 #include "mqtt_load.h"
 #include "peer_servers.h"
@@ -78,10 +80,12 @@ void onStopSignal(int) {
 
 // Everything one run of one scenario against one server produced.
 struct RunOutcome {
-  ReportFields setup;   // summed/ranged over workers
-  ReportFields result;  // summed over workers
-  LatencyHistogram latency;
-  LatencyHistogram swapLatency;
+  ReportFields setup;                         // summed/ranged over workers
+  ReportFields result;                        // summed over workers
+  ReportFields database;                      // dbsize: the host's SQLite files once it stopped
+  LatencyHistogram latency, intendedLatency;  // from the actual and from the intended send
+  LatencyHistogram swapLatency, swapIntendedLatency;
+  LatencyHistogram sendLag;  // actual - intended send
   ProcSample base, loaded, windowStart, windowEnd;
   std::vector<std::uint64_t> pausesUs;
   std::uint64_t swapsOk = 0, swapsFailed = 0;
@@ -113,6 +117,20 @@ int workerBody(const BenchOptions& options, WorkerLink& link) {
 
 bool timedScenario(const std::string& s) {
   return s == "throughput" || s == "latency" || s == "groups" || s == "swap" || s == "connect";
+}
+
+// Workers of these run their messages through and report on their own (no "stop").
+bool selfTimedScenario(const std::string& s) {
+  return s == "offline" || s == "dbsize";
+}
+
+// How long to wait for a worker's result: 5 minutes, plus 3 ms per message of a self-timed
+// run (its store and drain phases each allow a millisecond per message).
+int resultTimeoutMs(const BenchOptions& o) {
+  std::uint64_t messages = o.scenario == "offline"  ? o.count * o.offlineMessages
+                           : o.scenario == "dbsize" ? o.count
+                                                    : 0;
+  return static_cast<int>(std::min<std::uint64_t>(300000 + 3 * messages, 2000000000));
 }
 
 RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
@@ -174,27 +192,34 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
     sleepUntil(windowStart);
     out.windowStart = sampleProc(server.process->pid());
     sleepUntil(windowStart + phaseNs);
+  } else if (options.scenario == "dbsize") {
+    out.windowStart = out.loaded;
   }
-  if (options.scenario != "offline") {
+  if (!selfTimedScenario(options.scenario)) {
     out.windowEnd = sampleProc(server.process->pid());
     for (auto& worker : workers) worker->command("stop");
   }
   for (auto& worker : workers) {
     ReportFields result;
-    if (!worker->await("result", result, 300000)) {
+    if (!worker->await("result", result, resultTimeoutMs(options))) {
       throw std::runtime_error("a worker died or timed out (see notes above)");
     }
     addFields(out.result, result);
     out.latency.decodeAdd(result.text("hist"));
+    out.intendedLatency.decodeAdd(result.text("hist_intended"));
     out.swapLatency.decodeAdd(result.text("hist_swap"));
+    out.swapIntendedLatency.decodeAdd(result.text("hist_swap_intended"));
+    out.sendLag.decodeAdd(result.text("hist_send_lag"));
     out.storeNsMax = std::max<std::int64_t>(out.storeNsMax, result.number("store_ns"));
     out.drainNsMax = std::max<std::int64_t>(out.drainNsMax, result.number("drain_ns"));
     out.windowNs = std::max<std::int64_t>(out.windowNs, result.number("window_ns"));
   }
-  if (options.scenario == "offline") out.windowEnd = sampleProc(server.process->pid());
+  if (selfTimedScenario(options.scenario)) out.windowEnd = sampleProc(server.process->pid());
   for (auto& worker : workers) worker->finish(5000);
   stopPeer(server);
   rememberServerTree(0);
+  // The host stopped cleanly (SIGTERM): what it left is what a restart would find.
+  if (options.scenario == "dbsize") out.database = measureDatabases(runDir / "data");
   return out;
 }
 
@@ -208,6 +233,14 @@ void addLatency(ReportFields& r, const std::string& prefix, const LatencyHistogr
   r.set(prefix + "p99_us", percentileUs(h, 0.99));
   r.set(prefix + "p999_us", percentileUs(h, 0.999));
   r.set(prefix + "max_us", static_cast<double>(h.maxNs()) / 1000.0);
+}
+
+// Latency from the actual send (p50_us ...), from the intended send (intended_p50_us ...),
+// and how late the generator sent (send_lag_*).
+void addLatencies(ReportFields& r, const std::string& prefix, const LatencyHistogram& actual,
+                  const LatencyHistogram& intended) {
+  addLatency(r, prefix, actual);
+  addLatency(r, prefix + "intended_", intended);
 }
 
 std::uint64_t pausePercentile(std::vector<std::uint64_t> v, double q) {
@@ -258,6 +291,18 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
     r.set(prefix + "fd_limit", run.fdLimit);
     return;
   }
+  if (o.scenario == "dbsize") {
+    double delivered = x.number("delivered_window");
+    r.set(prefix + "pairs", o.pairs);
+    r.set(prefix + "delivered", delivered);
+    r.set(prefix + "delivered_msgs_per_s", windowS > 0 ? delivered / windowS : 0);
+    r.set(prefix + "server_cpu_s_per_million", delivered > 0 ? cpuS / (delivered / 1e6) : 0);
+    r.set(prefix + "lost", x.number("lost"));
+    r.set(prefix + "duplicated", x.number("duplicated"));
+    r.set(prefix + "reordered", x.number("reordered"));
+    for (const auto& [k, v] : run.database.items()) r.set(prefix + k, v);
+    return;
+  }
   if (o.scenario == "offline") {
     r.set(prefix + "stored", x.number("store_msgs"));
     r.set(prefix + "store_msgs_per_s",
@@ -287,14 +332,17 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
   r.set(prefix + "server_cpu_s_per_million", delivered > 0 ? cpuS / (delivered / 1e6) : 0);
   r.set(prefix + "server_cpu_share", windowS > 0 ? cpuS / windowS : 0);
   r.set(prefix + "server_rss_bytes", run.windowEnd.rssBytes);
-  addLatency(r, prefix, run.latency);
+  addLatencies(r, prefix, run.latency, run.intendedLatency);
+  r.set(prefix + "send_lag_p50_us", percentileUs(run.sendLag, 0.50));
+  r.set(prefix + "send_lag_p99_us", percentileUs(run.sendLag, 0.99));
+  r.set(prefix + "send_lag_max_us", static_cast<double>(run.sendLag.maxNs()) / 1000.0);
   r.set(prefix + "lost", x.number("lost"));
   r.set(prefix + "duplicated", x.number("duplicated"));
   r.set(prefix + "reordered", x.number("reordered"));
   r.set(prefix + "disconnects", x.number("disconnects"));
   r.set(prefix + "skipped_offers", x.number("skipped"));
   if (o.scenario == "swap") {
-    addLatency(r, prefix + "swap_", run.swapLatency);
+    addLatencies(r, prefix + "swap_", run.swapLatency, run.swapIntendedLatency);
     r.set(prefix + "swaps_ok", run.swapsOk);
     r.set(prefix + "swaps_failed", run.swapsFailed);
     if (!run.swapFailure.empty()) r.set(prefix + "swap_failure", run.swapFailure);
@@ -321,12 +369,14 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, onStopSignal);
   BenchOptions o;
   CLI::App app{"sbbench: Switchboard load generator and peer comparison"};
-  app.add_option("scenario", o.scenario, "connect, throughput, latency, swap, offline, groups")
+  app.add_option("scenario", o.scenario,
+                 "connect, throughput, latency, swap, offline, groups, dbsize")
       ->required()
-      ->check(CLI::IsMember({"connect", "throughput", "latency", "swap", "offline", "groups"}));
+      ->check(CLI::IsMember(
+          {"connect", "throughput", "latency", "swap", "offline", "groups", "dbsize"}));
   app.add_option("count", o.count,
                  "connect: N phones; throughput/offline: P pairs; latency/swap: offered msgs/s; "
-                 "groups: phone budget per group size");
+                 "groups: phone budget per group size; dbsize: N messages delivered in all");
   app.add_option("--peer", o.peer, "server under test")
       ->check(CLI::IsMember({"switchboard", "mosquitto", "ejabberd"}));
   app.add_option("--procs", o.procs, "worker processes")->check(CLI::Range(1, 32));
@@ -335,7 +385,7 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", o.seconds, "measured window (per phase for swap)");
   app.add_option("--warmup", o.warmupSeconds, "seconds of load before the window opens");
   app.add_option("--window", o.window, "messages in flight per pair until received");
-  app.add_option("--pairs", o.pairs, "pairs carrying the load in latency and swap");
+  app.add_option("--pairs", o.pairs, "pairs carrying the load in latency, swap and dbsize");
   app.add_option("--body", o.bodyBytes, "message body bytes (at least 16)");
   app.add_option("--swap-rounds", o.swapRounds, "load+rollback rounds of each plugin kind");
   app.add_option("--offline-messages", o.offlineMessages, "messages per pair in offline");

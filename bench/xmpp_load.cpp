@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -19,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "deadline_epoll.h"
 #include "peer_load.h"
 #include "peer_servers.h"
 #include "phone_load.h"
@@ -123,14 +123,15 @@ struct XmppClient {
   std::string out;
 };
 
+// A stanza is sent by a send() syscall right after the clock read that stamps it (unless
+// earlier bytes still wait for the socket); arrivals are stamped just after the recv() that
+// completed them, before any parsing.
 class XmppClients final : public PeerClients {
  public:
-  XmppClients(const BenchOptions& options, std::size_t flows)
-      : options_(options), flows_(flows), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {}
+  XmppClients(const BenchOptions& options, std::size_t flows) : options_(options), flows_(flows) {}
   ~XmppClients() override {
     for (auto& c : clients_)
       if (c->fd >= 0) ::close(c->fd);
-    ::close(epoll_);
   }
 
   void setup(ReportFields& ready) override {
@@ -138,7 +139,7 @@ class XmppClients final : public PeerClients {
     std::size_t limit = std::max<std::uint32_t>(1, options_.concurrency / 2);
     std::int64_t start = monotonicNs();
     for (std::size_t i = 0; i < count; ++i) {
-      while (handshaking_ >= limit) poll(5);
+      while (handshaking_ >= limit) poll(monotonicNs() + 5000000);
       auto client = std::make_unique<XmppClient>();
       client->index = i;
       client->user = userName(options_.workerIndex, i);
@@ -146,7 +147,7 @@ class XmppClients final : public PeerClients {
       clients_.push_back(std::move(client));
     }
     std::int64_t deadline = monotonicNs() + 120 * kSecond;
-    while (handshaking_ > 0 && monotonicNs() < deadline) poll(5);
+    while (handshaking_ > 0 && monotonicNs() < deadline) poll(monotonicNs() + 5000000);
     ready.set("registered", count);
     ready.set("register_failures", 0);
     ready.set("logged_in", online_);
@@ -156,9 +157,9 @@ class XmppClients final : public PeerClients {
     ready.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
   }
 
-  void poll(int timeoutMs) override {
+  void poll(std::int64_t deadlineNs) override {
     epoll_event events[256];
-    int n = ::epoll_wait(epoll_, events, 256, timeoutMs);
+    int n = epoll_.wait(events, 256, deadlineNs);
     for (int i = 0; i < n; ++i) {
       auto* client = static_cast<XmppClient*>(events[i].data.ptr);
       if (client->fd < 0) continue;
@@ -167,12 +168,14 @@ class XmppClients final : public PeerClients {
     }
   }
 
-  bool send(std::uint32_t flow, const std::string& body) override {
+  bool send(std::uint32_t flow, const std::string& body, std::int64_t& sentNs) override {
     XmppClient& sender = *clients_[flow * 2];
     XmppClient& receiver = *clients_[flow * 2 + 1];
     if (sender.step != XmppClient::Step::online) return false;
-    write(sender, "<message type='chat' to='" + receiver.user + "@" + options_.xmppDomain +
-                      "'><body>" + hex(body) + "</body></message>");
+    std::string stanza = "<message type='chat' to='" + receiver.user + "@" + options_.xmppDomain +
+                         "'><body>" + hex(body) + "</body></message>";
+    sentNs = monotonicNs();
+    write(sender, stanza);
     return true;
   }
 
@@ -200,10 +203,7 @@ class XmppClients final : public PeerClients {
       client.step = XmppClient::Step::failed;
       return false;
     }
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
-    ev.data.ptr = &client;
-    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, client.fd, &ev);
+    epoll_.add(client.fd, EPOLLIN | EPOLLOUT | EPOLLET, &client);
     write(client, streamHeader());
     return true;
   }
@@ -243,12 +243,14 @@ class XmppClients final : public PeerClients {
         if (errno != EAGAIN) lose(client, std::string("recv: ") + strerror(errno));
         break;
       }
+      std::int64_t readNs = monotonicNs();
       client.in.append(chunk, static_cast<std::size_t>(n));
+      advance(client, readNs);
     }
-    advance(client);
   }
 
-  void advance(XmppClient& client) {
+  // Moves the handshake on, or hands complete message stanzas (read at readNs) to arrived().
+  void advance(XmppClient& client, std::int64_t readNs) {
     using Step = XmppClient::Step;
     while (client.fd >= 0) {
       std::string& in = client.in;
@@ -311,7 +313,7 @@ class XmppClients final : public PeerClients {
           auto bodyEnd = stanza.find("</body>", body);
           if (bodyEnd != std::string_view::npos && arrived) {
             std::string bytes = unhex(stanza.substr(body + 6, bodyEnd - body - 6));
-            arrived(bytes.data(), bytes.size());
+            arrived(bytes.data(), bytes.size(), readNs);
           }
         }
         in.erase(0, end + 10);
@@ -324,7 +326,7 @@ class XmppClients final : public PeerClients {
   void lose(XmppClient& client, const std::string& why) {
     fail(why);
     if (client.step != XmppClient::Step::online && handshaking_ > 0) --handshaking_;
-    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, client.fd, nullptr);
+    epoll_.remove(client.fd);
     ::close(client.fd);
     client.fd = -1;
     client.step = XmppClient::Step::failed;
@@ -339,7 +341,7 @@ class XmppClients final : public PeerClients {
 
   const BenchOptions& options_;
   std::size_t flows_;
-  int epoll_;
+  DeadlineEpoll epoll_;
   std::vector<std::unique_ptr<XmppClient>> clients_;
   std::size_t handshaking_ = 0;
   std::uint64_t online_ = 0;

@@ -4,12 +4,30 @@
 usage: check_bench_json.py SBBENCH KEY[>=N] [KEY...] -- SCENARIO ARGS...
 
 Each KEY must be present; KEY>=N also needs the value to be at least N. The object must
-have no "error" and no lost, duplicated or reordered messages. Figures are not judged
-against any time: this is a smoke test of the harness, not a benchmark.
+have no "error" and no lost, duplicated or reordered messages. Where a latency is reported
+both from the actual send (PREFIXp50_us) and from the intended send (PREFIXintended_p50_us),
+the second can never be the smaller: a message is sent at or after its intended time, and
+both are read on the same receive clock. Figures are not judged against any time: this is
+a smoke test of the harness, not a benchmark.
 """
 import json
 import subprocess
 import sys
+
+
+def latency_order_problems(report):
+    """Each intended_* percentile against its actual-send twin (same prefix)."""
+    problems = []
+    for key, intended in report.items():
+        prefix, marker, rest = key.rpartition("intended_")
+        if not marker or rest not in ("p50_us", "p99_us", "p999_us", "max_us"):
+            continue
+        actual_key = prefix + rest
+        if actual_key not in report:
+            problems.append(f"{key} without {actual_key}")
+        elif intended < report[actual_key]:
+            problems.append(f"{key} = {intended} is below {actual_key} = {report[actual_key]}")
+    return problems
 
 
 def main():
@@ -40,6 +58,7 @@ def main():
     for key, value in report.items():
         if key.endswith(("lost", "duplicated", "reordered")) and value != 0:
             problems.append(f"{key} = {value}")
+    problems += latency_order_problems(report)
     for p in problems:
         print("FAIL:", p)
     return 1 if problems else 0
