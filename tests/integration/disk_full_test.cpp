@@ -91,7 +91,8 @@ TEST(DiskFull, SendsAreRefusedNothingAckedIsLostAndTheHostRecovers) {
     }
   }
   ASSERT_EQ(refusals.size(), 3u) << "2000 sends of 32 KiB fit in 256 KiB of free space";
-  std::cout << "[ figures  ] " << acked.size() << " sends of 32 KiB taken before the disk was full; "
+  std::cout << "[ figures  ] " << acked.size()
+            << " sends of 32 KiB taken before the disk was full; "
             << "then refused: " << refusals.front() << "\n";
   for (const auto& refusal : refusals) EXPECT_THAT(refusal, HasSubstr("disk is full"));
   EXPECT_TRUE(a.client().isLoggedIn()) << "the sender was disconnected by the full disk";

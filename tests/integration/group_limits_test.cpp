@@ -14,19 +14,6 @@ using client::ClientError;
 
 constexpr std::size_t kMaxMembers = 256;  // proto::MAX_GROUP_MEMBERS, creator included
 
-// The text of the refusal `call` throws (it must throw a refused ClientError).
-template <class Call>
-std::string refusal(Call&& call) {
-  try {
-    call();
-  } catch (const ClientError& e) {
-    EXPECT_EQ(e.kind(), ClientError::Kind::refused) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "the call was accepted";
-  return {};
-}
-
 std::string memberNumber(std::size_t i) {
   std::string digits = std::to_string(i);
   return "+1555100" + std::string(4 - digits.size(), '0') + digits;

@@ -2,8 +2,6 @@
 // refused with the id named, and the whole call changes nothing.
 #include <gtest/gtest.h>
 
-#include <functional>
-
 #include "recording_phone.h"
 #include "running_host.h"
 
@@ -12,17 +10,6 @@ namespace {
 
 using client::ClientError;
 using client::ReceiptKind;
-
-std::string refusal(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const ClientError& e) {
-    EXPECT_EQ(e.kind(), ClientError::Kind::refused) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "the call was accepted";
-  return {};
-}
 
 std::size_t readReceiptsFor(const RecordingPhone& phone, std::uint64_t id) {
   std::size_t count = 0;
