@@ -10,12 +10,24 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <mutex>
 #include <type_traits>
 #include <utility>
 
 namespace switchboard::ctl {
+
+std::string defaultAdminSocket() {
+  if (const char* env = std::getenv("SWITCHBOARD_ADMIN_SOCKET"); env != nullptr && *env != '\0')
+    return env;
+  for (const char* candidate : {"./var/admin.sock", "/run/switchboard/admin.sock"}) {
+    std::error_code error;
+    if (std::filesystem::exists(candidate, error)) return candidate;
+  }
+  return "./var/admin.sock";
+}
 
 std::string operatorMessage(const std::string& description) {
   constexpr std::string_view kRemotePrefix = "remote exception: ";

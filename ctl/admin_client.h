@@ -141,6 +141,13 @@ struct Stats {
   std::uint64_t uptimeSeconds = 0;
 };
 
+// The admin socket sbctl and switchboard.Admin use when none is named:
+// $SWITCHBOARD_ADMIN_SOCKET; else ./var/admin.sock (a host started in this
+// directory with its defaults) if it exists; else the packaged service's
+// /run/switchboard/admin.sock if it exists; else ./var/admin.sock, so that the
+// connect error names the local default.
+std::string defaultAdminSocket();
+
 struct AdminClientOptions {
   std::string socketPath = "./var/admin.sock";  // or "HOST:PORT"
   // Upper bound of one call (connect included); enforced on the KJ side, so a call

@@ -125,7 +125,7 @@ int operationExit(const std::string& verb, const PluginOperation& op) {
 // ---------------------------------------------------------------- the command line
 
 struct Arguments {
-  std::string socket = "./var/admin.sock";
+  std::string socket;  // empty: defaultAdminSocket() (admin_client.h)
   unsigned timeoutSeconds = 15;
   Output output;
 
@@ -148,8 +148,9 @@ int run(int argc, char** argv) {
   app.require_subcommand(0, 1);
 
   Arguments args;
-  app.add_option("--socket", args.socket, "the host's admin socket (or HOST:PORT)")
-      ->capture_default_str();
+  app.add_option("--socket", args.socket,
+                 "the host's admin socket or HOST:PORT (default: $SWITCHBOARD_ADMIN_SOCKET, "
+                 "else ./var/admin.sock, else /run/switchboard/admin.sock)");
   app.add_option("--timeout", args.timeoutSeconds, "seconds one call may take")
       ->capture_default_str();
   app.add_flag("--json", args.output.json, "print one JSON document instead of tables");
@@ -392,7 +393,7 @@ int run(int argc, char** argv) {
 
   try {
     AdminClientOptions options;
-    options.socketPath = args.socket;
+    options.socketPath = args.socket.empty() ? defaultAdminSocket() : args.socket;
     options.callTimeout = std::chrono::seconds(args.timeoutSeconds);
     AdminClient admin(options);
     return (*command)(admin, args);

@@ -18,6 +18,8 @@ struct Setting {
   std::string name;
   std::function<CLI::Option*(CLI::App&, HostConfig&)> addFlag;
   std::function<bool(const toml::node&, HostConfig&)> fromToml;
+  std::function<bool(const HostConfig&, const HostConfig&)> same;
+  std::function<void(const HostConfig&, HostConfig&)> copy;
 };
 
 template <class T, class Field>
@@ -38,6 +40,8 @@ Setting setting(std::string name, std::string help, Field HostConfig::*field) {
     }
     return true;
   };
+  s.same = [field](const HostConfig& a, const HostConfig& b) { return a.*field == b.*field; };
+  s.copy = [field](const HostConfig& from, HostConfig& to) { to.*field = from.*field; };
   return s;
 }
 
@@ -57,6 +61,15 @@ std::vector<Setting> settings() {
                            &HostConfig::pluginDir),
       setting<std::int64_t>("threads", "network threads (0: one per core)", &HostConfig::threads),
       setting<std::string>("log-level", "debug, info, warn or error", &HostConfig::logLevel),
+      setting<std::string>("log-file",
+                           "write the log to this file, rotated by size (empty: stderr)",
+                           &HostConfig::logFile),
+      setting<std::string>("log-format", "text, or json: one JSON object per line",
+                           &HostConfig::logFormat),
+      setting<std::int64_t>("log-max-bytes", "rotate the log file past this size",
+                            &HostConfig::logMaxBytes),
+      setting<std::int64_t>("log-max-files", "rotated log files kept beside the live one",
+                            &HostConfig::logMaxFiles),
       setting<std::int64_t>("probation-seconds", "window after a swap that watches errors",
                             &HostConfig::probationSeconds),
       setting<std::int64_t>("probation-errors", "errors within probation that roll back",
@@ -176,6 +189,7 @@ ParsedConfig parseHostConfig(int argc, char** argv) {
   app.add_option("--plugin-setting", pluginSettings,
                  "KIND.KEY=VALUE handed to a plugin's configure(); repeatable");
   app.get_option("--log-level")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  app.get_option("--log-format")->check(CLI::IsMember({"text", "json"}));
 
   try {
     app.parse(argc, argv);
@@ -204,12 +218,64 @@ ParsedConfig parseHostConfig(int argc, char** argv) {
     parsed.text = addPluginSetting(spec, parsed.config);
     if (!parsed.text.empty()) return parsed;
   }
+  parsed.config.configFile = configPath;
+  // Checked here too, as the file bypasses the flags' own checks.
+  const std::set<std::string> levels{"debug", "info", "warn", "error"};
+  if (!levels.contains(parsed.config.logLevel)) {
+    parsed.text =
+        "log-level must be debug, info, warn or error, got '" + parsed.config.logLevel + "'";
+    return parsed;
+  }
+  if (parsed.config.logFormat != "text" && parsed.config.logFormat != "json") {
+    parsed.text = "log-format must be text or json, got '" + parsed.config.logFormat + "'";
+    return parsed;
+  }
+  if (parsed.config.logMaxBytes < 4096 || parsed.config.logMaxFiles < 1) {
+    parsed.text = "log-max-bytes must be at least 4096 and log-max-files at least 1";
+    return parsed;
+  }
   if (parsed.config.threads > 256) {
     parsed.text = "--threads must be between 0 and 256";
     return parsed;
   }
   parsed.outcome = ParsedConfig::Outcome::run;
   return parsed;
+}
+
+std::vector<std::string> changedSettings(const HostConfig& a, const HostConfig& b) {
+  std::vector<std::string> changed;
+  for (const Setting& s : settings()) {
+    if (!s.same(a, b)) changed.push_back(s.name);
+  }
+  std::set<std::string> kinds;
+  for (const auto& [kind, values] : a.pluginSettings) kinds.insert(kind);
+  for (const auto& [kind, values] : b.pluginSettings) kinds.insert(kind);
+  for (const std::string& kind : kinds) {
+    auto inA = a.pluginSettings.find(kind);
+    auto inB = b.pluginSettings.find(kind);
+    const bool sameSettings =
+        inA != a.pluginSettings.end() && inB != b.pluginSettings.end()
+            ? inA->second == inB->second
+            : (inA == a.pluginSettings.end() ? inB->second.empty() : inA->second.empty());
+    if (!sameSettings) changed.push_back("plugin." + kind);
+  }
+  return changed;
+}
+
+void copySetting(const std::string& key, const HostConfig& from, HostConfig& to) {
+  if (key.starts_with("plugin.")) {
+    const std::string kind = key.substr(7);
+    auto found = from.pluginSettings.find(kind);
+    if (found == from.pluginSettings.end()) {
+      to.pluginSettings.erase(kind);
+    } else {
+      to.pluginSettings[kind] = found->second;
+    }
+    return;
+  }
+  for (const Setting& s : settings()) {
+    if (s.name == key) s.copy(from, to);
+  }
 }
 
 }  // namespace switchboard

@@ -25,6 +25,15 @@ struct HostConfig {
   std::uint32_t threads = 0;        // 0: one per core
   std::string logLevel = "info";
 
+  // Logs (host/log_output.h): stderr unless log-file is set, then that file,
+  // rotated past logMaxBytes with logMaxFiles older files kept beside it.
+  std::filesystem::path logFile;
+  std::string logFormat = "text";  // text, or json: one object per line
+  std::uint64_t logMaxBytes = 10 * 1024 * 1024;
+  std::uint32_t logMaxFiles = 5;
+  // The --config file this was read from; empty when none (SIGHUP re-reads it).
+  std::filesystem::path configFile;
+
   // Plugin swaps (see docs/architecture.md, "The swap").
   std::uint32_t probationSeconds = 60;
   std::uint32_t probationErrorThreshold = 10;
@@ -56,5 +65,11 @@ struct ParsedConfig {
 };
 
 ParsedConfig parseHostConfig(int argc, char** argv);
+
+// For a reload: the keys whose values differ between `a` and `b`, in the order
+// of --help, then "plugin.KIND" for each kind whose plugin settings differ.
+std::vector<std::string> changedSettings(const HostConfig& a, const HostConfig& b);
+// Copies the value of one key named by changedSettings from `from` to `to`.
+void copySetting(const std::string& key, const HostConfig& from, HostConfig& to);
 
 }  // namespace switchboard

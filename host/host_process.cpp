@@ -61,9 +61,14 @@ plugin::PluginManagerOptions pluginOptions(const HostConfig& config) {
 std::filesystem::path defaultPluginDir() {
   auto exe = executablePath();
   if (exe.empty()) return {};
-  auto dir = exe.parent_path().parent_path() / "plugins";
-  std::error_code error;
-  return std::filesystem::is_directory(dir, error) ? dir : std::filesystem::path();
+  // The build tree (build/host/switchboard, build/plugins), then an installed
+  // tree (PREFIX/bin/switchboard, PREFIX/lib/switchboard/plugins).
+  const auto prefix = exe.parent_path().parent_path();
+  for (const auto& dir : {prefix / "plugins", prefix / SWITCHBOARD_INSTALL_PLUGINDIR}) {
+    std::error_code error;
+    if (std::filesystem::is_directory(dir, error)) return dir;
+  }
+  return {};
 }
 
 // Declared in the order they are built; destroyed in reverse.
@@ -82,10 +87,15 @@ struct HostProcess::Parts {
   std::unique_ptr<net::RpcListener> adminListener;
   std::unique_ptr<admin::MetricsServer> metrics;
   asio::io_context signals;  // run() waits here
+  // SIGHUP is caught from construction on, so one sent as soon as the host
+  // answers waits for run() instead of killing the process.
+  std::unique_ptr<asio::signal_set> hangup;
 };
 
-HostProcess::HostProcess(HostConfig config) : config_(std::move(config)), parts_(new Parts) {
+HostProcess::HostProcess(HostConfig config)
+    : config_(std::move(config)), live_(config_), parts_(new Parts) {
   Parts& p = *parts_;
+  p.hangup = std::make_unique<asio::signal_set>(p.signals, SIGHUP);
   try {
     store::StoreOptions storeOptions;
     storeOptions.dataDir = config_.dataDir;
@@ -240,10 +250,100 @@ int HostProcess::run() {
   };
   parts_->messaging->sweepExpired();
   scheduleSweep();
+  std::function<void()> waitHangup = [&]() {
+    parts_->hangup->async_wait([&](const std::error_code& error, int) {
+      if (error) return;
+      spdlog::info("signal SIGHUP: reloading the configuration");
+      reload();
+      waitHangup();
+    });
+  };
+  waitHangup();
   auto guard = asio::make_work_guard(parts_->signals);
   parts_->signals.run();
   shutdown();
   return 0;
+}
+
+void HostProcess::setConfigSource(std::function<ParsedConfig()> source) {
+  configSource_ = std::move(source);
+}
+
+// ---------------------------------------------------------------- reload (SIGHUP)
+
+std::vector<std::string> HostProcess::reload() {
+  auto report = [](std::vector<std::string>& lines, spdlog::level::level_enum level,
+                   std::string line) {
+    spdlog::log(level, "{}", line);
+    lines.push_back(std::move(line));
+  };
+  std::vector<std::string> lines;
+  if (!configSource_) {
+    report(lines, spdlog::level::warn, "reload: no configuration source, nothing re-read");
+    return lines;
+  }
+  spdlog::debug("reload: reading the flags and {}",
+                config_.configFile.empty() ? "no config file" : config_.configFile.string());
+  ParsedConfig parsed = configSource_();
+  if (parsed.outcome != ParsedConfig::Outcome::run) {
+    report(lines, spdlog::level::err, "reload: refused, nothing applied: " + parsed.text);
+    report(lines, spdlog::level::info, "reload: done: 0 applied, 0 need a restart, 1 refused");
+    return lines;
+  }
+  const HostConfig& next = parsed.config;
+  std::vector<std::string> applied, restart, refused;
+  bool limitsChanged = false;
+  for (const std::string& key : changedSettings(live_, next)) {
+    if (key == "log-level") {
+      applied.push_back(key + " " + live_.logLevel + " -> " + next.logLevel);
+    } else if (key == "probation-seconds" || key == "probation-errors" ||
+               key == "canary-timeout-ms") {
+      limitsChanged = true;
+      applied.push_back(key);
+    } else if (key.starts_with("plugin.")) {
+      auto kind = plugin::parseKind(key.substr(7));
+      std::vector<plugin::Plugin::Setting> settings;
+      if (auto found = next.pluginSettings.find(key.substr(7));
+          found != next.pluginSettings.end()) {
+        for (const auto& [name, value] : found->second) settings.push_back({name, value});
+      }
+      auto result = parts_->plugins->reconfigure(*kind, std::move(settings));
+      if (!result.ok) {
+        refused.push_back(key + ": " + result.error);
+        continue;
+      }
+      applied.push_back(key);
+    } else {
+      restart.push_back(key);
+      continue;
+    }
+    copySetting(key, next, live_);
+  }
+  if (limitsChanged) {
+    parts_->plugins->setLimits({std::chrono::seconds(live_.probationSeconds),
+                                live_.probationErrorThreshold,
+                                std::chrono::milliseconds(live_.canaryTimeoutMs)});
+  }
+  auto joined = [](const std::vector<std::string>& items) {
+    std::string text;
+    for (const auto& item : items) text += (text.empty() ? "" : ", ") + item;
+    return text;
+  };
+  // The report is written at info or above whatever the old and new levels
+  // (the operator asked for it); the new level holds from the next line on.
+  spdlog::set_level(std::min(spdlog::level::info, spdlog::get_level()));
+  if (!applied.empty()) report(lines, spdlog::level::info, "reload: applied: " + joined(applied));
+  if (!restart.empty())
+    report(lines, spdlog::level::warn, "reload: not applied, needs a restart: " + joined(restart));
+  for (const auto& item : refused) report(lines, spdlog::level::err, "reload: refused: " + item);
+  if (lines.empty()) report(lines, spdlog::level::info, "reload: nothing changed");
+  // The last line of every report, for whoever waits on it.
+  report(lines, spdlog::level::info,
+         "reload: done: " + std::to_string(applied.size()) + " applied, " +
+             std::to_string(restart.size()) + " need a restart, " + std::to_string(refused.size()) +
+             " refused");
+  spdlog::set_level(spdlog::level::from_str(live_.logLevel));
+  return lines;
 }
 
 void HostProcess::requestStop() {

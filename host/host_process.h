@@ -6,15 +6,17 @@
 // listener, and the admin room: its operation worker, the admin socket (on
 // the first network thread) and the metrics HTTP server (its own thread).
 // Construction brings the whole server up or throws HostStartError with one
-// line for the operator; run() then serves until SIGINT or SIGTERM and
-// shuts down cleanly: stop accepting, tell every session, close connections,
-// stop the plugins, flush the store.
+// line for the operator; run() then serves until SIGINT or SIGTERM (SIGHUP
+// reloads the configuration, see reload()) and shuts down cleanly: stop accepting, tell every
+// session, close connections, stop the plugins, flush the store.
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "host_config.h"
 
@@ -42,6 +44,20 @@ class HostProcess {
   // Makes run() return; thread-safe and async-signal-free (posts to run()).
   void requestStop();
 
+  // What SIGHUP re-reads: the same flags and config file as at startup. Set
+  // before run(); without one, SIGHUP logs that there is nothing to re-read.
+  void setConfigSource(std::function<ParsedConfig()> source);
+  // Re-reads the configuration and applies what can change while running:
+  // log-level, probation-seconds, probation-errors, canary-timeout-ms and
+  // the plugins' settings ([plugin.KIND], each kind's serving version
+  // restarted with them through a swap). Every other changed key is logged
+  // as needing a restart, and stays pending; a refused plugin setting keeps
+  // the old ones. Logs one line per outcome ("reload: applied: ...",
+  // "reload: not applied, needs a restart: ...", "reload: refused: ...", then
+  // "reload: done: A applied, R need a restart, F refused") and returns them.
+  // Runs on run()'s thread when SIGHUP arrives.
+  std::vector<std::string> reload();
+
   // The client endpoint as bound ("127.0.0.1:5222").
   std::string clientEndpoint() const;
   // The metrics endpoint as bound ("127.0.0.1:9464"); empty when disabled.
@@ -58,6 +74,8 @@ class HostProcess {
   void shutdown();
 
   const HostConfig config_;
+  HostConfig live_;  // config_ with what reloads applied since
+  std::function<ParsedConfig()> configSource_;
   std::unique_ptr<Parts> parts_;
 };
 

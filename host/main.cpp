@@ -6,6 +6,7 @@
 
 #include "host_config.h"
 #include "host_process.h"
+#include "log_output.h"
 #include "plugin/canary.h"
 
 int main(int argc, char** argv) {
@@ -25,10 +26,18 @@ int main(int argc, char** argv) {
     std::cerr << "switchboard: " << parsed.text << "\n";
     return 2;
   }
+  try {
+    switchboard::installHostLog(parsed.config);
+  } catch (const std::exception& e) {
+    std::cerr << "switchboard: " << e.what() << "\n";
+    return 2;
+  }
   spdlog::set_level(spdlog::level::from_str(parsed.config.logLevel));
 
   try {
     switchboard::HostProcess host(parsed.config);
+    // SIGHUP reads the flags and the config file again, as at startup.
+    host.setConfigSource([argc, argv] { return switchboard::parseHostConfig(argc, argv); });
     return host.run();
   } catch (const switchboard::HostStartError& e) {
     std::cerr << "switchboard: " << e.what() << "\n";

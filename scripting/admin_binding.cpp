@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <optional>
 
 namespace py = pybind11;
 
@@ -70,22 +71,39 @@ class AdminHandle {
 
 void bindAdmin(py::module_& module) {
   using A = ctl::AdminClient;
-  py::class_<AdminHandle>(module, "Admin",
-                          "A connection to a host's admin socket. Every method blocks until "
-                          "the host answers (or the time-out) and returns dicts/lists; a "
-                          "refusal raises switchboard.Error with the host's reason.")
-      .def(py::init<const std::string&, double>(), py::arg("socket_path") = "./var/admin.sock",
-           py::arg("timeout") = 15.0)
-      .def("close", &AdminHandle::close)
+  py::class_<AdminHandle>(module, "Admin", R"doc(A connection to a Switchboard host's admin socket.
+
+Admin(socket_path=None, timeout=15.0)
+
+socket_path is the host's admin Unix socket (or "HOST:PORT"). When None:
+$SWITCHBOARD_ADMIN_SOCKET, else ./var/admin.sock if it exists (a host
+started in this directory with its defaults), else the packaged service's
+/run/switchboard/admin.sock if it exists. timeout bounds one call, in seconds.
+
+Every method blocks until the host answers (with the GIL released) and
+returns plain dicts and lists with snake_case keys. A refusal or a failure
+raises switchboard.Error with the host's reason. Use it as a context manager
+(`with switchboard.Admin() as admin:`) or call close().)doc")
+      .def(py::init([](std::optional<std::string> socketPath, double timeout) {
+             return std::make_unique<AdminHandle>(
+                 socketPath ? *socketPath : ctl::defaultAdminSocket(), timeout);
+           }),
+           py::arg("socket_path") = py::none(), py::arg("timeout") = 15.0)
+      .def("close", &AdminHandle::close, "Closes the connection; later calls raise Error.")
       .def(
           "__enter__", [](AdminHandle& self) -> AdminHandle& { return self; },
           py::return_value_policy::reference)
       .def("__exit__", [](AdminHandle& self, py::args) { self.close(); })
-      .def("status",
-           [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.status(); }); })
+      .def(
+          "status",
+          [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.status(); }); },
+          "The host at a glance: version, node, uptime_seconds, threads, sessions, "
+          "connections, data_dir, client_endpoint and plugins (as plugins() returns).")
       .def(
           "plugins",
-          [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.plugins(); }); })
+          [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.plugins(); }); },
+          "Per plugin kind: state, serving version, versions kept (calls, errors, p50/p99 "
+          "latency each) and swap pauses.")
       .def("load_plugin", &AdminHandle::loadPlugin, py::arg("kind"), py::arg("path"),
            py::arg("progress") = py::none(),
            "Load a .so as a new version of `kind`; progress(step, detail) hears each step. "
@@ -95,13 +113,18 @@ void bindAdmin(py::module_& module) {
           [](AdminHandle& h, const std::string& kind, const std::string& version) {
             return h.call([&](A& a) -> nlohmann::json { return a.rollbackPlugin(kind, version); });
           },
-          py::arg("kind"), py::arg("version") = "")
+          py::arg("kind"), py::arg("version") = "",
+          "Back to the previous version of `kind`, or to `version` if it is still kept. "
+          "Returns the operation dict, as load_plugin does.")
       .def(
           "plugin_history",
           [](AdminHandle& h, const std::string& kind, std::uint32_t limit) {
             return h.call([&](A& a) -> nlohmann::json { return a.pluginHistory(kind, limit); });
           },
-          py::arg("kind") = "", py::arg("limit") = 0)
+          py::arg("kind") = "", py::arg("limit") = 0,
+          "The plugin ledger, newest first: one dict per load, swap, rollback, reconfigure "
+          "or refusal (at_ms, actor, kind, from_version, to_version, sha256, pause_us, "
+          "result, reason). kind='' means every kind; limit=0 the host's default.")
       .def(
           "sessions",
           [](AdminHandle& h, const std::string& prefix, std::uint32_t minQueue,
@@ -109,13 +132,15 @@ void bindAdmin(py::module_& module) {
             return h.call(
                 [&](A& a) -> nlohmann::json { return a.sessions(prefix, minQueue, limit); });
           },
-          py::arg("prefix") = "", py::arg("min_queue") = 0, py::arg("limit") = 0)
+          py::arg("prefix") = "", py::arg("min_queue") = 0, py::arg("limit") = 0,
+          "Live sessions whose phone starts with `prefix` and whose outbound queue holds at "
+          "least `min_queue` items.")
       .def(
           "session",
           [](AdminHandle& h, const std::string& phone) {
             return h.call([&](A& a) -> nlohmann::json { return a.session(phone); });
           },
-          py::arg("phone"))
+          py::arg("phone"), "One phone's session with its queue length; Error if offline.")
       .def(
           "kick",
           [](AdminHandle& h, const std::string& phone, const std::string& reason) {
@@ -124,25 +149,27 @@ void bindAdmin(py::module_& module) {
               return nullptr;
             });
           },
-          py::arg("phone"), py::arg("reason") = "")
+          py::arg("phone"), py::arg("reason") = "",
+          "Tells the phone `reason` and closes its session.")
       .def(
           "queues",
           [](AdminHandle& h, std::uint32_t limit) {
             return h.call([&](A& a) -> nlohmann::json { return a.queues(limit); });
           },
-          py::arg("limit") = 0)
+          py::arg("limit") = 0, "The longest outbound queues, longest first.")
       .def(
           "users",
           [](AdminHandle& h, const std::string& prefix, std::uint32_t limit) {
             return h.call([&](A& a) -> nlohmann::json { return a.users(prefix, limit); });
           },
-          py::arg("prefix") = "", py::arg("limit") = 0)
+          py::arg("prefix") = "", py::arg("limit") = 0,
+          "Registered users whose phone starts with `prefix`.")
       .def(
           "user",
           [](AdminHandle& h, const std::string& phone) {
             return h.call([&](A& a) -> nlohmann::json { return a.user(phone); });
           },
-          py::arg("phone"))
+          py::arg("phone"), "One registered user; Error if unknown.")
       .def(
           "delete_user",
           [](AdminHandle& h, const std::string& phone) {
@@ -151,7 +178,7 @@ void bindAdmin(py::module_& module) {
               return nullptr;
             });
           },
-          py::arg("phone"))
+          py::arg("phone"), "Removes the user, its device key and what waits for it.")
       .def(
           "revoke_key",
           [](AdminHandle& h, const std::string& phone) {
@@ -160,15 +187,18 @@ void bindAdmin(py::module_& module) {
               return nullptr;
             });
           },
-          py::arg("phone"))
+          py::arg("phone"), "Invalidates the user's device key; its session is closed.")
       .def(
           "outbox",
           [](AdminHandle& h, const std::string& phone, std::uint32_t limit) {
             return h.call([&](A& a) -> nlohmann::json { return a.outbox(phone, limit); });
           },
-          py::arg("phone") = "", py::arg("limit") = 0)
-      .def("stats",
-           [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.stats(); }); })
+          py::arg("phone") = "", py::arg("limit") = 0,
+          "SMS sent, newest first (the code in clear only with the development sink).")
+      .def(
+          "stats",
+          [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.stats(); }); },
+          "Counters since start: messages, logins, registrations, store commits, sinks.")
       .def(
           "broadcast",
           [](AdminHandle& h, const std::string& text, const std::string& to) {

@@ -26,6 +26,8 @@ struct LedgerRow {
 inline constexpr const char* kResultLoaded = "loaded";    // first version of a kind
 inline constexpr const char* kResultSwapped = "swapped";  // replaced a serving version
 inline constexpr const char* kResultRolledBack = "rolled_back";
+// The serving version restarted with new settings (a config reload).
+inline constexpr const char* kResultReconfigured = "reconfigured";
 inline constexpr const char* kResultRejected = "rejected";  // refused; nothing changed
 
 // Writes rows through the Store (the plugin_ledger table, created if missing)

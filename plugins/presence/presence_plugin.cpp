@@ -15,11 +15,10 @@
 #include <string>
 #include <string_view>
 
-#include "plugin_descriptor.h"
 #include "scratch_host.h"
 #include "setting_values.h"
 #include "state_codec.h"
-#include "switchboard/plugin_api.h"
+#include "switchboard/plugin_sdk.h"
 
 namespace switchboard::plugins::presence {
 namespace {
@@ -58,7 +57,6 @@ class PresencePolicy final : public PresencePlugin {
   void start() override {
     host_.log(LogLevel::info, "presence " SWITCHBOARD_PLUGIN_VERSION " started");
   }
-  void stop() override {}
 
   bool visible(std::string_view user, std::string_view watcher, bool watcherHasUserAsContact,
                bool userHasWatcherAsContact) override {
@@ -139,11 +137,7 @@ class PresencePolicy final : public PresencePlugin {
   std::uint64_t hiddenCount_ = 0;
 };
 
-const plugin::Descriptor* descriptor() {
-  return describePlugin<PresencePolicy, plugin::Kind::presence>();
-}
-
 }  // namespace
 }  // namespace switchboard::plugins::presence
 
-SWITCHBOARD_PLUGIN(switchboard::plugins::presence::descriptor)
+SWITCHBOARD_PLUGIN_CLASS(switchboard::plugins::presence::PresencePolicy, presence)

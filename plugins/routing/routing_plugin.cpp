@@ -9,7 +9,7 @@
 // Receipts follow the same rules as messages. A direct message to oneself is
 // delivered like any other (a note to self).
 //
-// Settings: none; any key is refused.
+// Settings: none; any key is refused (the SDK default configure).
 // State: one counter per destination. Format 1 (1.0.x): the five counters as
 // fixed-width u64 in Destination order. Format 2 (1.1.x): a count, then
 // (destination name, compact u64) pairs, names sorted.
@@ -22,11 +22,9 @@
 #include <string>
 #include <string_view>
 
-#include "plugin_descriptor.h"
 #include "scratch_host.h"
-#include "setting_values.h"
 #include "state_codec.h"
-#include "switchboard/plugin_api.h"
+#include "switchboard/plugin_sdk.h"
 
 namespace switchboard::plugins::routing {
 namespace {
@@ -53,19 +51,10 @@ class RoutingPolicy final : public RoutingPlugin {
  public:
   explicit RoutingPolicy(HostServices& host) : host_(host) {}
 
-  std::string configure(const std::vector<Setting>& settings) override {
-    try {
-      if (!settings.empty()) return unknownSetting("routing", settings.front(), {});
-      return {};
-    } catch (const std::exception& error) {
-      return std::string("routing settings could not be read: ") + error.what();
-    }
-  }
-
+  // configure and stop: the SDK defaults (no settings; nothing to release).
   void start() override {
     host_.log(LogLevel::info, "routing " SWITCHBOARD_PLUGIN_VERSION " started");
   }
-  void stop() override {}
 
   Decision route(const Envelope& envelope) override {
     try {
@@ -195,11 +184,7 @@ class RoutingPolicy final : public RoutingPlugin {
   std::array<std::uint64_t, kDestinations> counters_{};
 };
 
-const plugin::Descriptor* descriptor() {
-  return describePlugin<RoutingPolicy, plugin::Kind::routing>();
-}
-
 }  // namespace
 }  // namespace switchboard::plugins::routing
 
-SWITCHBOARD_PLUGIN(switchboard::plugins::routing::descriptor)
+SWITCHBOARD_PLUGIN_CLASS(switchboard::plugins::routing::RoutingPolicy, routing)

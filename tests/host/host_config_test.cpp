@@ -134,5 +134,41 @@ TEST(HostConfig, HelpAndVersionArePrintedNotErrors) {
   EXPECT_NE(version.text.find("switchboard"), std::string::npos);
 }
 
+TEST(HostConfig, LogOptionsAreCheckedInTheFileToo) {
+  ParsedConfig parsed = parse({"--log-file", "/tmp/sb.log", "--log-format", "json",
+                               "--log-max-bytes", "8192", "--log-max-files", "3"});
+  ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;
+  EXPECT_EQ(parsed.config.logFile, "/tmp/sb.log");
+  EXPECT_EQ(parsed.config.logFormat, "json");
+  EXPECT_EQ(parsed.config.logMaxBytes, 8192u);
+  EXPECT_EQ(parsed.config.logMaxFiles, 3u);
+  EXPECT_EQ(parse({"--log-format", "xml"}).outcome, Outcome::error);
+  ConfigFile badFormat("log-format = \"xml\"\n");
+  EXPECT_EQ(parse({"--config", badFormat.path()}).text,
+            "log-format must be text or json, got 'xml'");
+  ConfigFile badLevel("log-level = \"loud\"\n");
+  EXPECT_EQ(parse({"--config", badLevel.path()}).text,
+            "log-level must be debug, info, warn or error, got 'loud'");
+  EXPECT_EQ(parse({"--log-max-bytes", "100"}).text,
+            "log-max-bytes must be at least 4096 and log-max-files at least 1");
+}
+
+TEST(HostConfig, ChangedSettingsNamesEachKeyAndPluginKindThatDiffers) {
+  ConfigFile before("log-level = \"info\"\n[plugin.auth]\nmax-attempts = 5\n");
+  ConfigFile after(
+      "log-level = \"debug\"\nlisten = \"127.0.0.1:7000\"\n"
+      "[plugin.presence]\nrequire-mutual-contacts = false\n");
+  HostConfig a = parse({"--config", before.path()}).config;
+  HostConfig b = parse({"--config", after.path()}).config;
+  EXPECT_EQ(changedSettings(a, a), std::vector<std::string>{});
+  const std::vector<std::string> changed = changedSettings(a, b);
+  EXPECT_EQ(changed,
+            (std::vector<std::string>{"listen", "log-level", "plugin.auth", "plugin.presence"}));
+  for (const std::string& key : changed) copySetting(key, b, a);
+  EXPECT_EQ(changedSettings(a, b), std::vector<std::string>{});
+  EXPECT_EQ(a.logLevel, "debug");
+  EXPECT_FALSE(a.pluginSettings.contains("auth"));
+}
+
 }  // namespace
 }  // namespace switchboard

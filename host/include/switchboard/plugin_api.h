@@ -19,8 +19,11 @@
 //     host's network threads, concurrently, so a plugin guards its own state.
 //   * A plugin never blocks: host services are non-blocking by contract.
 //
-// Build a plugin with -fvisibility=hidden -fno-gnu-unique (CMake target
-// switchboard_plugin_flags) and export its descriptor with SWITCHBOARD_PLUGIN.
+// Build a plugin with -fvisibility=hidden -fno-gnu-unique: the installed CMake
+// package does it (find_package(Switchboard), switchboard_add_plugin(), see
+// docs/plugin-authoring.md). Export its descriptor with SWITCHBOARD_PLUGIN, or
+// the class and its descriptor at once with SWITCHBOARD_PLUGIN_CLASS
+// (switchboard/plugin_sdk.h).
 #pragma once
 
 #include <cstdint>
@@ -79,12 +82,21 @@ struct SelfTestResult {
 };
 
 // The lifecycle every kind shares. The host calls, in order:
-//   create → importState (only when replacing a running version) → start →
-//   ...calls of the kind's interface... → exportState → stop → destroy.
+//   create → configure → importState (only when replacing a running version)
+//   → start → ...calls of the kind's interface... → exportState → stop → destroy.
 // A swap quiesces the old instance, calls its exportState, then the new one's
 // importState and start, and only then the old one's stop: if the new version
-// refuses the state, the old one resumes as if nothing happened.
+// refuses the state, the old one resumes as if nothing happened. A reload of
+// the host's settings (SIGHUP) is the same swap to a fresh instance of the
+// serving version, configured with the new settings.
 // selfTest runs only in the canary child process, on a fresh instance.
+//
+// Every method but selfTest has a default that suits a plugin with no
+// settings and no state: configure refuses any setting, start and stop do
+// nothing, exportState returns no bytes and importState drops what an older
+// version exported. Such a plugin writes its kind's decision and selfTest,
+// nothing else. The defaults are inline and compiled into the plugin, so
+// they change no layout (kAbiVersion stays where it was).
 class Plugin {
  public:
   virtual ~Plugin() = default;
@@ -97,17 +109,20 @@ class Plugin {
     std::string key;
     std::string value;
   };
-  virtual std::string configure(const std::vector<Setting>& settings) { return {}; }
+  virtual std::string configure(const std::vector<Setting>& settings) {
+    if (settings.empty()) return {};
+    return "unknown setting \"" + settings.front().key + "\" (this plugin takes no settings)";
+  }
 
-  virtual void start() = 0;
-  virtual void stop() = 0;
+  virtual void start() {}
+  virtual void stop() {}
 
   // The plugin's state as bytes in this version's own format. Called with the
   // slot quiesced: no other call runs concurrently.
-  virtual std::string exportState() = 0;
+  virtual std::string exportState() { return {}; }
   // Adopt state exported by version `fromVersion` (older or newer: rollback uses
   // the same call). Throwing refuses the swap and the old version keeps serving.
-  virtual void importState(std::string_view fromVersion, std::string_view bytes) = 0;
+  virtual void importState(std::string_view /*fromVersion*/, std::string_view /*bytes*/) {}
 
   // Exercises the plugin without touching shared host state. Runs in a
   // throwaway process; a crash, a hang or ok=false rejects the version.
