@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "plugin/library_abi_check.h"
 #include "plugin/plugin_host_services.h"
 
 namespace switchboard::plugin {
@@ -175,7 +176,9 @@ OperationResult PluginManager::doLoad(Kind kind, const std::filesystem::path& li
     result.sha256 = staged.sha256;
 
     // Nothing from this library runs in this process before the canary passed.
+    // abi-check reads the file only; the canary runs it, in a child process.
     step("abi-check", "sha256 " + staged.sha256);
+    checkLibraryAbi(staged.path);
     step("canary", staged.path.string());
     auto verdict = runCanaryProcess(options_.canary, kind, staged.path);
     if (!verdict.passed) throw PluginError(verdict.reason);

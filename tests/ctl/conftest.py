@@ -10,6 +10,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from switchboard_host import RunningHost, build_dir  # noqa: E402
 
 BUILD = build_dir()
+sys.path.insert(0, str(BUILD / "scripting"))
+
+# The phone side of these tests is the Python module: one that does not import is a
+# failure of the build under test, never a reason to skip.
+try:
+    import switchboard  # noqa: E402,F401
+except ImportError as error:
+    raise ImportError(f"the switchboard module in {BUILD / 'scripting'} does not import: "
+                      f"{error}") from error
 
 
 @pytest.fixture(scope="module")

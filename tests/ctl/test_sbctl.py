@@ -4,7 +4,7 @@ with exactly one line on stderr."""
 import json
 import subprocess
 
-import pytest
+import switchboard
 
 
 def run(sbctl_path, host, *args, socket=None):
@@ -28,15 +28,7 @@ def expect_one_line_error(done, fragment):
 
 
 def register(host, admin_json, phone):
-    """A registered, logged-in phone through the Python module if built; else None."""
-    try:
-        sys_path = str(host.build / "scripting")
-        import sys
-        if sys_path not in sys.path:
-            sys.path.insert(0, sys_path)
-        import switchboard
-    except ImportError:
-        return None
+    """A registered, logged-in phone through the Python module (conftest imports it)."""
     client = switchboard.Client("127.0.0.1", host.port)
     client.request_code(phone)
     code = admin_json("outbox", phone)[0]["code"]
@@ -79,8 +71,6 @@ def test_human_load_shows_progress_steps(sbctl_path, host):
 def test_users_sessions_outbox_kick_broadcast(sbctl_path, host):
     admin_json = lambda *a: run_json(sbctl_path, host, *a)  # noqa: E731
     client = register(host, admin_json, "+15550008001")
-    if client is None:
-        pytest.skip("the switchboard Python module is not built (needed to be a phone)")
     try:
         users = admin_json("users", "--prefix", "+1555000800")
         assert [u["phone"] for u in users] == ["+15550008001"]

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "client/client.h"
 #include "running_host.h"
 
@@ -59,5 +61,19 @@ class RecordingPhone {
 
 // The bodies of `messages`, in order.
 std::vector<std::string> bodiesOf(const std::vector<client::Message>& messages);
+
+// The server's reason when `call` throws a refused ClientError; a test failure
+// (and "") when it throws another kind or is accepted.
+template <class Call>
+std::string refusal(Call&& call) {
+  try {
+    call();
+  } catch (const client::ClientError& e) {
+    EXPECT_EQ(e.kind(), client::ClientError::Kind::refused) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "the call was accepted";
+  return {};
+}
 
 }  // namespace switchboard::integration

@@ -9,19 +9,6 @@ namespace {
 
 using client::ClientError;
 
-// The text of the error `call` throws (it must throw a refused ClientError).
-template <class Call>
-std::string refusal(Call&& call) {
-  try {
-    call();
-  } catch (const ClientError& e) {
-    EXPECT_EQ(e.kind(), ClientError::Kind::refused) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "the call was accepted";
-  return {};
-}
-
 std::string wrongCodeFor(const std::string& code) {
   return code == "00000" ? "11111" : "00000";
 }

@@ -120,20 +120,21 @@ bool RunningHost::spawnAndWait() {
                                    "--data-dir",
                                    dataDir_.string(),
                                    "--admin-socket",
-                                   (dir_.path() / "admin.sock").string(),
-                                   "--metrics-listen",
-                                   "",
+                                   adminSocket().string(),
                                    "--plugin-dir",
                                    SWITCHBOARD_PLUGIN_DIR,
-                                   "--threads",
-                                   "2",
                                    "--sms-command",
                                    sms_.script().string()};
   args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
+  auto byDefault = [&](const std::string& flag, const std::string& value) {
+    if (std::find(extraArgs_.begin(), extraArgs_.end(), flag) == extraArgs_.end()) {
+      args.insert(args.end(), {flag, value});
+    }
+  };
+  byDefault("--metrics-listen", "");
+  byDefault("--threads", "2");
   // Info unless the test asks for more ("serving phones on" is logged at info).
-  if (std::find(args.begin(), args.end(), "--log-level") == args.end()) {
-    args.insert(args.end(), {"--log-level", "info"});
-  }
+  byDefault("--log-level", "info");
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -166,6 +167,13 @@ bool RunningHost::spawnAndWait() {
   }
   pid_ = pid;
   return true;
+}
+
+void RunningHost::kill9() {
+  if (!running()) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
 }
 
 int RunningHost::stop() {

@@ -45,7 +45,9 @@ std::string registerPhone(client::Client& client, const SmsFile& sms, const std:
 // stops it. Not thread-safe: one test thread drives it.
 class RunningHost {
  public:
-  // `extraArgs` are appended to the command line (--plugin-setting ..., ...).
+  // `extraArgs` are appended to the command line (--plugin-setting ..., ...). A
+  // default flag (--metrics-listen, --log-level, --threads) that
+  // extraArgs also gives is left to extraArgs.
   explicit RunningHost(std::vector<std::string> extraArgs = {});
   ~RunningHost();
   RunningHost(const RunningHost&) = delete;
@@ -61,6 +63,14 @@ class RunningHost {
   std::uint16_t port() const { return port_; }
   client::ClientOptions clientOptions() const;
   const std::filesystem::path& dataDir() const { return dataDir_; }
+  // The admin socket (the host's --admin-socket), in the private temp dir.
+  std::filesystem::path adminSocket() const { return dir_.path() / "admin.sock"; }
+  // The temp dir holding the data dir, the admin socket, the SMS file and the log.
+  const std::filesystem::path& workDir() const { return dir_.path(); }
+  // The running host's process id (-1 when stopped).
+  pid_t pid() const { return pid_; }
+  // SIGKILL, no warning, and reaps it: what a crash or the OOM killer does.
+  void kill9();
   const SmsFile& sms() const { return sms_; }
   // Everything the host logged so far (all runs).
   std::string log() const;

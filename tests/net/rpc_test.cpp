@@ -10,9 +10,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -185,6 +187,8 @@ TEST_F(RpcTest, ManyConcurrentConnectionsAcrossThreads) {
 
   // All clients live on clientThread; connect and call concurrently, all in flight at once.
   std::vector<kj::Own<RpcConnection>> connections;  // loop thread only
+  std::vector<std::uint64_t> connectionIds;         // loop thread only, then read after
+  std::vector<std::uint32_t> serverThreads;         // loop thread only, then read after
   int correct = clientThread.runSync([&] {
     auto calls = kj::heapArrayBuilder<kj::Promise<int>>(kClients);
     for (int i = 0; i < kClients; ++i) {
@@ -202,11 +206,17 @@ TEST_F(RpcTest, ManyConcurrentConnectionsAcrossThreads) {
                               return response.getText() == text.c_str() ? 1 : 0;
                             }));
                       }
-                      return kj::joinPromises(replies.finish()).then([](kj::Array<int> ok) {
-                        int sum = 0;
-                        for (int v : ok) sum += v;
-                        return sum;
-                      });
+                      auto who = service.whoAmIRequest().send().then(
+                          [&](capnp::Response<TestService::WhoAmIResults>&& response) {
+                            connectionIds.push_back(response.getConnectionId());
+                            serverThreads.push_back(response.getThreadIndex());
+                          });
+                      return kj::joinPromises(replies.finish())
+                          .then([who = kj::mv(who)](kj::Array<int> ok) mutable {
+                            int sum = 0;
+                            for (int v : ok) sum += v;
+                            return who.then([sum] { return sum; });
+                          });
                     }));
     }
     return kj::joinPromises(calls.finish()).then([](kj::Array<int> ok) {
@@ -219,8 +229,18 @@ TEST_F(RpcTest, ManyConcurrentConnectionsAcrossThreads) {
   EXPECT_EQ(listener->connectionCount(), static_cast<size_t>(kClients));
   EXPECT_EQ(liveServers.load(), kClients);
 
-  // Connection ids are unique, and SO_REUSEPORT spread the connections over both threads
-  // (each thread's share is checked only to be non-negative: the kernel hashes by 4-tuple).
+  // Connection ids are unique, and SO_REUSEPORT spread the connections over both threads.
+  // The kernel hashes by 4-tuple, so the shares vary; that all 300 land on one of two
+  // threads has a probability of 2^-299.
+  ASSERT_EQ(connectionIds.size(), static_cast<std::size_t>(kClients));
+  EXPECT_EQ(std::set<std::uint64_t>(connectionIds.begin(), connectionIds.end()).size(),
+            static_cast<std::size_t>(kClients));
+  ASSERT_EQ(serverThreads.size(), static_cast<std::size_t>(kClients));
+  auto onFirst = std::count(serverThreads.begin(), serverThreads.end(), 0u);
+  auto onSecond = std::count(serverThreads.begin(), serverThreads.end(), 1u);
+  EXPECT_EQ(onFirst + onSecond, kClients) << "a connection reported a thread index other than 0, 1";
+  EXPECT_GT(onFirst, 0) << "thread 0 got no connection";
+  EXPECT_GT(onSecond, 0) << "thread 1 got no connection";
   clientThread.runSync([&] { connections.clear(); });
   EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 0; }));
   EXPECT_TRUE(waitUntil([&] { return liveServers.load() == 0; }));

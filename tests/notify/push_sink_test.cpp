@@ -100,7 +100,8 @@ TEST(WebhookPushSink, ReusesTheConnection) {
     ASSERT_TRUE(waitUntil([&] { return sink.stats().sent == std::uint64_t(i + 1); }));
   }
   EXPECT_EQ(receiver.received().size(), 10u);
-  EXPECT_LT(receiver.connections(), 10u);
+  // One worker, ten pushes one after another: all over the first connection.
+  EXPECT_EQ(receiver.connections(), 1u);
 }
 
 TEST(WebhookPushSink, RetriesA500) {

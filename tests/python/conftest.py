@@ -9,20 +9,13 @@ from switchboard_host import RunningHost, build_dir
 BUILD = build_dir()
 sys.path.insert(0, str(BUILD / "scripting"))
 
+# A module that is missing or fails to import is a failure of the build under test,
+# never a reason to skip: the whole run stops here with the import error.
 try:
     import switchboard  # noqa: F401
-    HAVE_MODULE = True
-except ImportError:
-    HAVE_MODULE = False
-
-
-def pytest_collection_modifyitems(config, items):
-    # The one reason to skip: the module is not built. Everything else must run.
-    if HAVE_MODULE:
-        return
-    skip = pytest.mark.skip(reason=f"switchboard module not built in {BUILD / 'scripting'}")
-    for item in items:
-        item.add_marker(skip)
+except ImportError as error:
+    raise ImportError(f"the switchboard module in {BUILD / 'scripting'} does not import: "
+                      f"{error}") from error
 
 
 @pytest.fixture

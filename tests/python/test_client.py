@@ -59,4 +59,4 @@ def test_refused_send_raises_with_the_servers_reason(register):
     frank = register("+15550007001")
     with pytest.raises(switchboard.Error) as caught:
         frank.send("+15559999998", "anyone?")
-    assert not str(caught.value).startswith("remote exception")
+    assert str(caught.value) == "unknown recipient +15559999998"

@@ -188,6 +188,9 @@ TEST(StoreWrite, WaitingCallersShareCommits) {
   std::uint64_t commits = after.commits - before.commits;
   EXPECT_EQ(writes, static_cast<std::uint64_t>(kThreads * kWritesPerThread));
   EXPECT_EQ(itemIds(*store).size(), static_cast<std::size_t>(kThreads * kWritesPerThread));
+  // Four callers each waiting on their own write: some commits must carry more than one.
+  EXPECT_GT(commits, 0u);
+  EXPECT_LT(commits, writes) << "every write paid its own commit: no group commit happened";
   std::cout << "[ figures  ] closed loop, " << kThreads << " waiting callers: " << writes
             << " writes in " << commits << " commits (group-commit factor "
             << static_cast<double>(writes) / static_cast<double>(commits) << ")\n";
