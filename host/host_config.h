@@ -20,6 +20,12 @@ struct HostConfig {
   // Relative paths are relative to the working directory; empty: no admin socket.
   std::filesystem::path adminSocket = "var/admin.sock";
   std::string metricsListen = "127.0.0.1:9464";  // GET /metrics, HOST:PORT; empty: none
+  // The web app and its WebSocket RPC endpoint (docs/web.md). Empty: none. The default
+  // address is best effort: when it is taken the host warns and serves without it.
+  std::string webListen = "127.0.0.1:8080";
+  std::filesystem::path webRoot;  // the app's files; empty: <exe>/../web/public if built
+  std::string webOrigins;         // comma-separated allowed Origins; empty: same origin
+  std::string webTrustedProxies;  // comma-separated proxy addresses for X-Forwarded-For
   std::filesystem::path dataDir = "var";
   std::filesystem::path pluginDir;  // initial plugin builds; empty: none
   std::uint32_t threads = 0;        // 0: one per core

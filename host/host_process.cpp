@@ -23,6 +23,7 @@
 #include "plugin/plugin_manager.h"
 #include "session/session_table.h"
 #include "store/store.h"
+#include "web/web_server.h"
 
 namespace switchboard {
 
@@ -58,6 +59,15 @@ plugin::PluginManagerOptions pluginOptions(const HostConfig& config) {
 
 }  // namespace
 
+std::filesystem::path defaultWebRoot() {
+  auto exe = executablePath();
+  if (exe.empty()) return {};
+  auto dir = exe.parent_path().parent_path() / "web" / "public";
+  std::error_code error;
+  return std::filesystem::is_regular_file(dir / "index.html", error) ? dir
+                                                                     : std::filesystem::path();
+}
+
 std::filesystem::path defaultPluginDir() {
   auto exe = executablePath();
   if (exe.empty()) return {};
@@ -82,6 +92,7 @@ struct HostProcess::Parts {
   session::SessionTable sessions;
   std::unique_ptr<messaging::MessagingService> messaging;
   std::unique_ptr<net::RpcListener> listener;
+  std::unique_ptr<web::WebServer> web;
   std::unique_ptr<admin::HostView> adminView;
   std::unique_ptr<admin::OperationWorker> adminWorker;
   std::unique_ptr<net::RpcListener> adminListener;
@@ -135,23 +146,49 @@ HostProcess::HostProcess(HostConfig config)
   p.messaging = std::make_unique<messaging::MessagingService>(
       options, *p.store, *p.plugins, p.sessions, threadPointers, *p.sms, *p.push,
       [this](std::size_t threadIndex, std::uint64_t connectionId) {
-        if (parts_->listener) parts_->listener->disconnect(threadIndex, connectionId);
+        if (web::WebServer::ownsConnection(connectionId)) {
+          if (parts_->web) parts_->web->disconnect(threadIndex, connectionId);
+        } else if (parts_->listener) {
+          parts_->listener->disconnect(threadIndex, connectionId);
+        }
       });
 
+  // TCP phones and web phones get the same bootstrap: a Gateway on the messaging service.
+  auto gateway = [this](const net::ConnectionInfo& info) {
+    messaging::ConnectionContext connection{info.threadIndex, info.connectionId, info.peer};
+    return capnp::Capability::Client(
+        kj::heap<messaging::GatewayServer>(*parts_->messaging, connection));
+  };
   try {
-    p.listener = std::make_unique<net::RpcListener>(
-        threadPointers, config_.listen, [this](const net::ConnectionInfo& info) {
-          messaging::ConnectionContext connection{info.threadIndex, info.connectionId, info.peer};
-          return capnp::Capability::Client(
-              kj::heap<messaging::GatewayServer>(*parts_->messaging, connection));
-        });
+    p.listener = std::make_unique<net::RpcListener>(threadPointers, config_.listen, gateway);
   } catch (const std::exception& e) {
     throw HostStartError(e.what());
   }
   spdlog::info("switchboard {} serving phones on {} with {} network threads, data in {}",
                SWITCHBOARD_VERSION, p.listener->boundEndpoint(), p.threads.size(),
                config_.dataDir.string());
+  startWeb(threadPointers, gateway);
   startAdmin();
+}
+
+void HostProcess::startWeb(const std::vector<net::NetworkThread*>& threads,
+                           const net::BootstrapFactory& gateway) {
+  if (config_.webListen.empty()) return;
+  web::WebServerOptions options;
+  options.listen = config_.webListen;
+  options.root = config_.webRoot.empty() ? defaultWebRoot() : config_.webRoot;
+  options.allowedOrigins = web::splitList(config_.webOrigins);
+  options.trustedProxies = web::splitList(config_.webTrustedProxies);
+  try {
+    parts_->web = std::make_unique<web::WebServer>(threads, options, gateway);
+  } catch (const std::exception& e) {
+    // The built-in default is a convenience; an address the operator chose must work.
+    if (config_.webListen != HostConfig{}.webListen) throw HostStartError(e.what());
+    spdlog::warn("no web app: {} (give --web-listen)", e.what());
+    return;
+  }
+  spdlog::info("web app on http://{}/{}", parts_->web->boundEndpoint(),
+               options.root.empty() ? " (not built: only /rpc)" : "");
 }
 
 void HostProcess::startAdmin() {
@@ -163,8 +200,10 @@ void HostProcess::startAdmin() {
   facts.clientEndpoint = p.listener->boundEndpoint();
   facts.threads = static_cast<std::uint32_t>(p.threads.size());
   p.adminView.reset(new admin::HostView{facts, *p.store, *p.plugins, *p.pluginServices,
-                                        *p.messaging, *p.sms, *p.push, *p.threads.front(),
-                                        [this] { return parts_->listener->connectionCount(); }});
+                                        *p.messaging, *p.sms, *p.push, *p.threads.front(), [this] {
+                                          return parts_->listener->connectionCount() +
+                                                 (parts_->web ? parts_->web->connectionCount() : 0);
+                                        }});
   p.adminWorker = std::make_unique<admin::OperationWorker>();
   try {
     if (!config_.adminSocket.empty()) {
@@ -222,6 +261,10 @@ void HostProcess::loadInitialPlugins() {
 
 std::string HostProcess::clientEndpoint() const {
   return parts_->listener->boundEndpoint();
+}
+
+std::string HostProcess::webEndpoint() const {
+  return parts_->web ? parts_->web->boundEndpoint() : std::string();
 }
 
 std::string HostProcess::metricsEndpoint() const {
@@ -362,10 +405,12 @@ void HostProcess::shutdown() {
   p.adminWorker.reset();
   if (p.listener) {
     p.listener->stopAccepting();
+    if (p.web) p.web->stopAccepting();
     p.messaging->kickAll("server shutting down");
     std::this_thread::sleep_for(kShutdownGrace);
     p.listener->stop();
     p.listener.reset();
+    p.web.reset();
   }
   // The sessions' objects live on the network threads; stopping them destroys
   // what is left there before the services those objects point to.

@@ -3,12 +3,12 @@
 // It owns, in order of construction (and reverse order of destruction): the
 // store, the network threads, the plugin manager with the four slots, the SMS
 // and push sinks, the session table, the messaging service, the phone
-// listener, and the admin room: its operation worker, the admin socket (on
-// the first network thread) and the metrics HTTP server (its own thread).
-// Construction brings the whole server up or throws HostStartError with one
-// line for the operator; run() then serves until SIGINT or SIGTERM (SIGHUP
-// reloads the configuration, see reload()) and shuts down cleanly: stop accepting, tell every
-// session, close connections, stop the plugins, flush the store.
+// listener, the web endpoint (docs/web.md), and the admin room: its operation worker, the admin
+// socket (on the first network thread) and the metrics HTTP server (its own thread).
+// Construction brings the whole server up or throws HostStartError with one line for the
+// operator; run() then serves until SIGINT or SIGTERM (SIGHUP reloads the configuration, see
+// reload()) and shuts down cleanly: stop accepting, tell every session, close connections,
+// stop the plugins, flush the store.
 #pragma once
 
 #include <filesystem>
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "host_config.h"
+#include "net/rpc_listener.h"
 
 namespace switchboard {
 
@@ -60,6 +61,8 @@ class HostProcess {
 
   // The client endpoint as bound ("127.0.0.1:5222").
   std::string clientEndpoint() const;
+  // The web endpoint as bound; empty when there is none.
+  std::string webEndpoint() const;
   // The metrics endpoint as bound ("127.0.0.1:9464"); empty when disabled.
   std::string metricsEndpoint() const;
 
@@ -70,6 +73,8 @@ class HostProcess {
  private:
   struct Parts;
   void loadInitialPlugins();
+  void startWeb(const std::vector<net::NetworkThread*>& threads,
+                const net::BootstrapFactory& gateway);
   void startAdmin();
   void shutdown();
 
@@ -83,5 +88,8 @@ class HostProcess {
 // given: <dir of the executable>/../plugins (the build tree's layout), if it
 // exists. Empty otherwise.
 std::filesystem::path defaultPluginDir();
+// The web app built in the build tree, <dir of the executable>/../web/public, if it has an
+// index.html. Empty otherwise.
+std::filesystem::path defaultWebRoot();
 
 }  // namespace switchboard
