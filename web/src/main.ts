@@ -506,14 +506,7 @@ function onComposerInput(): void {
   const now = Date.now();
   if (now - lastTypingSent > 3000) {
     lastTypingSent = now;
-    void withSession((s) =>
-      s
-        .typing((p) => {
-          p.to = to;
-          p.active = true;
-        })
-        .promise(),
-    ).catch(() => undefined);
+    sendTyping(to, true);
   }
   window.clearTimeout(typingStopTimer);
   typingStopTimer = window.setTimeout(() => stopTyping(to), 4000);
@@ -523,11 +516,16 @@ function stopTyping(to: string): void {
   window.clearTimeout(typingStopTimer);
   if (lastTypingSent === 0) return;
   lastTypingSent = 0;
+  sendTyping(to, false);
+}
+
+// Typing is never queued by the server; a failure just means nobody sees it.
+function sendTyping(to: string, active: boolean): void {
   void withSession((s) =>
     s
       .typing((p) => {
         p.to = to;
-        p.active = false;
+        p.active = active;
       })
       .promise(),
   ).catch(() => undefined);

@@ -60,6 +60,23 @@ function request<T>(r: IDBRequest<T>): Promise<T> {
   });
 }
 
+// A new message in a chat (made with `title` if new): its last message, time and unread count.
+async function bumpChat(chats: IDBObjectStore, m: StoredMessage, title: string, unread: number) {
+  const chat: Chat = (await request(chats.get(m.chat))) ?? {
+    chat: m.chat,
+    title,
+    lastBody: "",
+    lastTs: 0,
+    lastDir: "",
+    unread: 0,
+  };
+  chat.lastBody = m.body;
+  chat.lastTs = Math.max(chat.lastTs, m.ts);
+  chat.lastDir = m.dir;
+  chat.unread += unread;
+  chats.put(chat);
+}
+
 export class Store {
   private constructor(private readonly db: IDBDatabase) {}
 
@@ -153,19 +170,7 @@ export class Store {
       if (byUid !== undefined || bySid !== undefined) continue;
       messages.put(m);
       fresh.push(m);
-      const chat: Chat = (await request(chats.get(m.chat))) ?? {
-        chat: m.chat,
-        title: titleOf(m),
-        lastBody: "",
-        lastTs: 0,
-        lastDir: "",
-        unread: 0,
-      };
-      chat.lastBody = m.body;
-      chat.lastTs = Math.max(chat.lastTs, m.ts);
-      chat.lastDir = "in";
-      if (!isOpen(m.chat)) chat.unread += 1;
-      chats.put(chat);
+      await bumpChat(chats, m, titleOf(m), isOpen(m.chat) ? 0 : 1);
     }
     await done(tx);
     return fresh;
@@ -174,19 +179,7 @@ export class Store {
   async putOutgoing(m: StoredMessage, title: string): Promise<void> {
     const tx = this.db.transaction(["messages", "chats"], "readwrite");
     tx.objectStore("messages").put(m);
-    const chats = tx.objectStore("chats");
-    const chat: Chat = (await request(chats.get(m.chat))) ?? {
-      chat: m.chat,
-      title,
-      lastBody: "",
-      lastTs: 0,
-      lastDir: "",
-      unread: 0,
-    };
-    chat.lastBody = m.body;
-    chat.lastTs = Math.max(chat.lastTs, m.ts);
-    chat.lastDir = "out";
-    chats.put(chat);
+    await bumpChat(tx.objectStore("chats"), m, title, 0);
     return done(tx);
   }
 
