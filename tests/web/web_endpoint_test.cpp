@@ -273,8 +273,8 @@ TEST(WebEndpoint, AWebPhoneAndATcpPhoneTalkThroughTheSameService) {
 }
 
 TEST(WebEndpoint, PerAddressLimitsUseForwardedForFromATrustedProxyOnly) {
-  RunningHost host({"--web-listen", "127.0.0.1:0", "--web-trusted-proxy",
-                    "127.0.0.1", "--plugin-setting", "auth.max-requests-per-peer=2"});
+  RunningHost host({"--web-listen", "127.0.0.1:0", "--web-trusted-proxy", "127.0.0.1",
+                    "--plugin-setting", "auth.max-requests-per-peer=2"});
   auto port = startWithWeb(host);
   ASSERT_NE(port, 0);
   auto io = kj::setupAsyncIo();
