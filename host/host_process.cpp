@@ -62,10 +62,13 @@ plugin::PluginManagerOptions pluginOptions(const HostConfig& config) {
 std::filesystem::path defaultWebRoot() {
   auto exe = executablePath();
   if (exe.empty()) return {};
-  auto dir = exe.parent_path().parent_path() / "web" / "public";
-  std::error_code error;
-  return std::filesystem::is_regular_file(dir / "index.html", error) ? dir
-                                                                     : std::filesystem::path();
+  // The build tree (build/web/public), then an installed tree (PREFIX/share/switchboard/web).
+  const auto prefix = exe.parent_path().parent_path();
+  for (const auto& dir : {prefix / "web" / "public", prefix / "share" / "switchboard" / "web"}) {
+    std::error_code error;
+    if (std::filesystem::is_regular_file(dir / "index.html", error)) return dir;
+  }
+  return {};
 }
 
 std::filesystem::path defaultPluginDir() {

@@ -88,8 +88,9 @@ class HostProcess {
 // given: <dir of the executable>/../plugins (the build tree's layout), if it
 // exists. Empty otherwise.
 std::filesystem::path defaultPluginDir();
-// The web app built in the build tree, <dir of the executable>/../web/public, if it has an
-// index.html. Empty otherwise.
+// The web app's files when --web-root is not given: <dir of the executable>/../web/public (the
+// build tree) or <dir of the executable>/../share/switchboard/web (installed), the first with
+// an index.html. Empty otherwise.
 std::filesystem::path defaultWebRoot();
 
 }  // namespace switchboard

@@ -32,6 +32,7 @@ def test_layout(prefix):
         "etc/switchboard/switchboard.toml",
         "share/bash-completion/completions/sbctl",
         "share/switchboard/grafana-dashboard.json",
+        "share/switchboard/web/index.html", "share/switchboard/web/app.js",
         "share/doc/switchboard/operations.md", "share/doc/switchboard/plugin-authoring.md",
         "share/doc/switchboard/examples/plugin-sdk/CMakeLists.txt",
         f"lib/{PY}/dist-packages/switchboard.pyi",
