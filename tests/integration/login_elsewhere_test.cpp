@@ -15,8 +15,13 @@ TEST(LoginElsewhere, ASecondLoginKicksTheFirstSessionWhichStaysDown) {
   RecordingPhone first(host.clientOptions(), "+15550000502");
   sender.registerAndLogin(host.sms());
   first.registerAndLogin(host.sms());
-  sender.client().send(first.number(), "to the first device");
+  auto toFirst = sender.client().send(first.number(), "to the first device");
   ASSERT_TRUE(first.waitForMessages(1));
+  // The host records the delivery after the first device's Inbox.deliver returns;
+  // a login before that record commits may be handed the message again (the
+  // protocol allows a repeat after a reconnect). The "delivered" tick is written
+  // with that record, so waiting for it leaves nothing to repeat.
+  ASSERT_TRUE(sender.waitForReceipt(toFirst.id, client::ReceiptKind::delivered));
 
   // The same phone and key from a second client (a second app instance).
   RecordingPhone second(host.clientOptions(), first.number());
@@ -29,8 +34,9 @@ TEST(LoginElsewhere, ASecondLoginKicksTheFirstSessionWhichStaysDown) {
 
   // New messages go to the second session only; the first did not come back to
   // fight for the phone (a reconnect would kick the second in turn).
-  sender.client().send(first.number(), "to the second device");
+  auto toSecond = sender.client().send(first.number(), "to the second device");
   ASSERT_TRUE(second.waitForMessages(1));
+  ASSERT_TRUE(sender.waitForReceipt(toSecond.id, client::ReceiptKind::delivered));
   EXPECT_EQ(bodiesOf(second.messages()), std::vector<std::string>{"to the second device"});
   EXPECT_TRUE(second.kicks().empty());
   EXPECT_TRUE(second.client().isLoggedIn());
