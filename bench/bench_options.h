@@ -14,6 +14,7 @@ struct BenchOptions {
   // N phones / P pairs / RATE msgs/s / phone budget for groups / N messages for dbsize
   std::uint64_t count = 0;
   std::string peer = "switchboard";  // or mosquitto, ejabberd
+  std::string transport = "tcp";     // Switchboard phones: tcp, or ws (the web endpoint)
   int procs = 1;                     // worker processes
   bool pin = false;                  // server on CPU 0, workers on CPU 1
   bool json = false;

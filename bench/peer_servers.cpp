@@ -75,11 +75,14 @@ PeerServer startPeer(const BenchOptions& options, const fs::path& runDir) {
   if (options.peer == "switchboard") {
     fs::path data = runDir / "data";
     fs::create_directories(data);
+    // --transport ws: phones reach the web endpoint on `port` (WebSocket RPC on /rpc).
+    bool ws = options.transport == "ws";
+    std::string phonePort = ws ? std::to_string(freeLocalPort()) : port;
     std::vector<std::string> argv{
-        options.serverBinary.string(), "--listen", "127.0.0.1:" + port, "--data-dir", data.string(),
-        "--admin-socket", (data / "admin.sock").string(), "--plugin-dir",
-        options.pluginDir.string(), "--threads", std::to_string(options.serverThreads),
-        "--log-level", "info",
+        options.serverBinary.string(), "--listen", "127.0.0.1:" + phonePort, "--web-listen",
+        ws ? "127.0.0.1:" + port : "", "--data-dir", data.string(), "--admin-socket",
+        (data / "admin.sock").string(), "--plugin-dir", options.pluginDir.string(), "--threads",
+        std::to_string(options.serverThreads), "--log-level", "info",
         // Registration is rate limited per peer address; the benchmark registers thousands.
         "--plugin-setting", "auth.max-requests-per-peer=1000000", "--probation-seconds", "1",
         // The metrics endpoint's default port is fixed: give each run its own.

@@ -32,6 +32,7 @@
 #include "server_process.h"
 #include "stamped_stream.h"
 #include "switchboard/proto/client.capnp.h"
+#include "websocket_rpc.h"
 
 namespace switchboard::bench {
 
@@ -101,13 +102,16 @@ kj::Promise<T> withTimeout(asio::io_context& io, kj::Promise<T> promise, std::in
 // address in 127.0.0.0/8 (bound before connect, so the ephemeral ports of each source
 // address are separate). Lives on the loop thread.
 struct Connection {
-  explicit Connection(kj::Own<StampedStream> s) : stream(kj::mv(s)), client(*stream) {}
-  kj::Own<StampedStream> stream;  // before the client, which uses it until destroyed
-  capnp::TwoPartyClient client;
+  explicit Connection(kj::Own<StampedStream> s) : stream(kj::mv(s)) {}
+  kj::Own<StampedStream> stream;       // before the RPC, which uses it until destroyed
+  kj::Own<capnp::TwoPartyClient> tcp;  // --transport tcp: RPC on the stream's bytes
+  kj::Own<WebSocketRpc> ws;            // --transport ws: RPC over a WebSocket on the stream
+  capnp::Capability::Client bootstrap() { return ws ? ws->bootstrap() : tcp->bootstrap(); }
 };
 
 kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockaddr_in& server,
-                                             std::uint32_t sourceHost, bool directWrites) {
+                                             std::uint32_t sourceHost, bool directWrites,
+                                             bool webSocket) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return KJ_EXCEPTION(DISCONNECTED, "socket() failed", strerror(errno));
   int one = 1;
@@ -129,19 +133,28 @@ kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockadd
   }
   auto pending = kj::heap<asio::posix::stream_descriptor>(io, fd);
   auto writable = net::whenWritable(*pending);
-  return writable.then(
-      [&io, pending = kj::mv(pending), directWrites]() mutable -> kj::Promise<kj::Own<Connection>> {
-        int fd = pending->release();
-        int error = 0;
-        socklen_t length = sizeof(error);
-        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
-        if (error != 0) {
-          ::close(fd);
-          return KJ_EXCEPTION(DISCONNECTED, "connect failed", strerror(error));
-        }
-        return kj::heap<Connection>(
-            kj::heap<StampedStream>(kj::heap<net::AsioStream>(io, fd), directWrites));
-      });
+  return writable.then([&io, pending = kj::mv(pending), directWrites,
+                        webSocket]() mutable -> kj::Promise<kj::Own<Connection>> {
+    int fd = pending->release();
+    int error = 0;
+    socklen_t length = sizeof(error);
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+    if (error != 0) {
+      ::close(fd);
+      return KJ_EXCEPTION(DISCONNECTED, "connect failed", strerror(error));
+    }
+    auto c = kj::heap<Connection>(
+        kj::heap<StampedStream>(kj::heap<net::AsioStream>(io, fd), directWrites));
+    if (!webSocket) {
+      c->tcp = kj::heap<capnp::TwoPartyClient>(*c->stream);
+      return kj::mv(c);
+    }
+    auto& stream = *c->stream;
+    return WebSocketRpc::open(stream, "127.0.0.1").then([c = kj::mv(c)](auto ws) mutable {
+      c->ws = kj::mv(ws);
+      return kj::mv(c);
+    });
+  });
 }
 
 // ---------------------------------------------------------------- registration codes
@@ -472,9 +485,9 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   }
 
   kj::Promise<void> registerPhone(std::uint32_t index) {
-    return connectFrom(io_, server_, sourceHost(), false)
+    return connectFrom(io_, server_, sourceHost(), false, options_.transport == "ws")
         .then([this, index](kj::Own<Connection> c) {
-          auto gateway = c->client.bootstrap().castAs<proto::Gateway>();
+          auto gateway = c->bootstrap().castAs<proto::Gateway>();
           auto request = gateway.requestCodeRequest();
           request.setPhone(phones_[index].number);
           return request.send()
@@ -499,14 +512,14 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> loginPhone(std::uint32_t index) {
     // An open loop writes each send at once, so its send stamp is the send; a closed loop
     // keeps AsioStream's batching (a syscall per message would bound the generator).
-    return connectFrom(io_, server_, sourceHost(), openLoop())
+    return connectFrom(io_, server_, sourceHost(), openLoop(), options_.transport == "ws")
         .then([this, index](kj::Own<Connection> c) {
           c->stream->beforeWrite = [this, index](std::int64_t ns) {
             auto& unwritten = phones_[index].unwritten;
             for (auto [flow, seq] : unwritten) ledger_.sentAt(flow, seq, ns);
             unwritten.clear();
           };
-          auto gateway = c->client.bootstrap().castAs<proto::Gateway>();
+          auto gateway = c->bootstrap().castAs<proto::Gateway>();
           auto request = gateway.loginRequest();
           Phone& phone = phones_[index];
           request.setPhone(phone.number);

@@ -379,6 +379,9 @@ int main(int argc, char** argv) {
                  "groups: phone budget per group size; dbsize: N messages delivered in all");
   app.add_option("--peer", o.peer, "server under test")
       ->check(CLI::IsMember({"switchboard", "mosquitto", "ejabberd"}));
+  app.add_option("--transport", o.transport,
+                 "Switchboard phones over tcp (the phone port) or ws (WebSocket, /rpc)")
+      ->check(CLI::IsMember({"tcp", "ws"}));
   app.add_option("--procs", o.procs, "worker processes")->check(CLI::Range(1, 32));
   app.add_flag("--pin", o.pin, "server on CPU 0, workers on CPU 1");
   app.add_flag("--json", o.json, "print one JSON object");
