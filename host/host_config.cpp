@@ -97,6 +97,13 @@ std::vector<Setting> settings() {
                             "a phone whose queue is full and that read nothing for this long "
                             "is disconnected as too slow",
                             &HostConfig::sessionStallMs),
+      setting<std::int64_t>("login-deadline-ms",
+                            "a phone connection not logged in this long after connecting is "
+                            "closed (0: never)",
+                            &HostConfig::loginDeadlineMs),
+      setting<std::int64_t>("max-connections-per-peer",
+                            "open phone connections one IP address may hold (0: no bound)",
+                            &HostConfig::maxConnectionsPerPeer),
       setting<std::string>("sms-command", "executable that sends an SMS: COMMAND PHONE CODE",
                            &HostConfig::smsCommand),
       setting<std::string>("push-webhook", "http://HOST:PORT/PATH that receives push POSTs",

@@ -52,6 +52,10 @@ struct HostConfig {
   std::uint32_t sessionQueueAlert = 1000;   // past it an alert is logged and counted
   std::uint32_t sessionStallMs = 5000;      // full queue + nothing read this long: disconnected
 
+  // Connections on the phone port (see net/connection_limits.h for the protocol limits).
+  std::uint32_t loginDeadlineMs = 10000;    // not logged in this long after connecting: closed
+  std::uint32_t maxConnectionsPerPeer = 0;  // open connections per IP address; 0: no bound
+
   // Where SMS codes and push notifications go (empty: the log, for development).
   std::string smsCommand;   // executable run as: COMMAND PHONE CODE
   std::string pushWebhook;  // http://HOST:PORT/PATH receiving a JSON POST per push

@@ -1,5 +1,6 @@
 #include "host_process.h"
 
+#include <capnp/schema.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "admin/operation_worker.h"
 #include "messaging/gateway_server.h"
 #include "messaging/messaging_service.h"
+#include "net/method_watch.h"
 #include "net/network_thread.h"
 #include "net/rpc_listener.h"
 #include "notify/push_sink.h"
@@ -34,6 +36,12 @@ namespace {
 // How long sessions get to hear "server shutting down" before connections close.
 constexpr auto kShutdownGrace = std::chrono::milliseconds(300);
 constexpr auto kExpirySweepInterval = std::chrono::minutes(1);
+// Gateway.login's ordinal, from the compiled schema of proto/client.capnp.
+uint16_t loginMethod() {
+  static const uint16_t ordinal =
+      capnp::Schema::from<proto::Gateway>().asInterface().getMethodByName("login").getOrdinal();
+  return ordinal;
+}
 
 std::filesystem::path executablePath() {
   std::error_code error;
@@ -162,8 +170,20 @@ HostProcess::HostProcess(HostConfig config)
     return capnp::Capability::Client(
         kj::heap<messaging::GatewayServer>(*parts_->messaging, connection));
   };
+  net::ConnectionLimits phoneLimits;
+  phoneLimits.loginDeadline = std::chrono::milliseconds(config_.loginDeadlineMs);
+  phoneLimits.maxConnectionsPerPeer = config_.maxConnectionsPerPeer;
   try {
-    p.listener = std::make_unique<net::RpcListener>(threadPointers, config_.listen, gateway);
+    p.listener = std::make_unique<net::RpcListener>(
+        threadPointers, config_.listen,
+        [this, gateway](const net::ConnectionInfo& info) {
+          // A successful Gateway.login lifts the connection's login deadline.
+          return net::watchMethod(
+              gateway(info), capnp::typeId<proto::Gateway>(), loginMethod(), [this, info] {
+                parts_->listener->markLoggedIn(info.threadIndex, info.connectionId);
+              });
+        },
+        net::DisconnectHook(), phoneLimits);
   } catch (const std::exception& e) {
     throw HostStartError(e.what());
   }

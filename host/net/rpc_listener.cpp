@@ -65,6 +65,47 @@ kj::Promise<void> afterDelay(asio::io_context& io, std::chrono::steady_clock::du
   return kj::newAdaptedPromise<void, SteadyTimerAdapter>(io, delay);
 }
 
+// "1.2.3.4" for "1.2.3.4:5678", "[::1]" for "[::1]:5678"; empty for a Unix peer, which is
+// never bounded per address.
+std::string peerAddress(const std::string& peer) {
+  auto colon = peer.rfind(':');
+  return colon == std::string::npos ? std::string() : peer.substr(0, colon);
+}
+
+// Lines about misbehaving peers, at most kLinesPerSecond a second (per thread): a flood of
+// bad connections must not become a flood of log lines. What was held back is counted in the
+// next line that goes out.
+class ThrottledLog {
+ public:
+  static constexpr int kLinesPerSecond = 5;
+
+  template <class... Args>
+  void warn(spdlog::format_string_t<Args...> format, Args&&... args) {
+    auto now = std::chrono::steady_clock::now();
+    if (now - windowStart_ >= std::chrono::seconds(1)) {
+      windowStart_ = now;
+      linesInWindow_ = 0;
+    }
+    if (linesInWindow_ >= kLinesPerSecond) {
+      ++heldBack_;
+      return;
+    }
+    ++linesInWindow_;
+    std::string line = fmt::format(format, std::forward<Args>(args)...);
+    if (heldBack_ > 0) {
+      spdlog::warn("{} ({} similar lines held back)", line, heldBack_);
+      heldBack_ = 0;
+    } else {
+      spdlog::warn("{}", line);
+    }
+  }
+
+ private:
+  std::chrono::steady_clock::time_point windowStart_;
+  int linesInWindow_ = 0;
+  uint64_t heldBack_ = 0;
+};
+
 }  // namespace
 
 // ----------------------------------------------------------------------------- Connection
@@ -76,8 +117,10 @@ struct RpcListener::Connection {
   struct Ending {
     RpcListener& listener;
     ConnectionInfo info;
+    std::string countedAddress;  // non-empty when counted against the per-peer bound
     ~Ending() {
       listener.connections_.fetch_sub(1);
+      if (!countedAddress.empty()) listener.releasePeer(countedAddress);
       if (!listener.onDisconnect_) return;
       try {
         listener.onDisconnect_(info);
@@ -87,15 +130,20 @@ struct RpcListener::Connection {
     }
   };
 
-  Connection(RpcListener& listener, ConnectionInfo info, asio::io_context& io, int fd,
-             capnp::Capability::Client bootstrap)
-      : ending{listener, std::move(info)},
+  Connection(RpcListener& listener, ConnectionInfo info, std::string countedAddress,
+             asio::io_context& io, int fd, capnp::Capability::Client bootstrap,
+             LimitedMessageStream::ViolationHandler onViolation)
+      : ending{listener, std::move(info), std::move(countedAddress)},
         stream(kj::heap<AsioStream>(io, fd)),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER),
-        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
+        messages(*stream, listener.limits_, std::move(onViolation)),
+        network(messages, capnp::rpc::twoparty::Side::SERVER),
+        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
+    rpc.setFlowLimit(listener.limits_.callFlowLimitBytes / sizeof(capnp::word));
+  }
 
   Ending ending;
   kj::Own<AsioStream> stream;
+  LimitedMessageStream messages;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
@@ -168,31 +216,65 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     ConnectionInfo info{describePeer(fd), index, listener.nextConnectionId_.fetch_add(1) + 1};
+    const ConnectionLimits& limits = listener.limits_;
+    std::string countedAddress;
+    if (limits.maxConnectionsPerPeer > 0) {
+      countedAddress = peerAddress(info.peer);
+      if (!countedAddress.empty() && !listener.admitPeer(countedAddress)) {
+        refusals.warn("refused connection from {}: already {} connections from {}", info.peer,
+                      limits.maxConnectionsPerPeer, countedAddress);
+        ::close(fd);
+        return;
+      }
+    }
+    uint64_t id = info.connectionId;
+    std::string peer = info.peer;
     kj::Own<Connection> connection;
     try {
       capnp::Capability::Client bootstrap = listener.bootstrapFactory_(info);
       listener.connections_.fetch_add(1);
-      connection = kj::heap<Connection>(listener, info, thread.ioContext(), fd, kj::mv(bootstrap));
+      connection =
+          kj::heap<Connection>(listener, info, countedAddress, thread.ioContext(), fd,
+                               kj::mv(bootstrap), [this, id, peer](const std::string& reason) {
+                                 refusals.warn("disconnecting {}: {}", peer, reason);
+                                 disconnect(id);
+                               });
     } catch (std::exception& exception) {
       spdlog::warn("refused connection from {}: {}", info.peer, exception.what());
+      if (!countedAddress.empty()) listener.releasePeer(countedAddress);
       ::close(fd);
       return;
     } catch (kj::Exception& exception) {
       spdlog::warn("refused connection from {}: {}", info.peer, exception.getDescription().cStr());
+      if (!countedAddress.empty()) listener.releasePeer(countedAddress);
       ::close(fd);
       return;
     }
     // The connection ends when the peer goes, or when disconnect(id) cuts it.
     auto cut = kj::newPromiseAndFulfiller<void>();
-    uint64_t id = info.connectionId;
-    cuts[id] = kj::mv(cut.fulfiller);
+    Tracked& tracked = live[id];
+    tracked.cut = kj::mv(cut.fulfiller);
+    if (limits.loginDeadline.count() > 0) {
+      tracked.deadline = afterDelay(thread.ioContext(), limits.loginDeadline)
+                             .then([this, id, peer, deadline = limits.loginDeadline] {
+                               refusals.warn("disconnecting {}: not logged in within {} ms", peer,
+                                             deadline.count());
+                               disconnect(id);
+                             })
+                             .eagerlyEvaluate(nullptr);
+    }
     auto ended = connection->network.onDisconnect().exclusiveJoin(kj::mv(cut.promise));
-    connections->add(ended.attach(kj::mv(connection), kj::defer([this, id]() { cuts.erase(id); })));
+    connections->add(ended.attach(kj::mv(connection), kj::defer([this, id]() { live.erase(id); })));
   }
 
   void disconnect(uint64_t connectionId) {
-    auto it = cuts.find(connectionId);
-    if (it != cuts.end()) it->second->fulfill();
+    auto it = live.find(connectionId);
+    if (it != live.end()) it->second.cut->fulfill();
+  }
+
+  void markLoggedIn(uint64_t connectionId) {
+    auto it = live.find(connectionId);
+    if (it != live.end()) it->second.deadline = nullptr;
   }
 
   void taskFailed(kj::Exception&& exception) override {
@@ -207,19 +289,27 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   // Rate limit for the line about failing accepts (out of descriptors, say).
   std::chrono::steady_clock::time_point nextFailureWarning;
   uint64_t pausesSinceWarning = 0;
+  ThrottledLog refusals;  // lines about refused and disconnected peers
+  // What the thread holds per live connection besides the connection itself.
+  struct Tracked {
+    kj::Own<kj::PromiseFulfiller<void>> cut;  // fulfilled: the connection is dropped
+    kj::Promise<void> deadline = nullptr;     // the login deadline, while not logged in
+  };
   // Declared before `connections`: ending connections erase their entry from it.
-  std::map<uint64_t, kj::Own<kj::PromiseFulfiller<void>>> cuts;  // by connection id
+  std::map<uint64_t, Tracked> live;  // by connection id
   std::optional<kj::TaskSet> connections;
 };
 
 // ---------------------------------------------------------------------------- RpcListener
 
 RpcListener::RpcListener(std::vector<NetworkThread*> threads, std::string_view endpoint,
-                         BootstrapFactory bootstrapFactory, DisconnectHook onDisconnect)
+                         BootstrapFactory bootstrapFactory, DisconnectHook onDisconnect,
+                         ConnectionLimits limits)
     : threads_(std::move(threads)),
       endpoint_(Endpoint::parse(endpoint)),
       bootstrapFactory_(std::move(bootstrapFactory)),
-      onDisconnect_(std::move(onDisconnect)) {
+      onDisconnect_(std::move(onDisconnect)),
+      limits_(limits) {
   if (threads_.empty()) throw std::invalid_argument("RpcListener needs at least one thread");
 
   // Bind everything first, here, so a failure is a plain exception to the caller.
@@ -290,18 +380,43 @@ void RpcListener::disconnectAll() {
   onEachThread([](ThreadState& state) { state.disconnectAll(); });
 }
 
-void RpcListener::disconnect(size_t threadIndex, uint64_t connectionId) {
+void RpcListener::onConnectionThread(size_t threadIndex, std::function<void(ThreadState&)> fn) {
   if (threadIndex >= threads_.size()) return;
   // states_[i] is only reset on its own thread (by stop()), so it is checked there; stop()
-  // runs after any disconnect posted before it, so `this` is still alive when this runs.
-  auto cut = [this, threadIndex, connectionId] {
-    if (states_[threadIndex]) states_[threadIndex]->disconnect(connectionId);
+  // runs after anything posted before it, so `this` is still alive when this runs.
+  auto run = [this, threadIndex, fn = std::move(fn)] {
+    if (states_[threadIndex]) fn(*states_[threadIndex]);
   };
   if (threads_[threadIndex]->isCurrent()) {
-    cut();
+    run();
   } else {
-    threads_[threadIndex]->post(cut);
+    threads_[threadIndex]->post(std::move(run));
   }
+}
+
+void RpcListener::disconnect(size_t threadIndex, uint64_t connectionId) {
+  onConnectionThread(threadIndex,
+                     [connectionId](ThreadState& state) { state.disconnect(connectionId); });
+}
+
+void RpcListener::markLoggedIn(size_t threadIndex, uint64_t connectionId) {
+  onConnectionThread(threadIndex,
+                     [connectionId](ThreadState& state) { state.markLoggedIn(connectionId); });
+}
+
+bool RpcListener::admitPeer(const std::string& address) {
+  std::lock_guard lock(peersMutex_);
+  size_t& count = connectionsByPeer_[address];
+  if (count >= limits_.maxConnectionsPerPeer) return false;
+  ++count;
+  return true;
+}
+
+void RpcListener::releasePeer(const std::string& address) {
+  std::lock_guard lock(peersMutex_);
+  auto it = connectionsByPeer_.find(address);
+  if (it == connectionsByPeer_.end()) return;
+  if (--it->second == 0) connectionsByPeer_.erase(it);
 }
 
 void RpcListener::stop() {

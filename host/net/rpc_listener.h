@@ -1,6 +1,7 @@
 #pragma once
 // Accepting Cap'n Proto RPC connections on an endpoint, across network threads.
 
+#include "net/connection_limits.h"
 #include "net/endpoint.h"
 
 #include <capnp/capability.h>
@@ -9,8 +10,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace switchboard::net {
@@ -38,6 +41,11 @@ using DisconnectHook = std::function<void(const ConnectionInfo&)>;
 // connections and each connection lives on the thread that accepted it. Unix: one acceptor,
 // on the first thread, which also serves its connections; the socket file is removed on stop.
 //
+// Every connection is held to `limits` (connection_limits.h): a message too large or too
+// deep, or too many calls in flight, disconnects it; past the login deadline a connection not
+// marked logged in is closed; a peer address over its connection bound is refused at accept.
+// Each is logged (at most a few lines a second per thread, the rest counted in the next line).
+//
 // Out of descriptors (EMFILE/ENFILE) or memory (ENOBUFS/ENOMEM), an acceptor stops accepting
 // for 100 ms at a time, leaving new connections in the kernel backlog, while its thread goes
 // on serving the live ones; the failure is logged at most once per 10 s.
@@ -50,7 +58,8 @@ using DisconnectHook = std::function<void(const ConnectionInfo&)>;
 class RpcListener {
  public:
   RpcListener(std::vector<NetworkThread*> threads, std::string_view endpoint,
-              BootstrapFactory bootstrapFactory, DisconnectHook onDisconnect = {});
+              BootstrapFactory bootstrapFactory, DisconnectHook onDisconnect = {},
+              ConnectionLimits limits = {});
   ~RpcListener();
   RpcListener(const RpcListener&) = delete;
   RpcListener& operator=(const RpcListener&) = delete;
@@ -69,6 +78,10 @@ class RpcListener {
   // thread, while the listener exists; runs at once on the connection's own thread, else is
   // posted there. An unknown or already ended connection is ignored.
   void disconnect(size_t threadIndex, uint64_t connectionId);
+  // Lifts the login deadline of one connection: it has proved who it is. Same threading as
+  // disconnect(); an unknown connection is ignored.
+  void markLoggedIn(size_t threadIndex, uint64_t connectionId);
+  const ConnectionLimits& limits() const { return limits_; }
   // stopAccepting() + disconnectAll() + release per-thread state. Idempotent.
   void stop();
 
@@ -77,13 +90,20 @@ class RpcListener {
   struct Connection;
 
   void onEachThread(const std::function<void(ThreadState&)>& fn);
+  void onConnectionThread(size_t threadIndex, std::function<void(ThreadState&)> fn);
+  // The per-address bound: false (and nothing counted) when `address` is at it.
+  bool admitPeer(const std::string& address);
+  void releasePeer(const std::string& address);
 
   std::vector<NetworkThread*> threads_;  // not owned
   Endpoint endpoint_;
   uint16_t port_ = 0;
   BootstrapFactory bootstrapFactory_;
   DisconnectHook onDisconnect_;
-  std::vector<std::unique_ptr<ThreadState>> states_;  // states_[i] lives on threads_[i]
+  const ConnectionLimits limits_;
+  std::mutex peersMutex_;
+  std::unordered_map<std::string, size_t> connectionsByPeer_;  // only with a per-peer bound
+  std::vector<std::unique_ptr<ThreadState>> states_;           // states_[i] lives on threads_[i]
   std::atomic<size_t> connections_{0};
   std::atomic<uint64_t> nextConnectionId_{0};
   bool stopped_ = false;

@@ -130,9 +130,11 @@ class RpcTest : public ::testing::Test {
     EXPECT_EQ(liveServers.load(), 0);
   }
 
-  void listen(std::vector<NetworkThread*> threads, const std::string& endpoint = "127.0.0.1:0") {
-    listener.emplace(std::move(threads), endpoint, testBootstrap(),
-                     [this](const ConnectionInfo&) { ++disconnects; });
+  void listen(std::vector<NetworkThread*> threads, const std::string& endpoint = "127.0.0.1:0",
+              ConnectionLimits limits = {}) {
+    listener.emplace(
+        std::move(threads), endpoint, testBootstrap(),
+        [this](const ConnectionInfo&) { ++disconnects; }, limits);
   }
 
   NetworkThread serverA{"server-a"};
@@ -302,7 +304,11 @@ TEST_F(RpcTest, CancelledCallLeavesTheConnectionWorking) {
 }
 
 TEST_F(RpcTest, LargeMessagesRoundTrip) {
-  listen({&serverA});
+  // Larger than the phone port's limits allow (connection_limits_test.cpp tests those).
+  ConnectionLimits limits;
+  limits.maxMessageBytes = 8 << 20;
+  limits.callFlowLimitBytes = 16 << 20;
+  listen({&serverA}, "127.0.0.1:0", limits);
   TestClient client(clientThread, listener->boundEndpoint());
   for (size_t size : {size_t{1} << 20, size_t{4} << 20}) {
     std::string text(size, '\0');

@@ -1,0 +1,81 @@
+#pragma once
+// What one RPC connection may cost the server, and the stream that enforces it.
+
+#include <capnp/serialize-async.h>
+#include <kj/async-io.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace switchboard::net {
+
+// Limits an RpcListener applies to every connection it serves. The defaults are the phone
+// port's: far above what a well-behaved client does (a message carries at most a 64 KiB body,
+// a phone has a handful of calls in flight), far below what would hurt the host.
+struct ConnectionLimits {
+  // Largest incoming message (segment table excluded), and the words a message may be
+  // traversed for: a peer announcing a bigger one (say a 4 GiB segment) is disconnected
+  // before anything is allocated for it.
+  size_t maxMessageBytes = 1024 * 1024;
+  // Deepest pointer nesting read in an incoming message.
+  int nestingLimit = 16;
+  // Calls (and bootstraps) the peer made that the server has not yet answered, replies
+  // waiting to be written counted as unanswered. One more disconnects: this is what a peer
+  // that pipelines calls without reading the replies runs into.
+  size_t maxCallsInFlight = 4096;
+  // Words of unanswered calls past which the server stops reading from the peer until some
+  // are answered (capnp's RpcSystem::setFlowLimit): back-pressure, not a disconnect.
+  size_t callFlowLimitBytes = 8 * 1024 * 1024;
+  // A connection whose login was not reported (RpcListener::markLoggedIn) within this time
+  // is closed. Zero: no deadline (the admin socket).
+  std::chrono::milliseconds loginDeadline{0};
+  // Connections one peer address (IP, any port) may hold open; more are refused at accept.
+  // Zero: no bound. Unix sockets are never bounded.
+  size_t maxConnectionsPerPeer = 0;
+};
+
+// A capnp::MessageStream over a kj::AsyncIoStream that reads with the limits' ReaderOptions
+// and counts the peer's calls in flight: +1 for each incoming Call or Bootstrap, -1 for each
+// Return handed to the stream for writing. Used and destroyed on the stream's thread.
+//
+// A violation (a message too large or too deep to read, a malformed segment table, one call
+// too many in flight) fails the read with a FAILED kj::Exception carrying the reason and
+// calls `onViolation(reason)` once, so the owner can log it and drop the connection. A peer
+// that simply goes away is not a violation.
+class LimitedMessageStream final : public capnp::MessageStream {
+ public:
+  using ViolationHandler = std::function<void(const std::string& reason)>;
+
+  LimitedMessageStream(kj::AsyncIoStream& stream, const ConnectionLimits& limits,
+                       ViolationHandler onViolation);
+
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
+      kj::ArrayPtr<kj::AutoCloseFd> fdSpace, capnp::ReaderOptions options,
+      kj::ArrayPtr<capnp::word> scratchSpace) override;
+  kj::Promise<void> writeMessage(
+      kj::ArrayPtr<const int> fds,
+      kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override;
+  kj::Promise<void> writeMessages(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override;
+  kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
+  kj::Promise<void> end() override { return inner_.end(); }
+
+  size_t callsInFlight() const { return callsInFlight_; }
+
+ private:
+  void countIncoming(capnp::MessageReader& reader);
+  void countOutgoing(kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments);
+  kj::Exception violation(std::string reason);
+
+  capnp::AsyncIoMessageStream inner_;
+  capnp::ReaderOptions readerOptions_;
+  size_t maxCallsInFlight_;
+  ViolationHandler onViolation_;
+  size_t callsInFlight_ = 0;
+  bool violated_ = false;
+};
+
+}  // namespace switchboard::net

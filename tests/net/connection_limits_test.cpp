@@ -1,0 +1,368 @@
+// RpcListener's connection limits through real sockets: a message announced larger than
+// allowed, a peer pipelining calls without reading the replies, the login deadline and the
+// per-address bound. Each bad peer is disconnected with a log line and costs bounded memory.
+
+#include "net/connection_limits.h"
+#include "net/method_watch.h"
+#include "net/network_thread.h"
+#include "net/rpc_connection.h"
+#include "net/rpc_listener.h"
+
+#include "test_service.capnp.h"
+#include "wait_until.h"
+
+#include <arpa/inet.h>
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace switchboard::net {
+namespace {
+
+using testing::waitUntil;
+
+class EchoService final : public TestService::Server {
+ public:
+  kj::Promise<void> echo(EchoContext context) override {
+    context.getResults().setText(context.getParams().getText());
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> whoAmI(WhoAmIContext context) override {
+    KJ_FAIL_REQUIRE("whoAmI refused here");
+  }
+};
+
+// Every line logged, for the tests to look for the one about their peer.
+class LogLines final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  bool contains(const std::string& text) {
+    std::lock_guard lock(mutex_);
+    for (const auto& line : lines_)
+      if (line.find(text) != std::string::npos) return true;
+    return false;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& message) override {
+    lines_.emplace_back(message.payload.data(), message.payload.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::vector<std::string> lines_;
+};
+
+size_t residentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "VmRSS:") {
+      size_t kib = 0;
+      status >> kib;
+      return kib * 1024;
+    }
+    status.ignore(1 << 20, '\n');
+  }
+  return 0;
+}
+
+int connectRaw(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// True once the server has closed `fd` (EOF or reset), reading and discarding what it sent.
+bool closedByServer(int fd) {
+  char buffer[65536];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 30'000) != 1) return false;  // a hang guard, not a measurement
+    ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n == 0) return true;
+    if (n < 0) return errno == ECONNRESET;
+  }
+}
+
+kj::Array<capnp::word> serialize(capnp::MessageBuilder& message) {
+  return capnp::messageToFlatArray(message);
+}
+
+kj::Array<capnp::word> bootstrapMessage(uint32_t questionId) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(questionId);
+  return serialize(message);
+}
+
+// TestService.echo("x") on the answer to question 0 (the bootstrap).
+kj::Array<capnp::word> echoCallMessage(uint32_t questionId) {
+  capnp::MallocMessageBuilder message;
+  auto call = message.initRoot<capnp::rpc::Message>().initCall();
+  call.setQuestionId(questionId);
+  call.initTarget().initPromisedAnswer().setQuestionId(0);
+  call.setInterfaceId(capnp::typeId<TestService>());
+  call.setMethodId(0);
+  call.initParams().getContent().initAs<TestService::EchoParams>().setText("x");
+  return serialize(message);
+}
+
+class ConnectionLimitsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    log = std::make_shared<LogLines>();
+    previous = spdlog::default_logger();
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("limits", log));
+    server.start();
+    client.start();
+  }
+  void TearDown() override {
+    listener.reset();
+    spdlog::set_default_logger(previous);
+  }
+
+  void listen(ConnectionLimits limits, std::function<void(const ConnectionInfo&)> onAccept = {}) {
+    listener.emplace(
+        std::vector<NetworkThread*>{&server}, "127.0.0.1:0",
+        [onAccept](const ConnectionInfo& info) -> capnp::Capability::Client {
+          if (onAccept) onAccept(info);
+          return kj::heap<EchoService>();
+        },
+        DisconnectHook(), limits);
+  }
+
+  // An RPC client on `client`: echo through it, or "" once it is disconnected.
+  struct Phone {
+    kj::Own<RpcConnection> connection;
+    std::optional<TestService::Client> service;
+  };
+  std::string echo(Phone& phone, const std::string& text) {
+    return client.runSync([&] {
+      auto request = phone.service->echoRequest();
+      request.setText(text);
+      return request.send().then(
+          [](capnp::Response<TestService::EchoResults>&& response) {
+            return std::string(response.getText().cStr());
+          },
+          [](kj::Exception&&) { return std::string(); });
+    });
+  }
+  std::unique_ptr<Phone> connect() {
+    auto phone = std::make_unique<Phone>();
+    client.runSync([&] {
+      return RpcConnection::connect(client, listener->boundEndpoint())
+          .then([&](kj::Own<RpcConnection> connection) {
+            phone->connection = kj::mv(connection);
+            phone->service = phone->connection->bootstrapAs<TestService>();
+          });
+    });
+    return phone;
+  }
+  void close(std::unique_ptr<Phone>& phone) {
+    client.runSync([&] {
+      phone->service.reset();
+      phone->connection = nullptr;
+    });
+    phone.reset();
+  }
+
+  std::shared_ptr<LogLines> log;
+  std::shared_ptr<spdlog::logger> previous;
+  NetworkThread server{"server"};
+  NetworkThread client{"client"};
+  std::optional<RpcListener> listener;  // declared after the threads: destroyed before them
+};
+
+TEST_F(ConnectionLimitsTest, AFourGibSegmentIsRefusedBeforeAnythingIsAllocated) {
+  listen({});
+  size_t before = residentBytes();
+  int fd = connectRaw(listener->port());
+  ASSERT_GE(fd, 0);
+  // Segment table: one segment of 0x20000000 words = 4 GiB, then a little of it.
+  uint32_t table[2] = {0, 0x20000000u};
+  ASSERT_EQ(::send(fd, table, sizeof(table), MSG_NOSIGNAL), static_cast<ssize_t>(sizeof(table)));
+  std::vector<char> some(4096, 'z');
+  ::send(fd, some.data(), some.size(), MSG_NOSIGNAL);
+  EXPECT_TRUE(closedByServer(fd));
+  ::close(fd);
+  EXPECT_TRUE(waitUntil([&] { return log->contains("Message is too large"); }));
+  EXPECT_TRUE(log->contains("disconnecting 127.0.0.1:"));
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 0; }));
+  EXPECT_LT(residentBytes(), before + (64u << 20));
+  // The listener still serves others.
+  auto phone = connect();
+  EXPECT_EQ(echo(*phone, "after"), "after");
+  close(phone);
+}
+
+TEST_F(ConnectionLimitsTest, AMessageOverTheSizeLimitDisconnects) {
+  ConnectionLimits limits;
+  limits.maxMessageBytes = 64 * 1024;
+  listen(limits);
+  auto phone = connect();
+  EXPECT_EQ(echo(*phone, std::string(1000, 'a')), std::string(1000, 'a'));
+  EXPECT_EQ(echo(*phone, std::string(100 * 1024, 'b')), "");  // refused: the connection drops
+  EXPECT_TRUE(waitUntil([&] { return log->contains("Message is too large"); }));
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 0; }));
+  close(phone);
+}
+
+TEST_F(ConnectionLimitsTest, AMillionPipelinedCallsWithoutReadingDisconnect) {
+  listen({});
+  size_t before = residentBytes();
+  int fd = connectRaw(listener->port());
+  ASSERT_GE(fd, 0);
+  auto boot = bootstrapMessage(0);
+  ASSERT_GT(::send(fd, boot.begin(), boot.asBytes().size(), MSG_NOSIGNAL), 0);
+  // Calls are written in batches; the replies are never read.
+  constexpr uint32_t kCalls = 1'000'000;
+  uint32_t sent = 0;
+  bool cut = false;
+  while (sent < kCalls && !cut) {
+    std::vector<kj::byte> batch;
+    for (uint32_t i = 0; i < 1000; ++i) {
+      auto call = echoCallMessage(1 + sent + i);
+      batch.insert(batch.end(), call.asBytes().begin(), call.asBytes().end());
+    }
+    size_t offset = 0;
+    while (offset < batch.size()) {
+      ssize_t n = ::send(fd, batch.data() + offset, batch.size() - offset, MSG_NOSIGNAL);
+      if (n <= 0) {
+        cut = true;
+        break;
+      }
+      offset += static_cast<size_t>(n);
+    }
+    if (!cut) sent += 1000;
+  }
+  EXPECT_TRUE(cut) << "all " << sent << " calls were accepted";
+  EXPECT_LT(sent, kCalls);
+  ::close(fd);
+  EXPECT_TRUE(waitUntil([&] { return log->contains("calls in flight"); }));
+  EXPECT_TRUE(log->contains("more than 4096 calls in flight"));
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 0; }));
+  EXPECT_LT(residentBytes(), before + (128u << 20));
+}
+
+TEST_F(ConnectionLimitsTest, PipelinedCallsThatAreReadStayConnected) {
+  listen({});
+  auto phone = connect();
+  // 10,000 calls in flight from the client's side; it reads every reply, so the server never
+  // holds more than it can write.
+  size_t intact = client.runSync([&] {
+    auto calls = kj::heapArrayBuilder<kj::Promise<size_t>>(10'000);
+    for (int i = 0; i < 10'000; ++i) {
+      auto request = phone->service->echoRequest();
+      request.setText("p");
+      calls.add(request.send().then([](capnp::Response<TestService::EchoResults>&& r)
+                                        -> size_t { return r.getText() == "p" ? 1 : 0; },
+                                    [](kj::Exception&&) -> size_t { return 0; }));
+    }
+    return kj::joinPromises(calls.finish()).then([](kj::Array<size_t> ok) {
+      size_t sum = 0;
+      for (size_t v : ok) sum += v;
+      return sum;
+    });
+  });
+  // Up to 4096 unanswered at once is allowed; a client reading its replies sees them all.
+  EXPECT_EQ(intact, 10'000u);
+  EXPECT_EQ(echo(*phone, "still"), "still");
+  close(phone);
+}
+
+TEST_F(ConnectionLimitsTest, AConnectionNotLoggedInByTheDeadlineIsClosed) {
+  ConnectionLimits limits;
+  limits.loginDeadline = std::chrono::milliseconds(300);
+  std::vector<ConnectionInfo> accepted;
+  std::mutex acceptedMutex;
+  listen(limits, [&](const ConnectionInfo& info) {
+    std::lock_guard lock(acceptedMutex);
+    accepted.push_back(info);
+  });
+  auto loggedIn = connect();
+  ASSERT_EQ(echo(*loggedIn, "hello"), "hello");
+  {
+    std::lock_guard lock(acceptedMutex);
+    ASSERT_EQ(accepted.size(), 1u);
+    listener->markLoggedIn(accepted[0].threadIndex, accepted[0].connectionId);
+  }
+  auto anonymous = connect();
+  ASSERT_EQ(echo(*anonymous, "hello"), "hello");
+  // The anonymous one is closed at its deadline; the logged-in one, whose deadline passed
+  // earlier, is still served.
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 1; }));
+  EXPECT_EQ(echo(*anonymous, "late"), "");
+  EXPECT_EQ(echo(*loggedIn, "still here"), "still here");
+  EXPECT_TRUE(log->contains("not logged in within 300 ms"));
+  close(anonymous);
+  close(loggedIn);
+}
+
+TEST_F(ConnectionLimitsTest, ConnectionsPerPeerAddressAreBounded) {
+  ConnectionLimits limits;
+  limits.maxConnectionsPerPeer = 2;
+  listen(limits);
+  auto first = connect();
+  auto second = connect();
+  EXPECT_EQ(echo(*first, "1"), "1");
+  EXPECT_EQ(echo(*second, "2"), "2");
+  auto third = connect();  // accepted by the kernel, closed by the listener
+  EXPECT_EQ(echo(*third, "3"), "");
+  EXPECT_TRUE(log->contains("already 2 connections from 127.0.0.1"));
+  EXPECT_EQ(listener->connectionCount(), 2u);
+  close(third);
+  close(first);
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 1; }));
+  auto fourth = connect();
+  EXPECT_EQ(echo(*fourth, "4"), "4");
+  close(fourth);
+  close(second);
+}
+
+TEST_F(ConnectionLimitsTest, MethodWatchForwardsAndReportsOnlySuccess) {
+  std::atomic<int> echoes{0};
+  std::atomic<int> whoAmIs{0};
+  listener.emplace(
+      std::vector<NetworkThread*>{&server}, "127.0.0.1:0",
+      [&](const ConnectionInfo&) -> capnp::Capability::Client {
+        capnp::Capability::Client inner = kj::heap<EchoService>();
+        auto watched =
+            watchMethod(kj::mv(inner), capnp::typeId<TestService>(), 0, [&] { ++echoes; });
+        return watchMethod(kj::mv(watched), capnp::typeId<TestService>(), 3, [&] { ++whoAmIs; });
+      });
+  auto phone = connect();
+  EXPECT_EQ(echo(*phone, "through"), "through");
+  EXPECT_EQ(echo(*phone, "twice"), "twice");
+  EXPECT_EQ(echoes.load(), 2);
+  std::string error = client.runSync([&] {
+    return phone->service->whoAmIRequest().send().then(
+        [](auto&&) { return std::string("no error"); },
+        [](kj::Exception&& e) { return std::string(e.getDescription().cStr()); });
+  });
+  EXPECT_NE(error.find("whoAmI refused here"), std::string::npos) << error;
+  EXPECT_EQ(whoAmIs.load(), 0);
+  close(phone);
+}
+
+}  // namespace
+}  // namespace switchboard::net
