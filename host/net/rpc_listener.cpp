@@ -230,9 +230,12 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     uint64_t id = info.connectionId;
     std::string peer = info.peer;
     kj::Own<Connection> connection;
+    // Once the Connection is being built, its Ending gives the per-peer count back.
+    bool handedOver = false;
     try {
       capnp::Capability::Client bootstrap = listener.bootstrapFactory_(info);
       listener.connections_.fetch_add(1);
+      handedOver = true;
       connection =
           kj::heap<Connection>(listener, info, countedAddress, thread.ioContext(), fd,
                                kj::mv(bootstrap), [this, id, peer](const std::string& reason) {
@@ -241,12 +244,12 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
                                });
     } catch (std::exception& exception) {
       spdlog::warn("refused connection from {}: {}", info.peer, exception.what());
-      if (!countedAddress.empty()) listener.releasePeer(countedAddress);
+      if (!handedOver && !countedAddress.empty()) listener.releasePeer(countedAddress);
       ::close(fd);
       return;
     } catch (kj::Exception& exception) {
       spdlog::warn("refused connection from {}: {}", info.peer, exception.getDescription().cStr());
-      if (!countedAddress.empty()) listener.releasePeer(countedAddress);
+      if (!handedOver && !countedAddress.empty()) listener.releasePeer(countedAddress);
       ::close(fd);
       return;
     }
