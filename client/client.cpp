@@ -136,9 +136,15 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   };
 
   Impl(ClientOptions options, net::NetworkThread& thread)
-      : options(std::move(options)), thread(thread), delivered(this->options.dedupeWindow) {}
+      : options(std::move(options)),
+        endpoints(this->options.endpoints.empty() ? std::vector{this->options.endpoint}
+                                                  : this->options.endpoints),
+        thread(thread),
+        delivered(this->options.dedupeWindow) {}
 
   const ClientOptions options;
+  const std::vector<std::string> endpoints;  // never empty
+  std::size_t currentEndpoint = 0;           // loop thread
   net::NetworkThread& thread;
 
   // Written by the caller's thread before login, read by phone().
@@ -278,30 +284,44 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       connectingFailed = false;
     }
     if (connecting == nullptr) {
-      auto attempt = net::RpcConnection::connect(thread, options.endpoint)
-                         .then(
-                             [this](kj::Own<net::RpcConnection> connection) {
-                               auto gateway = connection->bootstrapAs<proto::Gateway>();
-                               std::uint64_t generation = ++generations;
-                               tasks->add(connection->onDisconnect()
-                                              .catch_([](kj::Exception&&) {})
-                                              .then([this, generation]() {
-                                                return kj::evalLater(
-                                                    [this, generation]() { linkLost(generation); });
-                                              }));
-                               link = kj::heap<Link>(
-                                   Link{kj::mv(connection), kj::mv(gateway), nullptr, generation});
-                             },
-                             [this](kj::Exception&& e) {
-                               connectingFailed = true;
-                               kj::throwFatalException(kj::mv(e));
-                             });
+      auto attempt = connectToAny(0).then(
+          [this](kj::Own<net::RpcConnection> connection) {
+            auto gateway = connection->bootstrapAs<proto::Gateway>();
+            std::uint64_t generation = ++generations;
+            tasks->add(connection->onDisconnect()
+                           .catch_([](kj::Exception&&) {})
+                           .then([this, generation]() {
+                             return kj::evalLater([this, generation]() { linkLost(generation); });
+                           }));
+            link = kj::heap<Link>(Link{kj::mv(connection), kj::mv(gateway), nullptr, generation});
+          },
+          [this](kj::Exception&& e) {
+            connectingFailed = true;
+            kj::throwFatalException(kj::mv(e));
+          });
       connecting = attempt.fork();
     }
     KJ_IF_MAYBE (pending, connecting) {
       return pending->addBranch();
     }
     KJ_UNREACHABLE;
+  }
+
+  // Connects to endpoints[(current + tried) % n], moving on to the next after
+  // a failure until each was tried once; fails with the last endpoint's error.
+  kj::Promise<kj::Own<net::RpcConnection>> connectToAny(std::size_t tried) {
+    std::size_t index = (currentEndpoint + tried) % endpoints.size();
+    return net::RpcConnection::connect(thread, endpoints[index])
+        .then(
+            [this, index](kj::Own<net::RpcConnection> connection)
+                -> kj::Promise<kj::Own<net::RpcConnection>> {
+              currentEndpoint = index;
+              return kj::mv(connection);
+            },
+            [this, tried](kj::Exception&& e) -> kj::Promise<kj::Own<net::RpcConnection>> {
+              if (tried + 1 >= endpoints.size()) return kj::mv(e);
+              return connectToAny(tried + 1);
+            });
   }
 
   Link& currentLink() {

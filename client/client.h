@@ -98,6 +98,10 @@ struct ServerInfo {
 
 struct ClientOptions {
   std::string endpoint = "127.0.0.1:5222";  // HOST:PORT (or a Unix socket path)
+  // The nodes of a cluster, tried in turn (when not empty, `endpoint` is not
+  // used). A connect that fails moves to the next endpoint; the client stays
+  // on an endpoint as long as it accepts connections.
+  std::vector<std::string> endpoints;
   // How long a blocking call waits for its answer before throwing timedOut.
   std::chrono::milliseconds callTimeout{20000};
   // Reconnect back-off after an unexpected disconnect: starts at the minimum,
@@ -127,7 +131,9 @@ struct ClientOptions {
 // treated as having returned. A callback that blocks stalls this client (and
 // every client sharing its thread).
 //
-// Connection: connects on first use. login() keeps phone and key; after an
+// Connection: connects on first use, to `endpoint` or to the first of
+// `endpoints` that accepts (each one tried once per attempt, starting from
+// the one that worked last). login() keeps phone and key; after an
 // unexpected disconnect (the network, the server restarting, kicked for
 // "too slow to read" or "server shutting down") the client reconnects with
 // back-off and logs in again, and the server delivers what was queued. Each

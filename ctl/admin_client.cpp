@@ -85,6 +85,26 @@ Status toPlain(proto::Status::Reader in) {
   for (auto plugin : in.getPlugins()) out.plugins.push_back(toPlain(plugin));
   out.dataDir = plain(in.getDataDir());
   out.clientEndpoint = plain(in.getClientEndpoint());
+  out.cluster = plain(in.getCluster());
+  return out;
+}
+
+NodeInfo toPlain(proto::NodeInfo::Reader in) {
+  return NodeInfo{plain(in.getName()),      plain(in.getAddress()),
+                  plain(in.getSessions()),  plain(in.getPluginVersions()),
+                  plain(in.getHeardAtMs()), plain(in.getLastHeardMsAgo()),
+                  plain(in.getVersion()),   plain(in.getStartedAtMs())};
+}
+
+ClusterStatus toPlain(proto::ClusterStatus::Reader in) {
+  ClusterStatus out;
+  out.state = plain(in.getState());
+  out.url = plain(in.getUrl());
+  out.node = plain(in.getNode());
+  out.disconnects = plain(in.getDisconnects());
+  out.reconnects = plain(in.getReconnects());
+  for (auto node : in.getNodes()) out.nodes.push_back(toPlain(node));
+  out.error = plain(in.getError());
   return out;
 }
 
@@ -302,6 +322,13 @@ Status AdminClient::status() {
   return impl_->call("status", impl_->options.callTimeout, [this]() {
     return impl_->stub().statusRequest().send().then(
         [](auto response) { return toPlain(response.getStatus()); });
+  });
+}
+
+ClusterStatus AdminClient::cluster() {
+  return impl_->call("cluster", impl_->options.callTimeout, [this]() {
+    return impl_->stub().clusterRequest().send().then(
+        [](auto response) { return toPlain(response.getCluster()); });
   });
 }
 

@@ -62,6 +62,28 @@ struct Status {
   std::vector<PluginStatus> plugins;
   std::string dataDir;
   std::string clientEndpoint;
+  std::string cluster;  // "single-node", "connected" or "degraded"
+};
+
+struct NodeInfo {
+  std::string name;
+  std::string address;
+  std::uint32_t sessions = 0;
+  std::string pluginVersions;
+  std::int64_t heardAtMs = 0;
+  std::int64_t lastHeardMsAgo = 0;
+  std::string version;
+  std::int64_t startedAtMs = 0;
+};
+
+struct ClusterStatus {
+  std::string state;
+  std::string url;
+  std::string node;
+  std::uint64_t disconnects = 0;
+  std::uint64_t reconnects = 0;
+  std::vector<NodeInfo> nodes;
+  std::string error;
 };
 
 struct PluginOperation {
@@ -207,6 +229,8 @@ class AdminClient {
   Stats stats();
   // `phone` empty: every registered user. Returns how many got it.
   std::uint32_t broadcast(const std::string& phone, const std::string& body);
+
+  ClusterStatus cluster();
 
  private:
   struct Impl;

@@ -28,7 +28,25 @@ void to_json(nlohmann::json& out, const PluginStatus& in) {
 void to_json(nlohmann::json& out, const Status& in) {
   out = {{"version", in.version}, {"node", in.node},         {"uptimeSeconds", in.uptimeSeconds},
          {"threads", in.threads}, {"sessions", in.sessions}, {"connections", in.connections},
-         {"plugins", in.plugins}, {"dataDir", in.dataDir},   {"clientEndpoint", in.clientEndpoint}};
+         {"plugins", in.plugins}, {"dataDir", in.dataDir},   {"clientEndpoint", in.clientEndpoint},
+         {"cluster", in.cluster}};
+}
+
+void to_json(nlohmann::json& out, const NodeInfo& in) {
+  out = {{"name", in.name},           {"address", in.address},
+         {"sessions", in.sessions},   {"pluginVersions", in.pluginVersions},
+         {"heardAtMs", in.heardAtMs}, {"lastHeardMsAgo", in.lastHeardMsAgo},
+         {"version", in.version},     {"startedAtMs", in.startedAtMs}};
+}
+
+void to_json(nlohmann::json& out, const ClusterStatus& in) {
+  out = {{"state", in.state},
+         {"url", in.url},
+         {"node", in.node},
+         {"disconnects", in.disconnects},
+         {"reconnects", in.reconnects},
+         {"nodes", in.nodes},
+         {"error", in.error}};
 }
 
 void to_json(nlohmann::json& out, const PluginOperation& in) {

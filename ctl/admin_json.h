@@ -11,6 +11,8 @@ namespace switchboard::ctl {
 void to_json(nlohmann::json& out, const PluginVersion& in);
 void to_json(nlohmann::json& out, const PluginStatus& in);
 void to_json(nlohmann::json& out, const Status& in);
+void to_json(nlohmann::json& out, const NodeInfo& in);
+void to_json(nlohmann::json& out, const ClusterStatus& in);
 void to_json(nlohmann::json& out, const PluginOperation& in);
 void to_json(nlohmann::json& out, const LedgerEntry& in);
 void to_json(nlohmann::json& out, const SessionInfo& in);

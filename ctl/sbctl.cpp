@@ -138,6 +138,29 @@ struct Arguments {
   std::uint32_t rows = 10;
 };
 
+void printCluster(const ClusterStatus& c) {
+  if (c.state == "single-node") {
+    std::cout << "single node: not in a cluster (start the host with --cluster nats://HOST:PORT)\n";
+    return;
+  }
+  printKeyValues({{"node", c.node},
+                  {"nats", c.url},
+                  {"state", c.state},
+                  {"disconnects", std::to_string(c.disconnects)}});
+  std::cout << '\n';
+  if (!c.error.empty()) {
+    std::cout << "nodes unknown: " << c.error << '\n';
+    return;
+  }
+  TextTable table({"node", "address", "sessions", "plugins", "last heard", "version"});
+  for (const auto& n : c.nodes) {
+    table.addRow({n.name, n.address, std::to_string(n.sessions), orDash(n.pluginVersions),
+                  formatDuration(static_cast<unsigned long long>(n.lastHeardMsAgo / 1000)) + " ago",
+                  n.version});
+  }
+  table.print(std::cout);
+}
+
 using Command = std::function<int(AdminClient&, Arguments&)>;
 
 int run(int argc, char** argv) {
@@ -172,12 +195,21 @@ int run(int argc, char** argv) {
                       {"sessions", std::to_string(s.sessions)},
                       {"connections", std::to_string(s.connections)},
                       {"data dir", s.dataDir},
-                      {"clients on", s.clientEndpoint}});
+                      {"clients on", s.clientEndpoint},
+                      {"cluster", s.cluster}});
       std::cout << '\n';
       printPlugins(s.plugins);
     });
     return 0;
   });
+
+  // ---- cluster
+  on(app.add_subcommand("cluster", "the nodes of the cluster this host belongs to"),
+     [&](AdminClient& admin, Arguments&) {
+       ClusterStatus c = admin.cluster();
+       out.emit(c, [&]() { printCluster(c); });
+       return c.state == "degraded" ? 1 : 0;
+     });
 
   // ---- plugins
   on(app.add_subcommand("plugins", "every plugin kind, its serving and kept versions"),

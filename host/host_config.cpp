@@ -87,7 +87,12 @@ std::vector<Setting> settings() {
                             &HostConfig::canaryTimeoutMs),
       setting<std::int64_t>("keep-versions", "versions of each kind kept for rollback",
                             &HostConfig::keepVersions),
-      setting<std::string>("node-name", "this node's name", &HostConfig::nodeName),
+      setting<std::string>("node-name", "this node's name (unique in a cluster)",
+                           &HostConfig::nodeName),
+      setting<std::string>("cluster",
+                           "join the cluster whose NATS server is nats://HOST:PORT "
+                           "(empty: single node, no NATS)",
+                           &HostConfig::cluster),
       setting<std::int64_t>("session-queue-limit",
                             "items queued to one phone before it is disconnected as too slow",
                             &HostConfig::sessionQueueLimit),
@@ -233,6 +238,10 @@ ParsedConfig parseHostConfig(int argc, char** argv) {
   for (const std::string& spec : pluginSettings) {
     parsed.text = addPluginSetting(spec, parsed.config);
     if (!parsed.text.empty()) return parsed;
+  }
+  if (!parsed.config.cluster.empty() && parsed.config.cluster.rfind("nats://", 0) != 0) {
+    parsed.text = "--cluster wants nats://HOST:PORT, got '" + parsed.config.cluster + "'";
+    return parsed;
   }
   parsed.config.configFile = configPath;
   // Checked here too, as the file bypasses the flags' own checks.

@@ -48,6 +48,7 @@ struct HostConfig {
 
   // Phones and their sessions.
   std::string nodeName = "node1";
+  std::string cluster;  // nats://HOST:PORT of the cluster's NATS; empty: single node
   std::uint32_t sessionQueueLimit = 10000;  // past it a slow reader is disconnected
   std::uint32_t sessionQueueAlert = 1000;   // past it an alert is logged and counted
   std::uint32_t sessionStallMs = 5000;      // full queue + nothing read this long: disconnected

@@ -14,6 +14,7 @@
 #include "admin/host_metrics.h"
 #include "admin/metrics_server.h"
 #include "admin/operation_worker.h"
+#include "cluster/cluster_node.h"
 #include "messaging/gateway_server.h"
 #include "messaging/messaging_service.h"
 #include "net/method_watch.h"
@@ -104,6 +105,7 @@ struct HostProcess::Parts {
   std::unique_ptr<messaging::MessagingService> messaging;
   std::unique_ptr<net::RpcListener> listener;
   std::unique_ptr<web::WebServer> web;
+  std::unique_ptr<cluster::ClusterNode> cluster;  // only with --cluster
   std::unique_ptr<admin::HostView> adminView;
   std::unique_ptr<admin::OperationWorker> adminWorker;
   std::unique_ptr<net::RpcListener> adminListener;
@@ -191,6 +193,7 @@ HostProcess::HostProcess(HostConfig config)
                SWITCHBOARD_VERSION, p.listener->boundEndpoint(), p.threads.size(),
                config_.dataDir.string());
   startWeb(threadPointers, gateway);
+  if (!config_.cluster.empty()) startCluster();
   startAdmin();
 }
 
@@ -214,6 +217,33 @@ void HostProcess::startWeb(const std::vector<net::NetworkThread*>& threads,
                options.root.empty() ? " (not built: only /rpc)" : "");
 }
 
+void HostProcess::startCluster() {
+  Parts& p = *parts_;
+  cluster::ClusterNodeOptions options;
+  options.url = config_.cluster;
+  options.nodeName = config_.nodeName;
+  options.address = p.listener->boundEndpoint();
+  options.version = SWITCHBOARD_VERSION;
+  cluster::NodeFacts facts;
+  facts.sessions = [this] {
+    return static_cast<std::uint32_t>(parts_->messaging->sessions().size());
+  };
+  facts.pluginVersions = [this] {
+    std::string versions;
+    for (const auto& kind : parts_->plugins->status()) {
+      if (!versions.empty()) versions += ' ';
+      versions += std::string(plugin::kindName(kind.kind)) + "=" + kind.currentVersion.value_or("");
+    }
+    return versions;
+  };
+  try {
+    p.cluster = std::make_unique<cluster::ClusterNode>(options, facts, *p.threads.front());
+  } catch (const std::exception& e) {
+    throw HostStartError(e.what());
+  }
+  spdlog::info("node {} in the cluster at {}", config_.nodeName, config_.cluster);
+}
+
 void HostProcess::startAdmin() {
   Parts& p = *parts_;
   admin::HostFacts facts;
@@ -223,10 +253,12 @@ void HostProcess::startAdmin() {
   facts.clientEndpoint = p.listener->boundEndpoint();
   facts.threads = static_cast<std::uint32_t>(p.threads.size());
   p.adminView.reset(new admin::HostView{facts, *p.store, *p.plugins, *p.pluginServices,
-                                        *p.messaging, *p.sms, *p.push, *p.threads.front(), [this] {
+                                        *p.messaging, *p.sms, *p.push, *p.threads.front(),
+                                        [this] {
                                           return parts_->listener->connectionCount() +
                                                  (parts_->web ? parts_->web->connectionCount() : 0);
-                                        }});
+                                        },
+                                        p.cluster.get()});
   p.adminWorker = std::make_unique<admin::OperationWorker>();
   try {
     if (!config_.adminSocket.empty()) {
@@ -426,6 +458,8 @@ void HostProcess::shutdown() {
     p.adminListener.reset();
   }
   p.adminWorker.reset();
+  // Leave the cluster's listing before the phones are told to go elsewhere.
+  p.cluster.reset();
   if (p.listener) {
     p.listener->stopAccepting();
     if (p.web) p.web->stopAccepting();

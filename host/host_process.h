@@ -5,6 +5,8 @@
 // and push sinks, the session table, the messaging service, the phone
 // listener, the web endpoint (docs/web.md), and the admin room: its operation worker, the admin
 // socket (on the first network thread) and the metrics HTTP server (its own thread).
+// With --cluster it also owns a cluster::ClusterNode (host/cluster/) between the listener
+// and the admin room; without it nothing of NATS is touched.
 // Construction brings the whole server up or throws HostStartError with one line for the
 // operator; run() then serves until SIGINT or SIGTERM (SIGHUP reloads the configuration, see
 // reload()) and shuts down cleanly: stop accepting, tell every session, close connections,
@@ -75,6 +77,7 @@ class HostProcess {
   void loadInitialPlugins();
   void startWeb(const std::vector<net::NetworkThread*>& threads,
                 const net::BootstrapFactory& gateway);
+  void startCluster();
   void startAdmin();
   void shutdown();
 

@@ -79,6 +79,14 @@ interface Admin {
   broadcast @15 (phone :Text, body :Text) -> (recipients :UInt32);
   # A system message (sender "system") to one user, or to every registered
   # user when `phone` is empty. Queued durably like any message.
+
+  # ---- cluster
+
+  cluster @16 () -> (cluster :ClusterStatus);
+  # The cluster as this node sees it: its link to NATS and every node in the
+  # registry (docs/cluster.md). A single node (no --cluster) answers with
+  # state "single-node" and no nodes; a degraded node with no nodes and
+  # `error` saying why.
 }
 
 interface PluginProgress {
@@ -96,6 +104,28 @@ struct Status {
   plugins @6 :List(PluginStatus);
   dataDir @7 :Text;
   clientEndpoint @8 :Text;
+  cluster @9 :Text;             # "single-node", "connected" or "degraded"
+}
+
+struct ClusterStatus {
+  state @0 :Text;               # "single-node", "connected" or "degraded"
+  url @1 :Text;                 # the NATS server, nats://HOST:PORT
+  node @2 :Text;                # this node's name
+  disconnects @3 :UInt64;       # times NATS was lost since start
+  reconnects @4 :UInt64;        # times it came back (the first connect counts)
+  nodes @5 :List(NodeInfo);     # by name
+  error @6 :Text;               # why `nodes` could not be read; empty when it could
+}
+
+struct NodeInfo {
+  name @0 :Text;
+  address @1 :Text;             # client endpoint HOST:PORT
+  sessions @2 :UInt32;
+  pluginVersions @3 :Text;      # "auth=1.0.0 routing=1.0.0 ..."
+  heardAtMs @4 :Int64;          # the node's wall clock at its last heartbeat
+  lastHeardMsAgo @5 :Int64;     # by this node's clock
+  version @6 :Text;
+  startedAtMs @7 :Int64;
 }
 
 struct PluginStatus {

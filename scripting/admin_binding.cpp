@@ -100,6 +100,11 @@ raises switchboard.Error with the host's reason. Use it as a context manager
           "The host at a glance: version, node, uptime_seconds, threads, sessions, "
           "connections, data_dir, client_endpoint and plugins (as plugins() returns).")
       .def(
+          "cluster",
+          [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.cluster(); }); },
+          "The cluster as this node sees it: state, url, node, disconnects, nodes (name, "
+          "address, sessions, plugin_versions, last_heard_ms_ago, ...), error.")
+      .def(
           "plugins",
           [](AdminHandle& h) { return h.call([](A& a) -> nlohmann::json { return a.plugins(); }); },
           "Per plugin kind: state, serving version, versions kept (calls, errors, p50/p99 "

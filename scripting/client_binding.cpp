@@ -125,9 +125,11 @@ std::string bodyBytes(const py::object& body) {
 // callback at that moment.
 class ClientHandle {
  public:
-  ClientHandle(const std::string& host, int port, double timeoutSeconds, bool autoReconnect) {
+  ClientHandle(const std::string& host, int port, double timeoutSeconds, bool autoReconnect,
+               std::vector<std::string> endpoints) {
     client::ClientOptions options;
     options.endpoint = host + ":" + std::to_string(port);
+    options.endpoints = std::move(endpoints);  // a cluster's nodes; when given, host/port unused
     options.callTimeout = std::chrono::milliseconds(static_cast<long long>(timeoutSeconds * 1000));
     options.autoReconnect = autoReconnect;
     client_ = std::make_unique<client::Client>(options);
@@ -226,8 +228,11 @@ void bindClient(py::module_& module) {
       "the GIL. Incoming messages, receipts, presence and kicks are queued: read them with "
       "next_message(timeout) etc., or set callbacks (on_message...) that run on the client's "
       "thread. Failures raise switchboard.Error.")
-      .def(py::init<const std::string&, int, double, bool>(), py::arg("host") = "127.0.0.1",
-           py::arg("port") = 5222, py::arg("timeout") = 20.0, py::arg("auto_reconnect") = true)
+      .def(py::init<const std::string&, int, double, bool, std::vector<std::string>>(),
+           py::arg("host") = "127.0.0.1", py::arg("port") = 5222, py::arg("timeout") = 20.0,
+           py::arg("auto_reconnect") = true, py::arg("endpoints") = std::vector<std::string>{},
+           "endpoints: a cluster's nodes as [\"HOST:PORT\", ...], tried in turn; a failed "
+           "connect moves to the next (host and port are then not used).")
       .def("close", &ClientHandle::close)
       .def(
           "__enter__", [](ClientHandle& self) -> ClientHandle& { return self; },

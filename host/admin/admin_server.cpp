@@ -82,6 +82,7 @@ kj::Promise<void> AdminServer::status(StatusContext context) {
   for (unsigned i = 0; i < kinds.size(); ++i) fillPluginStatus(list[i], kinds[i]);
   out.setDataDir(text(host_.facts.dataDir));
   out.setClientEndpoint(text(host_.facts.clientEndpoint));
+  out.setCluster(text(clusterState(host_)));
   return kj::READY_NOW;
 }
 

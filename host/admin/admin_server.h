@@ -44,6 +44,7 @@ class AdminServer final : public proto::Admin::Server {
   kj::Promise<void> outbox(OutboxContext context) override;
   kj::Promise<void> stats(StatsContext context) override;
   kj::Promise<void> broadcast(BroadcastContext context) override;
+  kj::Promise<void> cluster(ClusterContext context) override;  // cluster_admin.cpp
 
  private:
   const HostView& host_;

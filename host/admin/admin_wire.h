@@ -35,4 +35,8 @@ std::size_t requireLimit(std::uint32_t limit, std::size_t fallback);
 void fillPluginStatus(proto::PluginStatus::Builder out, const plugin::KindStatus& status);
 void fillOperation(proto::PluginOperation::Builder out, const plugin::OperationResult& result);
 
+struct HostView;
+// "single-node", "connected" or "degraded" (cluster_admin.cpp).
+std::string clusterState(const HostView& host);
+
 }  // namespace switchboard::admin

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "admin/prometheus_text.h"
+#include "cluster/cluster_node.h"
 #include "messaging/messaging_service.h"
 #include "notify/push_sink.h"
 #include "notify/sms_sink.h"
@@ -131,6 +132,21 @@ void storeCommits(PrometheusText& out, const store::StoreStats& stats) {
           "Statements prepared because the cache did not hold them", stats.statementCacheMisses);
 }
 
+// Only with --cluster: a single node has no cluster metrics at all.
+void clusterMetrics(PrometheusText& out, const cluster::ClusterNode& node) {
+  auto status = node.status();
+  gauge(out, "switchboard_cluster_degraded",
+        "1 while this node has lost NATS and serves only its own sessions",
+        status.state == "degraded" ? 1 : 0);
+  counter(out, "switchboard_cluster_disconnects_total", "Times this node lost NATS",
+          status.disconnects);
+  counter(out, "switchboard_cluster_heartbeats_total", "Node records written to the registry",
+          status.heartbeats);
+  counter(out, "switchboard_cluster_heartbeat_errors_total",
+          "Heartbeats refused while connected (a name clash, JetStream errors)",
+          status.heartbeatErrors);
+}
+
 }  // namespace
 
 std::string renderHostMetrics(const HostView& host) {
@@ -168,6 +184,7 @@ std::string renderHostMetrics(const HostView& host) {
           push.sent);
   counter(out, "switchboard_push_failed_total", "Push notifications given up on", push.failed);
   gauge(out, "switchboard_uptime_seconds", "Seconds since the host started", host.uptimeSeconds());
+  if (host.cluster != nullptr) clusterMetrics(out, *host.cluster);
   return out.text();
 }
 

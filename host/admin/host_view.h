@@ -25,6 +25,9 @@ class PushSink;
 namespace switchboard::net {
 class NetworkThread;
 }
+namespace switchboard::cluster {
+class ClusterNode;
+}
 
 namespace switchboard::admin {
 
@@ -53,6 +56,7 @@ struct HostView {
   notify::PushSink& push;
   net::NetworkThread& adminThread;
   std::function<std::size_t()> connectionCount;  // live phone connections
+  cluster::ClusterNode* cluster;                 // null: single node (no --cluster)
 
   std::uint64_t uptimeSeconds() const {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(

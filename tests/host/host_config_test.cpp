@@ -41,6 +41,22 @@ TEST(HostConfig, DefaultsAreTheEmbeddedSingleNodeSetup) {
   EXPECT_EQ(parsed.config.adminSocket, "var/admin.sock");
   EXPECT_EQ(parsed.config.threads, 0u);
   EXPECT_TRUE(parsed.config.pluginSettings.empty());
+  EXPECT_EQ(parsed.config.cluster, "");  // single node: no NATS
+}
+
+TEST(HostConfig, ClusterTakesANatsUrlFromTheFlagOrTheFile) {
+  ParsedConfig parsed = parse({"--cluster", "nats://127.0.0.1:4222", "--node-name", "n2"});
+  ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;
+  EXPECT_EQ(parsed.config.cluster, "nats://127.0.0.1:4222");
+  EXPECT_EQ(parsed.config.nodeName, "n2");
+  ConfigFile file("cluster = \"nats://10.0.0.1:4222\"\nnode-name = \"n3\"\n");
+  parsed = parse({"--config", file.path()});
+  ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;
+  EXPECT_EQ(parsed.config.cluster, "nats://10.0.0.1:4222");
+  EXPECT_EQ(parsed.config.nodeName, "n3");
+  parsed = parse({"--cluster", "127.0.0.1:4222"});
+  EXPECT_EQ(parsed.outcome, Outcome::error);
+  EXPECT_EQ(parsed.text, "--cluster wants nats://HOST:PORT, got '127.0.0.1:4222'");
 }
 
 TEST(HostConfig, TheAdminSocketFollowsTheDataDirUnlessPlacedOnPurpose) {

@@ -35,6 +35,7 @@ class RunningHost:
         self.data_dir = self.workdir / "data"
         self.admin_socket = str(self.workdir / "admin.sock")
         self.port = free_port()
+        self.metrics_port = free_port()
         self.plugin_dir = build / "plugins"
         binary = build / "host" / "switchboard"
         if not binary.exists():
@@ -46,7 +47,7 @@ class RunningHost:
             "--data-dir", str(self.data_dir),
             "--plugin-dir", str(self.plugin_dir),
             "--admin-socket", self.admin_socket,
-            "--metrics-listen", f"127.0.0.1:{free_port()}",
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
             "--threads", "2",
             *extra_args,
         ]

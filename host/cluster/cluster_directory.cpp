@@ -1,0 +1,236 @@
+#include "cluster/cluster_directory.h"
+
+#include <algorithm>
+
+#include "cluster/cluster_records.h"
+#include "cluster/nats_link.h"
+#include "switchboard/proto/cluster.capnp.h"
+
+namespace switchboard::cluster {
+
+namespace {
+
+constexpr int kConflictRetries = 8;
+
+kj::ArrayPtr<const kj::byte> bytesOf(const std::string& text) {
+  return kj::arrayPtr(reinterpret_cast<const kj::byte*>(text.data()), text.size());
+}
+
+std::string userBytes(const UserEntry& user) {
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<proto::cluster::UserRecord>();
+  out.setPhone(user.phone);
+  out.setKeyHash(bytesOf(user.keyHash));
+  out.setDeviceName(user.deviceName);
+  out.setRegisteredAtMs(user.registeredAtMs);
+  return recordBytes(message);
+}
+
+UserEntry userFrom(const KvValue& value) {
+  RecordReader reader(value.bytes.data(), value.bytes.size());
+  auto in = reader.get<proto::cluster::UserRecord>();
+  UserEntry user;
+  user.phone = in.getPhone();
+  auto hash = in.getKeyHash();
+  user.keyHash.assign(reinterpret_cast<const char*>(hash.begin()), hash.size());
+  user.deviceName = in.getDeviceName();
+  user.registeredAtMs = in.getRegisteredAtMs();
+  user.revision = value.revision;
+  return user;
+}
+
+std::string contactBytes(const std::vector<std::string>& contacts) {
+  capnp::MallocMessageBuilder message;
+  auto list = message.initRoot<proto::cluster::ContactList>().initContacts(
+      static_cast<unsigned>(contacts.size()));
+  for (unsigned i = 0; i < contacts.size(); ++i) list.set(i, contacts[i]);
+  return recordBytes(message);
+}
+
+std::vector<std::string> contactsFrom(const KvValue& value) {
+  RecordReader reader(value.bytes.data(), value.bytes.size());
+  std::vector<std::string> out;
+  for (auto contact : reader.get<proto::cluster::ContactList>().getContacts()) {
+    out.emplace_back(contact);
+  }
+  return out;
+}
+
+std::string groupBytes(const GroupEntry& group) {
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<proto::cluster::GroupRecord>();
+  out.setId(group.id);
+  out.setName(group.name);
+  out.setOwner(group.owner);
+  auto members = out.initMembers(static_cast<unsigned>(group.members.size()));
+  for (unsigned i = 0; i < group.members.size(); ++i) members.set(i, group.members[i]);
+  return recordBytes(message);
+}
+
+GroupEntry groupFrom(const KvValue& value) {
+  RecordReader reader(value.bytes.data(), value.bytes.size());
+  auto in = reader.get<proto::cluster::GroupRecord>();
+  GroupEntry group;
+  group.id = in.getId();
+  group.name = in.getName();
+  group.owner = in.getOwner();
+  for (auto member : in.getMembers()) group.members.emplace_back(member);
+  group.revision = value.revision;
+  return group;
+}
+
+std::string locationBytes(const SessionLocation& where) {
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<proto::cluster::SessionRecord>();
+  out.setNode(where.node);
+  out.setSessionId(where.sessionId);
+  out.setAtMs(where.atMs);
+  return recordBytes(message);
+}
+
+SessionLocation locationFrom(const KvValue& value) {
+  RecordReader reader(value.bytes.data(), value.bytes.size());
+  auto in = reader.get<proto::cluster::SessionRecord>();
+  return SessionLocation{in.getNode(), in.getSessionId(), in.getAtMs(), value.revision};
+}
+
+// Writes `bytes` under `key` only over `revision` (0: only if absent).
+bool writeOver(KvBucket& bucket, const std::string& key, const std::string& bytes,
+               std::uint64_t revision) {
+  return revision == 0 ? bucket.create(key, bytes) : bucket.update(key, bytes, revision);
+}
+
+}  // namespace
+
+ClusterDirectory::ClusterDirectory(NatsLink& link)
+    : users_(link, {"sb_users", std::chrono::seconds(0), 1, false}),
+      contacts_(link, {"sb_contacts", std::chrono::seconds(0), 1, false}),
+      groups_(link, {"sb_groups", std::chrono::seconds(0), 1, false}),
+      sessions_(link, {"sb_sessions", std::chrono::seconds(0), 1, false}) {}
+
+// ---------------------------------------------------------------- users
+
+std::optional<UserEntry> ClusterDirectory::user(const std::string& phone) {
+  auto value = users_.get(encodeKeyToken(phone));
+  if (!value) return std::nullopt;
+  return userFrom(*value);
+}
+
+bool ClusterDirectory::writeUser(const UserEntry& user) {
+  return writeOver(users_, encodeKeyToken(user.phone), userBytes(user), user.revision);
+}
+
+void ClusterDirectory::deleteUser(const std::string& phone) {
+  users_.remove(encodeKeyToken(phone));
+  contacts_.remove(encodeKeyToken(phone));
+}
+
+// ---------------------------------------------------------------- contacts
+
+std::vector<std::string> ClusterDirectory::contacts(const std::string& owner) {
+  auto value = contacts_.get(encodeKeyToken(owner));
+  return value ? contactsFrom(*value) : std::vector<std::string>{};
+}
+
+namespace {
+// Read, change, write over the revision read; again on a conflict.
+void changeContacts(KvBucket& bucket, const std::string& owner,
+                    const std::function<bool(std::vector<std::string>&)>& change) {
+  std::string key = encodeKeyToken(owner);
+  for (int attempt = 0; attempt < kConflictRetries; ++attempt) {
+    auto value = bucket.get(key);
+    std::vector<std::string> contacts = value ? contactsFrom(*value) : std::vector<std::string>{};
+    if (!change(contacts)) return;  // nothing to do
+    if (writeOver(bucket, key, contactBytes(contacts), value ? value->revision : 0)) return;
+  }
+  throw ClusterError("contacts of " + owner + " kept changing under concurrent writers");
+}
+}  // namespace
+
+void ClusterDirectory::addContact(const std::string& owner, const std::string& contact) {
+  changeContacts(contacts_, owner, [&](std::vector<std::string>& contacts) {
+    auto at = std::lower_bound(contacts.begin(), contacts.end(), contact);
+    if (at != contacts.end() && *at == contact) return false;
+    contacts.insert(at, contact);
+    return true;
+  });
+}
+
+void ClusterDirectory::removeContact(const std::string& owner, const std::string& contact) {
+  changeContacts(contacts_, owner, [&](std::vector<std::string>& contacts) {
+    auto at = std::find(contacts.begin(), contacts.end(), contact);
+    if (at == contacts.end()) return false;
+    contacts.erase(at);
+    return true;
+  });
+}
+
+// ---------------------------------------------------------------- groups
+
+std::optional<GroupEntry> ClusterDirectory::group(const std::string& id) {
+  auto value = groups_.get(encodeKeyToken(id));
+  if (!value) return std::nullopt;
+  return groupFrom(*value);
+}
+
+bool ClusterDirectory::writeGroup(const GroupEntry& group) {
+  return writeOver(groups_, encodeKeyToken(group.id), groupBytes(group), group.revision);
+}
+
+void ClusterDirectory::deleteGroup(const std::string& id) {
+  groups_.remove(encodeKeyToken(id));
+}
+
+// ---------------------------------------------------------------- sessions
+
+std::optional<SessionLocation> ClusterDirectory::location(const std::string& phone) {
+  auto value = sessions_.get(encodeKeyToken(phone));
+  if (!value) return std::nullopt;
+  auto where = locationFrom(*value);
+  if (where.node.empty()) return std::nullopt;  // released
+  return where;
+}
+
+bool ClusterDirectory::claim(const std::string& phone, const SessionLocation& where) {
+  std::string key = encodeKeyToken(phone);
+  for (int attempt = 0; attempt < kConflictRetries; ++attempt) {
+    auto value = sessions_.get(key);
+    if (value) {
+      auto current = locationFrom(*value);
+      if (current.sessionId == where.sessionId) return true;
+      if (current.atMs > where.atMs) return false;  // a newer login holds the phone
+    }
+    if (writeOver(sessions_, key, locationBytes(where), value ? value->revision : 0)) return true;
+  }
+  throw ClusterError("the session record of " + phone + " kept changing under concurrent logins");
+}
+
+void ClusterDirectory::release(const std::string& phone, std::uint64_t sessionId) {
+  std::string key = encodeKeyToken(phone);
+  // Not a delete: a delete could land after a newer login's claim. A record
+  // with no node, written over the revision that still named this session,
+  // cannot.
+  auto value = sessions_.get(key);
+  if (!value) return;
+  auto current = locationFrom(*value);
+  if (current.sessionId != sessionId || current.node.empty()) return;
+  current.node.clear();
+  sessions_.update(key, locationBytes(current), value->revision);
+}
+
+void ClusterDirectory::watchLocations(
+    const std::function<void(const std::string&, const std::optional<SessionLocation>&)>& change,
+    const std::function<bool()>& keepGoing) {
+  sessions_.watch(
+      [&](const std::string& key, const std::optional<KvValue>& value) {
+        auto phone = decodeKeyToken(key);
+        if (!phone) return;  // not a key this code writes
+        std::optional<SessionLocation> where;
+        if (value) where = locationFrom(*value);
+        if (where && where.value().node.empty()) where.reset();  // released
+        change(*phone, where);
+      },
+      keepGoing);
+}
+
+}  // namespace switchboard::cluster

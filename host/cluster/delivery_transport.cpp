@@ -1,0 +1,224 @@
+#include "cluster/delivery_transport.h"
+
+#include <nats/nats.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include "cluster/cluster_records.h"
+#include "cluster/nats_link.h"
+#include "net/network_thread.h"
+#include "switchboard/proto/cluster.capnp.h"
+
+namespace switchboard::cluster {
+
+namespace {
+
+constexpr const char* kStream = "SB_INBOX";
+
+using Wire = proto::cluster::Envelope;
+
+std::string envelopeBytes(const Envelope& envelope, std::uint64_t serverId) {
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<Wire>();
+  out.setKind(static_cast<Wire::Kind>(envelope.kind));
+  out.setSender(envelope.sender);
+  out.setRecipient(envelope.recipient);
+  out.setClientMsgId(envelope.clientMsgId);
+  out.setBody(
+      kj::arrayPtr(reinterpret_cast<const kj::byte*>(envelope.body.data()), envelope.body.size()));
+  out.setSentAtMs(envelope.sentAtMs);
+  out.setGroup(envelope.group);
+  out.setReceiptOf(envelope.receiptOf);
+  out.setServerId(serverId);
+  return recordBytes(message);
+}
+
+QueuedEnvelope envelopeFrom(const void* data, std::size_t size, std::uint64_t serverId) {
+  RecordReader reader(data, size);
+  auto in = reader.get<Wire>();
+  QueuedEnvelope queued;
+  queued.serverId = serverId != 0 ? serverId : in.getServerId();
+  Envelope& e = queued.envelope;
+  e.kind = static_cast<Envelope::Kind>(in.getKind());
+  e.sender = in.getSender();
+  e.recipient = in.getRecipient();
+  e.clientMsgId = in.getClientMsgId();
+  auto body = in.getBody();
+  e.body.assign(reinterpret_cast<const char*>(body.begin()), body.size());
+  e.sentAtMs = in.getSentAtMs();
+  e.group = in.getGroup();
+  e.receiptOf = in.getReceiptOf();
+  return queued;
+}
+
+// The exactly-once key JetStream deduplicates on.
+std::string messageId(const Envelope& envelope) {
+  switch (envelope.kind) {
+    case Envelope::Kind::message:
+      return "m/" + encodeKeyToken(envelope.sender) + "/" + encodeKeyToken(envelope.clientMsgId);
+    case Envelope::Kind::delivered:
+    case Envelope::Kind::read:
+      return std::string(envelope.kind == Envelope::Kind::read ? "r/" : "d/") +
+             encodeKeyToken(envelope.recipient) + "/" + std::to_string(envelope.receiptOf);
+  }
+  return {};
+}
+
+struct MsgDeleter {
+  void operator()(natsMsg* msg) const { natsMsg_Destroy(msg); }
+};
+using OwnedMsg = std::unique_ptr<natsMsg, MsgDeleter>;
+
+}  // namespace
+
+std::string inboxSubject(const std::string& recipient) {
+  return "sb.inbox." + encodeKeyToken(recipient);
+}
+
+std::string nodeNoticeSubject(const std::string& node) {
+  return "sb.node." + encodeKeyToken(node) + ".inbox";
+}
+
+DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions options)
+    : link_(link), options_(std::move(options)) {}
+
+DeliveryTransport::~DeliveryTransport() {
+  if (subscription_ != nullptr) {
+    natsSubscription_Unsubscribe(subscription_);
+    natsSubscription_Destroy(subscription_);
+  }
+}
+
+void DeliveryTransport::ensureStream() {
+  link_.requireConnected();
+  std::lock_guard lock(mutex_);
+  if (streamReady_) return;
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = kStream;
+  const char* subjects[] = {"sb.inbox.>"};
+  config.Subjects = subjects;
+  config.SubjectsLen = 1;
+  config.Storage = js_FileStorage;
+  config.Duplicates =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.duplicateWindow).count();
+  config.MaxAge = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.maxAge).count();
+  config.AllowDirect = true;  // pending() reads with direct get, next by subject
+  jsErrCode error = static_cast<jsErrCode>(0);
+  jsStreamInfo* info = nullptr;
+  natsStatus status = js_AddStream(&info, link_.jetStream(), &config, nullptr, &error);
+  if (info != nullptr) jsStreamInfo_Destroy(info);
+  if (status != NATS_OK) {
+    // Another node made it first (same settings): bind to it.
+    info = nullptr;
+    requireOk(js_GetStreamInfo(&info, link_.jetStream(), kStream, nullptr, nullptr),
+              std::string("stream ") + kStream);
+    jsStreamInfo_Destroy(info);
+  }
+  streamReady_ = true;
+}
+
+PublishResult DeliveryTransport::publish(const Envelope& envelope) {
+  ensureStream();
+  std::string bytes = envelopeBytes(envelope, 0);
+  std::string subject = inboxSubject(envelope.recipient);
+  natsMsg* raw = nullptr;
+  requireOk(
+      natsMsg_Create(&raw, subject.c_str(), nullptr, bytes.data(), static_cast<int>(bytes.size())),
+      "envelope");
+  OwnedMsg msg(raw);
+  std::string id = messageId(envelope);
+  requireOk(natsMsgHeader_Set(msg.get(), "Nats-Msg-Id", id.c_str()), "envelope header");
+  jsPubAck* ack = nullptr;
+  jsErrCode error = static_cast<jsErrCode>(0);
+  requireOk(js_PublishMsg(&ack, link_.jetStream(), msg.get(), nullptr, &error),
+            "publishing to " + subject);
+  PublishResult result{ack->Sequence, ack->Duplicate};
+  jsPubAck_Destroy(ack);
+  return result;
+}
+
+void DeliveryTransport::notify(const std::string& node, const QueuedEnvelope& queued) {
+  if (!link_.isConnected()) return;
+  std::string bytes = envelopeBytes(queued.envelope, queued.serverId);
+  std::string subject = nodeNoticeSubject(node);
+  natsStatus status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
+                                             static_cast<int>(bytes.size()));
+  if (status != NATS_OK) {
+    spdlog::debug("cluster: notice to {} not sent ({}); it waits in the stream", node,
+                  natsStatus_GetText(status));
+  }
+}
+
+std::vector<QueuedEnvelope> DeliveryTransport::pending(const std::string& recipient,
+                                                       std::uint64_t afterId, std::size_t limit) {
+  ensureStream();
+  std::string subject = inboxSubject(recipient);
+  std::vector<QueuedEnvelope> out;
+  std::uint64_t from = afterId + 1;
+  while (out.size() < limit) {
+    jsDirectGetMsgOptions options;
+    jsDirectGetMsgOptions_Init(&options);
+    options.Sequence = from;
+    options.NextBySubject = subject.c_str();
+    natsMsg* raw = nullptr;
+    natsStatus status = js_DirectGetMsg(&raw, link_.jetStream(), kStream, nullptr, &options);
+    OwnedMsg msg(raw);
+    if (status == NATS_NOT_FOUND) break;
+    requireOk(status, "reading " + subject);
+    const char* sequence = nullptr;
+    requireOk(natsMsgHeader_Get(msg.get(), "Nats-Sequence", &sequence), "direct get sequence");
+    std::uint64_t serverId = std::strtoull(sequence, nullptr, 10);
+    out.push_back(envelopeFrom(natsMsg_GetData(msg.get()),
+                               static_cast<std::size_t>(natsMsg_GetDataLength(msg.get())),
+                               serverId));
+    from = serverId + 1;
+  }
+  return out;
+}
+
+void DeliveryTransport::remove(std::uint64_t serverId) {
+  ensureStream();
+  jsErrCode error = static_cast<jsErrCode>(0);
+  natsStatus status = js_DeleteMsg(link_.jetStream(), kStream, serverId, nullptr, &error);
+  if (status == NATS_OK || status == NATS_NOT_FOUND) return;
+  // Already gone (a repeat, or expired): JetStream answers "no message found"
+  // (API error 10057) rather than a status of its own.
+  const char* detail = nats_GetLastError(nullptr);
+  if (error == 10057 ||
+      (detail != nullptr && std::string(detail).find("no message found") != std::string::npos)) {
+    return;
+  }
+  requireOk(status, "removing envelope " + std::to_string(serverId));
+}
+
+void DeliveryTransport::listen(net::NetworkThread& thread,
+                               std::function<void(QueuedEnvelope)> handler) {
+  listenThread_ = &thread;
+  handler_ = std::move(handler);
+  std::string subject = nodeNoticeSubject(options_.node);
+  requireOk(natsConnection_Subscribe(&subscription_, link_.connection(), subject.c_str(),
+                                     &DeliveryTransport::onNotice, this),
+            "subscribing to " + subject);
+}
+
+// On a libnats thread: decode, then hop to the listening network thread.
+void DeliveryTransport::onNotice(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {
+  OwnedMsg msg(raw);
+  auto* transport = static_cast<DeliveryTransport*>(self);
+  QueuedEnvelope queued;
+  try {
+    queued = envelopeFrom(natsMsg_GetData(msg.get()),
+                          static_cast<std::size_t>(natsMsg_GetDataLength(msg.get())), 0);
+  } catch (...) {
+    spdlog::warn("cluster: dropped an unreadable notice on {}", natsMsg_GetSubject(msg.get()));
+    return;
+  }
+  auto handler = transport->handler_;
+  transport->listenThread_->post(
+      [handler, queued = std::move(queued)]() mutable { handler(std::move(queued)); });
+}
+
+}  // namespace switchboard::cluster

@@ -1,0 +1,112 @@
+// Carrying messages and receipts between nodes, with the single-node guarantees.
+//
+// The queue is one JetStream stream, SB_INBOX, subject sb.inbox.<recipient>:
+// everything that waits for a phone, whichever node it was sent on and
+// whichever node the phone will log in on. It plays the role SQLite's messages
+// table plays on one node (docs/architecture.md, "The store is the queue"):
+// - publish() returns once JetStream has stored the envelope (its PubAck):
+//   that is the "durable" of "delivered or durable", and the stream sequence
+//   is the envelope's server id, unique in the cluster.
+// - Exactly once: the publish carries Nats-Msg-Id = sender + clientMsgId, so
+//   a retry within the stream's duplicate window is not stored again and gets
+//   the first copy's server id back (duplicate = true).
+// - Order per (sender, recipient): one node publishes one sender's envelopes
+//   in the order it acknowledges them (the worker thread is serial), JetStream
+//   numbers them in that order, and a phone is fed in server-id order.
+// - notify() is the live push: a core NATS message to the node holding the
+//   recipient (sb.node.<node>.inbox) carrying the envelope and its server id.
+//   It may be lost (that node died, NATS blinked): the envelope still waits in
+//   the stream, and pending() finds it when the phone next logs in, anywhere.
+// - remove() deletes an envelope the phone has taken, so the stream holds what
+//   waits, not history. MaxAge expires what nobody took.
+//
+// Blocking calls (publish, pending, remove) belong on the link's worker
+// thread. listen() delivers notices on the given network thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+struct __natsConnection;
+struct __natsSubscription;
+struct __natsMsg;
+
+namespace switchboard::net {
+class NetworkThread;
+}
+
+namespace switchboard::cluster {
+
+class NatsLink;
+
+struct Envelope {
+  enum class Kind : std::uint8_t { message, delivered, read };
+  Kind kind = Kind::message;
+  std::string sender;
+  std::string recipient;
+  std::string clientMsgId;
+  std::string body;  // bytes
+  std::int64_t sentAtMs = 0;
+  std::string group;
+  std::uint64_t receiptOf = 0;  // receipts: the server id they are about
+};
+
+struct QueuedEnvelope {
+  std::uint64_t serverId = 0;
+  Envelope envelope;
+};
+
+struct PublishResult {
+  std::uint64_t serverId = 0;
+  bool duplicate = false;  // the same exactly-once key was published before
+};
+
+struct DeliveryTransportOptions {
+  std::string node;                             // this node's name
+  std::chrono::seconds duplicateWindow{600};    // exactly-once memory
+  std::chrono::seconds maxAge{30 * 24 * 3600};  // offline expiry
+};
+
+class DeliveryTransport {
+ public:
+  DeliveryTransport(NatsLink& link, DeliveryTransportOptions options);
+  ~DeliveryTransport();
+  DeliveryTransport(const DeliveryTransport&) = delete;
+  DeliveryTransport& operator=(const DeliveryTransport&) = delete;
+
+  PublishResult publish(const Envelope& envelope);
+  // Fire and forget; a no-op while degraded (the stream has the envelope).
+  void notify(const std::string& node, const QueuedEnvelope& queued);
+  // What waits for `recipient` with a server id above `afterId`, oldest first.
+  std::vector<QueuedEnvelope> pending(const std::string& recipient, std::uint64_t afterId,
+                                      std::size_t limit);
+  void remove(std::uint64_t serverId);
+
+  // Starts receiving this node's notices: `handler` runs on `thread`. Once;
+  // libnats re-subscribes by itself after a reconnect. Needs no connection
+  // (it takes effect when NATS is reachable).
+  void listen(net::NetworkThread& thread, std::function<void(QueuedEnvelope)> handler);
+
+ private:
+  void ensureStream();
+  static void onNotice(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
+
+  NatsLink& link_;
+  const DeliveryTransportOptions options_;
+  std::mutex mutex_;
+  bool streamReady_ = false;
+  __natsSubscription* subscription_ = nullptr;
+  net::NetworkThread* listenThread_ = nullptr;
+  std::function<void(QueuedEnvelope)> handler_;
+};
+
+// The stream subject an envelope for `recipient` is stored under, and the
+// subject of a node's live notices.
+std::string inboxSubject(const std::string& recipient);
+std::string nodeNoticeSubject(const std::string& node);
+
+}  // namespace switchboard::cluster

@@ -1,0 +1,72 @@
+// One JetStream key-value bucket, as the cluster room uses it: blocking calls
+// for the link's worker thread (or a test's own thread), never a network thread.
+//
+// The bucket is created on first use (or bound, when another node created it
+// already) and every call first requires the link to be connected, so a
+// degraded node fails fast with ClusterError instead of waiting for a time-out.
+// Conditional writes (create, update at a revision) are how two nodes racing
+// for the same key are told apart: exactly one wins, the other gets false.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+struct __kvStore;
+
+namespace switchboard::cluster {
+
+class NatsLink;
+
+struct KvBucketOptions {
+  std::string name;             // [a-zA-Z0-9_-]+
+  std::chrono::seconds ttl{0};  // 0: values never expire
+  std::uint8_t history = 1;     // values kept per key
+  bool memoryStorage = false;   // file storage unless asked
+};
+
+struct KvValue {
+  std::string bytes;
+  std::uint64_t revision = 0;
+};
+
+class KvBucket {
+ public:
+  KvBucket(NatsLink& link, KvBucketOptions options);
+  ~KvBucket();
+  KvBucket(const KvBucket&) = delete;
+  KvBucket& operator=(const KvBucket&) = delete;
+
+  // The value under `key`; nullopt when absent or deleted.
+  std::optional<KvValue> get(const std::string& key);
+  std::uint64_t put(const std::string& key, const std::string& bytes);  // returns the revision
+  // Writes only if `key` has no live value; false if it has one.
+  bool create(const std::string& key, const std::string& bytes);
+  // Writes only if `key` is still at `revision`; false if someone wrote since.
+  bool update(const std::string& key, const std::string& bytes, std::uint64_t revision);
+  void remove(const std::string& key);
+  // Live keys starting with `prefix` (all when empty), sorted.
+  std::vector<std::string> keys(const std::string& prefix = "");
+  // Calls `entry(key, value)` (value nullopt: deleted) for every live key now
+  // and then for every change, until `keepGoing()` is false (checked at least
+  // every `poll`). Returns then; throws ClusterError when the watch breaks.
+  void watch(const std::function<void(const std::string&, const std::optional<KvValue>&)>& entry,
+             const std::function<bool()>& keepGoing,
+             std::chrono::milliseconds poll = std::chrono::milliseconds(200));
+
+  const std::string& name() const { return options_.name; }
+
+ private:
+  __kvStore* store();
+
+  NatsLink& link_;
+  const KvBucketOptions options_;
+  std::mutex mutex_;
+  __kvStore* store_ = nullptr;
+};
+
+}  // namespace switchboard::cluster

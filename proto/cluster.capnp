@@ -1,0 +1,74 @@
+# What nodes of one cluster store in NATS and send each other. Nothing here is
+# seen by phones or operators: it is the cluster's own record format, stored
+# in JetStream key-value buckets and streams (docs/cluster.md says which).
+#
+# Every record is one Cap'n Proto message (unpacked, single segment as written
+# by capnp::messageToFlatArray). Fields are only ever added, never renumbered,
+# so nodes of different versions can read each other's records during a
+# rolling upgrade.
+
+@0xd6a1f0c3b2e49a87;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("switchboard::proto::cluster");
+
+struct NodeRecord {
+  # Bucket sb_nodes, key = node name. Rewritten every heartbeat; the bucket's
+  # TTL removes the record of a node that stopped writing it.
+  name @0 :Text;
+  address @1 :Text;          # the node's client endpoint, HOST:PORT
+  sessions @2 :UInt32;       # live phone sessions on the node
+  pluginVersions @3 :Text;   # "auth=1.0.0 routing=1.0.0 ..." (empty kind: not loaded)
+  heardAtMs @4 :Int64;       # wall clock of the writer when it wrote this record
+  startedAtMs @5 :Int64;
+  instance @6 :UInt64;       # random per process start: tells a restart from a twin
+  version @7 :Text;          # the host binary's version
+}
+
+struct UserRecord {
+  # Bucket sb_users, key = phone. The device key is stored only as its hash.
+  phone @0 :Text;
+  keyHash @1 :Data;
+  deviceName @2 :Text;
+  registeredAtMs @3 :Int64;
+}
+
+struct SessionRecord {
+  # Bucket sb_sessions, key = phone: the node holding the phone's session.
+  node @0 :Text;
+  sessionId @1 :UInt64;      # unique per login: tells a newer login from an older one
+  atMs @2 :Int64;
+}
+
+struct ContactList {
+  # Bucket sb_contacts, key = owner phone: the phones the owner added.
+  contacts @0 :List(Text);
+}
+
+struct GroupRecord {
+  # Bucket sb_groups, key = group id.
+  id @0 :Text;
+  name @1 :Text;
+  owner @2 :Text;
+  members @3 :List(Text);
+}
+
+struct Envelope {
+  # Stream SB_INBOX, subject sb.inbox.<recipient key>; also the payload of the
+  # live notice on sb.node.<node>.inbox.
+  kind @0 :Kind;
+  sender @1 :Text;
+  recipient @2 :Text;
+  clientMsgId @3 :Text;      # with `sender`: the exactly-once key (Nats-Msg-Id)
+  body @4 :Data;
+  sentAtMs @5 :Int64;
+  group @6 :Text;            # the group a message was sent to; empty for 1:1
+  receiptOf @7 :UInt64;      # receipts: the server id of the message they are about
+  serverId @8 :UInt64;       # live notices only: the envelope's stream sequence
+
+  enum Kind {
+    message @0;
+    delivered @1;
+    read @2;
+  }
+}

@@ -1,0 +1,78 @@
+#include "nats_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <stdexcept>
+#include <vector>
+
+extern char** environ;
+
+namespace switchboard::testing {
+
+namespace {
+bool accepts(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return ok;
+}
+}  // namespace
+
+NatsServer::NatsServer() : port_(freePort()) {}
+
+NatsServer::~NatsServer() {
+  if (running()) signalAndWait(SIGKILL);
+}
+
+void NatsServer::start() {
+  if (running()) return;
+  std::string port = std::to_string(port_);
+  std::string store = (dir_.path() / "jetstream").string();
+  std::string log = (dir_.path() / "nats.log").string();
+  std::vector<std::string> args = {"nats-server", "-a",  "127.0.0.1", "-p", port,
+                                   "-js",         "-sd", store,       "-l", log};
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawnp(&pid, "nats-server", nullptr, nullptr, argv.data(), environ) != 0) {
+    throw std::runtime_error("cannot start nats-server (is the nats-server package installed?)");
+  }
+  pid_ = pid;
+  if (!waitUntil([&] { return accepts(port_); })) {
+    signalAndWait(SIGKILL);
+    throw std::runtime_error("nats-server did not accept connections on port " + port);
+  }
+}
+
+void NatsServer::stop() {
+  signalAndWait(SIGTERM);
+}
+
+void NatsServer::kill() {
+  signalAndWait(SIGKILL);
+}
+
+void NatsServer::signalAndWait(int signal) {
+  if (!running()) return;
+  ::kill(pid_, signal);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+std::string NatsServer::url() const {
+  return "nats://127.0.0.1:" + std::to_string(port_);
+}
+
+}  // namespace switchboard::testing

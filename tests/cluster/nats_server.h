@@ -1,0 +1,43 @@
+// A real nats-server (JetStream on) in a child process, for the cluster tests.
+//
+// It listens on 127.0.0.1 at a port picked once and keeps its JetStream data
+// in a temporary directory; both stay the same across stop()/start(), so a
+// restart is the same server coming back with its data, as in production.
+// start() returns once the port accepts connections; stop() is SIGTERM and
+// wait, kill() is SIGKILL and wait. The destructor kills it and removes the
+// directory. One test thread drives it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "test_support.h"
+
+namespace switchboard::testing {
+
+class NatsServer {
+ public:
+  NatsServer();
+  ~NatsServer();
+  NatsServer(const NatsServer&) = delete;
+  NatsServer& operator=(const NatsServer&) = delete;
+
+  void start();
+  void stop();
+  void kill();
+  bool running() const { return pid_ > 0; }
+
+  std::string url() const;  // nats://127.0.0.1:PORT
+  std::uint16_t port() const { return port_; }
+
+ private:
+  void signalAndWait(int signal);
+
+  TempDir dir_;
+  std::uint16_t port_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace switchboard::testing
