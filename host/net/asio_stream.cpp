@@ -47,7 +47,9 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
                                          size_t done) {
   for (;;) {
     size_t buffered = readEnd_ - readStart_;
-    if (buffered > 0) {
+    // A zero-byte read (Cap'n Proto reads an empty segment so, with a null buffer) copies
+    // nothing: memcpy with a null pointer is undefined even for zero bytes (found by fuzzing).
+    if (buffered > 0 && done < maxBytes) {
       size_t n = std::min(buffered, maxBytes - done);
       std::memcpy(out + done, readBuffer_.get() + readStart_, n);
       readStart_ += n;
