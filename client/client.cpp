@@ -92,16 +92,26 @@ struct Reply {
   }
 };
 
-// Ids already handed to onMessage, the most recent `capacity` of them.
+// Messages already handed to onMessage, the most recent `capacity` of them,
+// known both by server id (a redelivery after a lost return) and by (sender,
+// clientMsgId) (a repeat with a new id, after the server died between
+// delivering a message and acknowledging it to its sender, who then re-sent).
 class DeliveredWindow {
  public:
   explicit DeliveredWindow(std::size_t capacity) : capacity_(std::max<std::size_t>(1, capacity)) {}
-  // True if `id` is new (and now remembered).
-  bool insert(std::uint64_t id) {
-    if (!ids_.insert(id).second) return false;
-    order_.push_back(id);
+  // True if the message is new (and now remembered).
+  bool insert(std::uint64_t id, std::string_view from, std::string_view clientMsgId) {
+    std::string origin;
+    origin.reserve(from.size() + 1 + clientMsgId.size());
+    origin.append(from).push_back('\0');
+    origin.append(clientMsgId);
+    if (ids_.contains(id) || origins_.contains(origin)) return false;
+    ids_.insert(id);
+    origins_.insert(origin);
+    order_.emplace_back(id, std::move(origin));
     if (order_.size() > capacity_) {
-      ids_.erase(order_.front());
+      ids_.erase(order_.front().first);
+      origins_.erase(order_.front().second);
       order_.pop_front();
     }
     return true;
@@ -110,7 +120,8 @@ class DeliveredWindow {
  private:
   std::size_t capacity_;
   std::unordered_set<std::uint64_t> ids_;
-  std::deque<std::uint64_t> order_;
+  std::unordered_set<std::string> origins_;
+  std::deque<std::pair<std::uint64_t, std::string>> order_;
 };
 
 class LoggingErrorHandler final : public kj::TaskSet::ErrorHandler {
@@ -265,7 +276,11 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   void deliver(capnp::List<proto::Message>::Reader messages) {
     for (auto m : messages) {
-      if (!delivered.insert(m.getId())) continue;  // a redelivery after a lost return
+      // A redelivery after a lost return, or a repeat after a server crash.
+      if (!delivered.insert(m.getId(), std::string_view(m.getFrom().cStr(), m.getFrom().size()),
+                            std::string_view(m.getClientMsgId().cStr(), m.getClientMsgId().size()))) {
+        continue;
+      }
       emit(messageCallback, "onMessage", toMessage(m));
     }
   }

@@ -109,7 +109,9 @@ struct ClientOptions {
   std::chrono::milliseconds reconnectMin{50};
   std::chrono::milliseconds reconnectMax{5000};
   bool autoReconnect = true;
-  // How many delivered message ids are remembered to drop redeliveries.
+  // How many delivered messages are remembered to drop repeats: by server id
+  // (a redelivery after a lost return) and by (sender, clientMsgId) (a repeat
+  // with a new id after the server died before acknowledging the send).
   std::size_t dedupeWindow = 65536;
 };
 

@@ -98,6 +98,10 @@ std::vector<Setting> settings() {
                             &HostConfig::sessionQueueLimit),
       setting<std::int64_t>("session-queue-alert", "queue length that raises an alert",
                             &HostConfig::sessionQueueAlert),
+      setting<std::int64_t>("durable-after-ms",
+                            "a message an online phone has not taken for this long is written "
+                            "to the store",
+                            &HostConfig::durableAfterMs),
       setting<std::int64_t>("session-stall-ms",
                             "a phone whose queue is full and that read nothing for this long "
                             "is disconnected as too slow",

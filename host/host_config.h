@@ -51,6 +51,9 @@ struct HostConfig {
   std::string cluster;  // nats://HOST:PORT of the cluster's NATS; empty: single node
   std::uint32_t sessionQueueLimit = 10000;  // past it a slow reader is disconnected
   std::uint32_t sessionQueueAlert = 1000;   // past it an alert is logged and counted
+  // A message held for an online phone that has not taken it this long is
+  // written to the store (and its sender acknowledged once durable).
+  std::uint32_t durableAfterMs = 200;
   std::uint32_t sessionStallMs = 5000;      // full queue + nothing read this long: disconnected
 
   // Connections on the phone port (see net/connection_limits.h for the protocol limits).

@@ -154,6 +154,7 @@ HostProcess::HostProcess(HostConfig config)
   options.limits.maxQueue = config_.sessionQueueLimit;
   options.limits.alertQueue = config_.sessionQueueAlert;
   options.limits.stallTimeout = std::chrono::milliseconds(config_.sessionStallMs);
+  options.limits.durableAfter = std::chrono::milliseconds(config_.durableAfterMs);
   std::vector<net::NetworkThread*> threadPointers;
   for (auto& t : p.threads) threadPointers.push_back(t.get());
   p.messaging = std::make_unique<messaging::MessagingService>(

@@ -9,7 +9,9 @@
 #
 # Errors: every call that fails returns a Cap'n Proto exception whose
 # description is one clear sentence ("body is 70000 bytes, the limit is 65536").
-# A failed call changed nothing on the server.
+# A failed call changed nothing on the server, with one exception: a verify
+# with a wrong code uses up one of the code's 5 attempts (that is what makes
+# guessing useless).
 #
 # Phone numbers are E.164 text: "+" then 8 to 15 digits, no spaces.
 
@@ -59,12 +61,23 @@ interface Gateway {
 interface Session {
   send @0 (to :Text, clientMsgId :Text, body :Data) -> (id :UInt64, timestamp :Int64);
   # Sends `body` to the phone `to`. Returning is the "sent" tick: the message
-  # is either delivered or durably queued, and will not be lost. `id` is the
-  # server's id for the message, `timestamp` its server time in ms since the
-  # epoch. The sender is the session's phone; a message cannot name another.
-  # Re-sending the same `clientMsgId` returns the first send's id and
-  # timestamp and delivers nothing twice. Messages from one sender to one
-  # recipient arrive in the order their sends returned.
+  # is either delivered (the recipient's Inbox.deliver returned) or durably
+  # queued, and will not be lost, even if the server is killed. To an online
+  # phone the return usually comes once it is delivered; a message not
+  # delivered within a short deadline is stored and then acknowledged. `id` is
+  # the server's id for the message, `timestamp` its server time in ms since
+  # the epoch. The sender is the session's phone; a message cannot name
+  # another. Messages from one sender to one recipient arrive in the order
+  # they were sent.
+  #
+  # Re-sending: re-send with the same `clientMsgId` when a send did not
+  # return (a timeout, a dropped connection). Re-sending an acknowledged
+  # `clientMsgId` returns the first send's id and timestamp and delivers
+  # nothing twice. If the server died after delivering a message but before
+  # acknowledging it, the re-send is a new message to the server: the
+  # recipient gets it a second time, with a new `id` but the same
+  # (`from`, `clientMsgId`); receivers drop repeats by that pair (the C++ and
+  # Python clients do).
 
   sendGroup @1 (group :UInt64, clientMsgId :Text, body :Data) -> (id :UInt64, timestamp :Int64);
   # Sends to every other member of `group`; the caller must be a member. The
@@ -72,8 +85,14 @@ interface Session {
 
   receipt @2 (ids :List(UInt64), kind :ReceiptKind);
   # Tells the senders of messages `ids` (which this phone received) that they
-  # were delivered or read. The senders get Inbox.receipt, now or on their
-  # next login. Unknown ids are refused.
+  # were read. The senders get Inbox.receipt, now or on their next login;
+  # returning means each receipt was shown to its sender or is durably queued.
+  # Phones send only `read`: the server makes the "delivered" receipt itself
+  # when Inbox.deliver returns, so a `delivered` receipt from a phone is
+  # checked and then ignored (the sender never sees the same tick twice).
+  # A message id names its sender; an id that names no registered sender is
+  # refused ("unknown message id N"). The server keeps no record of
+  # delivered messages, so it cannot check more than that.
 
   setPresence @3 (state :PresenceState);
   # Online or away as the phone's user sees it. Logging in sets online;
@@ -104,9 +123,12 @@ interface Session {
 
 interface Inbox {
   deliver @0 (messages :List(Message));
-  # New messages, oldest first. Returning means the device has them: the
-  # server then forgets them and tells each sender "delivered". A message may
-  # be delivered again after a reconnect if a return was lost; `id` tells.
+  # New messages, oldest first per sender. Returning means the device has
+  # them: the server then forgets them, never delivers them again, and tells
+  # each sender "delivered". A message is delivered again only if a return was
+  # lost (the connection dropped first): it then comes with the same `id`.
+  # After a server crash a message can also repeat with a new `id` (see
+  # Session.send): drop repeats by `id` and by (`from`, `clientMsgId`).
 
   receipt @1 (receipts :List(Receipt));
   # Delivered/read ticks for messages this phone sent.
@@ -122,7 +144,8 @@ interface Inbox {
 # ---------------------------------------------------------------- data
 
 struct Message {
-  id @0 :UInt64;          # the server's id
+  id @0 :UInt64;          # the server's id, as the sender was given it (one id per
+                          # send: every member of a group sees the same id)
   from @1 :Text;          # the sender's phone
   group @2 :UInt64;       # 0 for a direct message
   clientMsgId @3 :Text;   # the sender's own id

@@ -130,6 +130,9 @@ void storeCommits(PrometheusText& out, const store::StoreStats& stats) {
           "Prepared statements reused from the per-connection cache", stats.statementCacheHits);
   counter(out, "switchboard_store_statement_cache_misses_total",
           "Statements prepared because the cache did not hold them", stats.statementCacheMisses);
+  counter(out, "switchboard_store_write_vm_steps_total",
+          "SQLite VM steps run by store writes (work done, grows with rows visited)",
+          stats.writeVmSteps);
 }
 
 // Only with --cluster: a single node has no cluster metrics at all.

@@ -11,7 +11,7 @@ namespace {
 // LIKE escaping.
 constexpr const char* kSummarySql = R"sql(
 SELECT u.phone, u.created_ms, COALESCE(u.last_seen_ms, 0), COALESCE(d.device_name, ''),
-  (SELECT COUNT(*) FROM messages m WHERE m.recipient = u.phone AND m.delivered_ms IS NULL),
+  u.queued,
   (SELECT COUNT(*) FROM contacts c WHERE c.owner = u.phone),
   (SELECT COUNT(*) FROM group_members g WHERE g.member = u.phone)
 FROM users u LEFT JOIN devices d ON d.phone = u.phone
@@ -85,7 +85,7 @@ void UserAdmin::remove(const std::string& phone, Done done) {
         exists.bind(1, phone);
         if (!exists.step()) throw Refusal("no user " + phone);
         for (const char* sql : {
-                 "DELETE FROM messages WHERE recipient = ?1",
+                 "DELETE FROM queue WHERE recipient = ?1",
                  "DELETE FROM receipts_queue WHERE recipient = ?1",
                  "DELETE FROM contacts WHERE owner = ?1 OR contact = ?1",
                  "DELETE FROM group_members WHERE member = ?1",

@@ -4,30 +4,48 @@
 // visibility, offline decides expiry and pushes); storage, sessions and the
 // SMS and push sinks are the host's and are driven from here.
 //
-// Guarantees (docs/architecture.md, "Delivery"):
-//   * A send is acknowledged only once its rows are durable in the store; the
-//     store is the queue, and a message leaves it only when the recipient's
-//     Inbox.deliver returned. So an acknowledged message is never lost, across
-//     disconnects, plugin swaps and restarts.
-//   * Rows get ids in commit order from one writer thread, and sessions deliver
-//     in id order, so messages from one sender to one recipient keep their order.
-//   * Re-sending a clientMsgId returns the first send's id and stores nothing.
+// The service is one class whose parts live in files named for them:
+// registration.cpp (codes, keys, login), delivery.cpp (send, group send,
+// broadcast, and where a message goes), receipts.cpp, presence.cpp,
+// directory.cpp (contacts, groups, users) and messaging_service.cpp (the
+// durable side of sessions: spills, paging, forgetting what was delivered).
+//
+// Guarantees (docs/architecture.md, "Sessions and delivery"):
+//   * A send is acknowledged only once every copy is delivered to its phone
+//     (Inbox.deliver returned) or durable in the store. A message to an online
+//     phone goes from the sender's thread to the recipient's session in memory
+//     and touches no disk unless it is not taken within durableAfter; a message
+//     to an offline phone is written (group commit) and then acknowledged. So
+//     an acknowledged message is never lost, across disconnects, plugin swaps,
+//     restarts and kill -9.
+//   * Per (sender, recipient), messages arrive in the order they were sent:
+//     while any of a sender's messages to a recipient is unacknowledged, the
+//     next one takes the same way (see LiveSession and SenderRoute).
+//   * Re-sending an acknowledged clientMsgId returns the first send's id and
+//     delivers nothing twice (DedupCache, and dedup rows for stored messages).
+//   * A message the phone returned is never delivered to it again: its stored
+//     row (if any) is deleted, and a new session of the phone pages only after
+//     such deletes are durable.
 //   * The sender is always the session's phone.
 //
 // Threads: the public methods run on network threads (the caller's loop);
-// promises resolve there. Work that follows a commit is posted from the
-// store's writer thread straight to the threads owning the sessions concerned.
+// promises resolve there. Work that follows a store commit is posted from the
+// writer thread straight to the threads owning the sessions concerned.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <kj/async.h>
 
+#include "messaging/dedup_cache.h"
+#include "messaging/message_ids.h"
 #include "session/live_session.h"
 #include "session/session_table.h"
 
@@ -36,7 +54,8 @@ class NetworkThread;
 }
 namespace switchboard::store {
 class Store;
-}
+class Connection;
+}  // namespace switchboard::store
 namespace switchboard::plugin {
 class PluginManager;
 }
@@ -53,13 +72,16 @@ struct MessagingOptions {
   session::SessionLimits limits;
   // Used when the offline plugin cannot be asked (no plugin loaded, or it failed).
   std::int64_t fallbackExpirySeconds = 30 * 24 * 3600;
+  // Acknowledged sends remembered in memory for dedup.
+  std::size_t dedupEntries = 262144;
 };
 
 // Traffic counters, read by the metrics endpoint and the activity report.
 struct MessagingCounters {
-  std::atomic<std::uint64_t> messagesIn{0};   // acknowledged sends (per recipient row)
-  std::atomic<std::uint64_t> messagesOut{0};  // rows delivered to phones
-  std::atomic<std::uint64_t> duplicates{0};   // re-sent clientMsgIds
+  std::atomic<std::uint64_t> messagesIn{0};   // accepted sends (per recipient copy)
+  std::atomic<std::uint64_t> messagesOut{0};  // copies delivered to phones
+  std::atomic<std::uint64_t> messagesStored{0};  // copies written to the store
+  std::atomic<std::uint64_t> duplicates{0};      // re-sent clientMsgIds
   std::atomic<std::uint64_t> logins{0};
   std::atomic<std::uint64_t> failedLogins{0};
   std::atomic<std::uint64_t> codesRequested{0};
@@ -74,11 +96,6 @@ struct ConnectionContext {
   std::size_t threadIndex = 0;
   std::uint64_t connectionId = 0;
   std::string peer;
-};
-
-struct SentMessage {
-  std::uint64_t id = 0;
-  std::int64_t timestamp = 0;
 };
 
 struct ContactView {
@@ -109,8 +126,9 @@ class MessagingService final : public session::SessionBackend {
   const MessagingOptions& options() const { return options_; }
   const MessagingCounters& counters() const { return counters_; }
   session::SessionTable& sessions() { return sessions_; }
+  std::size_t dedupEntries() const { return dedup_.size(); }
 
-  // ---- Gateway
+  // ---- Gateway (registration.cpp)
   kj::Promise<std::uint32_t> requestCode(std::string phone, std::string peer);
   kj::Promise<std::string> verify(std::string phone, std::string code, std::string deviceName);
   // Checks the key and opens a session on the calling thread. Throws on a bad key.
@@ -118,15 +136,20 @@ class MessagingService final : public session::SessionBackend {
                                               proto::Inbox::Client inbox,
                                               const ConnectionContext& connection);
 
-  // ---- Session (`from` is the session's own phone)
-  kj::Promise<SentMessage> send(const std::string& from, std::string to, std::string clientMsgId,
-                                std::string body);
-  kj::Promise<SentMessage> sendGroup(const std::string& from, std::uint64_t group,
+  // ---- Session (delivery.cpp, receipts.cpp; `sender` is the calling session)
+  kj::Promise<SentMessage> send(session::LiveSession& sender, std::string to,
+                                std::string clientMsgId, std::string body);
+  kj::Promise<SentMessage> sendGroup(session::LiveSession& sender, std::uint64_t group,
                                      std::string clientMsgId, std::string body);
-  kj::Promise<void> receipt(const std::string& from, std::vector<std::uint64_t> ids,
+  // Resolves once every receipt is shown to its sender or durable.
+  kj::Promise<void> receipt(const session::LiveSession& reader, std::vector<std::uint64_t> ids,
                             session::ReceiptKind kind);
+
+  // ---- Presence (presence.cpp)
   void setPresence(const session::LiveSession& session, session::PresenceState state);
-  void typing(const std::string& from, const std::string& to, bool active);
+  void typing(const session::LiveSession& session, const std::string& to, bool active);
+
+  // ---- Directory (directory.cpp)
   kj::Promise<void> addContacts(const std::string& owner, std::vector<std::string> phones);
   kj::Promise<void> removeContacts(const std::string& owner, std::vector<std::string> phones);
   std::vector<ContactView> contacts(const std::string& owner);
@@ -145,35 +168,82 @@ class MessagingService final : public session::SessionBackend {
   // Tells every live session why and closes it (shutdown).
   void kickAll(const std::string& reason);
   // Forgets what has expired: queued messages past their expiry (never
-  // delivered, by policy), delivered rows past it, and dedup and receipt rows
-  // older than the fallback expiry. Any thread; the deletes are queued.
+  // delivered, by policy), and dedup and receipt rows older than the fallback
+  // expiry. Any thread; the deletes are queued.
   void sweepExpired();
   // Queues a message from "system" to `phone`, or to every registered user
-  // when `phone` is empty. Resolves with the number of recipients once durable.
-  // Call on a network thread.
+  // when `phone` is empty. Resolves with the number of recipients once
+  // durable. Call on a network thread.
   kj::Promise<std::uint32_t> broadcast(std::string phone, std::string body);
 
-  // ---- session::SessionBackend
+  // ---- session::SessionBackend (messaging_service.cpp)
   std::vector<session::OutboundMessage> queuedMessages(const std::string& phone,
-                                                       std::uint64_t afterId,
-                                                       std::size_t limit) override;
+                                                       std::uint64_t afterSeq, std::size_t limit,
+                                                       std::uint64_t holder) override;
   std::vector<session::OutboundReceipt> queuedReceipts(const std::string& phone,
-                                                       std::uint64_t afterRow,
-                                                       std::size_t limit) override;
+                                                       std::uint64_t afterSeq, std::size_t limit,
+                                                       std::uint64_t holder) override;
+  void spillMessages(session::LiveSession& session, session::SpillKind kind,
+                     std::vector<session::OutboundMessage> items) override;
+  void spillReceipts(session::LiveSession& session, session::SpillKind kind,
+                     std::vector<session::OutboundReceipt> items) override;
   void messagesDelivered(const session::LiveSession& session,
-                         std::vector<std::uint64_t> ids) override;
-  void receiptsShown(std::vector<std::uint64_t> rowIds) override;
+                         std::vector<session::OutboundMessage> items) override;
+  void receiptsShown(const session::LiveSession& session,
+                     std::vector<session::OutboundReceipt> items) override;
   void sessionEnded(const session::LiveSession& session) override;
   void queueAlert(const session::LiveSession& session, std::size_t length) override;
   void slowConsumer(const session::LiveSession& session, std::size_t length) override;
 
  private:
-  struct Draft;
-  struct Committed;
+  // A copy of a message or receipt and the phone it is for.
+  template <class Item>
+  struct Addressed {
+    std::string recipient;
+    Item item;
+  };
+  using AddressedMessage = Addressed<session::OutboundMessage>;
+  using AddressedReceipt = Addressed<session::OutboundReceipt>;
 
-  kj::Promise<SentMessage> commit(Draft draft);
-  void afterCommit(const Committed& committed);
-  void postToSession(const std::string& phone, std::function<void(session::LiveSession&)> action);
+  // How a write of queued items came about: who holds the rows, who to tell.
+  struct WriteOrigin {
+    std::weak_ptr<session::LiveSession> session;  // the spilling session, if any
+    session::SpillKind kind = session::SpillKind::handOver;
+    std::uint64_t holder = 0;  // 0: nobody holds the rows, the phone pages them
+  };
+
+  // ---- delivery.cpp
+  // Hands `message` to `to` the way the sender's earlier unacknowledged items
+  // to `to` went, or else to `to`'s session or the store.
+  void route(session::LiveSession& sender, const std::string& to,
+             session::OutboundMessage message);
+  // On the thread of `address`: offers the item to that session, or stores it
+  // when the session is gone.
+  template <class Item>
+  void offerOrStore(const session::SessionAddress& address, std::string recipient, Item item);
+  template <class Item>
+  void offerOrStoreHere(const std::weak_ptr<session::LiveSession>& session,
+                        std::string recipient, Item item);
+  // Writes items to the store (group commit), then settles their acks, tells
+  // the sessions concerned, and pushes to phones that are away.
+  void storeMessages(std::vector<AddressedMessage> items, WriteOrigin origin);
+  void storeReceipts(std::vector<AddressedReceipt> items, WriteOrigin origin);
+  // After a commit: the session that wrote (spillDone) or the phone's current
+  // session (storeChanged) learns that rows for it are visible.
+  void rowsCommitted(const std::string& phone, const WriteOrigin& origin);
+  // Deletes stored rows the phones have taken; the phone's next session pages
+  // only after this is durable.
+  void forgetRows(const std::string& phone, const char* table,
+                  std::vector<session::Durability> rows);
+  kj::Promise<SentMessage> acknowledged(kj::Promise<void> ack, const std::string& from,
+                                        const std::string& clientMsgId, SentMessage sent);
+  std::optional<SentMessage> findDuplicate(const std::string& from,
+                                           const std::string& clientMsgId);
+
+  // ---- receipts.cpp
+  void routeReceipt(const std::string& to, session::OutboundReceipt receipt);
+
+  // ---- presence.cpp
   void fanOutPresence(const std::string& phone, session::PresenceState state,
                       std::int64_t lastSeen);
   // Whether `watcher` may see `user`: reads the contact relation both ways,
@@ -182,11 +252,20 @@ class MessagingService final : public session::SessionBackend {
   // The presence plugin's answer when the contact relation is already known.
   bool presencePolicy(const std::string& user, const std::string& watcher, bool watcherHasUser,
                       bool userHasWatcher);
-  void kick(const session::SessionRef& ref, const std::string& reason);
+  void pushPresence(const session::SessionAddress& address, session::OutboundPresence update);
+
+  // ---- directory.cpp
   bool isRegistered(const std::string& phone);
+  std::optional<std::string> phoneOfNumber(std::uint64_t number);
   void requireRegistered(const std::vector<std::string>& phones);
   void requireMember(const std::string& phone, std::uint64_t group);
   std::vector<std::string> membersOf(std::uint64_t group);
+
+  // ---- messaging_service.cpp
+  void kick(const session::SessionRef& ref, const std::string& reason);
+  // Runs `fn` on network thread `threadIndex`: now if that is this thread.
+  void postTo(std::size_t threadIndex, std::function<void()> fn);
+  bool deletesInFlight(const std::string& phone);
   std::int64_t nowMs() const;
 
   const MessagingOptions options_;
@@ -198,6 +277,11 @@ class MessagingService final : public session::SessionBackend {
   notify::PushSink& push_;
   CloseConnection closeConnection_;
   MessagingCounters counters_;
+  MessageIds ids_;
+  DedupCache dedup_;
+  // Deletes of delivered rows not yet durable, per phone (see login).
+  std::mutex deletesMutex_;
+  std::unordered_map<std::string, std::uint32_t> deletesInFlight_;
 };
 
 }  // namespace switchboard::messaging

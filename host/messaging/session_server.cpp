@@ -33,15 +33,19 @@ SessionServer::~SessionServer() {
 }
 
 const std::string& SessionServer::phone() const {
+  return live().phone();
+}
+
+session::LiveSession& SessionServer::live() const {
   if (session_->ended()) refuse("the session has ended; log in again");
-  return session_->phone();
+  return *session_;
 }
 
 kj::Promise<void> SessionServer::send(SendContext context) {
   auto params = context.getParams();
   requireBody(params.getBody().size());
   return service_
-      .send(phone(), text(params.getTo()), text(params.getClientMsgId()), bytes(params.getBody()))
+      .send(live(), text(params.getTo()), text(params.getClientMsgId()), bytes(params.getBody()))
       .then([context](SentMessage sent) mutable {
         auto results = context.getResults();
         results.setId(sent.id);
@@ -53,7 +57,8 @@ kj::Promise<void> SessionServer::sendGroup(SendGroupContext context) {
   auto params = context.getParams();
   requireBody(params.getBody().size());
   return service_
-      .sendGroup(phone(), params.getGroup(), text(params.getClientMsgId()), bytes(params.getBody()))
+      .sendGroup(live(), params.getGroup(), text(params.getClientMsgId()),
+                 bytes(params.getBody()))
       .then([context](SentMessage sent) mutable {
         auto results = context.getResults();
         results.setId(sent.id);
@@ -67,7 +72,7 @@ kj::Promise<void> SessionServer::receipt(ReceiptContext context) {
   std::vector<std::uint64_t> ids;
   ids.reserve(params.getIds().size());
   for (std::uint64_t id : params.getIds()) ids.push_back(id);
-  return service_.receipt(phone(), std::move(ids),
+  return service_.receipt(live(), std::move(ids),
                           static_cast<session::ReceiptKind>(params.getKind()));
 }
 
@@ -80,7 +85,7 @@ kj::Promise<void> SessionServer::setPresence(SetPresenceContext context) {
 
 kj::Promise<void> SessionServer::typing(TypingContext context) {
   auto params = context.getParams();
-  service_.typing(phone(), text(params.getTo()), params.getActive());
+  service_.typing(live(), text(params.getTo()), params.getActive());
   return kj::READY_NOW;
 }
 
@@ -106,7 +111,8 @@ kj::Promise<void> SessionServer::contacts(ContactsContext context) {
 
 kj::Promise<void> SessionServer::createGroup(CreateGroupContext context) {
   auto params = context.getParams();
-  if (params.getMembers().size() >= proto::MAX_GROUP_MEMBERS) {
+  // Bounded before copying; the service counts distinct members, creator included.
+  if (params.getMembers().size() > proto::MAX_GROUP_MEMBERS) {
     refuse("a group has at most " + std::to_string(proto::MAX_GROUP_MEMBERS) + " members");
   }
   std::vector<std::string> members;

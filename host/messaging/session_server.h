@@ -35,6 +35,7 @@ class SessionServer final : public proto::Session::Server {
  private:
   // The phone, after checking the session has not ended (logout, kick).
   const std::string& phone() const;
+  session::LiveSession& live() const;
 
   MessagingService& service_;
   std::shared_ptr<session::LiveSession> session_;

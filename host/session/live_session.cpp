@@ -9,6 +9,8 @@
 namespace switchboard::session {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 // How long a kicked phone has to take its "kicked" call before the connection
 // is closed anyway.
 constexpr auto kKickGrace = std::chrono::seconds(2);
@@ -21,58 +23,45 @@ class LoggingErrorHandler final : public kj::TaskSet::ErrorHandler {
 };
 LoggingErrorHandler errorHandler;
 
-std::uint64_t idOf(const OutboundMessage& message) {
-  return message.id;
-}
-std::uint64_t idOf(const OutboundReceipt& receipt) {
-  return receipt.rowId;
+// An item held in memory only: not yet durable, its ack still open.
+template <class Item>
+bool heldInMemory(const Item& item) {
+  return !item.durability.stored();
 }
 
 }  // namespace
 
 // ---------------------------------------------------------------- Feed
 
-// One ordered stream of durable items towards the phone: a window of pending
-// items paged in from the store, then live pushes once caught up.
+// One ordered stream of items towards the phone: items waiting for an Inbox
+// call, and the batches whose calls are in flight.
 template <class Item>
 struct LiveSession::Feed {
   std::deque<Item> pending;
-  std::uint64_t cursor = 0;  // the highest id taken in, from the store or live
-  bool caughtUp = false;     // the last page came back short: live pushes are accepted
-  std::size_t callsInFlight = 0;
+  std::list<std::vector<Item>> inFlight;  // one entry per Inbox call, oldest first
+  std::size_t inFlightItems = 0;
+  std::uint64_t cursor = 0;        // the highest store position paged in
+  bool caughtUp = false;           // the last page came back short
+  std::size_t spillsInFlight = 0;  // hand-over writes not yet committed
 
-  enum class Offered { taken, skipped, full };
-  // Takes a live push unless paging will find it or it was seen already. With
-  // no room left the push is not taken either: the feed stops being caught up
-  // and pages the item (still durable in the store) in later, in order.
-  Offered offer(Item item, bool room) {
-    if (!caughtUp || idOf(item) <= cursor) return Offered::skipped;
-    if (!room) {
-      caughtUp = false;
-      return Offered::full;
-    }
-    cursor = idOf(item);
-    pending.push_back(std::move(item));
-    return Offered::taken;
-  }
-  template <class Load>
-  void refill(std::size_t lowWater, std::size_t page, Load&& load) {
-    if (caughtUp || page == 0 || pending.size() >= lowWater) return;
-    std::vector<Item> items = load(cursor, page);
-    for (Item& item : items) {
-      cursor = std::max(cursor, idOf(item));
-      pending.push_back(std::move(item));
-    }
-    if (items.size() < page) caughtUp = true;
-  }
-  std::vector<Item> take(std::size_t max) {
+  // Offers are held in memory only while nothing of this phone's waits in the
+  // store and no write of ours could still add to it.
+  bool takesOffers() const { return caughtUp && spillsInFlight == 0; }
+
+  std::vector<Item> nextBatch(std::size_t max) {
     std::vector<Item> batch;
+    batch.reserve(std::min(max, pending.size()));
     while (!pending.empty() && batch.size() < max) {
       batch.push_back(std::move(pending.front()));
       pending.pop_front();
     }
     return batch;
   }
+};
+
+struct LiveSession::DeadlineTimer {
+  explicit DeadlineTimer(asio::io_context& io) : timer(io) {}
+  asio::steady_timer timer;
 };
 
 // ---------------------------------------------------------------- LiveSession
@@ -95,45 +84,158 @@ LiveSession::~LiveSession() {
 }
 
 std::size_t LiveSession::queueLength() const {
-  return messages_->pending.size() + receipts_->pending.size() + messages_->callsInFlight +
-         receipts_->callsInFlight + presenceInFlight_;
+  return messages_->pending.size() + receipts_->pending.size() + messages_->inFlightItems +
+         receipts_->inFlightItems + presenceInFlight_;
 }
 
-void LiveSession::start() {
+void LiveSession::start(bool awaitStore) {
   started_ = true;
-  lastProgress_ = std::chrono::steady_clock::now();
+  lastProgress_ = Clock::now();
+  if (awaitStore) {
+    ++messages_->spillsInFlight;
+    ++receipts_->spillsInFlight;
+  }
   pump();
 }
 
-void LiveSession::push(OutboundMessage message) {
-  if (ended_) return;
-  offered(messages_->offer(std::move(message), queueLength() < limits_.maxQueue));
+// ---------------------------------------------------------------- offers
+
+bool LiveSession::offer(OutboundMessage& message) {
+  return take(*messages_, message);
 }
 
-void LiveSession::push(OutboundReceipt receipt) {
-  if (ended_) return;
-  offered(receipts_->offer(std::move(receipt), queueLength() < limits_.maxQueue));
+bool LiveSession::offer(OutboundReceipt& receipt) {
+  return take(*receipts_, receipt);
 }
 
-template <class Offered>
-void LiveSession::offered(Offered outcome) {
-  if (outcome == Offered::taken) {
-    pump();
-    return;
+template <class Item>
+bool LiveSession::take(Feed<Item>& feed, Item& item) {
+  if (ended_) return false;
+  bool room = queueLength() < limits_.maxQueue;
+  if (!started_ || !feed.takesOffers() || !room) {
+    if (!room) {
+      feed.caughtUp = false;
+      overflowed_ = true;
+      checkStall();
+    }
+    std::vector<Item> items;
+    items.push_back(std::move(item));
+    spill(feed, SpillKind::handOver, std::move(items));
+    return true;
   }
-  if (outcome != Offered::full) return;
-  overflowed_ = true;
-  checkStall();
+  item.heldSince = Clock::now();
+  feed.pending.push_back(std::move(item));
+  armDeadline();
+  pump();
+  return true;
 }
 
-// Full: the item waits in the store. A phone that is reading (an Inbox call
+template <class Item>
+void LiveSession::spill(Feed<Item>& feed, SpillKind kind, std::vector<Item> items) {
+  if (items.empty()) return;
+  if (kind == SpillKind::handOver) ++feed.spillsInFlight;
+  if constexpr (std::is_same_v<Item, OutboundMessage>) {
+    backend_.spillMessages(*this, kind, std::move(items));
+  } else {
+    backend_.spillReceipts(*this, kind, std::move(items));
+  }
+}
+
+void LiveSession::spillDone(SpillKind kind) {
+  if (kind == SpillKind::keep || ended_) return;
+  // The rows are visible now (or the write failed): page from where we were.
+  if (messages_->spillsInFlight > 0) --messages_->spillsInFlight;
+  if (receipts_->spillsInFlight > 0) --receipts_->spillsInFlight;
+  messages_->caughtUp = false;
+  receipts_->caughtUp = false;
+  pump();
+}
+
+void LiveSession::storeChanged() {
+  if (ended_) return;
+  messages_->caughtUp = false;
+  receipts_->caughtUp = false;
+  pump();
+}
+
+void LiveSession::acknowledged(const std::vector<std::string>& recipients) {
+  for (const std::string& recipient : recipients) {
+    auto it = routes_.find(recipient);
+    if (it != routes_.end() && --it->second.outstanding == 0) routes_.erase(it);
+  }
+}
+
+// ---------------------------------------------------------------- durability deadline
+
+template <class Item>
+std::optional<Clock::time_point> oldestHeld(const std::list<std::vector<Item>>& inFlight,
+                                            const std::deque<Item>& pending) {
+  for (const auto& batch : inFlight) {
+    for (const Item& item : batch) {
+      if (heldInMemory(item)) return item.heldSince;
+    }
+  }
+  for (const Item& item : pending) {
+    if (heldInMemory(item)) return item.heldSince;
+  }
+  return std::nullopt;
+}
+
+void LiveSession::armDeadline() {
+  if (deadlineArmed_ || ended_) return;
+  // The oldest held item decides when to look again (items are held in order).
+  auto oldest = oldestHeld(messages_->inFlight, messages_->pending);
+  auto oldestReceipt = oldestHeld(receipts_->inFlight, receipts_->pending);
+  if (!oldest || (oldestReceipt && *oldestReceipt < *oldest)) oldest = oldestReceipt;
+  if (!oldest) return;
+  if (!deadline_) deadline_ = std::make_unique<DeadlineTimer>(thread_.ioContext());
+  deadlineArmed_ = true;
+  deadline_->timer.expires_at(*oldest + limits_.durableAfter);
+  deadline_->timer.async_wait([weak = weak_from_this()](const std::error_code& error) {
+    auto self = weak.lock();
+    if (!self) return;
+    self->deadlineArmed_ = false;
+    if (!error) self->deadlinePassed();
+  });
+}
+
+template <class Item>
+std::vector<Item> LiveSession::collectHeld(Feed<Item>& feed, Clock::time_point before) {
+  std::vector<Item> copies;
+  auto collect = [&](Item& item) {
+    if (!heldInMemory(item) || item.heldSince > before) return;
+    item.durability.spilledRow = std::make_shared<std::int64_t>(0);
+    Item copy = item;
+    item.ack = nullptr;  // the write settles it now
+    copies.push_back(std::move(copy));
+  };
+  for (auto& batch : feed.inFlight) {
+    for (Item& item : batch) collect(item);
+  }
+  for (Item& item : feed.pending) collect(item);
+  return copies;
+}
+
+// Items the phone has not taken within durableAfter are written to the store,
+// so their senders get the tick without waiting on this phone any longer.
+void LiveSession::deadlinePassed() {
+  if (ended_) return;
+  auto before = Clock::now() - limits_.durableAfter;
+  spill(*messages_, SpillKind::keep, collectHeld(*messages_, before));
+  spill(*receipts_, SpillKind::keep, collectHeld(*receipts_, before));
+  armDeadline();
+}
+
+// ---------------------------------------------------------------- back-pressure
+
+// Full: offers go to the store. A phone that is reading (an Inbox call
 // returned recently) is only behind a burst and catches up by paging; one that
 // has stopped reading is disconnected, so its backlog costs no memory. Checked
-// on every refused push and by a timer, so a stall is caught even when the
-// pushes stop.
+// on every refused offer and by a timer, so a stall is caught even when the
+// offers stop.
 void LiveSession::checkStall() {
   if (ended_ || !overflowed_) return;
-  auto now = std::chrono::steady_clock::now();
+  auto now = Clock::now();
   if (now - lastProgress_ < limits_.stallTimeout) {
     if (stallTimerArmed_) return;
     stallTimerArmed_ = true;
@@ -171,12 +273,40 @@ void LiveSession::push(OutboundPresence presence) {
                                                  }));
 }
 
+// ---------------------------------------------------------------- the Inbox calls
+
 void LiveSession::pump() {
   if (!started_ || ended_) return;
   refill();
-  if (messages_->caughtUp && receipts_->caughtUp) overflowed_ = false;
-  pumpMessages();
-  pumpReceipts();
+  if (messages_->takesOffers() && receipts_->takesOffers()) overflowed_ = false;
+  pumpFeed(*messages_, [this](const std::vector<OutboundMessage>& batch) {
+    auto request = inbox_.deliverRequest();
+    auto list = request.initMessages(static_cast<unsigned>(batch.size()));
+    for (unsigned i = 0; i < batch.size(); ++i) {
+      const OutboundMessage& m = batch[i];
+      auto out = list[i];
+      out.setId(m.id);
+      out.setFrom(m.from);
+      out.setGroup(m.group);
+      out.setClientMsgId(m.clientMsgId);
+      out.setBody(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(m.body.data()), m.body.size()));
+      out.setTimestamp(m.timestamp);
+    }
+    return request.send().ignoreResult();
+  });
+  pumpFeed(*receipts_, [this](const std::vector<OutboundReceipt>& batch) {
+    auto request = inbox_.receiptRequest();
+    auto list = request.initReceipts(static_cast<unsigned>(batch.size()));
+    for (unsigned i = 0; i < batch.size(); ++i) {
+      const OutboundReceipt& r = batch[i];
+      auto out = list[i];
+      out.setId(r.messageId);
+      out.setBy(r.by);
+      out.setKind(static_cast<proto::ReceiptKind>(r.kind));
+      out.setTimestamp(r.timestamp);
+    }
+    return request.send().ignoreResult();
+  });
   updateGauges();
 }
 
@@ -189,79 +319,53 @@ void LiveSession::refill() {
     std::size_t length = queueLength();
     return length >= limits_.maxQueue ? 0 : std::min(limits_.loadPage, limits_.maxQueue - length);
   };
-  messages_->refill(lowWater, room(), [&](std::uint64_t after, std::size_t limit) {
-    return backend_.queuedMessages(ref_.phone, after, limit);
+  auto page = [&](auto& feed, auto&& load) {
+    std::size_t limit = room();
+    if (feed.caughtUp || limit == 0 || feed.pending.size() >= lowWater) return;
+    auto items = load(feed.cursor, limit);
+    for (auto& item : items) {
+      feed.cursor = std::max(feed.cursor, item.durability.seq);
+      feed.pending.push_back(std::move(item));
+    }
+    if (items.size() < limit && feed.spillsInFlight == 0) feed.caughtUp = true;
+  };
+  page(*messages_, [&](std::uint64_t after, std::size_t limit) {
+    return backend_.queuedMessages(ref_.phone, after, limit, ref_.sessionId);
   });
-  receipts_->refill(lowWater, room(), [&](std::uint64_t after, std::size_t limit) {
-    return backend_.queuedReceipts(ref_.phone, after, limit);
+  page(*receipts_, [&](std::uint64_t after, std::size_t limit) {
+    return backend_.queuedReceipts(ref_.phone, after, limit, ref_.sessionId);
   });
 }
 
-void LiveSession::pumpMessages() {
-  Feed<OutboundMessage>& feed = *messages_;
-  while (!ended_ && !feed.pending.empty() && feed.callsInFlight < limits_.deliverWindow) {
-    std::vector<OutboundMessage> batch = feed.take(limits_.deliverBatch);
-    auto request = inbox_.deliverRequest();
-    auto list = request.initMessages(static_cast<unsigned>(batch.size()));
-    std::vector<std::uint64_t> ids;
-    ids.reserve(batch.size());
-    for (unsigned i = 0; i < batch.size(); ++i) {
-      const OutboundMessage& m = batch[i];
-      auto out = list[i];
-      out.setId(m.id);
-      out.setFrom(m.from);
-      out.setGroup(m.group);
-      out.setClientMsgId(m.clientMsgId);
-      out.setBody(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(m.body.data()), m.body.size()));
-      out.setTimestamp(m.timestamp);
-      ids.push_back(m.id);
-    }
-    ++feed.callsInFlight;
-    tasks_->add(request.send().ignoreResult().then(
-        [this, ids = std::move(ids)]() mutable {
-          --messages_->callsInFlight;
-          lastProgress_ = std::chrono::steady_clock::now();
-          if (ended_) return;
-          ref_.gauges->delivered += ids.size();
-          backend_.messagesDelivered(*this, std::move(ids));
+template <class Item, class Send>
+void LiveSession::pumpFeed(Feed<Item>& feed, Send&& send) {
+  while (!ended_ && !feed.pending.empty() && feed.inFlight.size() < limits_.deliverWindow) {
+    feed.inFlight.push_back(feed.nextBatch(limits_.deliverBatch));
+    auto batch = std::prev(feed.inFlight.end());
+    feed.inFlightItems += batch->size();
+    tasks_->add(send(*batch).then(
+        [this, &feed, batch]() {
+          // Returned: the phone has the batch, even if the session ended since.
+          std::vector<Item> items = std::move(*batch);
+          feed.inFlightItems -= items.size();
+          feed.inFlight.erase(batch);
+          lastProgress_ = Clock::now();
+          for (Item& item : items) {
+            if (item.ack) std::exchange(item.ack, nullptr)->settle();
+          }
+          if constexpr (std::is_same_v<Item, OutboundMessage>) {
+            ref_.gauges->delivered += items.size();
+            backend_.messagesDelivered(*this, std::move(items));
+          } else {
+            backend_.receiptsShown(*this, std::move(items));
+          }
           pump();
         },
-        [this](kj::Exception&& e) {
-          --messages_->callsInFlight;
+        [this, &feed, batch](kj::Exception&& e) {
+          // Not returned: end() writes the batch's held items to the store first.
           fail(e);
-        }));
-  }
-}
-
-void LiveSession::pumpReceipts() {
-  Feed<OutboundReceipt>& feed = *receipts_;
-  while (!ended_ && !feed.pending.empty() && feed.callsInFlight < limits_.deliverWindow) {
-    std::vector<OutboundReceipt> batch = feed.take(limits_.deliverBatch);
-    auto request = inbox_.receiptRequest();
-    auto list = request.initReceipts(static_cast<unsigned>(batch.size()));
-    std::vector<std::uint64_t> rows;
-    rows.reserve(batch.size());
-    for (unsigned i = 0; i < batch.size(); ++i) {
-      const OutboundReceipt& r = batch[i];
-      auto out = list[i];
-      out.setId(r.messageId);
-      out.setBy(r.by);
-      out.setKind(static_cast<proto::ReceiptKind>(r.kind));
-      out.setTimestamp(r.timestamp);
-      rows.push_back(r.rowId);
-    }
-    ++feed.callsInFlight;
-    tasks_->add(request.send().ignoreResult().then(
-        [this, rows = std::move(rows)]() mutable {
-          --receipts_->callsInFlight;
-          lastProgress_ = std::chrono::steady_clock::now();
-          if (ended_) return;
-          backend_.receiptsShown(std::move(rows));
-          pump();
-        },
-        [this](kj::Exception&& e) {
-          --receipts_->callsInFlight;
-          fail(e);
+          feed.inFlightItems -= batch->size();
+          feed.inFlight.erase(batch);
         }));
   }
 }
@@ -278,6 +382,8 @@ void LiveSession::updateGauges() {
   }
 }
 
+// ---------------------------------------------------------------- ending
+
 void LiveSession::fail(const kj::Exception& exception) {
   if (ended_) return;
   spdlog::debug("session {} of {}: inbox call failed, ending: {}", ref_.sessionId, ref_.phone,
@@ -285,11 +391,18 @@ void LiveSession::fail(const kj::Exception& exception) {
   end();
 }
 
-void LiveSession::kick(std::string reason) {
+void LiveSession::kick(std::string reason, bool closeConnection) {
   if (ended_) return;
   spdlog::info("kicking session {} of {}: {}", ref_.sessionId, ref_.phone, reason);
   auto request = inbox_.kickedRequest();
   request.setReason(reason);
+  auto sent = request.send().ignoreResult();
+  if (!closeConnection || !closeConnection_) {
+    // The connection carries a newer session: tell this one, keep the line.
+    thread_.addTask(kj::mv(sent).catch_([](kj::Exception&&) {}));
+    end();
+    return;
+  }
   // The close must happen once, whichever comes first: the phone's answer, or
   // the grace period running out. Neither may touch `this`: the session ends now.
   auto close = std::make_shared<std::function<void()>>(std::move(closeConnection_));
@@ -298,7 +411,7 @@ void LiveSession::kick(std::string reason) {
   };
   auto timer = std::make_shared<asio::steady_timer>(thread_.ioContext(), kKickGrace);
   timer->async_wait([timer, closeOnce](const std::error_code&) { closeOnce(); });
-  thread_.addTask(request.send().ignoreResult().then(
+  thread_.addTask(kj::mv(sent).then(
       [timer, closeOnce]() {
         timer->cancel();
         closeOnce();
@@ -312,7 +425,13 @@ void LiveSession::kick(std::string reason) {
 
 void LiveSession::end() {
   if (ended_) return;
+  // Everything still held only in memory becomes durable for the next session;
+  // a call in flight that returns after this still counts as delivered.
+  auto all = Clock::time_point::max();
+  spill(*messages_, SpillKind::handOver, collectHeld(*messages_, all));
+  spill(*receipts_, SpillKind::handOver, collectHeld(*receipts_, all));
   ended_ = true;
+  if (deadline_) deadline_->timer.cancel();
   ref_.gauges->queueLength = 0;
   backend_.sessionEnded(*this);
 }

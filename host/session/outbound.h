@@ -1,34 +1,57 @@
 // What the server pushes to a phone, as plain data: these cross threads (from
-// the thread that made a message durable to the thread that owns the
-// recipient's session) and are turned into Cap'n Proto only there.
+// the sender's thread to the thread that owns the recipient's session, or from
+// the store's writer) and are turned into Cap'n Proto only there.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "session/delivery_ack.h"
 
 namespace switchboard::session {
 
-// One message waiting for a phone. `id` is the recipient's row in the durable
-// queue: per recipient, ids grow in the order sends were acknowledged.
+// Where an item waiting for a phone is durable, if it is.
+//   * `seq`: its row in the store, when it was paged in from there;
+//   * `spilledRow`: filled by the store's writer thread when the session itself
+//     wrote the item (a deadline passed, the queue was full, the session ended);
+//     read only on the writer thread, by the write that deletes the row.
+// Neither: the item is held in memory only, and its `ack` is still open.
+struct Durability {
+  std::uint64_t seq = 0;
+  std::shared_ptr<std::int64_t> spilledRow;
+  bool stored() const { return seq != 0 || spilledRow != nullptr; }
+};
+
+// One message on its way to a phone. `id` is the message's server id, the one
+// its sender was given (every recipient of a group send sees the same id).
 struct OutboundMessage {
   std::uint64_t id = 0;
   std::string from;
   std::uint64_t group = 0;
   std::string clientMsgId;
   std::string body;
-  std::int64_t timestamp = 0;
+  std::int64_t timestamp = 0;   // server time of the send, ms since the epoch
+  std::int64_t expiresAt = 0;   // ms since the epoch; a stored row is dropped after it
+  Durability durability;
+  // Settled once this copy is delivered or durable; null once settled (or
+  // handed to the write that makes it durable).
+  std::shared_ptr<DeliveryAck> ack;
+  std::chrono::steady_clock::time_point heldSince{};  // when the session took it in memory
 };
 
 enum class ReceiptKind : std::uint8_t { delivered = 0, read = 1 };
 
-// One tick for a message the phone sent. `rowId` is its row in the durable
-// receipts queue, deleted once the phone has it.
+// One tick for a message the phone sent.
 struct OutboundReceipt {
-  std::uint64_t rowId = 0;
   std::uint64_t messageId = 0;  // the id the sender was given by send()
   std::string by;
   ReceiptKind kind = ReceiptKind::delivered;
   std::int64_t timestamp = 0;
+  Durability durability;  // `seq` is the row in receipts_queue
+  std::shared_ptr<DeliveryAck> ack;
+  std::chrono::steady_clock::time_point heldSince{};
 };
 
 enum class PresenceState : std::uint8_t { online = 0, away = 1, offline = 2 };

@@ -1,8 +1,15 @@
 #include "session/session_table.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace switchboard::session {
+
+SessionTable::SessionTable() {
+  using namespace std::chrono;
+  lastSessionId_ = static_cast<std::uint64_t>(
+      duration_cast<microseconds>(system_clock::now().time_since_epoch()).count());
+}
 
 std::optional<SessionRef> SessionTable::attach(SessionRef ref) {
   std::lock_guard lock(mutex_);
@@ -31,6 +38,13 @@ std::optional<SessionRef> SessionTable::find(const std::string& phone) const {
 bool SessionTable::isOnline(const std::string& phone) const {
   std::lock_guard lock(mutex_);
   return byPhone_.contains(phone);
+}
+
+std::optional<SessionAddress> SessionTable::locate(const std::string& phone) const {
+  std::lock_guard lock(mutex_);
+  auto it = byPhone_.find(phone);
+  if (it == byPhone_.end()) return std::nullopt;
+  return SessionAddress{it->second.threadIndex, it->second.session};
 }
 
 std::size_t SessionTable::size() const {

@@ -37,6 +37,7 @@ struct SessionGauges {
 
 struct SessionRef {
   std::string phone;
+  std::uint64_t number = 0;  // the user's number (message ids carry it)
   std::uint64_t sessionId = 0;
   std::size_t threadIndex = 0;     // the network thread that owns the session
   std::uint64_t connectionId = 0;  // the listener's id of its connection
@@ -46,8 +47,15 @@ struct SessionRef {
   std::shared_ptr<SessionGauges> gauges;
 };
 
+// Enough to reach a phone's session: post to `threadIndex`, lock `session` there.
+struct SessionAddress {
+  std::size_t threadIndex = 0;
+  std::weak_ptr<LiveSession> session;
+};
+
 class SessionTable {
  public:
+  SessionTable();
   // Makes `ref` the phone's live session and returns the one it replaced.
   std::optional<SessionRef> attach(SessionRef ref);
   // Removes the phone's entry only if it is still `sessionId` (a newer login
@@ -55,12 +63,16 @@ class SessionTable {
   bool detach(const std::string& phone, std::uint64_t sessionId);
   std::optional<SessionRef> find(const std::string& phone) const;
   bool isOnline(const std::string& phone) const;
+  // The phone's session, cheaper than find() (no strings copied).
+  std::optional<SessionAddress> locate(const std::string& phone) const;
 
   std::size_t size() const;
   std::vector<SessionRef> all() const;
   // The `limit` sessions with the longest outbound queues, longest first.
   std::vector<SessionRef> longestQueues(std::size_t limit) const;
 
+  // Unique across restarts too (they start from the clock): the store marks
+  // rows a session holds with its id.
   std::uint64_t nextSessionId() { return ++lastSessionId_; }
 
  private:

@@ -107,7 +107,58 @@ ALTER TABLE messages ADD COLUMN origin_id INTEGER;
 CREATE INDEX messages_undelivered ON messages(recipient, server_id) WHERE delivered_ms IS NULL;
 CREATE INDEX messages_expiry ON messages(expires_ms);
 )sql"},
-    // Next: Migration{3, "...", R"sql(...)sql"},
+    Migration{3, "the store holds what waits, not history", R"sql(
+-- Messages to online phones are delivered from memory; only what waits is
+-- stored, and a row is deleted once its phone has it.
+--
+-- users.number: a user's number, carried in the high bits of every message id
+-- the user sends, so a receipt finds its sender without any stored row
+-- (1 is the operator's "system" sender; users count from 2).
+-- users.queued: how many rows wait for the user (kept by every insert and
+-- delete, so no statement counts a backlog).
+ALTER TABLE users ADD COLUMN number INTEGER;
+ALTER TABLE users ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET number = rowid + 1;
+CREATE UNIQUE INDEX users_by_number ON users(number);
+
+-- The offline queue. seq: the commit order, in which a phone pages its rows.
+-- id: the message id the phone sees (the same for every recipient of a group
+-- send). holder: the session that holds the row's message in memory and will
+-- deliver it (rows it wrote only to make them durable); NULL for the rest.
+CREATE TABLE queue(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  recipient TEXT NOT NULL,
+  id INTEGER NOT NULL,
+  sender TEXT NOT NULL,
+  group_id INTEGER NOT NULL,
+  client_msg_id TEXT NOT NULL,
+  body BLOB NOT NULL,
+  sent_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  holder INTEGER
+);
+CREATE INDEX queue_by_recipient ON queue(recipient, seq);
+CREATE INDEX queue_by_expiry ON queue(expires_ms);
+-- Rows still waiting move over with their old ids (ids made before this
+-- version carry no sender number: receipts for them are refused as unknown).
+INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, expires_ms)
+  SELECT recipient, COALESCE(origin_id, server_id), sender, COALESCE(group_id, 0),
+         client_msg_id, body, sent_ms, expires_ms
+  FROM messages WHERE delivered_ms IS NULL ORDER BY server_id;
+UPDATE users SET queued = (SELECT count(*) FROM queue WHERE queue.recipient = users.phone);
+DROP TABLE messages;
+
+ALTER TABLE receipts_queue ADD COLUMN holder INTEGER;
+CREATE INDEX receipts_queue_by_time ON receipts_queue(at_ms);
+-- Dedup rows are written only for stored messages and expire with them.
+CREATE INDEX dedup_by_time ON dedup(sent_ms);
+
+-- Message ids are handed out from memory in blocks; `next_sequence` is the
+-- first sequence number no running server may have used.
+CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters VALUES('next_sequence', 1);
+)sql"},
+    // Next: Migration{4, "...", R"sql(...)sql"},
 };
 
 // ------------------------------------------------------------------ applying

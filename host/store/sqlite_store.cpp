@@ -54,7 +54,7 @@ SqliteStore::SqliteStore(const StoreOptions& options, std::filesystem::path file
       file_(std::move(file)),
       schemaVersion_(schemaVersion),
       maxBatch_(std::max<std::size_t>(options.maxBatch, 1)),
-      writerDb_(std::move(writerDb), &cacheCounters_),
+      writerDb_(std::move(writerDb), &writerCacheCounters_),
       writer_([this] { runWriter(); }) {}
 
 SqliteStore::~SqliteStore() {
@@ -284,8 +284,11 @@ StoreStats SqliteStore::stats() const {
     copy = stats_;
   }
   copy.commitLatency = commitLatency_.snapshot();
-  copy.statementCacheHits = cacheCounters_.hits.load(std::memory_order_relaxed);
-  copy.statementCacheMisses = cacheCounters_.misses.load(std::memory_order_relaxed);
+  copy.statementCacheHits = cacheCounters_.hits.load(std::memory_order_relaxed) +
+                            writerCacheCounters_.hits.load(std::memory_order_relaxed);
+  copy.statementCacheMisses = cacheCounters_.misses.load(std::memory_order_relaxed) +
+                              writerCacheCounters_.misses.load(std::memory_order_relaxed);
+  copy.writeVmSteps = writerCacheCounters_.vmSteps.load(std::memory_order_relaxed);
   std::lock_guard lock(queueMutex_);
   copy.queued = queue_.size();
   return copy;

@@ -86,7 +86,8 @@ class SqliteStore final : public Store {
   const int schemaVersion_;
   const std::size_t maxBatch_;
   // Before every connection: their caches count into it until they close.
-  StatementCacheCounters cacheCounters_;
+  StatementCacheCounters cacheCounters_;        // the readers'
+  StatementCacheCounters writerCacheCounters_;  // the writer's (its VM steps are StoreStats')
   CachedDatabase writerDb_;
 
   mutable std::mutex queueMutex_;

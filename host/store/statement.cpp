@@ -55,11 +55,22 @@ Statement::Statement(Statement&& other) noexcept
   other.cached_ = nullptr;
 }
 
+namespace {
+// Adds the VM steps `stmt` ran since the last count to its cache's counters.
+void countSteps(sqlite3_stmt* stmt, const CachedStatement* cached) {
+  if (cached == nullptr || cached->counters == nullptr || stmt == nullptr) return;
+  auto steps = sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_VM_STEP, 1);
+  cached->counters->vmSteps.fetch_add(static_cast<std::uint64_t>(steps),
+                                      std::memory_order_relaxed);
+}
+}  // namespace
+
 Statement::~Statement() {
   if (cached_ == nullptr) {
     sqlite3_finalize(stmt_);
     return;
   }
+  countSteps(stmt_, cached_);
   // Back to the cache as if new: reset also ends the read it may have left
   // open (rows not stepped through), which would pin an old WAL snapshot.
   sqlite3_reset(stmt_);
@@ -115,6 +126,7 @@ void Statement::run() {
 void Statement::reset() {
   // The error of the last step was already reported by step(); reset's return
   // code repeats it, so it is not checked here.
+  countSteps(stmt_, cached_);
   sqlite3_reset(stmt_);
   sqlite3_clear_bindings(stmt_);
 }

@@ -27,7 +27,8 @@ CachedStatement* StatementCache::lend(std::string_view sql) {
   // Prepared before inserting, so a text that does not compile is not cached.
   sqlite3_stmt* stmt = prepareOne(db_, sql, SQLITE_PREPARE_PERSISTENT);
   try {
-    auto inserted = entries_.emplace(std::string(sql), CachedStatement{stmt, true}).first;
+    auto inserted =
+        entries_.emplace(std::string(sql), CachedStatement{stmt, true, counters_}).first;
     return &inserted->second;
   } catch (...) {
     sqlite3_finalize(stmt);

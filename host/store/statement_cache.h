@@ -21,6 +21,9 @@ namespace switchboard::store {
 struct StatementCacheCounters {
   std::atomic<std::uint64_t> hits{0};    // a cached statement was lent
   std::atomic<std::uint64_t> misses{0};  // the text had to be compiled
+  // SQLite virtual-machine steps run by lent statements: the work a statement
+  // did, independent of timing (sqlite3_stmt_status SQLITE_STMTSTATUS_VM_STEP).
+  std::atomic<std::uint64_t> vmSteps{0};
 };
 
 // One cached statement. `lent` is true while a Statement holds it; a second
@@ -28,6 +31,7 @@ struct StatementCacheCounters {
 struct CachedStatement {
   sqlite3_stmt* stmt = nullptr;
   bool lent = false;
+  StatementCacheCounters* counters = nullptr;  // where its VM steps are counted
 };
 
 // The prepared statements of one connection, keyed by their exact SQL text.

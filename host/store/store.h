@@ -131,6 +131,9 @@ struct StoreStats {
   // text prepared while already in use, or a full cache).
   std::uint64_t statementCacheHits = 0;
   std::uint64_t statementCacheMisses = 0;
+  // SQLite VM steps run by write callbacks' (cached) statements: how much work
+  // the writes did, a figure that grows with rows visited, not with time.
+  std::uint64_t writeVmSteps = 0;
   // Commit latency is measured per transaction, from BEGIN to COMMIT returned
   // (running the batch's writes plus the fsync): how long a batch took to
   // become durable once the writer picked it up.

@@ -90,4 +90,8 @@ int DatabaseFile::execute(const std::string& sql, const std::vector<Param>& para
   return sqlite3_changes(db_);
 }
 
+std::int64_t countRows(const std::filesystem::path& dataDir, const std::string& table) {
+  return DatabaseFile(dataDir).integer("SELECT COUNT(*) FROM " + table);
+}
+
 }  // namespace switchboard::integration

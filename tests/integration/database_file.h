@@ -37,4 +37,7 @@ class DatabaseFile {
   sqlite3* db_ = nullptr;
 };
 
+// COUNT(*) of `table` in the host's database under `dataDir`.
+std::int64_t countRows(const std::filesystem::path& dataDir, const std::string& table);
+
 }  // namespace switchboard::integration

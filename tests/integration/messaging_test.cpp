@@ -1,43 +1,17 @@
 // End to end against the real host binary: sending, offline queue and push,
 // presence, groups, refused input.
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include "../notify/http_receiver.h"
 #include "recording_phone.h"
 #include "running_host.h"
+#include "database_file.h"
 
 namespace switchboard::integration {
 namespace {
 
 using client::ClientError;
 using client::ReceiptKind;
-
-std::int64_t countRows(const std::filesystem::path& dataDir, const std::string& table) {
-  std::filesystem::path database;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(dataDir)) {
-    auto extension = entry.path().extension();
-    if (extension == ".db" || extension == ".sqlite" || extension == ".sqlite3") {
-      database = entry.path();
-    }
-  }
-  if (database.empty()) throw std::runtime_error("no database file under " + dataDir.string());
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(database.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    sqlite3_close(db);
-    throw std::runtime_error("cannot open " + database.string());
-  }
-  sqlite3_stmt* statement = nullptr;
-  std::string sql = "SELECT COUNT(*) FROM " + table;
-  std::int64_t count = -1;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK &&
-      sqlite3_step(statement) == SQLITE_ROW) {
-    count = sqlite3_column_int64(statement, 0);
-  }
-  sqlite3_finalize(statement);
-  sqlite3_close(db);
-  return count;
-}
 
 TEST(Messaging, OnlineMessageGetsSentDeliveredAndReadTicks) {
   RunningHost host;
@@ -227,7 +201,7 @@ TEST(Messaging, RefusedSendsStoreNothingAndTheSenderCannotBeForged) {
     EXPECT_EQ(e.kind(), ClientError::Kind::refused);
     EXPECT_NE(std::string(e.what()).find("unknown recipient"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(countRows(host.dataDir(), "messages"), 0);
+  EXPECT_EQ(countRows(host.dataDir(), "queue"), 0);
 
   // Exactly 65536 bytes is fine; the recipient sees the session's phone as the sender.
   a.client().send(b.number(), std::string(65536, 'y'));

@@ -68,6 +68,15 @@ bool RecordingPhone::waitForMessages(std::size_t count) const {
   return waitUntil([&] { return messages().size() >= count; });
 }
 
+bool RecordingPhone::waitUntilMessage(const std::string& body) const {
+  return waitUntil([&] {
+    for (const auto& m : messages()) {
+      if (m.body == body) return true;
+    }
+    return false;
+  });
+}
+
 bool RecordingPhone::waitForReceipt(std::uint64_t id, client::ReceiptKind kind) const {
   return waitUntil([&] {
     for (const auto& r : receipts()) {

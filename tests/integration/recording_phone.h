@@ -40,6 +40,8 @@ class RecordingPhone {
   std::size_t disconnects() const;
 
   bool waitForMessages(std::size_t count) const;
+  // Waits for a message with this body.
+  bool waitUntilMessage(const std::string& body) const;
   bool waitForReceipt(std::uint64_t id, client::ReceiptKind kind) const;
 
   void holdDeliveries();

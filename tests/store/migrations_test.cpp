@@ -58,12 +58,14 @@ TEST(Migrations, FromEmptyCreatesEveryTableAtLatestVersion) {
   EXPECT_EQ(store->path(), dir.path() / "data" / "switchboard.db");
 
   std::set<std::string> tables = namesOfType(*store, "table");
-  for (const char* table : {"users", "devices", "contacts", "groups", "group_members", "messages",
-                            "receipts_queue", "dedup", "plugin_ledger"}) {
+  for (const char* table : {"users", "devices", "contacts", "groups", "group_members", "queue",
+                            "receipts_queue", "dedup", "plugin_ledger", "counters"}) {
     EXPECT_TRUE(tables.count(table)) << "missing table " << table;
   }
   std::set<std::string> indexes = namesOfType(*store, "index");
-  EXPECT_TRUE(indexes.count("messages_by_recipient"));
+  EXPECT_TRUE(indexes.count("queue_by_recipient"));
+  EXPECT_TRUE(indexes.count("users_by_number"));
+  EXPECT_FALSE(tables.count("messages")) << "migration 3 replaces messages by queue";
   EXPECT_TRUE(indexes.count("receipts_queue_by_recipient"));
 }
 

@@ -1,0 +1,389 @@
+// Sending: where a message goes, and how it gets there.
+//
+// The online path touches no disk: the sender's thread checks the message,
+// gives it an id from memory and hands it to the recipient's session (directly
+// when that session lives on the same thread, by one post otherwise); the
+// session holds it and sends it in its next Inbox.deliver; the return settles
+// the sender's ack. The offline path writes the message with group commit and
+// acknowledges once it is durable. A session that cannot take a message
+// promptly writes it itself (LiveSession: "spills").
+
+#include <spdlog/spdlog.h>
+
+#include "messaging/field_rules.h"
+#include "messaging/messaging_service.h"
+#include "net/network_thread.h"
+#include "notify/push_sink.h"
+#include "plugin/plugin_manager.h"
+#include "store/store.h"
+#include "switchboard/plugin_api.h"
+
+namespace switchboard::messaging {
+
+using plugin::OfflinePlugin;
+using plugin::RoutingPlugin;
+using session::DeliveryAck;
+using session::LiveSession;
+using session::OutboundMessage;
+using session::OutboundReceipt;
+
+namespace {
+
+// Asks the routing plugin about one recipient; a refusal throws.
+RoutingPlugin::Destination askRouting(plugin::PluginManager& plugins,
+                                      const RoutingPlugin::Envelope& envelope) {
+  auto decision =
+      plugins.call<RoutingPlugin>([&](RoutingPlugin& routing) { return routing.route(envelope); });
+  if (!decision.ok()) refuse("routing plugin failed: " + decision.error);
+  switch (decision.value->destination) {
+    case RoutingPlugin::Destination::reject:
+      refuse(decision.value->error);
+    case RoutingPlugin::Destination::drop:
+    case RoutingPlugin::Destination::localSession:
+    case RoutingPlugin::Destination::remoteNode:  // single node: the store keeps it
+    case RoutingPlugin::Destination::offlineQueue:
+      break;
+  }
+  return decision.value->destination;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- send
+
+std::optional<SentMessage> MessagingService::findDuplicate(const std::string& from,
+                                                           const std::string& clientMsgId) {
+  if (auto sent = dedup_.find(from, clientMsgId)) return sent;
+  std::optional<SentMessage> stored;
+  store_.read([&](store::Connection& db) {
+    auto row =
+        db.prepare("SELECT server_id, sent_ms FROM dedup WHERE sender = ? AND client_msg_id = ?")
+            .bind(1, from)
+            .bind(2, clientMsgId);
+    if (row.step()) {
+      stored = SentMessage{static_cast<std::uint64_t>(row.columnInt(0)), row.columnInt(1)};
+    }
+  });
+  return stored;
+}
+
+kj::Promise<SentMessage> MessagingService::acknowledged(kj::Promise<void> ack,
+                                                        const std::string& from,
+                                                        const std::string& clientMsgId,
+                                                        SentMessage sent) {
+  return ack.then([this, from, clientMsgId, sent]() {
+    dedup_.remember(from, clientMsgId, sent);
+    return sent;
+  });
+}
+
+kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string to,
+                                                std::string clientMsgId, std::string body) {
+  const std::string& from = sender.phone();
+  requirePhone(to, "recipient");
+  requireClientMsgId(clientMsgId);
+  requireBody(body.size());
+  if (!isRegistered(to)) refuse("unknown recipient " + to);
+  RoutingPlugin::Envelope envelope;
+  envelope.from = from;
+  envelope.to = to;
+  envelope.bodyBytes = body.size();
+  envelope.recipientOnline = sessions_.isOnline(to);
+  auto destination = askRouting(plugins_, envelope);
+  if (destination == RoutingPlugin::Destination::drop) {
+    refuse("the routing policy dropped the message");
+  }
+  if (auto first = findDuplicate(from, clientMsgId)) {
+    ++counters_.duplicates;
+    return *first;
+  }
+
+  SentMessage sent{ids_.next(sender.ref().number), nowMs()};
+  auto [promise, ack] = DeliveryAck::make(sender.thread(), 1);
+  ack->listen(sender.weak_from_this(), {to});
+  OutboundMessage message;
+  message.id = sent.id;
+  message.from = from;
+  message.clientMsgId = clientMsgId;
+  message.body = std::move(body);
+  message.timestamp = sent.timestamp;
+  message.ack = std::move(ack);
+  ++counters_.messagesIn;
+  if (destination == RoutingPlugin::Destination::offlineQueue && !sender.routes().contains(to)) {
+    sender.routes()[to] = session::SenderRoute{std::nullopt, 0};
+  }
+  route(sender, to, std::move(message));
+  return acknowledged(kj::mv(promise), from, clientMsgId, sent);
+}
+
+kj::Promise<SentMessage> MessagingService::sendGroup(LiveSession& sender, std::uint64_t group,
+                                                     std::string clientMsgId, std::string body) {
+  const std::string& from = sender.phone();
+  requireClientMsgId(clientMsgId);
+  requireBody(body.size());
+  requireMember(from, group);
+  std::vector<std::string> recipients;
+  for (std::string& member : membersOf(group)) {
+    RoutingPlugin::Envelope envelope;
+    envelope.from = from;
+    envelope.to = member;
+    envelope.group = group;
+    envelope.bodyBytes = body.size();
+    envelope.recipientOnline = sessions_.isOnline(member);
+    if (askRouting(plugins_, envelope) == RoutingPlugin::Destination::drop) continue;
+    recipients.push_back(std::move(member));
+  }
+  if (recipients.empty()) refuse("the group has no other members");
+  if (auto first = findDuplicate(from, clientMsgId)) {
+    ++counters_.duplicates;
+    return *first;
+  }
+
+  SentMessage sent{ids_.next(sender.ref().number), nowMs()};
+  auto [promise, ack] =
+      DeliveryAck::make(sender.thread(), static_cast<std::uint32_t>(recipients.size()));
+  ack->listen(sender.weak_from_this(), recipients);
+  for (const std::string& recipient : recipients) {
+    OutboundMessage message;
+    message.id = sent.id;
+    message.from = from;
+    message.group = group;
+    message.clientMsgId = clientMsgId;
+    message.body = body;
+    message.timestamp = sent.timestamp;
+    message.ack = ack;
+    ++counters_.messagesIn;
+    route(sender, recipient, std::move(message));
+  }
+  return acknowledged(kj::mv(promise), from, clientMsgId, sent);
+}
+
+kj::Promise<std::uint32_t> MessagingService::broadcast(std::string phone, std::string body) {
+  requireBody(body.size());
+  std::vector<std::string> recipients;
+  if (!phone.empty()) {
+    requirePhone(phone, "phone");
+    if (!isRegistered(phone)) refuse("no user " + phone);
+    recipients.push_back(std::move(phone));
+  } else {
+    store_.read([&](store::Connection& db) {
+      auto rows = db.prepare("SELECT phone FROM users ORDER BY phone");
+      while (rows.step()) recipients.push_back(rows.columnText(0));
+    });
+  }
+  if (recipients.empty()) refuse("there are no registered users");
+  auto count = static_cast<std::uint32_t>(recipients.size());
+  net::NetworkThread* here = nullptr;
+  for (net::NetworkThread* thread : threads_) {
+    if (thread->isCurrent()) here = thread;
+  }
+  if (here == nullptr) throw std::logic_error("broadcast() must run on a network thread");
+  SentMessage sent{ids_.next(MessageIds::kSystemSender), nowMs()};
+  auto [promise, ack] = DeliveryAck::make(*here, count);
+  std::vector<AddressedMessage> items;
+  items.reserve(recipients.size());
+  for (std::string& recipient : recipients) {
+    OutboundMessage message;
+    message.id = sent.id;
+    message.from = MessageIds::kSystemName;
+    message.clientMsgId = "broadcast-" + std::to_string(sent.id);
+    message.body = body;
+    message.timestamp = sent.timestamp;
+    message.ack = ack;
+    items.push_back({std::move(recipient), std::move(message)});
+  }
+  counters_.messagesIn += count;
+  storeMessages(std::move(items), WriteOrigin{});
+  return promise.then([count]() { return count; });
+}
+
+// ---------------------------------------------------------------- the way there
+
+void MessagingService::route(LiveSession& sender, const std::string& to, OutboundMessage message) {
+  auto [it, fresh] = sender.routes().try_emplace(to);
+  session::SenderRoute& way = it->second;
+  if (fresh) way.session = sessions_.locate(to);
+  ++way.outstanding;
+  if (!way.session) {
+    std::vector<AddressedMessage> items;
+    items.push_back({to, std::move(message)});
+    storeMessages(std::move(items), WriteOrigin{});
+    return;
+  }
+  offerOrStore(*way.session, to, std::move(message));
+}
+
+template <class Item>
+void MessagingService::offerOrStore(const session::SessionAddress& address, std::string recipient,
+                                    Item item) {
+  net::NetworkThread& thread = *threads_.at(address.threadIndex);
+  if (thread.isCurrent()) {
+    offerOrStoreHere(address.session, std::move(recipient), std::move(item));
+    return;
+  }
+  thread.post([this, weak = address.session, recipient = std::move(recipient),
+               item = std::move(item)]() mutable {
+    offerOrStoreHere(weak, std::move(recipient), std::move(item));
+  });
+}
+
+template <class Item>
+void MessagingService::offerOrStoreHere(const std::weak_ptr<LiveSession>& session,
+                                        std::string recipient, Item item) {
+  if (auto live = session.lock(); live && live->offer(item)) return;
+  std::vector<Addressed<Item>> items;
+  items.push_back({std::move(recipient), std::move(item)});
+  if constexpr (std::is_same_v<Item, OutboundMessage>) {
+    storeMessages(std::move(items), WriteOrigin{});
+  } else {
+    storeReceipts(std::move(items), WriteOrigin{});
+  }
+}
+
+template void MessagingService::offerOrStore(const session::SessionAddress&, std::string,
+                                             OutboundReceipt);
+
+// ---------------------------------------------------------------- the store
+
+void MessagingService::storeMessages(std::vector<AddressedMessage> items, WriteOrigin origin) {
+  if (items.empty()) return;
+  counters_.messagesStored += items.size();
+  std::int64_t now = nowMs();
+  std::int64_t fallbackExpiry = now + options_.fallbackExpirySeconds * 1000;
+  struct Push {
+    std::string phone;
+    std::string text;
+    std::uint64_t queued = 0;
+  };
+  auto pushes = std::make_shared<std::vector<Push>>();
+  auto shared = std::make_shared<std::vector<AddressedMessage>>(std::move(items));
+  std::uint64_t holder = origin.holder;
+  store_.write(
+      [this, shared, pushes, holder, now, fallbackExpiry](store::Connection& db) {
+        auto count = db.prepare(
+            "UPDATE users SET queued = queued + 1 WHERE phone = ? RETURNING queued");
+        auto insert = db.prepare(
+            "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
+            "expires_ms, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        auto dedup = db.prepare(
+            "INSERT OR IGNORE INTO dedup(sender, client_msg_id, server_id, sent_ms) "
+            "VALUES (?, ?, ?, ?)");
+        for (AddressedMessage& entry : *shared) {
+          OutboundMessage& m = entry.item;
+          count.reset();
+          count.bind(1, entry.recipient);
+          std::uint64_t queued = count.step() ? static_cast<std::uint64_t>(count.columnInt(0)) : 1;
+          while (count.step()) {
+          }
+          if (m.expiresAt == 0) {
+            OfflinePlugin::QueuePolicy policy;
+            policy.expiresAtMs = fallbackExpiry;
+            auto asked = plugins_.call<OfflinePlugin>([&](OfflinePlugin& offline) {
+              return offline.onQueued(entry.recipient, m.from, queued);
+            });
+            if (asked.ok()) policy = std::move(*asked.value);
+            if (policy.expiresAtMs <= now) policy.expiresAtMs = fallbackExpiry;
+            m.expiresAt = policy.expiresAtMs;
+            if (policy.push) pushes->push_back({entry.recipient, policy.pushText, queued});
+          }
+          insert.reset();
+          insert.bind(1, entry.recipient)
+              .bind(2, static_cast<std::int64_t>(m.id))
+              .bind(3, m.from)
+              .bind(4, static_cast<std::int64_t>(m.group))
+              .bind(5, m.clientMsgId)
+              .bindBlob(6, m.body)
+              .bind(7, m.timestamp)
+              .bind(8, m.expiresAt);
+          if (holder == 0) {
+            insert.bindNull(9);
+          } else {
+            insert.bind(9, static_cast<std::int64_t>(holder));
+          }
+          insert.run();
+          if (m.durability.spilledRow) *m.durability.spilledRow = db.lastInsertRowid();
+          if (m.from != MessageIds::kSystemName) {
+            dedup.reset();
+            dedup.bind(1, m.from)
+                .bind(2, m.clientMsgId)
+                .bind(3, static_cast<std::int64_t>(m.id))
+                .bind(4, m.timestamp)
+                .run();
+          }
+        }
+      },
+      [this, shared, pushes, origin](std::optional<std::string> error) {
+        if (error) spdlog::error("storing {} messages failed: {}", shared->size(), *error);
+        // Sessions first, acks second: a sender's next message, posted after
+        // its ack, must find the recipient's session already paging.
+        std::string last;
+        for (const AddressedMessage& entry : *shared) {
+          if (entry.recipient == last) continue;
+          last = entry.recipient;
+          rowsCommitted(entry.recipient, origin);
+        }
+        for (AddressedMessage& entry : *shared) {
+          if (!entry.item.ack) continue;
+          if (error) {
+            entry.item.ack->fail("the message could not be stored: " + *error);
+          } else {
+            entry.item.ack->settle();
+          }
+          entry.item.ack = nullptr;
+        }
+        if (error) return;
+        for (Push& push : *pushes) {
+          if (sessions_.isOnline(push.phone)) continue;
+          ++counters_.pushes;
+          push_.notify(std::move(push.phone), std::move(push.text), push.queued);
+        }
+      });
+}
+
+void MessagingService::storeReceipts(std::vector<AddressedReceipt> items, WriteOrigin origin) {
+  if (items.empty()) return;
+  auto shared = std::make_shared<std::vector<AddressedReceipt>>(std::move(items));
+  std::uint64_t holder = origin.holder;
+  store_.write(
+      [shared, holder](store::Connection& db) {
+        auto insert = db.prepare(
+            "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms, holder) "
+            "VALUES (?, ?, ?, ?, ?, ?)");
+        for (AddressedReceipt& entry : *shared) {
+          OutboundReceipt& r = entry.item;
+          insert.reset();
+          insert.bind(1, entry.recipient)
+              .bind(2, static_cast<std::int64_t>(r.messageId))
+              .bind(3, r.by)
+              .bind(4, static_cast<std::int64_t>(r.kind))
+              .bind(5, r.timestamp);
+          if (holder == 0) {
+            insert.bindNull(6);
+          } else {
+            insert.bind(6, static_cast<std::int64_t>(holder));
+          }
+          insert.run();
+          if (r.durability.spilledRow) *r.durability.spilledRow = db.lastInsertRowid();
+        }
+      },
+      [this, shared, origin](std::optional<std::string> error) {
+        if (error) spdlog::error("storing {} receipts failed: {}", shared->size(), *error);
+        std::string last;
+        for (const AddressedReceipt& entry : *shared) {
+          if (entry.recipient == last) continue;
+          last = entry.recipient;
+          rowsCommitted(entry.recipient, origin);
+        }
+        for (AddressedReceipt& entry : *shared) {
+          if (!entry.item.ack) continue;
+          if (error) {
+            entry.item.ack->fail("the receipt could not be stored: " + *error);
+          } else {
+            entry.item.ack->settle();
+          }
+          entry.item.ack = nullptr;
+        }
+      });
+}
+
+}  // namespace switchboard::messaging

@@ -1,0 +1,50 @@
+// Server ids for messages, handed out from memory without touching the disk.
+//
+// Layout: the sender's user number in the high 30 bits, a sequence number in
+// the low 34. A receipt names only ids, and finds the sender from the id alone,
+// so no row has to be kept per delivered message. Every recipient of one send
+// sees the same id.
+//
+// The sequence is reserved durably in blocks ahead of use (the `counters`
+// table): a restart, or a crash, starts past every block a running server may
+// have used, so ids never repeat. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+namespace switchboard::store {
+class Store;
+}
+
+namespace switchboard::messaging {
+
+class MessageIds {
+ public:
+  static constexpr int kSequenceBits = 34;
+  static constexpr std::uint64_t kSystemSender = 1;  // the operator's broadcasts
+  // Their sender's name: not a phone number, so no phone can be it.
+  static constexpr const char* kSystemName = "system";
+  static constexpr std::uint64_t kBlock = std::uint64_t{1} << 20;
+
+  // Reserves the first block (a durable write; blocks, so call at start-up).
+  explicit MessageIds(store::Store& store);
+
+  // A new id for a message from user `senderNumber`. Throws std::runtime_error
+  // in the (practically unreachable) case that the reserved block ran out
+  // before the next reservation was durable.
+  std::uint64_t next(std::uint64_t senderNumber);
+
+  static std::uint64_t senderOf(std::uint64_t id) { return id >> kSequenceBits; }
+
+ private:
+  void reserveNextBlock();
+
+  store::Store& store_;
+  std::atomic<std::uint64_t> next_{0};
+  std::atomic<std::uint64_t> limit_{0};  // first sequence not reserved
+  std::atomic<bool> reserving_{false};
+};
+
+}  // namespace switchboard::messaging

@@ -1,0 +1,155 @@
+// Registration and login: 5-digit codes (policy from the auth plugin), device
+// keys (random 32 bytes, stored only as a hash), and opening a session.
+
+#include <sodium.h>
+
+#include "messaging/durable_write.h"
+#include "messaging/field_rules.h"
+#include "messaging/messaging_service.h"
+#include "net/network_thread.h"
+#include "notify/sms_sink.h"
+#include "plugin/plugin_manager.h"
+#include "store/store.h"
+#include "switchboard/plugin_api.h"
+
+namespace switchboard::messaging {
+
+using plugin::AuthPlugin;
+using session::LiveSession;
+using session::PresenceState;
+
+namespace {
+
+constexpr std::size_t kKeyBytes = 32;
+
+std::string keyHash(std::string_view key) {
+  std::string hash(crypto_generichash_BYTES, '\0');
+  crypto_generichash(reinterpret_cast<unsigned char*>(hash.data()), hash.size(),
+                     reinterpret_cast<const unsigned char*>(key.data()), key.size(), nullptr, 0);
+  return hash;
+}
+
+template <class R>
+R authValue(plugin::CallResult<R> result) {
+  if (!result.ok()) refuse("auth plugin failed: " + result.error);
+  return std::move(*result.value);
+}
+
+}  // namespace
+
+kj::Promise<std::uint32_t> MessagingService::requestCode(std::string phone, std::string peer) {
+  requirePhone(phone, "phone");
+  auto decision = authValue(
+      plugins_.call<AuthPlugin>([&](AuthPlugin& auth) { return auth.requestCode(phone, peer); }));
+  if (!decision.ok) refuse(decision.error);
+  ++counters_.codesRequested;
+  sms_.send(phone, decision.code, decision.smsText);
+  return decision.expiresInSeconds;
+}
+
+kj::Promise<std::string> MessagingService::verify(std::string phone, std::string code,
+                                                  std::string deviceName) {
+  requirePhone(phone, "phone");
+  requireName(deviceName, "deviceName");
+  if (code.size() > 16) refuse("code is too long");
+  auto decision = authValue(
+      plugins_.call<AuthPlugin>([&](AuthPlugin& auth) { return auth.verifyCode(phone, code); }));
+  if (!decision.ok) refuse(decision.error);
+
+  std::string key(kKeyBytes, '\0');
+  randombytes_buf(key.data(), key.size());
+  std::int64_t now = nowMs();
+  return writeDurably(store_,
+                      [phone, hash = keyHash(key), deviceName, now](store::Connection& db) {
+                        // A new user gets the next number (1 is "system").
+                        db.prepare(
+                              "INSERT OR IGNORE INTO users(phone, created_ms, number) VALUES "
+                              "(?, ?, (SELECT COALESCE(MAX(number), 1) + 1 FROM users))")
+                            .bind(1, phone)
+                            .bind(2, now)
+                            .run();
+                        db.prepare(
+                              "INSERT OR REPLACE INTO devices(phone, key_hash, device_name, "
+                              "created_ms) VALUES (?, ?, ?, ?)")
+                            .bind(1, phone)
+                            .bindBlob(2, hash)
+                            .bind(3, deviceName)
+                            .bind(4, now)
+                            .run();
+                      })
+      .then([this, phone, key = std::move(key)]() {
+        ++counters_.registrations;
+        // The old device's key no longer matches; its live session must go too.
+        kick(phone, "replaced by a new device");
+        return key;
+      });
+}
+
+std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::string key,
+                                                     proto::Inbox::Client inbox,
+                                                     const ConnectionContext& connection) {
+  requirePhone(phone, "phone");
+  std::optional<std::string> stored;
+  std::uint64_t number = 0;
+  store_.read([&](store::Connection& db) {
+    auto row = db.prepare(
+                     "SELECT d.key_hash, u.number FROM devices d JOIN users u ON u.phone = d.phone "
+                     "WHERE d.phone = ?")
+                   .bind(1, phone);
+    if (row.step()) {
+      stored = row.columnBlob(0);
+      number = static_cast<std::uint64_t>(row.columnInt(1));
+    }
+  });
+  std::string hash = keyHash(key);
+  if (key.size() != kKeyBytes || !stored || stored->size() != hash.size() ||
+      sodium_memcmp(stored->data(), hash.data(), hash.size()) != 0) {
+    ++counters_.failedLogins;
+    refuse("invalid device key for " + phone);
+  }
+
+  session::SessionRef ref;
+  ref.phone = phone;
+  ref.number = number;
+  ref.sessionId = sessions_.nextSessionId();
+  ref.threadIndex = connection.threadIndex;
+  ref.connectionId = connection.connectionId;
+  ref.peer = connection.peer;
+  ref.since = nowMs();
+  ref.gauges = std::make_shared<session::SessionGauges>();
+  auto close = [this, thread = connection.threadIndex, id = connection.connectionId]() {
+    closeConnection_(thread, id);
+  };
+  net::NetworkThread& thread = *threads_.at(connection.threadIndex);
+  auto live = std::make_shared<LiveSession>(*this, thread, options_.limits, ref, kj::mv(inbox),
+                                            close);
+  ref.session = live;
+  if (auto replaced = sessions_.attach(ref)) {
+    if (replaced->threadIndex == connection.threadIndex &&
+        replaced->connectionId == connection.connectionId) {
+      // A second login on the same connection: end the old session, keep the
+      // line the new one lives on.
+      if (auto old = replaced->session.lock()) old->kick("logged in elsewhere", false);
+    } else {
+      kick(*replaced, "logged in elsewhere");
+    }
+  }
+  ++counters_.logins;
+  // Rows this phone already took may still be on their way out of the store:
+  // page only once those deletes are durable, so nothing returned comes back.
+  bool awaitStore = deletesInFlight(phone);
+  live->start(awaitStore);
+  if (awaitStore) {
+    store_.write([](store::Connection&) {},
+                 [this, weak = std::weak_ptr<LiveSession>(live),
+                  index = connection.threadIndex](std::optional<std::string>) {
+                   postTo(index, [weak]() {
+                     if (auto s = weak.lock()) s->spillDone(session::SpillKind::handOver);
+                   });
+                 });
+  }
+  fanOutPresence(phone, PresenceState::online, 0);
+  return live;
+}
+
+}  // namespace switchboard::messaging

@@ -1,0 +1,71 @@
+#include "session/delivery_ack.h"
+
+#include <kj/debug.h>
+
+#include "net/network_thread.h"
+
+namespace switchboard::session {
+
+DeliveryAck::DeliveryAck(net::NetworkThread& owner, std::uint32_t copies,
+                         kj::Own<kj::PromiseFulfiller<void>> fulfiller)
+    : owner_(owner), remaining_(copies), fulfiller_(kj::mv(fulfiller)) {}
+
+DeliveryAck::~DeliveryAck() {
+  if (fulfiller_.get() == nullptr || owner_.isCurrent()) return;
+  // Unsettled and released elsewhere: the fulfiller belongs to the owner's loop.
+  auto orphan = std::make_shared<kj::Own<kj::PromiseFulfiller<void>>>(kj::mv(fulfiller_));
+  owner_.post([orphan]() {
+    if (orphan->get() != nullptr && (*orphan)->isWaiting()) {
+      (*orphan)->reject(KJ_EXCEPTION(FAILED, "the server stopped before the message was durable"));
+    }
+    *orphan = nullptr;
+  });
+}
+
+std::pair<kj::Promise<void>, std::shared_ptr<DeliveryAck>> DeliveryAck::make(
+    net::NetworkThread& owner, std::uint32_t copies) {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  return {kj::mv(paf.promise), std::make_shared<DeliveryAck>(owner, copies, kj::mv(paf.fulfiller))};
+}
+
+void DeliveryAck::listen(std::weak_ptr<AckListener> listener,
+                         std::vector<std::string> recipients) {
+  listener_ = std::move(listener);
+  recipients_ = std::move(recipients);
+}
+
+void DeliveryAck::settle() {
+  if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if (owner_.isCurrent()) {
+    finishOnOwner();
+  } else {
+    owner_.post([self = shared_from_this()]() { self->finishOnOwner(); });
+  }
+}
+
+void DeliveryAck::fail(const std::string& error) {
+  {
+    std::lock_guard lock(errorMutex_);
+    if (!error_) error_ = error;
+  }
+  settle();
+}
+
+void DeliveryAck::finishOnOwner() {
+  if (auto listener = listener_.lock()) listener->acknowledged(recipients_);
+  if (fulfiller_.get() == nullptr) return;
+  std::optional<std::string> error;
+  {
+    std::lock_guard lock(errorMutex_);
+    error = error_;
+  }
+  if (error) {
+    fulfiller_->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                                     kj::heapString(error->data(), error->size())));
+  } else {
+    fulfiller_->fulfill();
+  }
+  fulfiller_ = nullptr;
+}
+
+}  // namespace switchboard::session

@@ -1,0 +1,77 @@
+// The "sent" tick of one call that hands items to phones (a send, a group
+// send, a receipt): the call's promise resolves once every copy it made is
+// delivered to its phone or durable in the store, and rejects if a copy could
+// be neither (the store refused the write).
+//
+// Threads: made on the caller's network thread, whose loop owns the promise.
+// settle() and fail() may be called from any thread, once per copy; the last
+// one resolves the promise on the owner's thread (directly when already there,
+// otherwise by one post). `onSettled`, when set, runs there too, just before.
+//
+// A copy that is never settled (a bug, or shutdown) leaves the promise to be
+// rejected when the ack is destroyed; the fulfiller is always destroyed on the
+// owner's thread.
+#pragma once
+
+#include <kj/async.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace switchboard::net {
+class NetworkThread;
+}
+
+namespace switchboard::session {
+
+// Told on the owner's thread when an ack settles (the sender's session keeps
+// per-recipient routes open until then).
+class AckListener {
+ public:
+  virtual void acknowledged(const std::vector<std::string>& recipients) = 0;
+
+ protected:
+  ~AckListener() = default;
+};
+
+class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
+ public:
+  DeliveryAck(net::NetworkThread& owner, std::uint32_t copies,
+              kj::Own<kj::PromiseFulfiller<void>> fulfiller);
+  ~DeliveryAck();
+  DeliveryAck(const DeliveryAck&) = delete;
+  DeliveryAck& operator=(const DeliveryAck&) = delete;
+
+  // Makes a promise and the ack that settles it, for `copies` copies, on the
+  // calling thread (which must be `owner`'s).
+  static std::pair<kj::Promise<void>, std::shared_ptr<DeliveryAck>> make(
+      net::NetworkThread& owner, std::uint32_t copies);
+
+  // One copy is delivered or durable.
+  void settle();
+  // One copy could not be made durable; the promise rejects with `error` (the
+  // first one reported) once every copy is settled or failed.
+  void fail(const std::string& error);
+
+  // Optional: whom to tell on the owner's thread, for which recipients. Set
+  // before the ack is shared. The listener is held weakly.
+  void listen(std::weak_ptr<AckListener> listener, std::vector<std::string> recipients);
+
+ private:
+  void finishOnOwner();
+
+  net::NetworkThread& owner_;
+  std::atomic<std::uint32_t> remaining_;
+  std::mutex errorMutex_;
+  std::optional<std::string> error_;
+  kj::Own<kj::PromiseFulfiller<void>> fulfiller_;  // owner thread only
+  std::weak_ptr<AckListener> listener_;
+  std::vector<std::string> recipients_;
+};
+
+}  // namespace switchboard::session

@@ -1,0 +1,383 @@
+// End to end against the real host binary: the delivery path (memory for
+// online phones, the store for the rest), what "returned" and "acknowledged"
+// mean across reconnects and kill -9, and the store holding only what waits.
+#include <gtest/gtest.h>
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async.h>
+
+#include <atomic>
+#include <future>
+#include <map>
+#include <set>
+
+#include "net/network_thread.h"
+#include "net/rpc_connection.h"
+#include "recording_phone.h"
+#include "running_host.h"
+#include "database_file.h"
+#include "switchboard/proto/client.capnp.h"
+
+namespace switchboard::integration {
+namespace {
+
+using client::ReceiptKind;
+
+// Sends a fence message from `from` to `to` and waits for it: every message
+// `from` sent to `to` before it has arrived by then (per-sender order).
+void fence(RecordingPhone& from, RecordingPhone& to, const std::string& body) {
+  std::size_t before = to.messages().size();
+  from.client().send(to.number(), body);
+  ASSERT_TRUE(to.waitUntilMessage(body)) << "fence " << body << " never arrived";
+  ASSERT_GT(to.messages().size(), before);
+}
+
+TEST(Delivery, AReturnedMessageIsNeverDeliveredAgainAfterAQuickReconnect) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550001001");
+  a.registerAndLogin(host.sms());
+  std::string bKey;
+  {
+    RecordingPhone b(host.clientOptions(), "+15550001002");
+    b.registerAndLogin(host.sms());
+    bKey = b.key();
+  }
+  for (int round = 0; round < 10; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    // Odd rounds: B is away when A sends, so the message waits in the store
+    // and is paged in at login; even rounds: B is online, memory only.
+    std::string body = "m" + std::to_string(round);
+    std::optional<std::future<client::SendResult>> queued;
+    if (round % 2 == 1) queued = a.client().sendAsync("+15550001002", body);
+    if (queued) ASSERT_GT(queued->get().id, 0u);
+    {
+      RecordingPhone b(host.clientOptions(), "+15550001002");
+      b.setKey(bKey);
+      b.login();
+      if (!queued) a.client().send(b.number(), body);
+      ASSERT_TRUE(b.waitUntilMessage(body));
+      // A later call answered on the same connection: the server has read the
+      // deliver return by now.
+      b.client().contacts();
+    }  // and the phone reconnects at once
+    RecordingPhone again(host.clientOptions(), "+15550001002");
+    again.setKey(bKey);
+    again.login();
+    fence(a, again, "fence" + std::to_string(round));
+    ASSERT_EQ(bodiesOf(again.messages()),
+              (std::vector<std::string>{"fence" + std::to_string(round)}))
+        << "a returned message came back";
+  }
+  EXPECT_EQ(countRows(host.dataDir(), "queue"), 0);
+}
+
+// ---------------------------------------------------------------- raw two logins
+
+// An Inbox that records what the server told it, for a raw connection.
+struct RawInboxLog {
+  std::mutex mutex;
+  std::vector<std::string> kicks;
+  std::vector<std::string> bodies;
+};
+
+class RawInbox final : public proto::Inbox::Server {
+ public:
+  explicit RawInbox(std::shared_ptr<RawInboxLog> log) : log_(std::move(log)) {}
+
+ protected:
+  kj::Promise<void> deliver(DeliverContext context) override {
+    std::lock_guard lock(log_->mutex);
+    for (auto m : context.getParams().getMessages()) {
+      auto body = m.getBody();
+      log_->bodies.emplace_back(reinterpret_cast<const char*>(body.begin()), body.size());
+    }
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> kicked(KickedContext context) override {
+    std::lock_guard lock(log_->mutex);
+    log_->kicks.push_back(context.getParams().getReason().cStr());
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::shared_ptr<RawInboxLog> log_;
+};
+
+TEST(Delivery, ASecondLoginOnTheSameConnectionKeepsTheNewSession) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550002001");
+  a.registerAndLogin(host.sms());
+  std::string bKey;
+  {
+    RecordingPhone b(host.clientOptions(), "+15550002002");
+    b.registerAndLogin(host.sms());
+    bKey = b.key();
+  }
+
+  net::NetworkThread thread("raw-phone");
+  thread.start();
+  auto first = std::make_shared<RawInboxLog>();
+  auto second = std::make_shared<RawInboxLog>();
+  struct Raw {
+    kj::Own<net::RpcConnection> connection;
+    kj::Maybe<proto::Session::Client> session;
+  };
+  auto raw = std::make_shared<Raw>();
+  auto login = [&](std::shared_ptr<RawInboxLog> log) {
+    return thread.runSync([&]() {
+      auto gateway = raw->connection->bootstrapAs<proto::Gateway>();
+      auto request = gateway.loginRequest();
+      request.setPhone("+15550002002");
+      request.setKey(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(bKey.data()), bKey.size()));
+      request.setInbox(kj::heap<RawInbox>(log));
+      return request.send().then([raw](auto&& response) { raw->session = response.getSession(); });
+    });
+  };
+  thread.runSync([&]() {
+    return net::RpcConnection::connect(thread, host.endpoint())
+        .then([raw](kj::Own<net::RpcConnection> c) { raw->connection = kj::mv(c); });
+  });
+  login(first);
+  login(second);  // no logout in between
+  ASSERT_TRUE(waitUntil([&] {
+    std::lock_guard lock(first->mutex);
+    return !first->kicks.empty();
+  }));
+  {
+    std::lock_guard lock(first->mutex);
+    ASSERT_EQ(first->kicks.size(), 1u);
+    EXPECT_EQ(first->kicks[0], "logged in elsewhere");
+  }
+  // The connection, and the new session on it, still work.
+  a.client().send("+15550002002", "to the new session");
+  ASSERT_TRUE(waitUntil([&] {
+    std::lock_guard lock(second->mutex);
+    return !second->bodies.empty();
+  }));
+  std::uint32_t contacts = thread.runSync([&]() {
+    KJ_IF_MAYBE (session, raw->session) {
+      return session->contactsRequest().send().then(
+          [](auto&& r) { return r.getContacts().size(); });
+    }
+    KJ_FAIL_REQUIRE("no session");
+  });
+  EXPECT_EQ(contacts, 0u);
+  {
+    std::lock_guard lock(second->mutex);
+    EXPECT_TRUE(second->kicks.empty());
+    ASSERT_EQ(second->bodies.size(), 1u);
+    EXPECT_EQ(second->bodies[0], "to the new session");
+  }
+  thread.runSync([&]() {
+    raw->session = nullptr;
+    raw->connection = nullptr;
+  });
+}
+
+// ---------------------------------------------------------------- receipts, typing
+
+TEST(Delivery, ThePhoneSeesOneDeliveredTickPerMessageEvenWhenItSendsOne) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550003001");
+  RecordingPhone b(host.clientOptions(), "+15550003002");
+  a.registerAndLogin(host.sms());
+  b.registerAndLogin(host.sms());
+  auto sent = a.client().send(b.number(), "tick me");
+  ASSERT_TRUE(b.waitForMessages(1));
+  b.client().receipt({sent.id}, ReceiptKind::delivered);  // the server made this one already
+  b.client().receipt({sent.id}, ReceiptKind::read);
+  ASSERT_TRUE(a.waitForReceipt(sent.id, ReceiptKind::read));
+  std::size_t delivered = 0;
+  std::size_t read = 0;
+  for (const auto& r : a.receipts()) {
+    EXPECT_EQ(r.id, sent.id);
+    EXPECT_EQ(r.by, b.number());
+    if (r.kind == ReceiptKind::delivered) ++delivered;
+    if (r.kind == ReceiptKind::read) ++read;
+  }
+  EXPECT_EQ(delivered, 1u);
+  EXPECT_EQ(read, 1u);
+}
+
+TEST(Delivery, TypingCarriesTheTypersOwnPresence) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550004001");
+  RecordingPhone b(host.clientOptions(), "+15550004002");
+  a.registerAndLogin(host.sms());
+  b.registerAndLogin(host.sms());
+  a.client().addContacts({b.number()});
+  b.client().addContacts({a.number()});
+  a.client().setPresence(client::PresenceState::away);
+  a.client().typing(b.number(), true);
+  ASSERT_TRUE(waitUntil([&] {
+    for (const auto& p : b.presence()) {
+      if (p.phone == a.number() && p.typing) return true;
+    }
+    return false;
+  }));
+  for (const auto& p : b.presence()) {
+    if (p.phone == a.number() && p.typing) {
+      EXPECT_EQ(p.state, client::PresenceState::away);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- the store holds what waits
+
+TEST(Delivery, DeliveredMessagesAndShownReceiptsLeaveNothingInTheStore) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550005001");
+  RecordingPhone b(host.clientOptions(), "+15550005002");
+  a.registerAndLogin(host.sms());
+  b.registerAndLogin(host.sms());
+  std::string cKey;
+  {
+    RecordingPhone c(host.clientOptions(), "+15550005003");
+    c.registerAndLogin(host.sms());
+    cKey = c.key();
+  }
+  constexpr int kOnline = 200;
+  constexpr int kOffline = 50;
+  std::vector<std::future<client::SendResult>> sends;
+  for (int i = 0; i < kOnline; ++i) sends.push_back(a.client().sendAsync(b.number(), "b"));
+  for (int i = 0; i < kOffline; ++i) {
+    sends.push_back(a.client().sendAsync("+15550005003", "c" + std::to_string(i)));
+  }
+  std::vector<std::uint64_t> ids;
+  for (auto& s : sends) ids.push_back(s.get().id);
+  ASSERT_TRUE(b.waitForMessages(kOnline));
+  // The away phone's messages wait in the store, and only those.
+  EXPECT_EQ(countRows(host.dataDir(), "queue"), kOffline);
+
+  RecordingPhone c(host.clientOptions(), "+15550005003");
+  c.setKey(cKey);
+  c.login();
+  ASSERT_TRUE(c.waitForMessages(kOffline));
+  std::vector<std::uint64_t> bIds;
+  for (const auto& m : b.messages()) bIds.push_back(m.id);
+  std::vector<std::uint64_t> cIds;
+  for (const auto& m : c.messages()) cIds.push_back(m.id);
+  for (std::size_t i = 0; i < bIds.size(); i += 200) {
+    b.client().receipt({bIds.begin() + static_cast<long>(i),
+                        bIds.begin() + static_cast<long>(std::min(i + 200, bIds.size()))},
+                       ReceiptKind::read);
+  }
+  c.client().receipt(cIds, ReceiptKind::read);
+  ASSERT_TRUE(waitUntil([&] {
+    return a.receipts().size() == static_cast<std::size_t>(2 * (kOnline + kOffline));
+  }));
+  // Delivered rows and shown receipts are deleted, not kept.
+  EXPECT_TRUE(waitUntil([&] { return countRows(host.dataDir(), "queue") == 0; }));
+  EXPECT_TRUE(waitUntil([&] { return countRows(host.dataDir(), "receipts_queue") == 0; }));
+  // Dedup rows exist only for messages that went through the store.
+  EXPECT_LE(countRows(host.dataDir(), "dedup"), kOffline);
+}
+
+// ---------------------------------------------------------------- kill -9
+
+// Every acknowledged message arrives exactly once and in order per sender,
+// across SIGKILLs of the host in the middle of traffic to an online phone
+// (memory path) and an away one (store path).
+TEST(Delivery, NothingAcknowledgedIsLostOrRepeatedAcrossKillNine) {
+  RunningHost host;
+  host.start();
+  RecordingPhone online(host.clientOptions(), "+15550006001");
+  online.registerAndLogin(host.sms());
+  std::string awayKey;
+  {
+    RecordingPhone away(host.clientOptions(), "+15550006002");
+    away.registerAndLogin(host.sms());
+    awayKey = away.key();
+  }
+  std::vector<std::unique_ptr<RecordingPhone>> senders;
+  for (int i = 0; i < 3; ++i) {
+    senders.push_back(std::make_unique<RecordingPhone>(host.clientOptions(),
+                                                       "+1555000610" + std::to_string(i)));
+    senders.back()->registerAndLogin(host.sms());
+  }
+
+  std::mutex mutex;
+  std::set<std::string> acknowledged;  // "sender/seq" of every acknowledged message
+  std::atomic<int> inFlight{0};
+  int next = 0;
+  auto sendBurst = [&](int count) {
+    for (int i = 0; i < count; ++i, ++next) {
+      for (auto& sender : senders) {
+        for (const std::string to : {"+15550006001", "+15550006002"}) {
+          std::string id = sender->number() + "/" + to + "/" + std::to_string(next);
+          ++inFlight;
+          sender->client().sendAsync(to, std::to_string(next), id,
+                                     [&, id](std::optional<client::SendResult> result,
+                                             const client::ClientError*) {
+                                       if (result) {
+                                         std::lock_guard lock(mutex);
+                                         acknowledged.insert(id);
+                                       }
+                                       --inFlight;
+                                     });
+        }
+      }
+    }
+  };
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    SCOPED_TRACE("cycle " + std::to_string(cycle));
+    std::size_t before = 0;
+    {
+      std::lock_guard lock(mutex);
+      before = acknowledged.size();
+    }
+    sendBurst(40 + 30 * cycle);
+    // Kill once some of this burst is acknowledged, with the rest in flight.
+    ASSERT_TRUE(waitUntil([&] {
+      std::lock_guard lock(mutex);
+      return acknowledged.size() >= before + 20;
+    }));
+    host.kill9();
+    ASSERT_TRUE(waitUntil([&] { return inFlight.load() == 0; }));
+    host.start();
+    for (auto* phone : {&online, senders[0].get(), senders[1].get(), senders[2].get()}) {
+      ASSERT_TRUE(waitUntil([&] { return phone->client().isLoggedIn(); }));
+    }
+  }
+
+  RecordingPhone away(host.clientOptions(), "+15550006002");
+  away.setKey(awayKey);
+  away.login();
+  for (auto& sender : senders) {
+    fence(*sender, online, "fence " + sender->number());
+    fence(*sender, away, "fence " + sender->number());
+  }
+  for (auto* phone : {&online, &away}) {
+    SCOPED_TRACE(phone->number());
+    std::map<std::string, std::vector<int>> bySender;
+    std::set<std::string> seen;
+    for (const auto& m : phone->messages()) {
+      if (m.body.rfind("fence", 0) == 0) continue;
+      std::string id = m.from + "/" + phone->number() + "/" + m.body;
+      EXPECT_TRUE(seen.insert(id).second) << "delivered twice: " << id;
+      bySender[m.from].push_back(std::stoi(m.body));
+    }
+    std::size_t expected = 0;
+    {
+      std::lock_guard lock(mutex);
+      for (const std::string& id : acknowledged) {
+        if (id.find("/" + phone->number() + "/") == std::string::npos) continue;
+        ++expected;
+        EXPECT_TRUE(seen.contains(id)) << "acknowledged and lost: " << id;
+      }
+    }
+    EXPECT_GE(seen.size(), expected);
+    EXPECT_GT(expected, 0u);
+    for (const auto& [from, sequence] : bySender) {
+      EXPECT_TRUE(std::is_sorted(sequence.begin(), sequence.end())) << "reordered from " << from;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace switchboard::integration
