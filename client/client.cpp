@@ -277,8 +277,9 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   void deliver(capnp::List<proto::Message>::Reader messages) {
     for (auto m : messages) {
       // A redelivery after a lost return, or a repeat after a server crash.
-      if (!delivered.insert(m.getId(), std::string_view(m.getFrom().cStr(), m.getFrom().size()),
-                            std::string_view(m.getClientMsgId().cStr(), m.getClientMsgId().size()))) {
+      if (!delivered.insert(
+              m.getId(), std::string_view(m.getFrom().cStr(), m.getFrom().size()),
+              std::string_view(m.getClientMsgId().cStr(), m.getClientMsgId().size()))) {
         continue;
       }
       emit(messageCallback, "onMessage", toMessage(m));

@@ -54,7 +54,7 @@ struct HostConfig {
   // A message held for an online phone that has not taken it this long is
   // written to the store (and its sender acknowledged once durable).
   std::uint32_t durableAfterMs = 200;
-  std::uint32_t sessionStallMs = 5000;      // full queue + nothing read this long: disconnected
+  std::uint32_t sessionStallMs = 5000;  // full queue + nothing read this long: disconnected
 
   // Connections on the phone port (see net/connection_limits.h for the protocol limits).
   std::uint32_t loginDeadlineMs = 10000;    // not logged in this long after connecting: closed

@@ -33,8 +33,7 @@ std::optional<SentMessage> DedupCache::find(std::string_view sender,
   return it->second;
 }
 
-void DedupCache::remember(std::string_view sender, std::string_view clientMsgId,
-                          SentMessage sent) {
+void DedupCache::remember(std::string_view sender, std::string_view clientMsgId, SentMessage sent) {
   std::uint64_t key = keyOf(sender, clientMsgId);
   std::lock_guard lock(mutex_);
   if (!entries_.emplace(key, sent).second) return;

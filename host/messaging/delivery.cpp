@@ -260,8 +260,8 @@ void MessagingService::storeMessages(std::vector<AddressedMessage> items, WriteO
   std::uint64_t holder = origin.holder;
   store_.write(
       [this, shared, pushes, holder, now, fallbackExpiry](store::Connection& db) {
-        auto count = db.prepare(
-            "UPDATE users SET queued = queued + 1 WHERE phone = ? RETURNING queued");
+        auto count =
+            db.prepare("UPDATE users SET queued = queued + 1 WHERE phone = ? RETURNING queued");
         auto insert = db.prepare(
             "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
             "expires_ms, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");

@@ -166,8 +166,7 @@ void MessagingService::forgetRows(const std::string& phone, const char* table,
                                          : "DELETE FROM receipts_queue WHERE id = ?");
         std::int64_t erased = 0;
         for (const Durability& row : rows) {
-          std::int64_t key =
-              row.spilledRow ? *row.spilledRow : static_cast<std::int64_t>(row.seq);
+          std::int64_t key = row.spilledRow ? *row.spilledRow : static_cast<std::int64_t>(row.seq);
           if (key == 0) continue;  // its write failed: nothing to delete
           erase.reset();
           erase.bind(1, key).run();

@@ -78,8 +78,8 @@ struct MessagingOptions {
 
 // Traffic counters, read by the metrics endpoint and the activity report.
 struct MessagingCounters {
-  std::atomic<std::uint64_t> messagesIn{0};   // accepted sends (per recipient copy)
-  std::atomic<std::uint64_t> messagesOut{0};  // copies delivered to phones
+  std::atomic<std::uint64_t> messagesIn{0};      // accepted sends (per recipient copy)
+  std::atomic<std::uint64_t> messagesOut{0};     // copies delivered to phones
   std::atomic<std::uint64_t> messagesStored{0};  // copies written to the store
   std::atomic<std::uint64_t> duplicates{0};      // re-sent clientMsgIds
   std::atomic<std::uint64_t> logins{0};
@@ -215,15 +215,14 @@ class MessagingService final : public session::SessionBackend {
   // ---- delivery.cpp
   // Hands `message` to `to` the way the sender's earlier unacknowledged items
   // to `to` went, or else to `to`'s session or the store.
-  void route(session::LiveSession& sender, const std::string& to,
-             session::OutboundMessage message);
+  void route(session::LiveSession& sender, const std::string& to, session::OutboundMessage message);
   // On the thread of `address`: offers the item to that session, or stores it
   // when the session is gone.
   template <class Item>
   void offerOrStore(const session::SessionAddress& address, std::string recipient, Item item);
   template <class Item>
-  void offerOrStoreHere(const std::weak_ptr<session::LiveSession>& session,
-                        std::string recipient, Item item);
+  void offerOrStoreHere(const std::weak_ptr<session::LiveSession>& session, std::string recipient,
+                        Item item);
   // Writes items to the store (group commit), then settles their acks, tells
   // the sessions concerned, and pushes to phones that are away.
   void storeMessages(std::vector<AddressedMessage> items, WriteOrigin origin);
@@ -237,8 +236,7 @@ class MessagingService final : public session::SessionBackend {
                   std::vector<session::Durability> rows);
   kj::Promise<SentMessage> acknowledged(kj::Promise<void> ack, const std::string& from,
                                         const std::string& clientMsgId, SentMessage sent);
-  std::optional<SentMessage> findDuplicate(const std::string& from,
-                                           const std::string& clientMsgId);
+  std::optional<SentMessage> findDuplicate(const std::string& from, const std::string& clientMsgId);
 
   // ---- receipts.cpp
   void routeReceipt(const std::string& to, session::OutboundReceipt receipt);

@@ -121,8 +121,8 @@ std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::str
     closeConnection_(thread, id);
   };
   net::NetworkThread& thread = *threads_.at(connection.threadIndex);
-  auto live = std::make_shared<LiveSession>(*this, thread, options_.limits, ref, kj::mv(inbox),
-                                            close);
+  auto live =
+      std::make_shared<LiveSession>(*this, thread, options_.limits, ref, kj::mv(inbox), close);
   ref.session = live;
   if (auto replaced = sessions_.attach(ref)) {
     if (replaced->threadIndex == connection.threadIndex &&

@@ -57,8 +57,7 @@ kj::Promise<void> SessionServer::sendGroup(SendGroupContext context) {
   auto params = context.getParams();
   requireBody(params.getBody().size());
   return service_
-      .sendGroup(live(), params.getGroup(), text(params.getClientMsgId()),
-                 bytes(params.getBody()))
+      .sendGroup(live(), params.getGroup(), text(params.getClientMsgId()), bytes(params.getBody()))
       .then([context](SentMessage sent) mutable {
         auto results = context.getResults();
         results.setId(sent.id);

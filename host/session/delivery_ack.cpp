@@ -28,8 +28,7 @@ std::pair<kj::Promise<void>, std::shared_ptr<DeliveryAck>> DeliveryAck::make(
   return {kj::mv(paf.promise), std::make_shared<DeliveryAck>(owner, copies, kj::mv(paf.fulfiller))};
 }
 
-void DeliveryAck::listen(std::weak_ptr<AckListener> listener,
-                         std::vector<std::string> recipients) {
+void DeliveryAck::listen(std::weak_ptr<AckListener> listener, std::vector<std::string> recipients) {
   listener_ = std::move(listener);
   recipients_ = std::move(recipients);
 }

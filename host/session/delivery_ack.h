@@ -49,8 +49,8 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
 
   // Makes a promise and the ack that settles it, for `copies` copies, on the
   // calling thread (which must be `owner`'s).
-  static std::pair<kj::Promise<void>, std::shared_ptr<DeliveryAck>> make(
-      net::NetworkThread& owner, std::uint32_t copies);
+  static std::pair<kj::Promise<void>, std::shared_ptr<DeliveryAck>> make(net::NetworkThread& owner,
+                                                                         std::uint32_t copies);
 
   // One copy is delivered or durable.
   void settle();

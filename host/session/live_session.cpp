@@ -92,6 +92,7 @@ void LiveSession::start(bool awaitStore) {
   started_ = true;
   lastProgress_ = Clock::now();
   if (awaitStore) {
+    awaitingStore_ = true;
     ++messages_->spillsInFlight;
     ++receipts_->spillsInFlight;
   }
@@ -144,6 +145,8 @@ void LiveSession::spill(Feed<Item>& feed, SpillKind kind, std::vector<Item> item
 void LiveSession::spillDone(SpillKind kind) {
   if (kind == SpillKind::keep || ended_) return;
   // The rows are visible now (or the write failed): page from where we were.
+  // The write awaited by start() is queued before any spill, so it is done first.
+  awaitingStore_ = false;
   if (messages_->spillsInFlight > 0) --messages_->spillsInFlight;
   if (receipts_->spillsInFlight > 0) --receipts_->spillsInFlight;
   messages_->caughtUp = false;
@@ -311,6 +314,7 @@ void LiveSession::pump() {
 }
 
 void LiveSession::refill() {
+  if (awaitingStore_) return;
   std::size_t lowWater = limits_.deliverBatch * limits_.deliverWindow;
   // Paging alone must not take the queue past maxQueue: a phone catching up on a
   // backlog larger than the limit is not a slow reader, and would otherwise be

@@ -202,6 +202,7 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
   bool overflowed_ = false;  // an offer found the queue full; the store holds the rest
   bool stallTimerArmed_ = false;
   bool deadlineArmed_ = false;
+  bool awaitingStore_ = false;  // start(true): no paging until the awaited write is done
   std::chrono::steady_clock::time_point lastProgress_;  // an Inbox call last returned
   kj::Own<kj::TaskSet> tasks_;  // Inbox calls in flight; cancelled with the session
 };

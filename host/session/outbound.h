@@ -32,8 +32,8 @@ struct OutboundMessage {
   std::uint64_t group = 0;
   std::string clientMsgId;
   std::string body;
-  std::int64_t timestamp = 0;   // server time of the send, ms since the epoch
-  std::int64_t expiresAt = 0;   // ms since the epoch; a stored row is dropped after it
+  std::int64_t timestamp = 0;  // server time of the send, ms since the epoch
+  std::int64_t expiresAt = 0;  // ms since the epoch; a stored row is dropped after it
   Durability durability;
   // Settled once this copy is delivered or durable; null once settled (or
   // handed to the write that makes it durable).

@@ -60,8 +60,7 @@ namespace {
 void countSteps(sqlite3_stmt* stmt, const CachedStatement* cached) {
   if (cached == nullptr || cached->counters == nullptr || stmt == nullptr) return;
   auto steps = sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_VM_STEP, 1);
-  cached->counters->vmSteps.fetch_add(static_cast<std::uint64_t>(steps),
-                                      std::memory_order_relaxed);
+  cached->counters->vmSteps.fetch_add(static_cast<std::uint64_t>(steps), std::memory_order_relaxed);
 }
 }  // namespace
 
