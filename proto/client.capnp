@@ -90,9 +90,10 @@ interface Session {
   # Phones send only `read`: the server makes the "delivered" receipt itself
   # when Inbox.deliver returns, so a `delivered` receipt from a phone is
   # checked and then ignored (the sender never sees the same tick twice).
-  # A message id names its sender; an id that names no registered sender is
-  # refused ("unknown message id N"). The server keeps no record of
-  # delivered messages, so it cannot check more than that.
+  # A message id names its sender; an id this server never issued, one that
+  # names no registered sender, or one of the phone's own messages is refused
+  # ("unknown message id N"), and the whole call changes nothing. The server
+  # keeps no record of delivered messages, so it cannot check more than that.
 
   setPresence @3 (state :PresenceState);
   # Online or away as the phone's user sees it. Logging in sets online;

@@ -34,6 +34,13 @@ std::uint64_t MessageIds::next(std::uint64_t senderNumber) {
   return (senderNumber << kSequenceBits) | (sequence & kMask);
 }
 
+bool MessageIds::issued(std::uint64_t id) const {
+  constexpr std::uint64_t kMask = (std::uint64_t{1} << kSequenceBits) - 1;
+  std::uint64_t next = next_.load(std::memory_order_relaxed);
+  // Before the sequence wraps (2^34 ids), an issued id is below the next one.
+  return next > kMask || (id & kMask) < next;
+}
+
 void MessageIds::reserveNextBlock() {
   if (reserving_.exchange(true)) return;
   store_.write(

@@ -37,6 +37,9 @@ class MessageIds {
   std::uint64_t next(std::uint64_t senderNumber);
 
   static std::uint64_t senderOf(std::uint64_t id) { return id >> kSequenceBits; }
+  // Whether this server can have handed out `id`'s sequence already (ids from
+  // before a restart included); false for ids from the future.
+  bool issued(std::uint64_t id) const;
 
  private:
   void reserveNextBlock();

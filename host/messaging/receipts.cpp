@@ -36,12 +36,15 @@ kj::Promise<void> MessagingService::receipt(const LiveSession& reader,
   for (std::uint64_t id : ids) {
     std::uint64_t number = MessageIds::senderOf(id);
     std::optional<std::string> sender;
-    if (number == MessageIds::kSystemSender) {
+    if (!ids_.issued(id)) {
+      sender = std::nullopt;
+    } else if (number == MessageIds::kSystemSender) {
       sender = MessageIds::kSystemName;
     } else if (number > MessageIds::kSystemSender) {
       sender = phoneOfNumber(number);
     }
-    if (!sender) refuse("unknown message id " + std::to_string(id));
+    // A phone acknowledges messages it received, never its own.
+    if (!sender || *sender == reader.phone()) refuse("unknown message id " + std::to_string(id));
     senders.push_back(std::move(*sender));
   }
   // The server made the "delivered" tick when Inbox.deliver returned; one

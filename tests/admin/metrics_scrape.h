@@ -7,6 +7,7 @@
 #include <kj/compat/http.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include <map>
 #include <optional>

@@ -11,11 +11,11 @@
 #include <map>
 #include <set>
 
+#include "database_file.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
 #include "recording_phone.h"
 #include "running_host.h"
-#include "database_file.h"
 #include "switchboard/proto/client.capnp.h"
 
 namespace switchboard::integration {
@@ -71,7 +71,7 @@ TEST(Delivery, AReturnedMessageIsNeverDeliveredAgainAfterAQuickReconnect) {
               (std::vector<std::string>{"fence" + std::to_string(round)}))
         << "a returned message came back";
   }
-  EXPECT_EQ(countRows(host.dataDir(), "queue"), 0);
+  EXPECT_TRUE(waitUntil([&] { return countRows(host.dataDir(), "queue") == 0; }));
 }
 
 // ---------------------------------------------------------------- raw two logins

@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 
 #include "../notify/http_receiver.h"
+#include "database_file.h"
 #include "recording_phone.h"
 #include "running_host.h"
-#include "database_file.h"
 
 namespace switchboard::integration {
 namespace {
