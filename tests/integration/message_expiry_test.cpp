@@ -38,7 +38,7 @@ TEST(MessageExpiry, TheOfflineTtlIsStoredAndExpiredMessagesAreNeverDeliveredThen
 
   DatabaseFile db(host.dataDir());
   for (const auto& s : sent) {
-    auto expires = db.integer("SELECT expires_ms FROM messages WHERE server_id = ?",
+    auto expires = db.integer("SELECT expires_ms FROM queue WHERE id = ?",
                               {static_cast<std::int64_t>(s.id)});
     EXPECT_GE(expires, before + 3600 * 1000) << s.id;
     EXPECT_LE(expires, after + 3600 * 1000) << s.id;
@@ -46,7 +46,7 @@ TEST(MessageExpiry, TheOfflineTtlIsStoredAndExpiredMessagesAreNeverDeliveredThen
 
   // The first two expire (as if an hour had passed for them).
   std::int64_t past = wallNowMs() - 1000;
-  ASSERT_EQ(db.execute("UPDATE messages SET expires_ms = ? WHERE server_id IN (?, ?)",
+  ASSERT_EQ(db.execute("UPDATE queue SET expires_ms = ? WHERE id IN (?, ?)",
                        {past, static_cast<std::int64_t>(sent[0].id),
                         static_cast<std::int64_t>(sent[1].id)}),
             2);
@@ -66,7 +66,7 @@ TEST(MessageExpiry, TheOfflineTtlIsStoredAndExpiredMessagesAreNeverDeliveredThen
   host.start();
   ASSERT_TRUE(waitUntil([&] {
     return db.integer(
-               "SELECT count(*) FROM messages WHERE server_id IN (?, ?)",
+               "SELECT count(*) FROM queue WHERE id IN (?, ?)",
                {static_cast<std::int64_t>(sent[0].id), static_cast<std::int64_t>(sent[1].id)}) == 0;
   })) << "the sweep left expired rows";
 
