@@ -38,8 +38,8 @@ TEST(MessageExpiry, TheOfflineTtlIsStoredAndExpiredMessagesAreNeverDeliveredThen
 
   DatabaseFile db(host.dataDir());
   for (const auto& s : sent) {
-    auto expires = db.integer("SELECT expires_ms FROM queue WHERE id = ?",
-                              {static_cast<std::int64_t>(s.id)});
+    auto expires =
+        db.integer("SELECT expires_ms FROM queue WHERE id = ?", {static_cast<std::int64_t>(s.id)});
     EXPECT_GE(expires, before + 3600 * 1000) << s.id;
     EXPECT_LE(expires, after + 3600 * 1000) << s.id;
   }
