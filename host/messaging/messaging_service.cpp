@@ -199,13 +199,22 @@ void MessagingService::messagesDelivered(const LiveSession& session,
   std::vector<Durability> stored;
   for (OutboundMessage& m : items) {
     if (m.durability.stored()) stored.push_back(std::move(m.durability));
-    if (m.from == MessageIds::kSystemName) continue;
-    OutboundReceipt tick;
-    tick.messageId = m.id;
-    tick.by = session.phone();
-    tick.kind = ReceiptKind::delivered;
-    tick.timestamp = now;
-    routeReceipt(m.from, std::move(tick));
+    auto ack = std::exchange(m.ack, nullptr);
+    if (m.from != MessageIds::kSystemName) {
+      OutboundReceipt tick;
+      tick.messageId = m.id;
+      tick.by = session.phone();
+      tick.kind = ReceiptKind::delivered;
+      tick.timestamp = now;
+      if (ack) {
+        // The "sent" reply goes out first, then this tick.
+        ack->afterResolved(
+            [this, to = m.from, tick]() mutable { routeReceipt(to, std::move(tick)); });
+      } else {
+        routeReceipt(m.from, std::move(tick));
+      }
+    }
+    if (ack) ack->settle();
   }
   forgetRows(session.phone(), "queue", std::move(stored));
 }

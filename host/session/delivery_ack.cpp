@@ -42,6 +42,11 @@ void DeliveryAck::settle() {
   }
 }
 
+void DeliveryAck::afterResolved(std::function<void()> after) {
+  std::lock_guard lock(errorMutex_);
+  after_.push_back(std::move(after));
+}
+
 void DeliveryAck::fail(const std::string& error) {
   {
     std::lock_guard lock(errorMutex_);
@@ -54,9 +59,17 @@ void DeliveryAck::finishOnOwner() {
   if (auto listener = listener_.lock()) listener->acknowledged(recipients_);
   if (fulfiller_.get() == nullptr) return;
   std::optional<std::string> error;
+  std::vector<std::function<void()>> after;
   {
     std::lock_guard lock(errorMutex_);
     error = error_;
+    after.swap(after_);
+  }
+  if (!after.empty()) {
+    // Posted after the resolution: the loop writes the reply first.
+    owner_.post([after = std::move(after)]() {
+      for (const auto& fn : after) fn();
+    });
   }
   if (error) {
     fulfiller_->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,6 +55,10 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
 
   // One copy is delivered or durable.
   void settle();
+  // Runs `after` on the owner's thread once the promise has resolved and its
+  // reply had its turn (a "delivered" receipt must not overtake the "sent"
+  // reply of the same send). Call before the last settle().
+  void afterResolved(std::function<void()> after);
   // One copy could not be made durable; the promise rejects with `error` (the
   // first one reported) once every copy is settled or failed.
   void fail(const std::string& error);
@@ -72,6 +77,7 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
   kj::Own<kj::PromiseFulfiller<void>> fulfiller_;  // owner thread only
   std::weak_ptr<AckListener> listener_;
   std::vector<std::string> recipients_;
+  std::vector<std::function<void()>> after_;  // guarded by errorMutex_
 };
 
 }  // namespace switchboard::session

@@ -354,13 +354,13 @@ void LiveSession::pumpFeed(Feed<Item>& feed, Send&& send) {
           feed.inFlightItems -= items.size();
           feed.inFlight.erase(batch);
           lastProgress_ = Clock::now();
-          for (Item& item : items) {
-            if (item.ack) std::exchange(item.ack, nullptr)->settle();
-          }
           if constexpr (std::is_same_v<Item, OutboundMessage>) {
             ref_.gauges->delivered += items.size();
             backend_.messagesDelivered(*this, std::move(items));
           } else {
+            for (Item& item : items) {
+              if (item.ack) std::exchange(item.ack, nullptr)->settle();
+            }
             backend_.receiptsShown(*this, std::move(items));
           }
           pump();

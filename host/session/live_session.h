@@ -95,8 +95,8 @@ class SessionBackend {
                              std::vector<OutboundMessage> items) = 0;
   virtual void spillReceipts(LiveSession& session, SpillKind kind,
                              std::vector<OutboundReceipt> items) = 0;
-  // The phone returned Inbox.deliver for these (their acks are settled):
-  // forget their stored rows and tell the senders "delivered".
+  // The phone returned Inbox.deliver for these: settle their acks, forget
+  // their stored rows and tell the senders "delivered" (after their "sent").
   virtual void messagesDelivered(const LiveSession& session,
                                  std::vector<OutboundMessage> items) = 0;
   // The phone returned Inbox.receipt for these: forget their stored rows.

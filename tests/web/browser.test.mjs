@@ -122,13 +122,16 @@ async function send(page, text) {
   await page.click("#send");
 }
 
-// The outgoing bubble with `text` reaches `tick` (pending, sent, delivered, read).
+// The outgoing bubble with `text` reaches `tick` (pending, sent, delivered, read) or a
+// later one: to an online phone "sent" and "delivered" come microseconds apart.
 function tickOf(page, text, tick) {
   return page.waitForFunction(
-    (body, want) =>
-      [...document.querySelectorAll(".msg.out")].some(
-        (m) => m.querySelector(".body")?.textContent === body && m.dataset.tick === want,
-      ),
+    (body, want) => {
+      const rank = { pending: 0, sent: 1, delivered: 2, read: 3 };
+      return [...document.querySelectorAll(".msg.out")].some(
+        (m) => m.querySelector(".body")?.textContent === body && rank[m.dataset.tick] >= rank[want],
+      );
+    },
     WAIT,
     text,
     tick,
