@@ -50,6 +50,14 @@ void fail(std::promise<std::uint16_t>& ready, const std::string& reason) {
   }
 }
 
+// Every answer ends its connection ("Connection: close"). A scrape is one
+// request every few seconds, so keep-alive saves nothing, and a client that reads
+// to EOF (HTTP/1.0, curl, nc, a test) would otherwise wait out the pipeline timeout.
+class CloseAfterEachAnswer final : public kj::HttpServerCallbacks {
+ public:
+  bool shouldClose() override { return true; }
+};
+
 class MetricsService final : public kj::HttpService {
  public:
   MetricsService(const kj::HttpHeaderTable& table, const std::function<std::string()>& render)
@@ -114,7 +122,11 @@ MetricsServer::MetricsServer(std::string_view endpoint, std::function<std::strin
       stop_ = kj::mv(stop.fulfiller);
       kj::HttpHeaderTable table;
       MetricsService service(table, render_);
-      kj::HttpServer server(io.provider->getTimer(), table, service);
+      CloseAfterEachAnswer closeAfterEachAnswer;
+      kj::HttpServerSettings settings;
+      settings.callbacks = closeAfterEachAnswer;
+      settings.pipelineTimeout = 0 * kj::SECONDS;  // kj 0.9.2 still waits for it after "close"
+      kj::HttpServer server(io.provider->getTimer(), table, service, settings);
       auto listening = server.listenHttp(*receiver);
       ready->set_value(static_cast<std::uint16_t>(receiver->getPort()));
       listening.exclusiveJoin(kj::mv(stop.promise)).wait(io.waitScope);

@@ -45,6 +45,8 @@ struct NatsLink::Impl {
   std::vector<std::function<void(LinkState)>> listeners;
   std::vector<std::function<void()>> reconnectJobs;
   bool stopping = false;
+  bool closed = false;  // libnats ran its last callback (the closed one)
+  std::condition_variable closedWake;
   std::thread thread;
 
   static void runJob(const std::function<void()>& job) {
@@ -108,6 +110,7 @@ NatsLink::NatsLink(NatsLinkOptions options, net::NetworkThread& owner)
   natsOptions_SetDisconnectedCB(opts, &NatsLink::onDisconnected, this);
   natsOptions_SetReconnectedCB(opts, &NatsLink::onConnected, this);
   natsOptions_SetRetryOnFailedConnect(opts, true, &NatsLink::onConnected, this);
+  natsOptions_SetClosedCB(opts, &NatsLink::onClosed, this);
 
   natsStatus status = natsConnection_Connect(&impl_->connection, opts);
   if (status != NATS_OK && status != NATS_NOT_YET_CONNECTED) {
@@ -130,9 +133,18 @@ NatsLink::NatsLink(NatsLinkOptions options, net::NetworkThread& owner)
 
 NatsLink::~NatsLink() {
   stopWorker();
-  // Closing runs no more of our callbacks once it returns; destroying the
-  // context before the connection is the order libnats asks for.
-  if (impl_->connection != nullptr) natsConnection_Close(impl_->connection);
+  if (impl_->connection != nullptr) {
+    // libnats runs callbacks on a thread of its own, in order, and may still be
+    // about to run a disconnected one when Close() returns: `this` must live
+    // until the closed callback, always the last, has run.
+    natsConnection_Close(impl_->connection);
+    std::unique_lock lock(impl_->mutex);
+    if (!impl_->closedWake.wait_for(lock, std::chrono::seconds(10),
+                                    [this] { return impl_->closed; })) {
+      spdlog::error("cluster: libnats did not report the connection closed within 10 s");
+    }
+  }
+  // Destroying the context before the connection is the order libnats asks for.
   if (impl_->jetStream != nullptr) jsCtx_Destroy(impl_->jetStream);
   if (impl_->connection != nullptr) natsConnection_Destroy(impl_->connection);
 }
@@ -152,6 +164,13 @@ void NatsLink::onConnected(natsConnection*, void* self) {
 
 void NatsLink::onDisconnected(natsConnection*, void* self) {
   static_cast<NatsLink*>(self)->changed(false);
+}
+
+void NatsLink::onClosed(natsConnection*, void* self) {
+  Impl& impl = *static_cast<NatsLink*>(self)->impl_;
+  std::lock_guard lock(impl.mutex);
+  impl.closed = true;
+  impl.closedWake.notify_all();
 }
 
 // On a libnats thread: flip the state, then hop to our own threads.

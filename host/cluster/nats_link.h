@@ -99,6 +99,7 @@ class NatsLink {
   struct Impl;
   static void onConnected(__natsConnection*, void* self);
   static void onDisconnected(__natsConnection*, void* self);
+  static void onClosed(__natsConnection*, void* self);
   void changed(bool connected);
 
   const NatsLinkOptions options_;

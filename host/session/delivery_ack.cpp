@@ -65,17 +65,19 @@ void DeliveryAck::finishOnOwner() {
     error = error_;
     after.swap(after_);
   }
-  if (!after.empty()) {
-    // Posted after the resolution: the loop writes the reply first.
-    owner_.post([after = std::move(after)]() {
-      for (const auto& fn : after) fn();
-    });
-  }
   if (error) {
     fulfiller_->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                                      kj::heapString(error->data(), error->size())));
   } else {
     fulfiller_->fulfill();
+  }
+  if (!after.empty()) {
+    // evalLast: once every event the resolution set off has run, the RPC
+    // system's Return among them, so the reply is on the wire first. (A post()
+    // to the asio loop could run before the KJ turn that writes the reply.)
+    owner_.addTask(kj::evalLast([after = std::move(after)]() {
+      for (const auto& fn : after) fn();
+    }));
   }
   fulfiller_ = nullptr;
 }

@@ -12,6 +12,7 @@ HostConfig testConfig(const std::filesystem::path& dir) {
   config.listen = "127.0.0.1:0";
   config.adminSocket = dir / "admin.sock";
   config.metricsListen = "127.0.0.1:0";
+  config.webListen = "";  // not the shared default port: tests run side by side
   config.dataDir = dir / "var";
   config.pluginDir = SWITCHBOARD_TEST_PLUGIN_DIR;
   config.threads = 2;

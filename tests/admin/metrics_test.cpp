@@ -83,6 +83,23 @@ TEST_F(AdminHostTest, MetricsEndpointServesEveryFamilyInPrometheusText) {
   EXPECT_EQ(httpGet(host->metricsEndpoint(), "/metrics?x=1").status, 200u);
 }
 
+// A scrape ends its connection: a client that reads to EOF (HTTP/1.0, nc, a
+// shell script) gets the whole answer at once, not after a keep-alive timeout.
+TEST_F(AdminHostTest, MetricsAnswerClosesTheConnection) {
+  kj::String answer = [&] {
+    auto io = kj::setupAsyncIo();
+    auto address = io.provider->getNetwork()
+                       .parseAddress(host->metricsEndpoint().c_str())
+                       .wait(io.waitScope);
+    auto stream = address->connect().wait(io.waitScope);
+    kj::StringPtr request = "GET /metrics HTTP/1.0\r\n\r\n";
+    stream->write(request.begin(), request.size()).wait(io.waitScope);
+    return stream->readAllText().wait(io.waitScope);
+  }();
+  EXPECT_THAT(std::string(answer.cStr()), HasSubstr("\r\nConnection: close\r\n"));
+  EXPECT_THAT(std::string(answer.cStr()), HasSubstr("\nswitchboard_sessions 0\n"));
+}
+
 TEST_F(AdminHostTest, BusyMetricsPortRefusesToStart) {
   TempDir other;
   HostConfig config = testConfig(other.path());

@@ -132,6 +132,7 @@ bool RunningHost::spawnAndWait() {
     }
   };
   byDefault("--metrics-listen", "");
+  byDefault("--web-listen", "");  // not the shared default port: tests run side by side
   byDefault("--threads", "2");
   // Info unless the test asks for more ("serving phones on" is logged at info).
   byDefault("--log-level", "info");

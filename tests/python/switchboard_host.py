@@ -49,6 +49,7 @@ class RunningHost:
             "--admin-socket", self.admin_socket,
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
             "--threads", "2",
+            *([] if "--web-listen" in extra_args else ["--web-listen", ""]),
             *extra_args,
         ]
         self._log = open(self.log_path, "wb")
