@@ -88,9 +88,8 @@ TEST_F(AdminHostTest, MetricsEndpointServesEveryFamilyInPrometheusText) {
 TEST_F(AdminHostTest, MetricsAnswerClosesTheConnection) {
   kj::String answer = [&] {
     auto io = kj::setupAsyncIo();
-    auto address = io.provider->getNetwork()
-                       .parseAddress(host->metricsEndpoint().c_str())
-                       .wait(io.waitScope);
+    auto address =
+        io.provider->getNetwork().parseAddress(host->metricsEndpoint().c_str()).wait(io.waitScope);
     auto stream = address->connect().wait(io.waitScope);
     kj::StringPtr request = "GET /metrics HTTP/1.0\r\n\r\n";
     stream->write(request.begin(), request.size()).wait(io.waitScope);
