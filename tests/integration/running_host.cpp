@@ -64,6 +64,9 @@ RunningHost::RunningHost(std::vector<std::string> extraArgs)
       sms_(dir_.path()),
       extraArgs_(std::move(extraArgs)) {
   std::filesystem::create_directories(dataDir_);
+  if (std::find(extraArgs_.begin(), extraArgs_.end(), "--metrics-listen") == extraArgs_.end()) {
+    metricsPort_ = freePort();
+  }
 }
 
 RunningHost::~RunningHost() {
@@ -131,7 +134,7 @@ bool RunningHost::spawnAndWait() {
       args.insert(args.end(), {flag, value});
     }
   };
-  byDefault("--metrics-listen", "");
+  if (metricsPort_ != 0) byDefault("--metrics-listen", "127.0.0.1:" + std::to_string(metricsPort_));
   byDefault("--web-listen", "");  // not the shared default port: tests run side by side
   byDefault("--threads", "2");
   // Info unless the test asks for more ("serving phones on" is logged at info).
@@ -188,6 +191,32 @@ int RunningHost::stop() {
   }
   pid_ = -1;
   return status;
+}
+
+std::optional<double> RunningHost::metric(const std::string& name) const {
+  if (metricsPort_ == 0) return std::nullopt;
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(metricsPort_);
+  // The host closes the connection after its answer: read to EOF.
+  std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    ::close(fd);
+    return std::nullopt;
+  }
+  std::string text;
+  char buffer[8192];
+  for (ssize_t got; (got = ::read(fd, buffer, sizeof(buffer))) > 0;) text.append(buffer, got);
+  ::close(fd);
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  }
+  return std::nullopt;
 }
 
 }  // namespace switchboard::integration

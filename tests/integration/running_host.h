@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,8 +47,9 @@ std::string registerPhone(client::Client& client, const SmsFile& sms, const std:
 class RunningHost {
  public:
   // `extraArgs` are appended to the command line (--plugin-setting ..., ...). A
-  // default flag (--metrics-listen, --log-level, --threads) that
-  // extraArgs also gives is left to extraArgs.
+  // default flag (--metrics-listen, --web-listen, --log-level, --threads) that
+  // extraArgs also gives is left to extraArgs. By default metrics are served on a
+  // port chosen once, like the client port.
   explicit RunningHost(std::vector<std::string> extraArgs = {});
   ~RunningHost();
   RunningHost(const RunningHost&) = delete;
@@ -74,6 +76,9 @@ class RunningHost {
   const SmsFile& sms() const { return sms_; }
   // Everything the host logged so far (all runs).
   std::string log() const;
+  // One unlabelled sample of the running host's /metrics ("name value"), or
+  // nullopt when it is not there or the endpoint does not answer.
+  std::optional<double> metric(const std::string& name) const;
 
  private:
   bool spawnAndWait();
@@ -84,6 +89,7 @@ class RunningHost {
   SmsFile sms_;
   std::vector<std::string> extraArgs_;
   std::uint16_t port_ = 0;
+  std::uint16_t metricsPort_ = 0;  // 0: extraArgs chose --metrics-listen
   pid_t pid_ = -1;
 };
 

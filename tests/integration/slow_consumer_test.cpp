@@ -4,11 +4,7 @@
 // the flood), the flood is not lost, and phones that do read keep being served.
 // Their latency is printed as figures, never asserted (no timing assertions on
 // a shared 2-core machine).
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -52,34 +48,6 @@ std::uint64_t residentBytes(pid_t pid) {
   return 0;
 }
 
-// GET http://127.0.0.1:port/metrics and the value of one unlabelled sample.
-std::optional<double> metric(std::uint16_t port, const std::string& name) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(port);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    ::close(fd);
-    return std::nullopt;
-  }
-  std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    ::close(fd);
-    return std::nullopt;
-  }
-  std::string text;
-  char buffer[8192];
-  for (ssize_t got; (got = ::read(fd, buffer, sizeof(buffer))) > 0;) text.append(buffer, got);
-  ::close(fd);
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
-  }
-  return std::nullopt;
-}
-
 // A phone that reads, recording when each message arrived (for latency).
 struct TimedReader {
   explicit TimedReader(client::ClientOptions options) : client(std::move(options)) {
@@ -110,10 +78,8 @@ std::string percentiles(std::vector<double> ms) {
 }
 
 TEST(SlowConsumers, TenStalledReadersCostAtMostTheQueueLimitAndOthersAreServed) {
-  std::uint16_t metricsPort = freePort();
   RunningHost host({"--session-queue-limit", std::to_string(kQueueLimit), "--session-stall-ms",
                     "3600000",  // never kicked during the test: the bound must hold anyway
-                    "--metrics-listen", "127.0.0.1:" + std::to_string(metricsPort),
                     "--plugin-setting", "auth.max-requests-per-peer=1000"});
   host.start();
 
@@ -172,7 +138,7 @@ TEST(SlowConsumers, TenStalledReadersCostAtMostTheQueueLimitAndOthersAreServed) 
   std::thread watcher([&] {
     while (!stopWatch) {
       rssPeak = std::max(rssPeak, residentBytes(host.pid()));
-      if (auto longest = metric(metricsPort, "switchboard_session_queue_length_max")) {
+      if (auto longest = host.metric("switchboard_session_queue_length_max")) {
         queueSamples.push_back(*longest);
         queuePeak = std::max(queuePeak, *longest);
       }
