@@ -158,7 +158,10 @@ kj::Promise<void> AdminServer::user(UserContext context) {
 kj::Promise<void> AdminServer::deleteUser(DeleteUserContext context) {
   std::string phone = requireAdminPhone(context.getParams().getPhone());
   return writeDone([this, phone](UserAdmin::Done done) { users_.remove(phone, std::move(done)); })
-      .then([this, phone]() { host_.messaging.kick(phone, "account deleted by an operator"); });
+      .then([this, phone]() {
+        host_.messaging.forgetUser(phone);
+        host_.messaging.kick(phone, "account deleted by an operator");
+      });
 }
 
 kj::Promise<void> AdminServer::revokeKey(RevokeKeyContext context) {

@@ -30,16 +30,44 @@ std::optional<SentMessage> DedupCache::find(std::string_view sender,
   std::lock_guard lock(mutex_);
   auto it = entries_.find(key);
   if (it == entries_.end()) return std::nullopt;
-  return it->second;
+  return it->second.sent;
 }
 
 void DedupCache::remember(std::string_view sender, std::string_view clientMsgId, SentMessage sent) {
   std::uint64_t key = keyOf(sender, clientMsgId);
   std::lock_guard lock(mutex_);
-  if (!entries_.emplace(key, sent).second) return;
+  add(key, sent, false);
+}
+
+void DedupCache::rememberStored(std::string_view sender, std::string_view clientMsgId,
+                                SentMessage sent) {
+  std::uint64_t key = keyOf(sender, clientMsgId);
+  std::lock_guard lock(mutex_);
+  add(key, sent, true);
+}
+
+void DedupCache::load(const std::vector<StoredRow>& rows, bool complete) {
+  std::lock_guard lock(mutex_);
+  for (const StoredRow& row : rows) add(keyOf(row.sender, row.clientMsgId), row.sent, true);
+  if (!complete) coversStore_ = false;
+}
+
+bool DedupCache::coversStore() const {
+  std::lock_guard lock(mutex_);
+  return coversStore_;
+}
+
+void DedupCache::add(std::uint64_t key, SentMessage sent, bool stored) {
+  auto [it, fresh] = entries_.try_emplace(key, Entry{sent, stored});
+  if (!fresh) {
+    it->second.stored = it->second.stored || stored;
+    return;
+  }
   order_.push_back(key);
   if (order_.size() > capacity_) {
-    entries_.erase(order_.front());
+    auto oldest = entries_.find(order_.front());
+    if (oldest->second.stored) coversStore_ = false;
+    entries_.erase(oldest);
     order_.pop_front();
   }
 }

@@ -3,14 +3,22 @@
 // delivered twice. Bounded: the oldest entries are forgotten first. Messages
 // that went through the store also have a `dedup` row there (expiring with the
 // offline TTL), which covers re-sends after a restart. Thread-safe.
+//
+// The cache also says when a miss is final, so a new message costs no store
+// read: loaded with every `dedup` row at start (load()) and given each stored
+// one once it is durable (rememberStored()), it holds everything the table
+// holds until it forgets a stored entry or the table was too big to load.
+// From then on coversStore() is false and a miss must ask the store.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace switchboard::messaging {
 
@@ -25,6 +33,18 @@ class DedupCache {
 
   std::optional<SentMessage> find(std::string_view sender, std::string_view clientMsgId) const;
   void remember(std::string_view sender, std::string_view clientMsgId, SentMessage sent);
+  // A send whose `dedup` row is durable in the store.
+  void rememberStored(std::string_view sender, std::string_view clientMsgId, SentMessage sent);
+  // At start: `rows` are the newest stored sends, oldest first; `complete` says
+  // whether they are all the store holds.
+  struct StoredRow {
+    std::string sender;
+    std::string clientMsgId;
+    SentMessage sent;
+  };
+  void load(const std::vector<StoredRow>& rows, bool complete);
+  // Whether a miss means the store has no row either.
+  bool coversStore() const;
   std::size_t size() const;
 
  private:
@@ -34,8 +54,15 @@ class DedupCache {
   const std::size_t capacity_;
   unsigned char hashKey_[16];
   mutable std::mutex mutex_;
-  std::unordered_map<std::uint64_t, SentMessage> entries_;
+  void add(std::uint64_t key, SentMessage sent, bool stored);  // under mutex_
+
+  struct Entry {
+    SentMessage sent;
+    bool stored = false;  // the store has a row for it
+  };
+  std::unordered_map<std::uint64_t, Entry> entries_;
   std::deque<std::uint64_t> order_;  // oldest first
+  bool coversStore_ = true;
 };
 
 }  // namespace switchboard::messaging

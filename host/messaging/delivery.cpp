@@ -54,6 +54,7 @@ RoutingPlugin::Destination askRouting(plugin::PluginManager& plugins,
 std::optional<SentMessage> MessagingService::findDuplicate(const std::string& from,
                                                            const std::string& clientMsgId) {
   if (auto sent = dedup_.find(from, clientMsgId)) return sent;
+  if (dedup_.coversStore()) return std::nullopt;  // the store has no row either
   std::optional<SentMessage> stored;
   store_.read([&](store::Connection& db) {
     auto row =
@@ -323,6 +324,11 @@ void MessagingService::storeMessages(std::vector<AddressedMessage> items, WriteO
           rowsCommitted(entry.recipient, origin);
         }
         for (AddressedMessage& entry : *shared) {
+          // Before the ack: a re-send after it must find the first id.
+          const OutboundMessage& m = entry.item;
+          if (!error && m.from != MessageIds::kSystemName) {
+            dedup_.rememberStored(m.from, m.clientMsgId, SentMessage{m.id, m.timestamp});
+          }
           if (!entry.item.ack) continue;
           if (error) {
             entry.item.ack->fail("the message could not be stored: " + *error);

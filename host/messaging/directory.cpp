@@ -86,21 +86,30 @@ std::vector<ContactView> MessagingService::contacts(const std::string& owner) {
 // ---------------------------------------------------------------- groups
 
 std::optional<std::string> MessagingService::phoneOfNumber(std::uint64_t number) {
+  if (auto known = knownUsers_.phoneOf(number)) return known;
   std::optional<std::string> phone;
   store_.read([&](store::Connection& db) {
     auto row = db.prepare("SELECT phone FROM users WHERE number = ?")
                    .bind(1, static_cast<std::int64_t>(number));
     if (row.step()) phone = row.columnText(0);
   });
+  if (phone) knownUsers_.remember(*phone, number);
   return phone;
 }
 
 bool MessagingService::isRegistered(const std::string& phone) {
-  bool found = false;
+  if (knownUsers_.numberOf(phone)) return true;
+  std::optional<std::uint64_t> number;
   store_.read([&](store::Connection& db) {
-    found = db.prepare("SELECT 1 FROM users WHERE phone = ?").bind(1, phone).step();
+    auto row = db.prepare("SELECT number FROM users WHERE phone = ?").bind(1, phone);
+    if (row.step()) number = static_cast<std::uint64_t>(row.columnInt(0));
   });
-  return found;
+  if (number && *number != 0) knownUsers_.remember(phone, *number);
+  return number.has_value();
+}
+
+void MessagingService::forgetUser(const std::string& phone) {
+  knownUsers_.forget(phone);
 }
 
 void MessagingService::requireRegistered(const std::vector<std::string>& phones) {

@@ -32,6 +32,25 @@ MessagingService::MessagingService(MessagingOptions options, store::Store& store
       ids_(store),
       dedup_(options_.dedupEntries) {
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+  loadDedupRows();
+}
+
+void MessagingService::loadDedupRows() {
+  std::vector<DedupCache::StoredRow> rows;
+  store_.read([&](store::Connection& db) {
+    auto newest = db.prepare(
+        "SELECT sender, client_msg_id, server_id, sent_ms FROM "
+        "(SELECT * FROM dedup ORDER BY sent_ms DESC LIMIT ?) ORDER BY sent_ms");
+    newest.bind(1, static_cast<std::int64_t>(options_.dedupEntries + 1));
+    while (newest.step()) {
+      rows.push_back(
+          {newest.columnText(0), newest.columnText(1),
+           SentMessage{static_cast<std::uint64_t>(newest.columnInt(2)), newest.columnInt(3)}});
+    }
+  });
+  bool complete = rows.size() <= options_.dedupEntries;
+  if (!complete) rows.erase(rows.begin());  // the oldest: one past what fits
+  dedup_.load(rows, complete);
 }
 
 MessagingService::~MessagingService() = default;

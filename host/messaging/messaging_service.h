@@ -45,6 +45,7 @@
 #include <kj/async.h>
 
 #include "messaging/dedup_cache.h"
+#include "messaging/known_users.h"
 #include "messaging/message_ids.h"
 #include "session/live_session.h"
 #include "session/session_table.h"
@@ -167,6 +168,9 @@ class MessagingService final : public session::SessionBackend {
   bool kick(const std::string& phone, const std::string& reason);
   // Tells every live session why and closes it (shutdown).
   void kickAll(const std::string& reason);
+  // After an operator deleted `phone` from the store: nothing cached says it
+  // exists any more.
+  void forgetUser(const std::string& phone);
   // Forgets what has expired: queued messages past their expiry (never
   // delivered, by policy), and dedup and receipt rows older than the fallback
   // expiry. Any thread; the deletes are queued.
@@ -265,6 +269,8 @@ class MessagingService final : public session::SessionBackend {
   void postTo(std::size_t threadIndex, std::function<void()> fn);
   bool deletesInFlight(const std::string& phone);
   std::int64_t nowMs() const;
+  // At start: the store's newest dedup rows into dedup_ (see DedupCache).
+  void loadDedupRows();
 
   const MessagingOptions options_;
   store::Store& store_;
@@ -277,6 +283,7 @@ class MessagingService final : public session::SessionBackend {
   MessagingCounters counters_;
   MessageIds ids_;
   DedupCache dedup_;
+  KnownUsers knownUsers_;
   // Deletes of delivered rows not yet durable, per phone (see login).
   std::mutex deletesMutex_;
   std::unordered_map<std::string, std::uint32_t> deletesInFlight_;

@@ -116,6 +116,9 @@ TEST_F(AdminUsersTest, DeleteRemovesTheUserAndEverythingQueuedForIt) {
   EXPECT_THAT(refusal([&] { user(kAlice); }), HasSubstr("no user " + kAlice));
   EXPECT_TRUE(users("").empty());
   EXPECT_THAT(refusal([&] { deleteUser(kAlice); }), HasSubstr("no user " + kAlice));
+  // The host knew Alice (the broadcast above): it no longer does.
+  EXPECT_THAT(refusal([&] { broadcast(kAlice, "after the delete"); }),
+              HasSubstr("no user " + kAlice));
 
   // Registering again starts from nothing: the queued message went with the user.
   client->registerPhone(phones(), kAlice);

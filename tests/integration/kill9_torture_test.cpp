@@ -174,6 +174,19 @@ TEST(Kill9Torture, EveryAcknowledgedMessageArrivesOnceAndInOrderAcrossRepeatedSi
   offline.setKey(registerPhone(offline.client(), host.sms(), offline.number()));
 
   std::vector<std::thread> traffic;
+  // However the test body ends (a failed ASSERT returns, a login may throw),
+  // the senders stop first: a joinable thread left behind would abort the
+  // whole program and hide the failure.
+  struct StopAndJoin {
+    Torture& torture;
+    std::vector<std::thread>& threads;
+    ~StopAndJoin() {
+      torture.stop();
+      for (auto& thread : threads) {
+        if (thread.joinable()) thread.join();
+      }
+    }
+  } stopAndJoin{torture, traffic};
   for (int i = 0; i < kSenders; ++i) {
     traffic.emplace_back(
         [&, i] { torture.runSender(i, *senders[i], online.number(), offline.number()); });
