@@ -43,6 +43,19 @@ kj::Promise<size_t> AsioStream::tryRead(void* buffer, size_t minBytes, size_t ma
   return readLoop(static_cast<kj::byte*>(buffer), minBytes, maxBytes, 0);
 }
 
+namespace {
+
+// The network thread's read-ahead buffer: every read() of a small request lands
+// here; the caller takes its part and only the rest (usually none, or the next
+// message's first bytes) is copied to the stream. One per thread, allocated once.
+kj::byte* threadReadScratch() {
+  thread_local std::unique_ptr<kj::byte[]> scratch =
+      std::make_unique_for_overwrite<kj::byte[]>(AsioStream::kReadBufferBytes);
+  return scratch.get();
+}
+
+}  // namespace
+
 kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t maxBytes,
                                          size_t done) {
   for (;;) {
@@ -58,26 +71,20 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
     }
     if (done >= minBytes || done == maxBytes) return done;
 
-    // Big reads go straight to the caller's buffer; small ones fill ours.
+    // Here nothing is buffered. Big reads go straight to the caller's buffer; small
+    // ones read ahead through the thread's scratch buffer.
     size_t wanted = maxBytes - done;
     bool direct = wanted >= kReadBufferBytes;
-    if (!direct && readBuffer_ == nullptr) {
-      // make_unique_for_overwrite: pages are touched only as far as read() fills them.
-      readBuffer_ = std::make_unique_for_overwrite<kj::byte[]>(kReadBufferBytes);
-    }
-    ssize_t n =
-        direct ? ::read(fd_, out + done, wanted) : ::read(fd_, readBuffer_.get(), kReadBufferBytes);
+    kj::byte* into = direct ? out + done : threadReadScratch();
+    ssize_t n = ::read(fd_, into, direct ? wanted : kReadBufferBytes);
     if (n > 0) {
-      if (direct) {
-        done += static_cast<size_t>(n);
-      } else {
-        readStart_ = 0;
-        readEnd_ = static_cast<size_t>(n);
-      }
+      size_t got = static_cast<size_t>(n);
+      size_t taken = std::min(got, wanted);
+      if (!direct) std::memcpy(out + done, into, taken);
+      done += taken;
+      if (got > taken) keepReadAhead(into + taken, got - taken);
       continue;
     }
-    // Nothing was buffered (the buffer was empty before this read), so nothing is lost.
-    releaseReadBuffer();
     if (n == 0) return done;  // EOF
     int error = errno;
     if (error == EINTR) continue;
@@ -91,8 +98,17 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
   }
 }
 
+void AsioStream::keepReadAhead(const kj::byte* data, size_t size) {
+  readBuffer_ = std::make_unique_for_overwrite<kj::byte[]>(size);
+  std::memcpy(readBuffer_.get(), data, size);
+  readCapacity_ = size;
+  readStart_ = 0;
+  readEnd_ = size;
+}
+
 void AsioStream::releaseReadBuffer() {
   readBuffer_.reset();
+  readCapacity_ = 0;
   readStart_ = readEnd_ = 0;
 }
 

@@ -24,9 +24,10 @@ namespace switchboard::net {
 // of many calls leave in one send().
 //
 // Memory: an idle connection (always one pending read, nothing to send) holds no buffer.
-// The read buffer is allocated just before a read() syscall and released as soon as all it
-// holds was handed out, or when the read finds nothing; the write buffer is released once
-// flushed. Thousands of idle sessions would otherwise each pin 64 KiB.
+// A small read lands in its network thread's 64 KiB scratch buffer; the stream keeps only
+// the bytes read past the request (sized to them), released once handed out. The write
+// buffer is released once flushed. Thousands of idle sessions would otherwise each pin
+// 64 KiB, and a buffer per read() cost an allocation per message.
 //
 // Failure: a peer that resets or vanishes makes reads throw kj::Exception::Type::DISCONNECTED
 // (or return EOF) and pending and later writes reject with DISCONNECTED; never a crash or a
@@ -61,13 +62,14 @@ class AsioStream final : public kj::AsyncIoStream {
   size_t bufferedWriteBytes() const { return writeBuffer_.size() - writeStart_; }
   // Bytes read from the socket and not yet handed to a reader.
   size_t bufferedReadBytes() const { return readEnd_ - readStart_; }
-  // Memory held for reading ahead: kReadBufferBytes while data is buffered, else 0.
-  size_t bufferedReadCapacity() const { return readBuffer_ == nullptr ? 0 : kReadBufferBytes; }
+  // Memory held for reading ahead: the bytes read past a request until taken, else 0.
+  size_t bufferedReadCapacity() const { return readCapacity_; }
   // Memory held for outgoing bytes: 0 once everything was flushed.
   size_t bufferedWriteCapacity() const { return writeBuffer_.capacity(); }
 
  private:
   kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
+  void keepReadAhead(const kj::byte* data, size_t size);
   void releaseReadBuffer();
   void append(const kj::byte* data, size_t size);
   kj::Promise<void> spaceAvailable();
@@ -82,6 +84,7 @@ class AsioStream final : public kj::AsyncIoStream {
 
   // Null while nothing is buffered; not std::vector, whose zero-fill would touch every page.
   std::unique_ptr<kj::byte[]> readBuffer_;
+  size_t readCapacity_ = 0;
   size_t readStart_ = 0;
   size_t readEnd_ = 0;
 
