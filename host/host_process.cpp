@@ -242,6 +242,7 @@ void HostProcess::startCluster() {
   } catch (const std::exception& e) {
     throw HostStartError(e.what());
   }
+  p.messaging->attachCluster(*p.cluster);
   spdlog::info("node {} in the cluster at {}", config_.nodeName, config_.cluster);
 }
 
@@ -460,7 +461,8 @@ void HostProcess::shutdown() {
   }
   p.adminWorker.reset();
   // Leave the cluster's listing before the phones are told to go elsewhere.
-  p.cluster.reset();
+  // The node itself goes once the network threads stop (messaging uses it).
+  if (p.cluster) p.cluster->leave();
   if (p.listener) {
     p.listener->stopAccepting();
     if (p.web) p.web->stopAccepting();
@@ -473,6 +475,7 @@ void HostProcess::shutdown() {
   // The sessions' objects live on the network threads; stopping them destroys
   // what is left there before the services those objects point to.
   for (auto& thread : p.threads) thread->stop();
+  p.cluster.reset();
   p.threads.clear();
   p.messaging.reset();
   p.plugins.reset();

@@ -31,6 +31,7 @@ struct UserRecord {
   keyHash @1 :Data;
   deviceName @2 :Text;
   registeredAtMs @3 :Int64;
+  number @4 :UInt64;         # the user's cluster-unique number (message ids carry it)
 }
 
 struct SessionRecord {
@@ -65,10 +66,19 @@ struct Envelope {
   group @6 :Text;            # the group a message was sent to; empty for 1:1
   receiptOf @7 :UInt64;      # receipts: the server id of the message they are about
   serverId @8 :UInt64;       # live notices only: the envelope's stream sequence
+  messageId @9 :UInt64;      # messages: the id the sender was given (the phone sees it)
 
   enum Kind {
     message @0;
     delivered @1;
     read @2;
   }
+}
+
+struct KickNotice {
+  # Core NATS subject sb.node.<node>.kick: close the phone's session there if
+  # it is still `sessionId`, telling the phone `reason`. Fire and forget.
+  phone @0 :Text;
+  sessionId @1 :UInt64;
+  reason @2 :Text;
 }

@@ -23,6 +23,7 @@ std::string userBytes(const UserEntry& user) {
   out.setKeyHash(bytesOf(user.keyHash));
   out.setDeviceName(user.deviceName);
   out.setRegisteredAtMs(user.registeredAtMs);
+  out.setNumber(user.number);
   return recordBytes(message);
 }
 
@@ -35,6 +36,7 @@ UserEntry userFrom(const KvValue& value) {
   user.keyHash.assign(reinterpret_cast<const char*>(hash.begin()), hash.size());
   user.deviceName = in.getDeviceName();
   user.registeredAtMs = in.getRegisteredAtMs();
+  user.number = in.getNumber();
   user.revision = value.revision;
   return user;
 }
@@ -106,7 +108,9 @@ ClusterDirectory::ClusterDirectory(NatsLink& link)
     : users_(link, {"sb_users", std::chrono::seconds(0), 1, false}),
       contacts_(link, {"sb_contacts", std::chrono::seconds(0), 1, false}),
       groups_(link, {"sb_groups", std::chrono::seconds(0), 1, false}),
-      sessions_(link, {"sb_sessions", std::chrono::seconds(0), 1, false}) {}
+      sessions_(link, {"sb_sessions", std::chrono::seconds(0), 1, false}),
+      numbers_(link, {"sb_numbers", std::chrono::seconds(0), 1, false}),
+      counters_(link, {"sb_counters", std::chrono::seconds(0), 1, false}) {}
 
 // ---------------------------------------------------------------- users
 
@@ -123,6 +127,29 @@ bool ClusterDirectory::writeUser(const UserEntry& user) {
 void ClusterDirectory::deleteUser(const std::string& phone) {
   users_.remove(encodeKeyToken(phone));
   contacts_.remove(encodeKeyToken(phone));
+}
+
+std::optional<std::string> ClusterDirectory::phoneOfNumber(std::uint64_t number) {
+  auto value = numbers_.get(std::to_string(number));
+  if (!value) return std::nullopt;
+  return value->bytes;
+}
+
+void ClusterDirectory::bindNumber(std::uint64_t number, const std::string& phone) {
+  numbers_.put(std::to_string(number), phone);
+}
+
+// ---------------------------------------------------------------- counters
+
+std::uint64_t ClusterDirectory::allocate(const std::string& name, std::uint64_t count,
+                                         std::uint64_t first) {
+  for (int attempt = 0; attempt < kConflictRetries * 4; ++attempt) {
+    auto value = counters_.get(name);
+    std::uint64_t next = value ? std::stoull(value->bytes) : first;
+    std::string after = std::to_string(next + count);
+    if (writeOver(counters_, name, after, value ? value->revision : 0)) return next;
+  }
+  throw ClusterError("counter " + name + " kept changing under concurrent writers");
 }
 
 // ---------------------------------------------------------------- contacts
@@ -191,21 +218,25 @@ std::optional<SessionLocation> ClusterDirectory::location(const std::string& pho
   return where;
 }
 
-bool ClusterDirectory::claim(const std::string& phone, const SessionLocation& where) {
+bool ClusterDirectory::claim(const std::string& phone, const SessionLocation& where,
+                             std::optional<SessionLocation>* previous) {
   std::string key = encodeKeyToken(phone);
   for (int attempt = 0; attempt < kConflictRetries; ++attempt) {
     auto value = sessions_.get(key);
+    if (previous != nullptr) previous->reset();
     if (value) {
       auto current = locationFrom(*value);
-      if (current.sessionId == where.sessionId) return true;
+      if (current.sessionId == where.sessionId && current.node == where.node) return true;
       if (current.atMs > where.atMs) return false;  // a newer login holds the phone
+      if (previous != nullptr && !current.node.empty()) *previous = current;
     }
     if (writeOver(sessions_, key, locationBytes(where), value ? value->revision : 0)) return true;
   }
   throw ClusterError("the session record of " + phone + " kept changing under concurrent logins");
 }
 
-void ClusterDirectory::release(const std::string& phone, std::uint64_t sessionId) {
+void ClusterDirectory::release(const std::string& phone, std::uint64_t sessionId,
+                               const std::string& node) {
   std::string key = encodeKeyToken(phone);
   // Not a delete: a delete could land after a newer login's claim. A record
   // with no node, written over the revision that still named this session,
@@ -214,6 +245,7 @@ void ClusterDirectory::release(const std::string& phone, std::uint64_t sessionId
   if (!value) return;
   auto current = locationFrom(*value);
   if (current.sessionId != sessionId || current.node.empty()) return;
+  if (!node.empty() && current.node != node) return;
   current.node.clear();
   sessions_.update(key, locationBytes(current), value->revision);
 }

@@ -6,6 +6,10 @@
 //   sb_contacts  owner -> the phones the owner added
 //   sb_groups    group id -> name, owner, members
 //   sb_sessions  phone -> the node holding its session, and which login
+//   sb_numbers   user number -> phone (a receipt names a message id, whose
+//                high bits are its sender's number)
+//   sb_counters  counters handed out in ranges: user numbers, message-id
+//                sequence blocks
 // docs/cluster.md says why these are buckets and what is kept where else.
 //
 // Writes that two nodes might race on are conditional (KV revisions): a new
@@ -35,6 +39,7 @@ struct UserEntry {
   std::string keyHash;  // bytes
   std::string deviceName;
   std::int64_t registeredAtMs = 0;
+  std::uint64_t number = 0;    // cluster-unique (allocate("user_number", 1))
   std::uint64_t revision = 0;  // as read; 0 for a user not yet written
 };
 
@@ -64,6 +69,16 @@ class ClusterDirectory {
   // read again and decide again.
   bool writeUser(const UserEntry& user);
   void deleteUser(const std::string& phone);
+  // Which phone holds user number `number` (bindNumber wrote it).
+  std::optional<std::string> phoneOfNumber(std::uint64_t number);
+  void bindNumber(std::uint64_t number, const std::string& phone);
+
+  // ---- counters shared by the cluster
+  // Hands out `count` consecutive values of counter `name` and returns the
+  // first: a read, then a write over the revision read, again on a conflict,
+  // so two nodes asking at once get disjoint ranges. A counter never written
+  // starts at `first`.
+  std::uint64_t allocate(const std::string& name, std::uint64_t count, std::uint64_t first);
 
   // ---- contacts
   std::vector<std::string> contacts(const std::string& owner);
@@ -81,9 +96,13 @@ class ClusterDirectory {
   // the one recorded loses: returns false and changes nothing. The node that
   // held the phone before sees the change through watchLocations and closes
   // its session ("logged in elsewhere").
-  bool claim(const std::string& phone, const SessionLocation& where);
+  // `previous`, when given, receives the location the claim replaced (if any).
+  bool claim(const std::string& phone, const SessionLocation& where,
+             std::optional<SessionLocation>* previous = nullptr);
   // The phone's session `sessionId` ended: forget it, unless a newer login replaced it.
-  void release(const std::string& phone, std::uint64_t sessionId);
+  // Session ids are unique per node: with `node` given, only a record naming
+  // that node is released.
+  void release(const std::string& phone, std::uint64_t sessionId, const std::string& node = "");
   // Every phone's location now, then every change (nullopt: released), until
   // keepGoing() is false. Throws ClusterError when NATS goes away.
   void watchLocations(const std::function<void(const std::string& phone,
@@ -95,6 +114,8 @@ class ClusterDirectory {
   KvBucket contacts_;
   KvBucket groups_;
   KvBucket sessions_;
+  KvBucket numbers_;
+  KvBucket counters_;
 };
 
 }  // namespace switchboard::cluster

@@ -34,16 +34,19 @@ ClusterNode::ClusterNode(ClusterNodeOptions options, NodeFacts facts, net::Netwo
   link_->every(options_.heartbeat, [this] { heartbeat(); });
 }
 
-ClusterNode::~ClusterNode() {
+void ClusterNode::leave() {
   // Leave the listing at once rather than after the TTL. A blocking call, but
   // the host is shutting down on its main thread.
-  if (link_->isConnected()) {
-    try {
-      registry_->remove(options_.nodeName, instance_);
-    } catch (const std::exception& e) {
-      spdlog::warn("cluster: could not remove node record: {}", e.what());
-    }
+  if (left_.exchange(true) || !link_->isConnected()) return;
+  try {
+    registry_->remove(options_.nodeName, instance_);
+  } catch (const std::exception& e) {
+    spdlog::warn("cluster: could not remove node record: {}", e.what());
   }
+}
+
+ClusterNode::~ClusterNode() {
+  leave();
   // The worker's jobs use the parts: stop it first; the connection closes last.
   link_->stopWorker();
   transport_.reset();
@@ -53,7 +56,7 @@ ClusterNode::~ClusterNode() {
 }
 
 void ClusterNode::heartbeat() {
-  if (!link_->isConnected()) return;  // degraded: nothing to write to
+  if (!link_->isConnected() || left_) return;  // degraded, or leaving
   NodeInfo node;
   node.name = options_.nodeName;
   node.address = options_.address;

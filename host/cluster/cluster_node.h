@@ -61,6 +61,10 @@ class ClusterNode {
   ClusterNode(const ClusterNode&) = delete;
   ClusterNode& operator=(const ClusterNode&) = delete;
 
+  // Removes this node's record from the registry now (best effort; blocks on
+  // NATS, for the host's shutdown). Idempotent; the destructor calls it.
+  void leave();
+
   ClusterStatus status() const;  // thread-safe
   const ClusterNodeOptions& options() const { return options_; }
 
@@ -87,6 +91,7 @@ class ClusterNode {
   std::atomic<std::uint64_t> heartbeats_{0};
   std::atomic<std::uint64_t> heartbeatErrors_{0};
   std::atomic<std::int64_t> lastHeartbeatMs_{0};
+  std::atomic<bool> left_{false};
 };
 
 }  // namespace switchboard::cluster

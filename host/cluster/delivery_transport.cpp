@@ -32,6 +32,7 @@ std::string envelopeBytes(const Envelope& envelope, std::uint64_t serverId) {
   out.setGroup(envelope.group);
   out.setReceiptOf(envelope.receiptOf);
   out.setServerId(serverId);
+  out.setMessageId(envelope.messageId);
   return recordBytes(message);
 }
 
@@ -50,6 +51,7 @@ QueuedEnvelope envelopeFrom(const void* data, std::size_t size, std::uint64_t se
   e.sentAtMs = in.getSentAtMs();
   e.group = in.getGroup();
   e.receiptOf = in.getReceiptOf();
+  e.messageId = in.getMessageId();
   return queued;
 }
 
@@ -60,8 +62,10 @@ std::string messageId(const Envelope& envelope) {
       return "m/" + encodeKeyToken(envelope.sender) + "/" + encodeKeyToken(envelope.clientMsgId);
     case Envelope::Kind::delivered:
     case Envelope::Kind::read:
+      // The reader too: every member of a group receipts the same message id.
       return std::string(envelope.kind == Envelope::Kind::read ? "r/" : "d/") +
-             encodeKeyToken(envelope.recipient) + "/" + std::to_string(envelope.receiptOf);
+             encodeKeyToken(envelope.recipient) + "/" + encodeKeyToken(envelope.sender) + "/" +
+             std::to_string(envelope.receiptOf);
   }
   return {};
 }
@@ -81,13 +85,18 @@ std::string nodeNoticeSubject(const std::string& node) {
   return "sb.node." + encodeKeyToken(node) + ".inbox";
 }
 
+std::string nodeKickSubject(const std::string& node) {
+  return "sb.node." + encodeKeyToken(node) + ".kick";
+}
+
 DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions options)
     : link_(link), options_(std::move(options)) {}
 
 DeliveryTransport::~DeliveryTransport() {
-  if (subscription_ != nullptr) {
-    natsSubscription_Unsubscribe(subscription_);
-    natsSubscription_Destroy(subscription_);
+  for (natsSubscription* subscription : {subscription_, kickSubscription_}) {
+    if (subscription == nullptr) continue;
+    natsSubscription_Unsubscribe(subscription);
+    natsSubscription_Destroy(subscription);
   }
 }
 
@@ -146,6 +155,12 @@ void DeliveryTransport::notify(const std::string& node, const QueuedEnvelope& qu
   std::string subject = nodeNoticeSubject(node);
   natsStatus status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
                                              static_cast<int>(bytes.size()));
+  if (status == NATS_OK) {
+    // Out of this process before the caller acknowledges anything: a node
+    // killed right after its ack must not take the notice down with it.
+    status = natsConnection_FlushTimeout(
+        link_.connection(), static_cast<std::int64_t>(link_.options().operationTimeout.count()));
+  }
   if (status != NATS_OK) {
     spdlog::debug("cluster: notice to {} not sent ({}); it waits in the stream", node,
                   natsStatus_GetText(status));
@@ -219,6 +234,55 @@ void DeliveryTransport::onNotice(natsConnection*, natsSubscription*, natsMsg* ra
   auto handler = transport->handler_;
   transport->listenThread_->post(
       [handler, queued = std::move(queued)]() mutable { handler(std::move(queued)); });
+}
+
+// ---------------------------------------------------------------- kick notices
+
+void DeliveryTransport::sendKick(const std::string& node, const KickNotice& notice) {
+  if (!link_.isConnected()) return;
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<proto::cluster::KickNotice>();
+  out.setPhone(notice.phone);
+  out.setSessionId(notice.sessionId);
+  out.setReason(notice.reason);
+  std::string bytes = recordBytes(message);
+  std::string subject = nodeKickSubject(node);
+  natsStatus status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
+                                             static_cast<int>(bytes.size()));
+  if (status != NATS_OK) {
+    spdlog::warn("cluster: kick of {} on {} not sent: {}", notice.phone, node,
+                 natsStatus_GetText(status));
+  }
+}
+
+void DeliveryTransport::listenKicks(net::NetworkThread& thread,
+                                    std::function<void(KickNotice)> handler) {
+  kickThread_ = &thread;
+  kickHandler_ = std::move(handler);
+  std::string subject = nodeKickSubject(options_.node);
+  requireOk(natsConnection_Subscribe(&kickSubscription_, link_.connection(), subject.c_str(),
+                                     &DeliveryTransport::onKick, this),
+            "subscribing to " + subject);
+}
+
+void DeliveryTransport::onKick(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {
+  OwnedMsg msg(raw);
+  auto* transport = static_cast<DeliveryTransport*>(self);
+  KickNotice notice;
+  try {
+    RecordReader reader(natsMsg_GetData(msg.get()),
+                        static_cast<std::size_t>(natsMsg_GetDataLength(msg.get())));
+    auto in = reader.get<proto::cluster::KickNotice>();
+    notice.phone = in.getPhone();
+    notice.sessionId = in.getSessionId();
+    notice.reason = in.getReason();
+  } catch (...) {
+    spdlog::warn("cluster: dropped an unreadable kick notice");
+    return;
+  }
+  auto handler = transport->kickHandler_;
+  transport->kickThread_->post(
+      [handler, notice = std::move(notice)]() mutable { handler(std::move(notice)); });
 }
 
 }  // namespace switchboard::cluster

@@ -53,6 +53,15 @@ struct Envelope {
   std::int64_t sentAtMs = 0;
   std::string group;
   std::uint64_t receiptOf = 0;  // receipts: the server id they are about
+  std::uint64_t messageId = 0;  // messages: the id the sender was given
+};
+
+// "Close the session `sessionId` of `phone` on your node": what a node that
+// took a phone over (a login, a new device) tells the node that held it.
+struct KickNotice {
+  std::string phone;
+  std::uint64_t sessionId = 0;
+  std::string reason;
 };
 
 struct QueuedEnvelope {
@@ -79,7 +88,8 @@ class DeliveryTransport {
   DeliveryTransport& operator=(const DeliveryTransport&) = delete;
 
   PublishResult publish(const Envelope& envelope);
-  // Fire and forget; a no-op while degraded (the stream has the envelope).
+  // Fire and forget, but flushed: when it returns NATS has the notice (or it
+  // failed, logged). A no-op while degraded (the stream has the envelope).
   void notify(const std::string& node, const QueuedEnvelope& queued);
   // What waits for `recipient` with a server id above `afterId`, oldest first.
   std::vector<QueuedEnvelope> pending(const std::string& recipient, std::uint64_t afterId,
@@ -91,9 +101,15 @@ class DeliveryTransport {
   // (it takes effect when NATS is reachable).
   void listen(net::NetworkThread& thread, std::function<void(QueuedEnvelope)> handler);
 
+  // Kick notices, core NATS on sb.node.<node>.kick: fire and forget (a no-op
+  // while degraded). listenKicks() runs `handler` on `thread`; once.
+  void sendKick(const std::string& node, const KickNotice& notice);
+  void listenKicks(net::NetworkThread& thread, std::function<void(KickNotice)> handler);
+
  private:
   void ensureStream();
   static void onNotice(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
+  static void onKick(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
 
   NatsLink& link_;
   const DeliveryTransportOptions options_;
@@ -102,11 +118,15 @@ class DeliveryTransport {
   __natsSubscription* subscription_ = nullptr;
   net::NetworkThread* listenThread_ = nullptr;
   std::function<void(QueuedEnvelope)> handler_;
+  __natsSubscription* kickSubscription_ = nullptr;
+  net::NetworkThread* kickThread_ = nullptr;
+  std::function<void(KickNotice)> kickHandler_;
 };
 
 // The stream subject an envelope for `recipient` is stored under, and the
 // subject of a node's live notices.
 std::string inboxSubject(const std::string& recipient);
 std::string nodeNoticeSubject(const std::string& node);
+std::string nodeKickSubject(const std::string& node);
 
 }  // namespace switchboard::cluster

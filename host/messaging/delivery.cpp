@@ -40,7 +40,7 @@ RoutingPlugin::Destination askRouting(plugin::PluginManager& plugins,
       refuse(decision.value->error);
     case RoutingPlugin::Destination::drop:
     case RoutingPlugin::Destination::localSession:
-    case RoutingPlugin::Destination::remoteNode:  // single node: the store keeps it
+    case RoutingPlugin::Destination::remoteNode:  // single node: the store keeps it (see send)
     case RoutingPlugin::Destination::offlineQueue:
       break;
   }
@@ -84,7 +84,16 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
   requirePhone(to, "recipient");
   requireClientMsgId(clientMsgId);
   requireBody(body.size());
-  if (!isRegistered(to)) refuse("unknown recipient " + to);
+  if (!isRegistered(to)) {
+    if (!cluster_) refuse("unknown recipient " + to);
+    // Registered on another node, perhaps: learn it, then send.
+    return learnUser(to).then(
+        [this, weak = sender.weak_from_this(), to, clientMsgId, body = std::move(body)]() mutable {
+          auto live = weak.lock();
+          if (!live || live->ended()) refuse("the session has ended; log in again");
+          return send(*live, std::move(to), std::move(clientMsgId), std::move(body));
+        });
+  }
   RoutingPlugin::Envelope envelope;
   envelope.from = from;
   envelope.to = to;
@@ -110,8 +119,12 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
   message.timestamp = sent.timestamp;
   message.ack = std::move(ack);
   ++counters_.messagesIn;
-  if (destination == RoutingPlugin::Destination::offlineQueue && !sender.routes().contains(to)) {
-    sender.routes()[to] = session::SenderRoute{std::nullopt, 0};
+  // Queue it rather than hand it to a session: the store, or in a cluster the
+  // stream (where "another node" also leads).
+  bool queued = destination == RoutingPlugin::Destination::offlineQueue ||
+                (cluster_ && destination == RoutingPlugin::Destination::remoteNode);
+  if (queued && !sender.routes().contains(to)) {
+    sender.routes()[to] = session::SenderRoute{std::nullopt, 0, cluster_ != nullptr};
   }
   route(sender, to, std::move(message));
   return acknowledged(kj::mv(promise), from, clientMsgId, sent);
@@ -203,8 +216,15 @@ kj::Promise<std::uint32_t> MessagingService::broadcast(std::string phone, std::s
 void MessagingService::route(LiveSession& sender, const std::string& to, OutboundMessage message) {
   auto [it, fresh] = sender.routes().try_emplace(to);
   session::SenderRoute& way = it->second;
-  if (fresh) way.session = sessions_.locate(to);
+  if (fresh) {
+    way.session = sessions_.locate(to);
+    way.remote = !way.session && cluster_;
+  }
   ++way.outstanding;
+  if (way.remote) {
+    publishRemote(to, std::move(message));
+    return;
+  }
   if (!way.session) {
     std::vector<AddressedMessage> items;
     items.push_back({to, std::move(message)});

@@ -33,6 +33,7 @@ kj::Promise<void> MessagingService::addContacts(const std::string& owner,
   phones = distinct(std::move(phones));
   std::erase(phones, owner);
   std::int64_t now = nowMs();
+  if (cluster_) writeContactsThrough(owner, phones, true);
   return writeDurably(store_, [owner, phones, now](store::Connection& db) {
     auto insert =
         db.prepare("INSERT OR IGNORE INTO contacts(owner, contact, added_ms) VALUES (?, ?, ?)");
@@ -47,6 +48,7 @@ kj::Promise<void> MessagingService::removeContacts(const std::string& owner,
                                                    std::vector<std::string> phones) {
   requireBatch(phones.size(), "phones");
   for (const std::string& p : phones) requirePhone(p, "contact");
+  if (cluster_) writeContactsThrough(owner, phones, false);
   return writeDurably(store_, [owner, phones](store::Connection& db) {
     runForEach(db, "DELETE FROM contacts WHERE owner = ? AND contact = ?", owner, phones);
   });

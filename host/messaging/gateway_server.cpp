@@ -50,6 +50,15 @@ kj::Promise<void> GatewayServer::verify(VerifyContext context) {
 kj::Promise<void> GatewayServer::login(LoginContext context) {
   auto params = context.getParams();
   auto key = params.getKey();
+  if (service_.clustered()) {
+    return service_
+        .loginClustered(params.getPhone(),
+                        std::string(reinterpret_cast<const char*>(key.begin()), key.size()),
+                        params.getInbox(), connection_)
+        .then([this, context](std::shared_ptr<session::LiveSession> session) mutable {
+          context.getResults().setSession(kj::heap<SessionServer>(service_, std::move(session)));
+        });
+  }
   auto session = service_.login(params.getPhone(),
                                 std::string(reinterpret_cast<const char*>(key.begin()), key.size()),
                                 params.getInbox(), connection_);

@@ -251,6 +251,7 @@ void MessagingService::receiptsShown(const LiveSession& session,
 
 void MessagingService::sessionEnded(const LiveSession& session) {
   if (!sessions_.detach(session.phone(), session.id())) return;  // a newer login took over
+  if (cluster_) releaseLocation(session);
   std::int64_t now = nowMs();
   store_.write(
       [phone = session.phone(), now](store::Connection& db) {

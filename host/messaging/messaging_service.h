@@ -64,6 +64,11 @@ namespace switchboard::notify {
 class SmsSink;
 class PushSink;
 }  // namespace switchboard::notify
+namespace switchboard::cluster {
+class ClusterNode;
+struct UserEntry;
+struct Envelope;
+}  // namespace switchboard::cluster
 
 namespace switchboard::messaging {
 
@@ -136,6 +141,22 @@ class MessagingService final : public session::SessionBackend {
   std::shared_ptr<session::LiveSession> login(std::string phone, std::string key,
                                               proto::Inbox::Client inbox,
                                               const ConnectionContext& connection);
+
+  // ---- Cluster mode (cluster_messaging.cpp, docs/cluster.md)
+  // From now on users, phones' locations and deliveries to phones that are not
+  // here go through `node`, which must outlive every network thread's work and
+  // the service's (the host destroys it after stopping the threads). Call once,
+  // before phones log in. Without it the service is a single node and touches
+  // nothing of NATS (one null check on the paths below).
+  void attachCluster(cluster::ClusterNode& node);
+  bool clustered() const { return cluster_ != nullptr; }
+  // login() for cluster mode: reads the phone's user from the cluster first
+  // (a phone registered on another node, or a device replaced there) and keeps
+  // a copy in the store; with NATS away, the store's copy decides.
+  kj::Promise<std::shared_ptr<session::LiveSession>> loginClustered(std::string phone,
+                                                                    std::string key,
+                                                                    proto::Inbox::Client inbox,
+                                                                    ConnectionContext connection);
 
   // ---- Session (delivery.cpp, receipts.cpp; `sender` is the calling session)
   kj::Promise<SentMessage> send(session::LiveSession& sender, std::string to,
@@ -263,6 +284,37 @@ class MessagingService final : public session::SessionBackend {
   void requireMember(const std::string& phone, std::uint64_t group);
   std::vector<std::string> membersOf(std::uint64_t group);
 
+  // ---- cluster_messaging.cpp
+  // Runs `job` on the cluster link's worker (where NATS calls may block); the
+  // promise resolves on the calling network thread, or rejects with the job's error.
+  template <class T>
+  kj::Promise<T> onClusterWorker(std::function<T()> job);
+  kj::Promise<std::string> verifyClustered(std::string phone, std::string keyHash,
+                                           std::string deviceName, std::string key);
+  // Makes the store's copy of `user` match the cluster's (a durable write, only
+  // when they differ).
+  kj::Promise<void> cacheUser(const cluster::UserEntry& user);
+  // Cluster mode, `phone` unknown here: learns it from the cluster, or refuses
+  // with "unknown recipient PHONE".
+  kj::Promise<void> learnUser(std::string phone);
+  // The message goes into the cluster's stream (SB_INBOX); its ack settles on
+  // JetStream's PubAck; the node holding the phone is told.
+  void publishRemote(std::string to, session::OutboundMessage message);
+  void publishReceipt(std::string to, session::OutboundReceipt receipt);
+  // On the worker: notifies the node holding the envelope's recipient (if any).
+  void tellHolder(const cluster::Envelope& envelope, std::uint64_t serverId);
+  // After a login here: claim the phone in sb_sessions, close its session on
+  // the node that held it, import what waits for it in the stream, then let
+  // the session page (it was started awaiting the store).
+  void claimAndImport(const std::shared_ptr<session::LiveSession>& live);
+  // On the worker: moves what waits for `phone` in the stream into the store
+  // (written before it is removed from the stream), oldest first.
+  void importFromStream(const std::string& phone);
+  void releaseLocation(const session::LiveSession& session);
+  // Contacts are written to sb_contacts too (best effort, after the store's
+  // own write is queued); they are not read back from there yet.
+  void writeContactsThrough(const std::string& owner, std::vector<std::string> phones, bool add);
+
   // ---- messaging_service.cpp
   void kick(const session::SessionRef& ref, const std::string& reason);
   // Runs `fn` on network thread `threadIndex`: now if that is this thread.
@@ -287,6 +339,7 @@ class MessagingService final : public session::SessionBackend {
   // Deletes of delivered rows not yet durable, per phone (see login).
   std::mutex deletesMutex_;
   std::unordered_map<std::string, std::uint32_t> deletesInFlight_;
+  cluster::ClusterNode* cluster_ = nullptr;  // cluster mode only
 };
 
 }  // namespace switchboard::messaging

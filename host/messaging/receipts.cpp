@@ -21,6 +21,10 @@ void MessagingService::routeReceipt(const std::string& to, OutboundReceipt recei
     offerOrStore(*address, to, std::move(receipt));
     return;
   }
+  if (cluster_) {
+    publishReceipt(to, std::move(receipt));
+    return;
+  }
   std::vector<AddressedReceipt> items;
   items.push_back({to, std::move(receipt)});
   storeReceipts(std::move(items), WriteOrigin{});

@@ -58,6 +58,10 @@ kj::Promise<std::string> MessagingService::verify(std::string phone, std::string
 
   std::string key(kKeyBytes, '\0');
   randombytes_buf(key.data(), key.size());
+  if (cluster_) {
+    std::string hash = keyHash(key);  // before `key` moves
+    return verifyClustered(phone, std::move(hash), deviceName, std::move(key));
+  }
   std::int64_t now = nowMs();
   return writeDurably(store_,
                       [phone, hash = keyHash(key), deviceName, now](store::Connection& db) {
@@ -137,9 +141,13 @@ std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::str
   ++counters_.logins;
   // Rows this phone already took may still be on their way out of the store:
   // page only once those deletes are durable, so nothing returned comes back.
-  bool awaitStore = deletesInFlight(phone);
+  // In a cluster the session first claims the phone and imports what waits
+  // for it in the stream (that import is queued after any such delete).
+  bool awaitStore = cluster_ != nullptr || deletesInFlight(phone);
   live->start(awaitStore);
-  if (awaitStore) {
+  if (cluster_) {
+    claimAndImport(live);
+  } else if (awaitStore) {
     store_.write([](store::Connection&) {},
                  [this, weak = std::weak_ptr<LiveSession>(live),
                   index = connection.threadIndex](std::optional<std::string>) {

@@ -118,6 +118,7 @@ class SessionBackend {
 struct SenderRoute {
   std::optional<SessionAddress> session;  // the recipient's session; none: the store
   std::uint32_t outstanding = 0;          // items on this route not yet acknowledged
+  bool remote = false;  // cluster mode: the cluster's stream (the phone is elsewhere or away)
 };
 
 class LiveSession : public std::enable_shared_from_this<LiveSession>, public AckListener {

@@ -1,0 +1,413 @@
+// The messaging service as one node of a cluster (docs/cluster.md): what
+// changes when the host runs with --cluster. Nothing here runs in single-node
+// mode; the paths elsewhere reach it behind one `cluster_` null check.
+//
+// - Users: registration writes the phone's user (key hash, number) to sb_users
+//   first, then the store; a login reads sb_users and keeps a copy in the store,
+//   so a phone registered on any node logs in on any node, and a device
+//   replaced on one node no longer logs in on another. User numbers come from
+//   the cluster's counter, message-id blocks too (MessageIds), so ids stay
+//   unique whichever node a sender uses.
+// - Where a phone is: a login claims sb_sessions/<phone>; the node that held
+//   the phone before is told to close that session (a kick notice); the end
+//   of a session releases the claim.
+// - Delivery: a message or receipt for a phone with no session here goes into
+//   the SB_INBOX stream; the sender's ack settles on JetStream's PubAck (the
+//   "durable" of "delivered or durable"), and the node holding the phone is
+//   notified. That node moves what waits for the phone from the stream into its
+//   own store (written, then removed from the stream, oldest first) and the
+//   phone's session pages it as any stored row: in order, and once (the phone
+//   drops a repeat by id, and an import skips ids the store already has).
+//   While NATS is away, such items are stored here instead (durable, acked).
+
+#include <spdlog/spdlog.h>
+
+#include "cluster/cluster_node.h"
+#include "messaging/durable_write.h"
+#include "messaging/field_rules.h"
+#include "messaging/messaging_service.h"
+#include "net/cross_thread_completion.h"
+#include "net/network_thread.h"
+#include "store/store.h"
+
+namespace switchboard::messaging {
+
+using session::LiveSession;
+using session::OutboundMessage;
+using session::OutboundReceipt;
+using session::ReceiptKind;
+
+namespace {
+
+// Stream envelopes moved into the store per write.
+constexpr std::size_t kImportPage = 256;
+
+// Inserts or refreshes the phone's user and device rows (the store's copy of
+// what the cluster holds).
+void writeUserRow(store::Connection& db, const cluster::UserEntry& user) {
+  db.prepare(
+        "INSERT INTO users(phone, created_ms, number) VALUES (?, ?, ?) "
+        "ON CONFLICT(phone) DO UPDATE SET number = excluded.number")
+      .bind(1, user.phone)
+      .bind(2, user.registeredAtMs)
+      .bind(3, static_cast<std::int64_t>(user.number))
+      .run();
+  db.prepare(
+        "INSERT OR REPLACE INTO devices(phone, key_hash, device_name, created_ms) "
+        "VALUES (?, ?, ?, ?)")
+      .bind(1, user.phone)
+      .bindBlob(2, user.keyHash)
+      .bind(3, user.deviceName)
+      .bind(4, user.registeredAtMs)
+      .run();
+}
+
+}  // namespace
+
+template <class T>
+kj::Promise<T> MessagingService::onClusterWorker(std::function<T()> job) {
+  auto pending = net::makeCompletion<T>();
+  cluster_->link().post([job = std::move(job), completion = pending.completion]() {
+    try {
+      completion.complete(job());
+    } catch (const std::exception& e) {
+      completion.fail(e.what());
+    }
+  });
+  return kj::mv(pending.promise);
+}
+
+// ---------------------------------------------------------------- joining
+
+void MessagingService::attachCluster(cluster::ClusterNode& node) {
+  cluster_ = &node;
+  ids_.useClusterBlocks([this](std::function<void(std::optional<std::uint64_t>)> done) {
+    cluster_->link().post([this, done = std::move(done)]() {
+      try {
+        done(cluster_->directory().allocate("message_sequence", MessageIds::kBlock, 1));
+      } catch (const std::exception& e) {
+        spdlog::warn("cluster: reserving message ids: {}", e.what());
+        done(std::nullopt);
+      }
+    });
+  });
+  node.link().addReconnectJob([this]() { ids_.reserveClusterBlock(); });
+  net::NetworkThread& listener = *threads_.front();
+  node.transport().listen(listener, [this](cluster::QueuedEnvelope queued) {
+    // Only a phone with a session here imports now; otherwise it waits in the
+    // stream for the phone's next login, wherever that is.
+    std::string phone = queued.envelope.recipient;
+    if (!sessions_.isOnline(phone)) return;
+    cluster_->link().post([this, phone]() { importFromStream(phone); });
+  });
+  node.transport().listenKicks(listener, [this](cluster::KickNotice notice) {
+    auto ref = sessions_.find(notice.phone);
+    if (ref && ref->sessionId == notice.sessionId) kick(*ref, notice.reason);
+  });
+}
+
+// ---------------------------------------------------------------- users
+
+kj::Promise<std::string> MessagingService::verifyClustered(std::string phone, std::string keyHash,
+                                                           std::string deviceName,
+                                                           std::string key) {
+  cluster::UserEntry fresh;
+  fresh.phone = phone;
+  fresh.keyHash = std::move(keyHash);
+  fresh.deviceName = std::move(deviceName);
+  fresh.registeredAtMs = nowMs();
+  struct Registered {
+    cluster::UserEntry user;
+    std::optional<cluster::SessionLocation> where;  // the phone's session before
+  };
+  cluster::ClusterDirectory& directory = cluster_->directory();
+  return onClusterWorker<Registered>([&directory, fresh]() {
+           for (int attempt = 0; attempt < 8; ++attempt) {
+             cluster::UserEntry user = fresh;
+             if (auto existing = directory.user(fresh.phone)) {
+               user.number = existing->number;
+               user.revision = existing->revision;
+             } else {
+               user.number = directory.allocate("user_number", 1, MessageIds::kSystemSender + 1);
+               directory.bindNumber(user.number, user.phone);
+             }
+             // Over the revision read: a device verified meanwhile elsewhere
+             // makes this a conflict, and the loop decides again.
+             if (directory.writeUser(user)) {
+               return Registered{user, directory.location(user.phone)};
+             }
+           }
+           throw cluster::ClusterError("registering " + fresh.phone +
+                                       " kept racing with other nodes");
+         })
+      .then([this](Registered registered) {
+        return writeDurably(store_, [user = registered.user](
+                                        store::Connection& db) { writeUserRow(db, user); })
+            .then([this, registered]() {
+              ++counters_.registrations;
+              const std::string& phone = registered.user.phone;
+              kick(phone, "replaced by a new device");
+              if (registered.where && registered.where->node != options_.nodeName) {
+                cluster_->transport().sendKick(
+                    registered.where->node,
+                    {phone, registered.where->sessionId, "replaced by a new device"});
+              }
+            });
+      })
+      .then([key = std::move(key)]() { return key; });
+}
+
+kj::Promise<void> MessagingService::cacheUser(const cluster::UserEntry& user) {
+  bool same = false;
+  store_.read([&](store::Connection& db) {
+    auto row = db.prepare(
+                     "SELECT d.key_hash, u.number FROM users u JOIN devices d ON d.phone = u.phone "
+                     "WHERE u.phone = ?")
+                   .bind(1, user.phone);
+    if (row.step()) {
+      same = row.columnBlob(0) == user.keyHash &&
+             static_cast<std::uint64_t>(row.columnInt(1)) == user.number;
+    }
+  });
+  if (same) return kj::READY_NOW;
+  return writeDurably(store_, [user](store::Connection& db) { writeUserRow(db, user); });
+}
+
+kj::Promise<void> MessagingService::learnUser(std::string phone) {
+  cluster::ClusterDirectory& directory = cluster_->directory();
+  return onClusterWorker<std::optional<cluster::UserEntry>>(
+             [&directory, phone]() { return directory.user(phone); })
+      .then([this, phone](std::optional<cluster::UserEntry> user) {
+        if (!user) refuse("unknown recipient " + phone);
+        return cacheUser(*user);
+      });
+}
+
+kj::Promise<std::shared_ptr<LiveSession>> MessagingService::loginClustered(
+    std::string phone, std::string key, proto::Inbox::Client inbox, ConnectionContext connection) {
+  requirePhone(phone, "phone");
+  cluster::ClusterDirectory& directory = cluster_->directory();
+  return onClusterWorker<std::optional<cluster::UserEntry>>(
+             [&directory, phone]() { return directory.user(phone); })
+      .then(
+          [this](std::optional<cluster::UserEntry> user) -> kj::Promise<void> {
+            if (!user) return kj::READY_NOW;  // not in the cluster: the store decides
+            return cacheUser(*user);
+          },
+          [phone](kj::Exception&& e) -> kj::Promise<void> {
+            // NATS away: the store's copy decides, as on a single node.
+            spdlog::warn("cluster: login of {} checked locally only: {}", phone,
+                         e.getDescription().cStr());
+            return kj::READY_NOW;
+          })
+      .then([this, phone, key = std::move(key), inbox = kj::mv(inbox), connection]() mutable {
+        return login(std::move(phone), std::move(key), kj::mv(inbox), connection);
+      });
+}
+
+// ---------------------------------------------------------------- where a phone is
+
+void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) {
+  cluster::SessionLocation where{options_.nodeName, live->id(), live->ref().since, 0};
+  std::weak_ptr<LiveSession> weak = live;
+  std::size_t threadIndex = live->ref().threadIndex;
+  cluster_->link().post([this, weak, where, threadIndex, phone = live->phone()]() {
+    bool won = true;
+    try {
+      std::optional<cluster::SessionLocation> previous;
+      won = cluster_->directory().claim(phone, where, &previous);
+      if (won && previous && previous->node != where.node) {
+        cluster_->transport().sendKick(previous->node,
+                                       {phone, previous->sessionId, "logged in elsewhere"});
+      }
+      if (won) importFromStream(phone);
+    } catch (const std::exception& e) {
+      spdlog::warn("cluster: login of {} not claimed in the cluster: {}", phone, e.what());
+    }
+    postTo(threadIndex, [weak, won]() {
+      auto session = weak.lock();
+      if (!session) return;
+      if (!won) {
+        session->kick("logged in elsewhere");  // a newer login elsewhere holds the phone
+        return;
+      }
+      session->spillDone(session::SpillKind::handOver);  // start paging
+    });
+  });
+}
+
+void MessagingService::releaseLocation(const LiveSession& session) {
+  cluster_->link().post([this, phone = session.phone(), id = session.id()]() {
+    try {
+      cluster_->directory().release(phone, id, options_.nodeName);
+    } catch (const std::exception& e) {
+      spdlog::debug("cluster: release of {}: {}", phone, e.what());
+    }
+  });
+}
+
+void MessagingService::writeContactsThrough(const std::string& owner,
+                                            std::vector<std::string> phones, bool add) {
+  cluster_->link().post([this, owner, phones = std::move(phones), add]() {
+    try {
+      for (const std::string& phone : phones) {
+        if (add) {
+          cluster_->directory().addContact(owner, phone);
+        } else {
+          cluster_->directory().removeContact(owner, phone);
+        }
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("cluster: contacts of {} not written to the cluster: {}", owner, e.what());
+    }
+  });
+}
+
+// ---------------------------------------------------------------- the stream
+
+void MessagingService::importFromStream(const std::string& phone) {
+  cluster::DeliveryTransport& transport = cluster_->transport();
+  std::size_t imported = 0;
+  for (;;) {
+    auto items = transport.pending(phone, 0, kImportPage);
+    if (items.empty()) break;
+    std::int64_t expires = nowMs() + options_.fallbackExpirySeconds * 1000;
+    store_.writeAndWait([&](store::Connection& db) {
+      // The sender's number is in the message id: a receipt the phone sends
+      // for it finds the sender's phone without asking the cluster.
+      auto learn =
+          db.prepare("INSERT OR IGNORE INTO users(phone, created_ms, number) VALUES (?, ?, ?)");
+      auto message = db.prepare(
+          "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
+          "expires_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 "
+          "WHERE NOT EXISTS (SELECT 1 FROM queue WHERE recipient = ?1 AND id = ?2)");
+      auto count = db.prepare("UPDATE users SET queued = queued + 1 WHERE phone = ?");
+      auto receipt = db.prepare(
+          "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms) "
+          "SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM receipts_queue "
+          "WHERE recipient = ?1 AND server_id = ?2 AND reader = ?3 AND kind = ?4)");
+      for (const cluster::QueuedEnvelope& queued : items) {
+        const cluster::Envelope& e = queued.envelope;
+        if (e.kind == cluster::Envelope::Kind::message) {
+          learn.reset();
+          learn.bind(1, e.sender)
+              .bind(2, e.sentAtMs)
+              .bind(3, static_cast<std::int64_t>(MessageIds::senderOf(e.messageId)))
+              .run();
+          message.reset();
+          message.bind(1, phone)
+              .bind(2, static_cast<std::int64_t>(e.messageId))
+              .bind(3, e.sender)
+              .bind(4, e.group.empty() ? std::int64_t{0} : std::stoll(e.group))
+              .bind(5, e.clientMsgId)
+              .bindBlob(6, e.body)
+              .bind(7, e.sentAtMs)
+              .bind(8, expires)
+              .run();
+          if (db.changes() > 0) {
+            count.reset();
+            count.bind(1, phone).run();
+          }
+        } else {
+          auto kind =
+              e.kind == cluster::Envelope::Kind::read ? ReceiptKind::read : ReceiptKind::delivered;
+          receipt.reset();
+          receipt.bind(1, phone)
+              .bind(2, static_cast<std::int64_t>(e.receiptOf))
+              .bind(3, e.sender)
+              .bind(4, static_cast<std::int64_t>(kind))
+              .bind(5, e.sentAtMs)
+              .run();
+        }
+      }
+    });
+    // Durable here first, then gone from the stream: a crash in between
+    // leaves a copy the next import skips.
+    for (const cluster::QueuedEnvelope& queued : items) transport.remove(queued.serverId);
+    imported += items.size();
+    if (items.size() < kImportPage) break;
+  }
+  if (imported == 0) return;
+  if (auto address = sessions_.locate(phone)) {
+    postTo(address->threadIndex, [weak = address->session]() {
+      if (auto s = weak.lock()) s->storeChanged();
+    });
+  }
+}
+
+// The notice goes out (flushed) before the sender's ack: a node killed right
+// after acknowledging cannot leave an online recipient waiting for its next login.
+void MessagingService::tellHolder(const cluster::Envelope& envelope, std::uint64_t serverId) {
+  if (auto where = cluster_->directory().location(envelope.recipient)) {
+    cluster_->transport().notify(where->node, {serverId, envelope});
+  }
+}
+
+void MessagingService::publishRemote(std::string to, OutboundMessage message) {
+  cluster::Envelope envelope;
+  envelope.kind = cluster::Envelope::Kind::message;
+  envelope.sender = message.from;
+  envelope.recipient = to;
+  envelope.clientMsgId = message.clientMsgId;
+  envelope.body = message.body;
+  envelope.sentAtMs = message.timestamp;
+  envelope.group = message.group == 0 ? std::string() : std::to_string(message.group);
+  envelope.messageId = message.id;
+  auto held = std::make_shared<OutboundMessage>(std::move(message));
+  cluster_->link().post([this, envelope = std::move(envelope), held]() {
+    bool inStream = false;
+    try {
+      auto published = cluster_->transport().publish(envelope);
+      inStream = true;
+      tellHolder(envelope, published.serverId);
+      if (held->ack) std::exchange(held->ack, nullptr)->settle();
+    } catch (const std::exception& e) {
+      if (inStream) {
+        // In the stream already; only the notice was lost. The phone's next
+        // login (or the next notice for it) imports it.
+        spdlog::debug("cluster: notice for {} not sent: {}", envelope.recipient, e.what());
+        if (held->ack) std::exchange(held->ack, nullptr)->settle();
+        return;
+      }
+      spdlog::warn("cluster: message for {} kept on this node: {}", envelope.recipient, e.what());
+      threads_.front()->post([this, held, to = envelope.recipient]() {
+        std::vector<AddressedMessage> items;
+        items.push_back({to, std::move(*held)});
+        storeMessages(std::move(items), WriteOrigin{});
+      });
+    }
+  });
+}
+
+void MessagingService::publishReceipt(std::string to, OutboundReceipt receipt) {
+  cluster::Envelope envelope;
+  envelope.kind = receipt.kind == ReceiptKind::read ? cluster::Envelope::Kind::read
+                                                    : cluster::Envelope::Kind::delivered;
+  envelope.sender = receipt.by;
+  envelope.recipient = to;
+  envelope.sentAtMs = receipt.timestamp;
+  envelope.receiptOf = receipt.messageId;
+  auto held = std::make_shared<OutboundReceipt>(std::move(receipt));
+  cluster_->link().post([this, envelope = std::move(envelope), held]() {
+    bool inStream = false;
+    try {
+      auto published = cluster_->transport().publish(envelope);
+      inStream = true;
+      tellHolder(envelope, published.serverId);
+      if (held->ack) std::exchange(held->ack, nullptr)->settle();
+    } catch (const std::exception& e) {
+      if (inStream) {  // only the notice was lost
+        if (held->ack) std::exchange(held->ack, nullptr)->settle();
+        return;
+      }
+      spdlog::warn("cluster: receipt for {} kept on this node: {}", envelope.recipient, e.what());
+      threads_.front()->post([this, held, to = envelope.recipient]() {
+        std::vector<AddressedReceipt> items;
+        items.push_back({to, std::move(*held)});
+        storeReceipts(std::move(items), WriteOrigin{});
+      });
+    }
+  });
+}
+
+}  // namespace switchboard::messaging
