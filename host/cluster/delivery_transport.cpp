@@ -57,6 +57,7 @@ QueuedEnvelope envelopeFrom(const void* data, std::size_t size, std::uint64_t se
 
 // The exactly-once key JetStream deduplicates on.
 std::string messageId(const Envelope& envelope) {
+  if (!envelope.exactlyOnceKey.empty()) return envelope.exactlyOnceKey;
   switch (envelope.kind) {
     case Envelope::Kind::message:
       return "m/" + encodeKeyToken(envelope.sender) + "/" + encodeKeyToken(envelope.clientMsgId);

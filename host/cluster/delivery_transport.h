@@ -54,6 +54,9 @@ struct Envelope {
   std::string group;
   std::uint64_t receiptOf = 0;  // receipts: the server id they are about
   std::uint64_t messageId = 0;  // messages: the id the sender was given
+  // The Nats-Msg-Id to deduplicate on; empty: derived from the envelope
+  // (m/<sender>/<clientMsgId>, d/ or r/<recipient>/<reader>/<receiptOf>).
+  std::string exactlyOnceKey;
 };
 
 // "Close the session `sessionId` of `phone` on your node": what a node that

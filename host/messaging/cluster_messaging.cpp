@@ -18,7 +18,9 @@
 //   own store (written, then removed from the stream, oldest first) and the
 //   phone's session pages it as any stored row: in order, and once (the phone
 //   drops a repeat by id, and an import skips ids the store already has).
-//   While NATS is away, such items are stored here instead (durable, acked).
+//   While NATS is away, such items are stored here instead (durable, acked);
+//   once it is back (and every few seconds), what the store holds for phones
+//   that are not here moves into the stream (catchUp).
 
 #include <spdlog/spdlog.h>
 
@@ -39,8 +41,10 @@ using session::ReceiptKind;
 
 namespace {
 
-// Stream envelopes moved into the store per write.
+// Stream envelopes moved into the store per write (and rows out of it per export).
 constexpr std::size_t kImportPage = 256;
+// How often a node looks for rows in its store for phones that are not here.
+constexpr auto kStrandedSweep = std::chrono::seconds(3);
 
 // Inserts or refreshes the phone's user and device rows (the store's copy of
 // what the cluster holds).
@@ -91,7 +95,11 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
       }
     });
   });
-  node.link().addReconnectJob([this]() { ids_.reserveClusterBlock(); });
+  node.link().addReconnectJob([this]() {
+    ids_.reserveClusterBlock();
+    catchUp(true);
+  });
+  node.link().every(kStrandedSweep, [this]() { catchUp(false); });
   net::NetworkThread& listener = *threads_.front();
   node.transport().listen(listener, [this](cluster::QueuedEnvelope queued) {
     // Only a phone with a session here imports now; otherwise it waits in the
@@ -263,11 +271,135 @@ void MessagingService::writeContactsThrough(const std::string& owner,
   });
 }
 
+// ---------------------------------------------------------------- catching up
+
+void MessagingService::catchUp(bool reclaim) {
+  if (!cluster_->link().isConnected()) return;
+  try {
+    if (reclaim) {
+      for (const session::SessionRef& ref : sessions_.all()) {
+        cluster::SessionLocation where{options_.nodeName, ref.sessionId, ref.since, 0};
+        std::optional<cluster::SessionLocation> previous;
+        if (!cluster_->directory().claim(ref.phone, where, &previous)) {
+          kick(ref, "logged in elsewhere");  // logged in elsewhere while we were away
+          continue;
+        }
+        if (previous && previous->node != where.node) {
+          cluster_->transport().sendKick(previous->node,
+                                         {ref.phone, previous->sessionId, "logged in elsewhere"});
+        }
+        // Notices sent while this node was cut off are lost: look for yourself.
+        importFromStream(ref.phone);
+      }
+    }
+    std::vector<std::string> phones;
+    store_.read([&](store::Connection& db) {
+      auto rows = db.prepare(
+                        "SELECT recipient FROM queue WHERE expires_ms > ? "
+                        "UNION SELECT recipient FROM receipts_queue")
+                      .bind(1, nowMs());
+      while (rows.step()) phones.push_back(rows.columnText(0));
+    });
+    for (const std::string& phone : phones) {
+      if (phone == MessageIds::kSystemName || sessions_.isOnline(phone)) continue;
+      exportStranded(phone);
+    }
+  } catch (const std::exception& e) {
+    spdlog::warn("cluster: catching up: {}", e.what());
+  }
+}
+
+void MessagingService::exportStranded(const std::string& phone) {
+  cluster::DeliveryTransport& transport = cluster_->transport();
+  std::optional<std::uint64_t> lastServerId;
+  cluster::Envelope last;
+  for (;;) {
+    std::vector<std::pair<std::int64_t, cluster::Envelope>> messages, receipts;
+    store_.read([&](store::Connection& db) {
+      auto rows = db.prepare(
+                        "SELECT seq, id, sender, group_id, client_msg_id, body, sent_ms FROM queue "
+                        "WHERE recipient = ? AND expires_ms > ? ORDER BY seq LIMIT ?")
+                      .bind(1, phone)
+                      .bind(2, nowMs())
+                      .bind(3, static_cast<std::int64_t>(kImportPage));
+      while (rows.step()) {
+        cluster::Envelope e;
+        e.kind = cluster::Envelope::Kind::message;
+        e.recipient = phone;
+        e.messageId = static_cast<std::uint64_t>(rows.columnInt(1));
+        e.sender = rows.columnText(2);
+        std::int64_t group = rows.columnInt(3);
+        e.group = group == 0 ? std::string() : std::to_string(group);
+        e.clientMsgId = rows.columnText(4);
+        e.body = rows.columnBlob(5);
+        e.sentAtMs = rows.columnInt(6);
+        messages.emplace_back(rows.columnInt(0), std::move(e));
+      }
+      auto ticks = db.prepare(
+                         "SELECT id, server_id, reader, kind, at_ms FROM receipts_queue "
+                         "WHERE recipient = ? ORDER BY id LIMIT ?")
+                       .bind(1, phone)
+                       .bind(2, static_cast<std::int64_t>(kImportPage));
+      while (ticks.step()) {
+        cluster::Envelope e;
+        e.kind = static_cast<ReceiptKind>(ticks.columnInt(3)) == ReceiptKind::read
+                     ? cluster::Envelope::Kind::read
+                     : cluster::Envelope::Kind::delivered;
+        e.recipient = phone;
+        e.receiptOf = static_cast<std::uint64_t>(ticks.columnInt(1));
+        e.sender = ticks.columnText(2);
+        e.sentAtMs = ticks.columnInt(4);
+        receipts.emplace_back(ticks.columnInt(0), std::move(e));
+      }
+    });
+    if (messages.empty() && receipts.empty()) break;
+    // The row names the copy: an export repeated after a crash is one copy,
+    // while a message imported, stranded and exported again is not mistaken
+    // for the first export of it.
+    for (auto& [row, e] : messages) {
+      e.exactlyOnceKey = "x/" + std::to_string(row) + "/" + std::to_string(e.messageId);
+      lastServerId = transport.publish(e).serverId;
+      last = e;
+    }
+    for (auto& [row, e] : receipts) {
+      e.exactlyOnceKey = "xr/" + std::to_string(row) + "/" + std::to_string(e.receiptOf);
+      lastServerId = transport.publish(e).serverId;
+      last = e;
+    }
+    // In the stream first, then gone from here.
+    store_.writeAndWait([&](store::Connection& db) {
+      auto erase = db.prepare("DELETE FROM queue WHERE seq = ?");
+      std::int64_t erased = 0;
+      for (const auto& entry : messages) {
+        erase.reset();
+        erase.bind(1, entry.first).run();
+        erased += db.changes();
+      }
+      if (erased > 0) {
+        db.prepare("UPDATE users SET queued = max(queued - ?, 0) WHERE phone = ?")
+            .bind(1, erased)
+            .bind(2, phone)
+            .run();
+      }
+      auto eraseTick = db.prepare("DELETE FROM receipts_queue WHERE id = ?");
+      for (const auto& entry : receipts) {
+        eraseTick.reset();
+        eraseTick.bind(1, entry.first).run();
+      }
+    });
+    spdlog::info("cluster: moved {} messages and {} receipts for {} into the stream",
+                 messages.size(), receipts.size(), phone);
+    if (messages.size() < kImportPage && receipts.size() < kImportPage) break;
+  }
+  if (lastServerId) tellHolder(last, *lastServerId);
+}
+
 // ---------------------------------------------------------------- the stream
 
 void MessagingService::importFromStream(const std::string& phone) {
   cluster::DeliveryTransport& transport = cluster_->transport();
   std::size_t imported = 0;
+  std::size_t importedMessages = 0;
   for (;;) {
     auto items = transport.pending(phone, 0, kImportPage);
     if (items.empty()) break;
@@ -288,12 +420,14 @@ void MessagingService::importFromStream(const std::string& phone) {
           "WHERE recipient = ?1 AND server_id = ?2 AND reader = ?3 AND kind = ?4)");
       for (const cluster::QueuedEnvelope& queued : items) {
         const cluster::Envelope& e = queued.envelope;
-        if (e.kind == cluster::Envelope::Kind::message) {
+        if (e.kind == cluster::Envelope::Kind::message && e.sender != MessageIds::kSystemName) {
           learn.reset();
           learn.bind(1, e.sender)
               .bind(2, e.sentAtMs)
               .bind(3, static_cast<std::int64_t>(MessageIds::senderOf(e.messageId)))
               .run();
+        }
+        if (e.kind == cluster::Envelope::Kind::message) {
           message.reset();
           message.bind(1, phone)
               .bind(2, static_cast<std::int64_t>(e.messageId))
@@ -325,9 +459,14 @@ void MessagingService::importFromStream(const std::string& phone) {
     // leaves a copy the next import skips.
     for (const cluster::QueuedEnvelope& queued : items) transport.remove(queued.serverId);
     imported += items.size();
+    for (const cluster::QueuedEnvelope& queued : items) {
+      if (queued.envelope.kind == cluster::Envelope::Kind::message) ++importedMessages;
+    }
     if (items.size() < kImportPage) break;
   }
   if (imported == 0) return;
+  spdlog::debug("cluster: imported {} messages and {} receipts for {} from the stream",
+                importedMessages, imported - importedMessages, phone);
   if (auto address = sessions_.locate(phone)) {
     postTo(address->threadIndex, [weak = address->session]() {
       if (auto s = weak.lock()) s->storeChanged();

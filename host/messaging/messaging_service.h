@@ -311,6 +311,14 @@ class MessagingService final : public session::SessionBackend {
   // (written before it is removed from the stream), oldest first.
   void importFromStream(const std::string& phone);
   void releaseLocation(const session::LiveSession& session);
+  // On the worker, after NATS came back and every few seconds: claims again
+  // the phones whose sessions are here (closing those a newer login elsewhere
+  // took) and imports what waits for them (notices sent meanwhile were lost),
+  // then moves what this node's store holds for phones with no session
+  // here into the stream (kept while degraded, or left by a session that
+  // ended before taking it), so it reaches the phone on any node.
+  void catchUp(bool reclaim);
+  void exportStranded(const std::string& phone);
   // Contacts are written to sb_contacts too (best effort, after the store's
   // own write is queued); they are not read back from there yet.
   void writeContactsThrough(const std::string& owner, std::vector<std::string> phones, bool add);

@@ -28,8 +28,8 @@ class ClusterMessaging : public ::testing::Test {
   }
 
   std::unique_ptr<RunningHost> makeNode(const std::string& name) {
-    auto node = std::make_unique<RunningHost>(
-        std::vector<std::string>{"--cluster", nats.url(), "--node-name", name});
+    auto node = std::make_unique<RunningHost>(std::vector<std::string>{
+        "--cluster", nats.url(), "--node-name", name, "--log-level", "debug"});
     node->start();
     // Registration needs the cluster's directory: wait for the link.
     EXPECT_TRUE(waitUntil([&] {
@@ -205,6 +205,64 @@ TEST_F(ClusterMessaging, EveryMessageAcknowledgedBeforeTheSendersNodeIsKilledArr
     (void)id;
   }
   for (const auto& [body, count] : seen) EXPECT_EQ(count, 1) << body;
+}
+
+TEST_F(ClusterMessaging, WhatANodeKeptWhileNatsWasDownReachesThePhoneOnTheOtherNodeAfter) {
+  RecordingPhone alice(a->clientOptions(), "+15550009061");
+  RecordingPhone bob(b->clientOptions(), "+15550009062");
+  alice.registerAndLogin(a->sms());
+  bob.registerAndLogin(b->sms());
+  alice.client().send(bob.number(), "before the outage");
+  ASSERT_TRUE(bob.waitForMessages(1));
+
+  nats.stop();
+  ASSERT_TRUE(waitUntil([&] { return a->log().find("cluster: lost NATS") != std::string::npos; }))
+      << a->log();
+  // Node a keeps these in its own store: durable, so acknowledged.
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(alice.client().send(bob.number(), "during the outage " + std::to_string(i)).id);
+  }
+  EXPECT_EQ(bob.messages().size(), 1u);
+
+  nats.start();
+  ASSERT_TRUE(bob.waitForMessages(4)) << a->log();
+  EXPECT_EQ(bodiesOf(bob.messages()),
+            (std::vector<std::string>{"before the outage", "during the outage 0",
+                                      "during the outage 1", "during the outage 2"}));
+  for (std::uint64_t id : ids) {
+    EXPECT_TRUE(alice.waitForReceipt(id, client::ReceiptKind::delivered)) << id;
+  }
+  EXPECT_NE(a->log().find("into the stream"), std::string::npos);
+}
+
+TEST_F(ClusterMessaging, AMessageAPhoneDidNotTakeOnBFollowsItToA) {
+  RecordingPhone alice(a->clientOptions(), "+15550009071");
+  alice.registerAndLogin(a->sms());
+  auto bobOnB = std::make_unique<RecordingPhone>(b->clientOptions(), "+15550009072");
+  bobOnB->registerAndLogin(b->sms());
+  bobOnB->holdDeliveries();  // the phone on b stops reading
+  auto sent = alice.client().send(bobOnB->number(), "not taken on b");
+  // Node b has it in its store (imported from the stream, durable) and on its
+  // way to the phone, which does not return the call.
+  ASSERT_TRUE(waitUntil([&] {
+    return b->log().find("imported 1 messages and 0 receipts for " + bobOnB->number()) !=
+           std::string::npos;
+  })) << b->log();
+
+  RecordingPhone bobOnA(a->clientOptions(), bobOnB->number());
+  bobOnA.setKey(bobOnB->key());
+  bobOnA.login();
+  // (The phone on b cannot hear it while it is not reading: b's log says it.)
+  ASSERT_TRUE(waitUntil([&] {
+    return b->log().find("of " + bobOnB->number() + ": logged in elsewhere") != std::string::npos;
+  })) << b->log();
+  ASSERT_TRUE(bobOnA.waitForMessages(1)) << b->log();
+  EXPECT_EQ(bodiesOf(bobOnA.messages()), std::vector<std::string>{"not taken on b"});
+  EXPECT_EQ(bobOnA.messages().at(0).id, sent.id);
+  EXPECT_TRUE(alice.waitForReceipt(sent.id, client::ReceiptKind::delivered));
+  bobOnB->releaseDeliveries();
+  bobOnB.reset();
 }
 
 }  // namespace
