@@ -82,3 +82,15 @@ struct KickNotice {
   sessionId @1 :UInt64;
   reason @2 :Text;
 }
+
+struct PresenceNotice {
+  # Core NATS subject sb.presence.<phone>: a phone's presence, or its typing to
+  # one phone, for the sessions on other nodes that may see it. Fire and forget.
+  node @0 :Text;              # the sending node (it ignores its own notices)
+  phone @1 :Text;
+  state @2 :UInt8;            # a PresenceState
+  lastSeen @3 :Int64;
+  typing @4 :Bool;
+  to @5 :Text;                # typing: the phone told; empty: every watcher
+  contacts @6 :List(Text);    # presence: the phone's own contacts (a policy may ask)
+}

@@ -94,7 +94,7 @@ DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions op
     : link_(link), options_(std::move(options)) {}
 
 DeliveryTransport::~DeliveryTransport() {
-  for (natsSubscription* subscription : {subscription_, kickSubscription_}) {
+  for (natsSubscription* subscription : {subscription_, kickSubscription_, presenceSubscription_}) {
     if (subscription == nullptr) continue;
     natsSubscription_Unsubscribe(subscription);
     natsSubscription_Destroy(subscription);
@@ -283,6 +283,63 @@ void DeliveryTransport::onKick(natsConnection*, natsSubscription*, natsMsg* raw,
   }
   auto handler = transport->kickHandler_;
   transport->kickThread_->post(
+      [handler, notice = std::move(notice)]() mutable { handler(std::move(notice)); });
+}
+
+// ---------------------------------------------------------------- presence notices
+
+void DeliveryTransport::publishPresence(const PresenceNotice& notice) {
+  if (!link_.isConnected()) return;
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<proto::cluster::PresenceNotice>();
+  out.setNode(notice.node);
+  out.setPhone(notice.phone);
+  out.setState(notice.state);
+  out.setLastSeen(notice.lastSeen);
+  out.setTyping(notice.typing);
+  out.setTo(notice.to);
+  auto contacts = out.initContacts(static_cast<unsigned>(notice.contacts.size()));
+  for (unsigned i = 0; i < notice.contacts.size(); ++i) contacts.set(i, notice.contacts[i]);
+  std::string bytes = recordBytes(message);
+  std::string subject = "sb.presence." + encodeKeyToken(notice.phone);
+  natsStatus status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
+                                             static_cast<int>(bytes.size()));
+  if (status != NATS_OK) {
+    spdlog::debug("cluster: presence of {} not sent: {}", notice.phone, natsStatus_GetText(status));
+  }
+}
+
+void DeliveryTransport::listenPresence(net::NetworkThread& thread,
+                                       std::function<void(PresenceNotice)> handler) {
+  presenceThread_ = &thread;
+  presenceHandler_ = std::move(handler);
+  requireOk(natsConnection_Subscribe(&presenceSubscription_, link_.connection(), "sb.presence.>",
+                                     &DeliveryTransport::onPresence, this),
+            "subscribing to sb.presence.>");
+}
+
+void DeliveryTransport::onPresence(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {
+  OwnedMsg msg(raw);
+  auto* transport = static_cast<DeliveryTransport*>(self);
+  PresenceNotice notice;
+  try {
+    RecordReader reader(natsMsg_GetData(msg.get()),
+                        static_cast<std::size_t>(natsMsg_GetDataLength(msg.get())));
+    auto in = reader.get<proto::cluster::PresenceNotice>();
+    notice.node = in.getNode();
+    if (notice.node == transport->options_.node) return;  // our own
+    notice.phone = in.getPhone();
+    notice.state = in.getState();
+    notice.lastSeen = in.getLastSeen();
+    notice.typing = in.getTyping();
+    notice.to = in.getTo();
+    for (auto contact : in.getContacts()) notice.contacts.emplace_back(contact);
+  } catch (...) {
+    spdlog::warn("cluster: dropped an unreadable presence notice");
+    return;
+  }
+  auto handler = transport->presenceHandler_;
+  transport->presenceThread_->post(
       [handler, notice = std::move(notice)]() mutable { handler(std::move(notice)); });
 }
 

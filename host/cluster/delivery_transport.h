@@ -59,6 +59,18 @@ struct Envelope {
   std::string exactlyOnceKey;
 };
 
+// A phone's presence or typing, for the other nodes (PresenceNotice in
+// proto/cluster.capnp).
+struct PresenceNotice {
+  std::string node;
+  std::string phone;
+  std::uint8_t state = 0;
+  std::int64_t lastSeen = 0;
+  bool typing = false;
+  std::string to;
+  std::vector<std::string> contacts;
+};
+
 // "Close the session `sessionId` of `phone` on your node": what a node that
 // took a phone over (a login, a new device) tells the node that held it.
 struct KickNotice {
@@ -108,11 +120,16 @@ class DeliveryTransport {
   // while degraded). listenKicks() runs `handler` on `thread`; once.
   void sendKick(const std::string& node, const KickNotice& notice);
   void listenKicks(net::NetworkThread& thread, std::function<void(KickNotice)> handler);
+  // Presence notices, core NATS on sb.presence.<phone>: every node hears every
+  // phone's (a small cluster's worth; no durability). Not flushed.
+  void publishPresence(const PresenceNotice& notice);
+  void listenPresence(net::NetworkThread& thread, std::function<void(PresenceNotice)> handler);
 
  private:
   void ensureStream();
   static void onNotice(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
   static void onKick(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
+  static void onPresence(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
 
   NatsLink& link_;
   const DeliveryTransportOptions options_;
@@ -124,6 +141,9 @@ class DeliveryTransport {
   __natsSubscription* kickSubscription_ = nullptr;
   net::NetworkThread* kickThread_ = nullptr;
   std::function<void(KickNotice)> kickHandler_;
+  __natsSubscription* presenceSubscription_ = nullptr;
+  net::NetworkThread* presenceThread_ = nullptr;
+  std::function<void(PresenceNotice)> presenceHandler_;
 };
 
 // The stream subject an envelope for `recipient` is stored under, and the

@@ -21,8 +21,13 @@
 //   While NATS is away, such items are stored here instead (durable, acked);
 //   once it is back (and every few seconds), what the store holds for phones
 //   that are not here moves into the stream (catchUp).
+// - Presence and typing: core NATS notices every node hears; each tells its
+//   own sessions that may see them. Contacts are written through to
+//   sb_contacts and copied in at login.
 
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "cluster/cluster_node.h"
 #include "messaging/durable_write.h"
@@ -108,6 +113,8 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
     if (!sessions_.isOnline(phone)) return;
     cluster_->link().post([this, phone]() { importFromStream(phone); });
   });
+  node.transport().listenPresence(
+      listener, [this](cluster::PresenceNotice notice) { presenceFromElsewhere(notice); });
   node.transport().listenKicks(listener, [this](cluster::KickNotice notice) {
     auto ref = sessions_.find(notice.phone);
     if (ref && ref->sessionId == notice.sessionId) kick(*ref, notice.reason);
@@ -228,7 +235,10 @@ void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) 
         cluster_->transport().sendKick(previous->node,
                                        {phone, previous->sessionId, "logged in elsewhere"});
       }
-      if (won) importFromStream(phone);
+      if (won) {
+        importContacts(phone);
+        importFromStream(phone);
+      }
     } catch (const std::exception& e) {
       spdlog::warn("cluster: login of {} not claimed in the cluster: {}", phone, e.what());
     }
@@ -269,6 +279,77 @@ void MessagingService::writeContactsThrough(const std::string& owner,
       spdlog::warn("cluster: contacts of {} not written to the cluster: {}", owner, e.what());
     }
   });
+}
+
+// Contacts the phone added on other nodes (sb_contacts) join this node's
+// store, so presence and contacts() see them here too. Additions only: a
+// removal made elsewhere is not carried over yet.
+void MessagingService::importContacts(const std::string& phone) {
+  auto contacts = cluster_->directory().contacts(phone);
+  if (contacts.empty()) return;
+  std::int64_t now = nowMs();
+  store_.writeAndWait([&](store::Connection& db) {
+    auto insert =
+        db.prepare("INSERT OR IGNORE INTO contacts(owner, contact, added_ms) VALUES (?, ?, ?)");
+    for (const std::string& contact : contacts) {
+      insert.reset();
+      insert.bind(1, phone).bind(2, contact).bind(3, now).run();
+    }
+  });
+}
+
+// ---------------------------------------------------------------- presence
+
+void MessagingService::publishPresence(const std::string& phone, session::PresenceState state,
+                                       std::int64_t lastSeen, bool typing, const std::string& to) {
+  cluster::PresenceNotice notice;
+  notice.node = options_.nodeName;
+  notice.phone = phone;
+  notice.state = static_cast<std::uint8_t>(state);
+  notice.lastSeen = lastSeen;
+  notice.typing = typing;
+  notice.to = to;
+  store_.read([&](store::Connection& db) {
+    auto rows = db.prepare("SELECT contact FROM contacts WHERE owner = ?").bind(1, phone);
+    while (rows.step()) notice.contacts.push_back(rows.columnText(0));
+  });
+  // A publish may wait on libnats' buffer: not on a network thread.
+  cluster_->link().post(
+      [this, notice = std::move(notice)]() { cluster_->transport().publishPresence(notice); });
+}
+
+void MessagingService::presenceFromElsewhere(const cluster::PresenceNotice& notice) {
+  auto has = [&](const std::string& phone) {
+    return std::find(notice.contacts.begin(), notice.contacts.end(), phone) !=
+           notice.contacts.end();
+  };
+  session::OutboundPresence update{notice.phone, static_cast<session::PresenceState>(notice.state),
+                                   notice.lastSeen, notice.typing};
+  if (!notice.to.empty()) {  // typing, to one phone
+    auto address = sessions_.locate(notice.to);
+    if (!address) return;
+    bool watcherHasUser = false;
+    store_.read([&](store::Connection& db) {
+      watcherHasUser = db.prepare("SELECT 1 FROM contacts WHERE owner = ? AND contact = ?")
+                           .bind(1, notice.to)
+                           .bind(2, notice.phone)
+                           .step();
+    });
+    if (presencePolicy(notice.phone, notice.to, watcherHasUser, has(notice.to))) {
+      pushPresence(*address, std::move(update));
+    }
+    return;
+  }
+  std::vector<std::string> watchers;
+  store_.read([&](store::Connection& db) {
+    auto rows = db.prepare("SELECT owner FROM contacts WHERE contact = ?").bind(1, notice.phone);
+    while (rows.step()) watchers.push_back(rows.columnText(0));
+  });
+  for (const std::string& watcher : watchers) {
+    auto address = sessions_.locate(watcher);
+    if (!address || !presencePolicy(notice.phone, watcher, true, has(watcher))) continue;
+    pushPresence(*address, update);
+  }
 }
 
 // ---------------------------------------------------------------- catching up

@@ -68,6 +68,7 @@ namespace switchboard::cluster {
 class ClusterNode;
 struct UserEntry;
 struct Envelope;
+struct PresenceNotice;
 }  // namespace switchboard::cluster
 
 namespace switchboard::messaging {
@@ -318,7 +319,14 @@ class MessagingService final : public session::SessionBackend {
   // here into the stream (kept while degraded, or left by a session that
   // ended before taking it), so it reaches the phone on any node.
   void catchUp(bool reclaim);
+  // Presence across nodes: every node hears every phone's changes and tells
+  // its own sessions that may see them (the contact relation both ways: the
+  // watcher's from this node's store, the phone's from the notice).
+  void publishPresence(const std::string& phone, session::PresenceState state,
+                       std::int64_t lastSeen, bool typing, const std::string& to);
+  void presenceFromElsewhere(const cluster::PresenceNotice& notice);
   void exportStranded(const std::string& phone);
+  void importContacts(const std::string& phone);
   // Contacts are written to sb_contacts too (best effort, after the store's
   // own write is queued); they are not read back from there yet.
   void writeContactsThrough(const std::string& owner, std::vector<std::string> phones, bool add);

@@ -59,6 +59,7 @@ void MessagingService::fanOutPresence(const std::string& phone, PresenceState st
     if (!address || !presencePolicy(phone, watcher, true, mutual)) continue;
     pushPresence(*address, OutboundPresence{phone, state, lastSeen, false});
   }
+  if (cluster_) publishPresence(phone, state, lastSeen, false, std::string());
 }
 
 void MessagingService::setPresence(const LiveSession& session, PresenceState state) {
@@ -71,9 +72,13 @@ void MessagingService::typing(const LiveSession& session, const std::string& to,
   requirePhone(to, "to");
   const std::string& from = session.phone();
   auto address = sessions_.locate(to);
-  if (!address || !presenceVisible(from, to)) return;
   // The typing phone's own state: a phone can type while it shows "away".
   auto state = static_cast<PresenceState>(session.ref().gauges->presence.load());
+  if (!address && cluster_) {
+    publishPresence(from, state, 0, active, to);  // `to` may be on another node
+    return;
+  }
+  if (!address || !presenceVisible(from, to)) return;
   pushPresence(*address, OutboundPresence{from, state, 0, active});
 }
 

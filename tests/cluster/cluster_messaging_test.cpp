@@ -265,5 +265,48 @@ TEST_F(ClusterMessaging, AMessageAPhoneDidNotTakeOnBFollowsItToA) {
   bobOnB.reset();
 }
 
+TEST_F(ClusterMessaging, PresenceAndTypingCrossNodesBetweenMutualContacts) {
+  RecordingPhone alice(a->clientOptions(), "+15550009081");
+  RecordingPhone bob(b->clientOptions(), "+15550009082");
+  alice.registerAndLogin(a->sms());
+  bob.registerAndLogin(b->sms());
+  alice.client().addContacts({bob.number()});
+  bob.client().addContacts({alice.number()});
+
+  bob.client().setPresence(client::PresenceState::away);
+  ASSERT_TRUE(waitUntil([&] {
+    for (const auto& update : alice.presence()) {
+      if (update.phone == bob.number() && update.state == client::PresenceState::away &&
+          !update.typing) {
+        return true;
+      }
+    }
+    return false;
+  })) << "alice on a did not see bob on b go away";
+
+  alice.client().typing(bob.number(), true);
+  ASSERT_TRUE(waitUntil([&] {
+    for (const auto& update : bob.presence()) {
+      if (update.phone == alice.number() && update.typing) return true;
+    }
+    return false;
+  })) << "bob on b did not see alice on a typing";
+
+  // A stranger (no contact either way) sees neither.
+  RecordingPhone carol(b->clientOptions(), "+15550009083");
+  carol.registerAndLogin(b->sms());
+  alice.client().typing(carol.number(), true);
+  alice.client().setPresence(client::PresenceState::away);
+  ASSERT_TRUE(waitUntil([&] {
+    for (const auto& update : bob.presence()) {
+      if (update.phone == alice.number() && update.state == client::PresenceState::away) {
+        return true;
+      }
+    }
+    return false;
+  }));
+  for (const auto& update : carol.presence()) EXPECT_NE(update.phone, alice.number());
+}
+
 }  // namespace
 }  // namespace switchboard::integration
