@@ -138,7 +138,8 @@ void MessagingService::spillMessages(LiveSession& session, session::SpillKind ki
   addressed.reserve(items.size());
   for (OutboundMessage& m : items) addressed.push_back({session.phone(), std::move(m)});
   WriteOrigin origin{session.weak_from_this(), kind,
-                     kind == session::SpillKind::keep ? session.id() : 0};
+                     kind == session::SpillKind::keep ? session.id() : 0,
+                     session::SpillFeed::messages};
   storeMessages(std::move(addressed), std::move(origin));
 }
 
@@ -148,7 +149,8 @@ void MessagingService::spillReceipts(LiveSession& session, session::SpillKind ki
   addressed.reserve(items.size());
   for (OutboundReceipt& r : items) addressed.push_back({session.phone(), std::move(r)});
   WriteOrigin origin{session.weak_from_this(), kind,
-                     kind == session::SpillKind::keep ? session.id() : 0};
+                     kind == session::SpillKind::keep ? session.id() : 0,
+                     session::SpillFeed::receipts};
   storeReceipts(std::move(addressed), std::move(origin));
 }
 
@@ -158,8 +160,8 @@ void MessagingService::rowsCommitted(const std::string& phone, const WriteOrigin
   auto spiller = origin.session.lock();
   if (spiller) {
     // The spilling session learns first, on its own thread (it may have ended).
-    postTo(spiller->ref().threadIndex, [weak = origin.session]() {
-      if (auto s = weak.lock()) s->spillDone(session::SpillKind::handOver);
+    postTo(spiller->ref().threadIndex, [weak = origin.session, feed = origin.feed]() {
+      if (auto s = weak.lock()) s->spillDone(session::SpillKind::handOver, feed);
     });
   }
   if (!address) return;

@@ -236,6 +236,7 @@ class MessagingService final : public session::SessionBackend {
     std::weak_ptr<session::LiveSession> session;  // the spilling session, if any
     session::SpillKind kind = session::SpillKind::handOver;
     std::uint64_t holder = 0;  // 0: nobody holds the rows, the phone pages them
+    session::SpillFeed feed = session::SpillFeed::both;  // which of its feeds wrote
   };
 
   // ---- delivery.cpp

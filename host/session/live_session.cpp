@@ -142,15 +142,17 @@ void LiveSession::spill(Feed<Item>& feed, SpillKind kind, std::vector<Item> item
   }
 }
 
-void LiveSession::spillDone(SpillKind kind) {
+void LiveSession::spillDone(SpillKind kind, SpillFeed feed) {
   if (kind == SpillKind::keep || ended_) return;
   // The rows are visible now (or the write failed): page from where we were.
   // The write awaited by start() is queued before any spill, so it is done first.
   awaitingStore_ = false;
-  if (messages_->spillsInFlight > 0) --messages_->spillsInFlight;
-  if (receipts_->spillsInFlight > 0) --receipts_->spillsInFlight;
-  messages_->caughtUp = false;
-  receipts_->caughtUp = false;
+  auto visible = [](auto& f) {
+    if (f.spillsInFlight > 0) --f.spillsInFlight;
+    f.caughtUp = false;
+  };
+  if (feed != SpillFeed::receipts) visible(*messages_);
+  if (feed != SpillFeed::messages) visible(*receipts_);
   pump();
 }
 

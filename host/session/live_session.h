@@ -75,6 +75,10 @@ enum class SpillKind : std::uint8_t {
   keep,      // a deadline passed: the items stay held, the rows only make them durable
 };
 
+// Which of a session's feeds a spill wrote: each counts its own writes in
+// flight, and pages again only once they are all visible.
+enum class SpillFeed : std::uint8_t { messages, receipts, both };
+
 // The durable side of a session, implemented by the messaging service. Called
 // on the session's thread; implementations must not block (reads are short
 // indexed SQLite reads; writes are queued).
@@ -151,8 +155,10 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
 
   // Someone else committed rows for this phone: page them in.
   void storeChanged();
-  // A spill of this session's (or the write awaited by start) is done.
-  void spillDone(SpillKind kind);
+  // A spill of this session's `feed` is done (or failed): the rows are visible.
+  void spillDone(SpillKind kind, SpillFeed feed);
+  // The write awaited by start() is done: both feeds may page.
+  void spillDone(SpillKind kind) { spillDone(kind, SpillFeed::both); }
 
   // The sender side: routes of this phone's unacknowledged items, by recipient.
   std::unordered_map<std::string, SenderRoute>& routes() { return routes_; }
