@@ -335,28 +335,14 @@ void MessagingService::storeMessages(std::vector<AddressedMessage> items, WriteO
       },
       [this, shared, pushes, origin](std::optional<std::string> error) {
         if (error) spdlog::error("storing {} messages failed: {}", shared->size(), *error);
-        // Sessions first, acks second: a sender's next message, posted after
-        // its ack, must find the recipient's session already paging.
-        std::string last;
+        // Before the acks: a re-send after one must find the first id.
         for (const AddressedMessage& entry : *shared) {
-          if (entry.recipient == last) continue;
-          last = entry.recipient;
-          rowsCommitted(entry.recipient, origin);
-        }
-        for (AddressedMessage& entry : *shared) {
-          // Before the ack: a re-send after it must find the first id.
           const OutboundMessage& m = entry.item;
           if (!error && m.from != MessageIds::kSystemName) {
             dedup_.rememberStored(m.from, m.clientMsgId, SentMessage{m.id, m.timestamp});
           }
-          if (!entry.item.ack) continue;
-          if (error) {
-            entry.item.ack->fail("the message could not be stored: " + *error);
-          } else {
-            entry.item.ack->settle();
-          }
-          entry.item.ack = nullptr;
         }
+        committed(*shared, origin, error, "the message");
         if (error) return;
         for (Push& push : *pushes) {
           if (sessions_.isOnline(push.phone)) continue;
@@ -394,22 +380,30 @@ void MessagingService::storeReceipts(std::vector<AddressedReceipt> items, WriteO
       },
       [this, shared, origin](std::optional<std::string> error) {
         if (error) spdlog::error("storing {} receipts failed: {}", shared->size(), *error);
-        std::string last;
-        for (const AddressedReceipt& entry : *shared) {
-          if (entry.recipient == last) continue;
-          last = entry.recipient;
-          rowsCommitted(entry.recipient, origin);
-        }
-        for (AddressedReceipt& entry : *shared) {
-          if (!entry.item.ack) continue;
-          if (error) {
-            entry.item.ack->fail("the receipt could not be stored: " + *error);
-          } else {
-            entry.item.ack->settle();
-          }
-          entry.item.ack = nullptr;
-        }
+        committed(*shared, origin, error, "the receipt");
       });
+}
+
+template <class Item>
+void MessagingService::committed(std::vector<Addressed<Item>>& items, const WriteOrigin& origin,
+                                 const std::optional<std::string>& error, const char* what) {
+  // Sessions first, acks second: a sender's next item, posted after its ack,
+  // must find the recipient's session already paging.
+  std::string last;
+  for (const Addressed<Item>& entry : items) {
+    if (entry.recipient == last) continue;
+    last = entry.recipient;
+    rowsCommitted(entry.recipient, origin);
+  }
+  for (Addressed<Item>& entry : items) {
+    if (!entry.item.ack) continue;
+    if (error) {
+      entry.item.ack->fail(std::string(what) + " could not be stored: " + *error);
+    } else {
+      entry.item.ack->settle();
+    }
+    entry.item.ack = nullptr;
+  }
 }
 
 }  // namespace switchboard::messaging

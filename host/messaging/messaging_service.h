@@ -254,6 +254,12 @@ class MessagingService final : public session::SessionBackend {
   // the sessions concerned, and pushes to phones that are away.
   void storeMessages(std::vector<AddressedMessage> items, WriteOrigin origin);
   void storeReceipts(std::vector<AddressedReceipt> items, WriteOrigin origin);
+  // After a store write of `items` (failed with `error`, if set): tells the
+  // sessions concerned, then settles or fails each item's ack ("`what` could
+  // not be stored: ...").
+  template <class Item>
+  void committed(std::vector<Addressed<Item>>& items, const WriteOrigin& origin,
+                 const std::optional<std::string>& error, const char* what);
   // After a commit: the session that wrote (spillDone) or the phone's current
   // session (storeChanged) learns that rows for it are visible.
   void rowsCommitted(const std::string& phone, const WriteOrigin& origin);
