@@ -207,6 +207,52 @@ TEST_F(ClusterMessaging, EveryMessageAcknowledgedBeforeTheSendersNodeIsKilledArr
   for (const auto& [body, count] : seen) EXPECT_EQ(count, 1) << body;
 }
 
+TEST_F(ClusterMessaging, EveryMessageAcknowledgedArrivesOnceWhenTheRecipientsNodeIsKilled) {
+  RecordingPhone alice(a->clientOptions(), "+15550009091");
+  alice.registerAndLogin(a->sms());
+  // Bob's phone knows both nodes, b first: it moves to a when b dies.
+  client::ClientOptions both = b->clientOptions();
+  both.endpoints = {b->endpoint(), a->endpoint()};
+  RecordingPhone bob(both, "+15550009092");
+  bob.registerAndLogin(b->sms());
+
+  constexpr int kSends = 200;
+  std::vector<std::pair<std::string, std::future<client::SendResult>>> sends;
+  for (int i = 0; i < kSends; ++i) {
+    std::string body = "to a dying node " + std::to_string(i);
+    sends.emplace_back(body, alice.client().sendAsync(bob.number(), body));
+  }
+  ASSERT_TRUE(waitUntil([&] { return !bob.messages().empty(); }));
+  b->kill9();  // with some of them taken by b, some delivered, some on their way
+  std::size_t beforeKill = bob.messages().size();
+  std::map<std::string, std::uint64_t> expected;
+  for (auto& [body, send] : sends) {
+    ASSERT_EQ(send.wait_for(std::chrono::seconds(30)), std::future_status::ready) << body;
+    try {
+      expected[body] = send.get().id;
+    } catch (const client::ClientError&) {
+    }
+  }
+  ASSERT_GT(expected.size(), 0u);
+  // b comes back with its store: what it had taken for bob and not handed
+  // over follows him to a, where he logged in again meanwhile.
+  b->start();
+  ASSERT_TRUE(waitUntil([&] {
+    std::size_t found = 0;
+    for (const auto& message : bob.messages()) found += expected.count(message.body);
+    return found >= expected.size();
+  })) << "acknowledged "
+      << expected.size() << ", received " << bob.messages().size() << "\n"
+      << b->log();
+  std::map<std::string, int> seen;
+  for (const auto& message : bob.messages()) ++seen[message.body];
+  for (const auto& [body, id] : expected) EXPECT_EQ(seen[body], 1) << body;
+  for (const auto& [body, count] : seen) EXPECT_EQ(count, 1) << body;
+  EXPECT_EQ(bob.client().serverInfo().node, "a");
+  std::cout << beforeKill << " of " << expected.size()
+            << " acknowledged messages had reached bob through b when it was killed\n";
+}
+
 TEST_F(ClusterMessaging, WhatANodeKeptWhileNatsWasDownReachesThePhoneOnTheOtherNodeAfter) {
   RecordingPhone alice(a->clientOptions(), "+15550009061");
   RecordingPhone bob(b->clientOptions(), "+15550009062");
