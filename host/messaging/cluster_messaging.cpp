@@ -567,13 +567,29 @@ void MessagingService::publishRemote(std::string to, OutboundMessage message) {
   cluster::Envelope envelope;
   envelope.kind = cluster::Envelope::Kind::message;
   envelope.sender = message.from;
-  envelope.recipient = to;
+  envelope.recipient = std::move(to);
   envelope.clientMsgId = message.clientMsgId;
   envelope.body = message.body;
   envelope.sentAtMs = message.timestamp;
   envelope.group = message.group == 0 ? std::string() : std::to_string(message.group);
   envelope.messageId = message.id;
-  auto held = std::make_shared<OutboundMessage>(std::move(message));
+  publishOrKeep(std::move(envelope), std::move(message));
+}
+
+void MessagingService::publishReceipt(std::string to, OutboundReceipt receipt) {
+  cluster::Envelope envelope;
+  envelope.kind = receipt.kind == ReceiptKind::read ? cluster::Envelope::Kind::read
+                                                    : cluster::Envelope::Kind::delivered;
+  envelope.sender = receipt.by;
+  envelope.recipient = std::move(to);
+  envelope.sentAtMs = receipt.timestamp;
+  envelope.receiptOf = receipt.messageId;
+  publishOrKeep(std::move(envelope), std::move(receipt));
+}
+
+template <class Item>
+void MessagingService::publishOrKeep(cluster::Envelope envelope, Item item) {
+  auto held = std::make_shared<Item>(std::move(item));
   cluster_->link().post([this, envelope = std::move(envelope), held]() {
     bool inStream = false;
     try {
@@ -589,42 +605,15 @@ void MessagingService::publishRemote(std::string to, OutboundMessage message) {
         if (held->ack) std::exchange(held->ack, nullptr)->settle();
         return;
       }
-      spdlog::warn("cluster: message for {} kept on this node: {}", envelope.recipient, e.what());
+      spdlog::warn("cluster: an item for {} kept on this node: {}", envelope.recipient, e.what());
       threads_.front()->post([this, held, to = envelope.recipient]() {
-        std::vector<AddressedMessage> items;
+        std::vector<Addressed<Item>> items;
         items.push_back({to, std::move(*held)});
-        storeMessages(std::move(items), WriteOrigin{});
-      });
-    }
-  });
-}
-
-void MessagingService::publishReceipt(std::string to, OutboundReceipt receipt) {
-  cluster::Envelope envelope;
-  envelope.kind = receipt.kind == ReceiptKind::read ? cluster::Envelope::Kind::read
-                                                    : cluster::Envelope::Kind::delivered;
-  envelope.sender = receipt.by;
-  envelope.recipient = to;
-  envelope.sentAtMs = receipt.timestamp;
-  envelope.receiptOf = receipt.messageId;
-  auto held = std::make_shared<OutboundReceipt>(std::move(receipt));
-  cluster_->link().post([this, envelope = std::move(envelope), held]() {
-    bool inStream = false;
-    try {
-      auto published = cluster_->transport().publish(envelope);
-      inStream = true;
-      tellHolder(envelope, published.serverId);
-      if (held->ack) std::exchange(held->ack, nullptr)->settle();
-    } catch (const std::exception& e) {
-      if (inStream) {  // only the notice was lost
-        if (held->ack) std::exchange(held->ack, nullptr)->settle();
-        return;
-      }
-      spdlog::warn("cluster: receipt for {} kept on this node: {}", envelope.recipient, e.what());
-      threads_.front()->post([this, held, to = envelope.recipient]() {
-        std::vector<AddressedReceipt> items;
-        items.push_back({to, std::move(*held)});
-        storeReceipts(std::move(items), WriteOrigin{});
+        if constexpr (std::is_same_v<Item, OutboundMessage>) {
+          storeMessages(std::move(items), WriteOrigin{});
+        } else {
+          storeReceipts(std::move(items), WriteOrigin{});
+        }
       });
     }
   });

@@ -309,6 +309,10 @@ class MessagingService final : public session::SessionBackend {
   // JetStream's PubAck; the node holding the phone is told.
   void publishRemote(std::string to, session::OutboundMessage message);
   void publishReceipt(std::string to, session::OutboundReceipt receipt);
+  // Publishes on the worker, tells the recipient's node, then settles the
+  // item's ack; if the publish fails the item is stored here instead.
+  template <class Item>
+  void publishOrKeep(cluster::Envelope envelope, Item item);
   // On the worker: notifies the node holding the envelope's recipient (if any).
   void tellHolder(const cluster::Envelope& envelope, std::uint64_t serverId);
   // After a login here: claim the phone in sb_sessions, close its session on
