@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <optional>
 
 #include "cluster/cluster_records.h"
 #include "cluster/nats_link.h"
@@ -94,10 +95,9 @@ DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions op
     : link_(link), options_(std::move(options)) {}
 
 DeliveryTransport::~DeliveryTransport() {
-  for (natsSubscription* subscription : {subscription_, kickSubscription_, presenceSubscription_}) {
-    if (subscription == nullptr) continue;
-    natsSubscription_Unsubscribe(subscription);
-    natsSubscription_Destroy(subscription);
+  for (auto& listener : listeners_) {
+    natsSubscription_Unsubscribe(listener->subscription);
+    natsSubscription_Destroy(listener->subscription);
   }
 }
 
@@ -210,31 +210,40 @@ void DeliveryTransport::remove(std::uint64_t serverId) {
   requireOk(status, "removing envelope " + std::to_string(serverId));
 }
 
-void DeliveryTransport::listen(net::NetworkThread& thread,
-                               std::function<void(QueuedEnvelope)> handler) {
-  listenThread_ = &thread;
-  handler_ = std::move(handler);
-  std::string subject = nodeNoticeSubject(options_.node);
-  requireOk(natsConnection_Subscribe(&subscription_, link_.connection(), subject.c_str(),
-                                     &DeliveryTransport::onNotice, this),
+template <class T>
+void DeliveryTransport::subscribe(const std::string& subject, net::NetworkThread& thread,
+                                  T (*decode)(const void*, std::size_t),
+                                  std::function<void(T)> handler) {
+  auto listener = std::make_unique<Listener>();
+  listener->onMessage = [&thread, decode, handler = std::move(handler)](natsMsg* msg) {
+    std::optional<T> item;
+    try {
+      item = decode(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    } catch (...) {
+      spdlog::warn("cluster: dropped an unreadable message on {}", natsMsg_GetSubject(msg));
+      return;
+    }
+    thread.post([handler, item = std::move(*item)]() mutable { handler(std::move(item)); });
+  };
+  requireOk(natsConnection_Subscribe(&listener->subscription, link_.connection(), subject.c_str(),
+                                     &DeliveryTransport::onMessage, listener.get()),
             "subscribing to " + subject);
+  listeners_.push_back(std::move(listener));
 }
 
-// On a libnats thread: decode, then hop to the listening network thread.
-void DeliveryTransport::onNotice(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {
+// On a libnats thread.
+void DeliveryTransport::onMessage(natsConnection*, natsSubscription*, natsMsg* raw,
+                                  void* listener) {
   OwnedMsg msg(raw);
-  auto* transport = static_cast<DeliveryTransport*>(self);
-  QueuedEnvelope queued;
-  try {
-    queued = envelopeFrom(natsMsg_GetData(msg.get()),
-                          static_cast<std::size_t>(natsMsg_GetDataLength(msg.get())), 0);
-  } catch (...) {
-    spdlog::warn("cluster: dropped an unreadable notice on {}", natsMsg_GetSubject(msg.get()));
-    return;
-  }
-  auto handler = transport->handler_;
-  transport->listenThread_->post(
-      [handler, queued = std::move(queued)]() mutable { handler(std::move(queued)); });
+  static_cast<Listener*>(listener)->onMessage(msg.get());
+}
+
+void DeliveryTransport::listen(net::NetworkThread& thread,
+                               std::function<void(QueuedEnvelope)> handler) {
+  subscribe<QueuedEnvelope>(
+      nodeNoticeSubject(options_.node), thread,
+      [](const void* data, std::size_t size) { return envelopeFrom(data, size, 0); },
+      std::move(handler));
 }
 
 // ---------------------------------------------------------------- kick notices
@@ -258,32 +267,14 @@ void DeliveryTransport::sendKick(const std::string& node, const KickNotice& noti
 
 void DeliveryTransport::listenKicks(net::NetworkThread& thread,
                                     std::function<void(KickNotice)> handler) {
-  kickThread_ = &thread;
-  kickHandler_ = std::move(handler);
-  std::string subject = nodeKickSubject(options_.node);
-  requireOk(natsConnection_Subscribe(&kickSubscription_, link_.connection(), subject.c_str(),
-                                     &DeliveryTransport::onKick, this),
-            "subscribing to " + subject);
-}
-
-void DeliveryTransport::onKick(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {
-  OwnedMsg msg(raw);
-  auto* transport = static_cast<DeliveryTransport*>(self);
-  KickNotice notice;
-  try {
-    RecordReader reader(natsMsg_GetData(msg.get()),
-                        static_cast<std::size_t>(natsMsg_GetDataLength(msg.get())));
-    auto in = reader.get<proto::cluster::KickNotice>();
-    notice.phone = in.getPhone();
-    notice.sessionId = in.getSessionId();
-    notice.reason = in.getReason();
-  } catch (...) {
-    spdlog::warn("cluster: dropped an unreadable kick notice");
-    return;
-  }
-  auto handler = transport->kickHandler_;
-  transport->kickThread_->post(
-      [handler, notice = std::move(notice)]() mutable { handler(std::move(notice)); });
+  subscribe<KickNotice>(
+      nodeKickSubject(options_.node), thread,
+      [](const void* data, std::size_t size) {
+        RecordReader reader(data, size);
+        auto in = reader.get<proto::cluster::KickNotice>();
+        return KickNotice{in.getPhone(), in.getSessionId(), in.getReason()};
+      },
+      std::move(handler));
 }
 
 // ---------------------------------------------------------------- presence notices
@@ -311,36 +302,25 @@ void DeliveryTransport::publishPresence(const PresenceNotice& notice) {
 
 void DeliveryTransport::listenPresence(net::NetworkThread& thread,
                                        std::function<void(PresenceNotice)> handler) {
-  presenceThread_ = &thread;
-  presenceHandler_ = std::move(handler);
-  requireOk(natsConnection_Subscribe(&presenceSubscription_, link_.connection(), "sb.presence.>",
-                                     &DeliveryTransport::onPresence, this),
-            "subscribing to sb.presence.>");
-}
-
-void DeliveryTransport::onPresence(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {
-  OwnedMsg msg(raw);
-  auto* transport = static_cast<DeliveryTransport*>(self);
-  PresenceNotice notice;
-  try {
-    RecordReader reader(natsMsg_GetData(msg.get()),
-                        static_cast<std::size_t>(natsMsg_GetDataLength(msg.get())));
-    auto in = reader.get<proto::cluster::PresenceNotice>();
-    notice.node = in.getNode();
-    if (notice.node == transport->options_.node) return;  // our own
-    notice.phone = in.getPhone();
-    notice.state = in.getState();
-    notice.lastSeen = in.getLastSeen();
-    notice.typing = in.getTyping();
-    notice.to = in.getTo();
-    for (auto contact : in.getContacts()) notice.contacts.emplace_back(contact);
-  } catch (...) {
-    spdlog::warn("cluster: dropped an unreadable presence notice");
-    return;
-  }
-  auto handler = transport->presenceHandler_;
-  transport->presenceThread_->post(
-      [handler, notice = std::move(notice)]() mutable { handler(std::move(notice)); });
+  // Every node publishes and hears sb.presence.>: its own notices are dropped here.
+  subscribe<PresenceNotice>(
+      "sb.presence.>", thread,
+      [](const void* data, std::size_t size) {
+        RecordReader reader(data, size);
+        auto in = reader.get<proto::cluster::PresenceNotice>();
+        PresenceNotice notice;
+        notice.node = in.getNode();
+        notice.phone = in.getPhone();
+        notice.state = in.getState();
+        notice.lastSeen = in.getLastSeen();
+        notice.typing = in.getTyping();
+        notice.to = in.getTo();
+        for (auto contact : in.getContacts()) notice.contacts.emplace_back(contact);
+        return notice;
+      },
+      [node = options_.node, handler = std::move(handler)](PresenceNotice notice) {
+        if (notice.node != node) handler(std::move(notice));
+      });
 }
 
 }  // namespace switchboard::cluster

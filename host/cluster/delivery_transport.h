@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -127,23 +128,23 @@ class DeliveryTransport {
 
  private:
   void ensureStream();
-  static void onNotice(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
-  static void onKick(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
-  static void onPresence(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
+  // One subscription: each message is decoded on the libnats thread (`decode`
+  // throws on bytes it cannot read: the message is dropped, logged) and handed
+  // to its handler on the listening network thread.
+  struct Listener {
+    std::function<void(__natsMsg*)> onMessage;  // decodes, then posts to the thread
+    __natsSubscription* subscription = nullptr;
+  };
+  template <class T>
+  void subscribe(const std::string& subject, net::NetworkThread& thread,
+                 T (*decode)(const void* data, std::size_t size), std::function<void(T)> handler);
+  static void onMessage(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* listener);
 
   NatsLink& link_;
   const DeliveryTransportOptions options_;
   std::mutex mutex_;
   bool streamReady_ = false;
-  __natsSubscription* subscription_ = nullptr;
-  net::NetworkThread* listenThread_ = nullptr;
-  std::function<void(QueuedEnvelope)> handler_;
-  __natsSubscription* kickSubscription_ = nullptr;
-  net::NetworkThread* kickThread_ = nullptr;
-  std::function<void(KickNotice)> kickHandler_;
-  __natsSubscription* presenceSubscription_ = nullptr;
-  net::NetworkThread* presenceThread_ = nullptr;
-  std::function<void(PresenceNotice)> presenceHandler_;
+  std::vector<std::unique_ptr<Listener>> listeners_;  // listen*() calls; once each
 };
 
 // The stream subject an envelope for `recipient` is stored under, and the
