@@ -650,7 +650,12 @@ std::future<SendResult> Client::sendAsync(const std::string& to, const std::stri
 void Client::sendAsync(const std::string& to, const std::string& body,
                        std::optional<std::string> clientMsgId, SendCallback done) {
   // A holder that reports "disconnected" if the client closes before an answer.
+  // Built in place and never copied: a copy's destructor would report
+  // "closed" for a send still under way (and the callback would run twice).
   struct Pending {
+    explicit Pending(SendCallback callback) : done(std::move(callback)) {}
+    Pending(const Pending&) = delete;
+    Pending& operator=(const Pending&) = delete;
     SendCallback done;
     ~Pending() {
       if (done) {
@@ -662,7 +667,7 @@ void Client::sendAsync(const std::string& to, const std::string& body,
       if (auto callback = std::exchange(done, nullptr)) callback(std::move(result), error);
     }
   };
-  auto pending = std::make_shared<Pending>(Pending{std::move(done)});
+  auto pending = std::make_shared<Pending>(std::move(done));
   auto self = impl_;
   bool posted = impl_->thread.post([self, pending, to, body,
                                     id = clientMsgId.value_or(newClientMsgId())]() mutable {

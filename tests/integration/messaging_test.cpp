@@ -2,6 +2,9 @@
 // presence, groups, refused input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <mutex>
+
 #include "../notify/http_receiver.h"
 #include "database_file.h"
 #include "recording_phone.h"
@@ -44,6 +47,36 @@ TEST(Messaging, OnlineMessageGetsSentDeliveredAndReadTicks) {
   ASSERT_TRUE(b.waitForMessages(2));
   EXPECT_EQ(bodiesOf(b.messages()), (std::vector<std::string>{"hello", "second"}));
   EXPECT_EQ(b.messages().at(1).id, second.id);
+}
+
+// The callback form of sendAsync answers once per send, with the result.
+TEST(Messaging, SendAsyncWithACallbackAnswersOnceWithTheResult) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550000011");
+  RecordingPhone b(host.clientOptions(), "+15550000012");
+  a.registerAndLogin(host.sms());
+  b.registerAndLogin(host.sms());
+
+  std::mutex mutex;
+  std::vector<std::string> answers;
+  for (int i = 0; i < 3; ++i) {
+    a.client().sendAsync(
+        b.number(), "m" + std::to_string(i), "c" + std::to_string(i),
+        [&, i](std::optional<client::SendResult> result, const client::ClientError* error) {
+          std::lock_guard lock(mutex);
+          answers.push_back(std::to_string(i) + ":" + (result ? "id" : std::string(error->what())));
+        });
+  }
+  ASSERT_TRUE(b.waitForMessages(3));
+  ASSERT_TRUE(waitUntil([&] {
+    std::lock_guard lock(mutex);
+    return answers.size() >= 3;
+  }));
+  a.client().contacts();  // a later answer: any second callback would have run by now
+  std::lock_guard lock(mutex);
+  std::sort(answers.begin(), answers.end());
+  EXPECT_EQ(answers, (std::vector<std::string>{"0:id", "1:id", "2:id"}));
 }
 
 TEST(Messaging, OfflinePhoneGetsQueuedMessagesInOrderAndAPush) {
