@@ -179,12 +179,13 @@ HostProcess::HostProcess(HostConfig config)
   try {
     p.listener = std::make_unique<net::RpcListener>(
         threadPointers, config_.listen,
-        [this, gateway](const net::ConnectionInfo& info) {
+        [gateway](const net::ConnectionInfo& info) {
           // A successful Gateway.login lifts the connection's login deadline.
+          // Through info.listener, not parts_->listener: a phone that reconnects at
+          // once can log in before the constructor below has returned.
           return net::watchMethod(
-              gateway(info), capnp::typeId<proto::Gateway>(), loginMethod(), [this, info] {
-                parts_->listener->markLoggedIn(info.threadIndex, info.connectionId);
-              });
+              gateway(info), capnp::typeId<proto::Gateway>(), loginMethod(),
+              [info] { info.listener->markLoggedIn(info.threadIndex, info.connectionId); });
         },
         net::DisconnectHook(), phoneLimits);
   } catch (const std::exception& e) {

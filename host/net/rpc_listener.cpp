@@ -215,7 +215,8 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    ConnectionInfo info{describePeer(fd), index, listener.nextConnectionId_.fetch_add(1) + 1};
+    ConnectionInfo info{describePeer(fd), index, listener.nextConnectionId_.fetch_add(1) + 1,
+                        &listener};
     const ConnectionLimits& limits = listener.limits_;
     std::string countedAddress;
     if (limits.maxConnectionsPerPeer > 0) {

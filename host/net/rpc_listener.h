@@ -19,12 +19,17 @@
 namespace switchboard::net {
 
 class NetworkThread;
+class RpcListener;
 
 // Who is on the other end of one accepted connection.
 struct ConnectionInfo {
   std::string peer;           // "1.2.3.4:5678", "[::1]:5678" or "unix"
   size_t threadIndex = 0;     // index into the listener's threads: the loop serving it
   uint64_t connectionId = 0;  // unique within the listener, from 1
+  // The listener that accepted it (null for connections that come another way, such as
+  // the web endpoint's). Usable from the first call on: a listener accepts from its
+  // constructor on, before whoever builds it has stored it anywhere.
+  RpcListener* listener = nullptr;
 };
 
 // Makes the bootstrap capability for a new connection. Called on the connection's loop
