@@ -184,6 +184,11 @@ export class Store {
   }
 
   // The send returned: the server id and time, and the "sent" tick (ticks only go up).
+  // Ticks for server ids this phone does not know yet: a receipt may arrive just before
+  // the reply to its send (the reader's receipt and the send's reply travel separately).
+  // markSent applies them. Bounded: the oldest go first.
+  private earlyTicks = new Map<string, Tick>();
+
   async markSent(uid: string, sid: string, ts: number): Promise<StoredMessage | undefined> {
     const tx = this.db.transaction("messages", "readwrite");
     const messages = tx.objectStore("messages");
@@ -192,6 +197,11 @@ export class Store {
     m.sid = sid;
     m.ts = ts;
     if (tickRank[m.tick] < tickRank.sent) m.tick = "sent";
+    const early = this.earlyTicks.get(sid);
+    if (early !== undefined) {
+      this.earlyTicks.delete(sid);
+      if (tickRank[m.tick] < tickRank[early]) m.tick = early;
+    }
     messages.put(m);
     await done(tx);
     return m;
@@ -204,7 +214,18 @@ export class Store {
     const changed: StoredMessage[] = [];
     for (const r of receipts) {
       const m: StoredMessage | undefined = await request(messages.index("sid").get(r.sid));
-      if (!m || m.dir !== "out" || tickRank[m.tick] >= tickRank[r.tick]) continue;
+      if (!m) {
+        const known = this.earlyTicks.get(r.sid);
+        if (known === undefined || tickRank[known] < tickRank[r.tick]) {
+          this.earlyTicks.delete(r.sid);
+          this.earlyTicks.set(r.sid, r.tick);
+          if (this.earlyTicks.size > 1000) {
+            this.earlyTicks.delete(this.earlyTicks.keys().next().value as string);
+          }
+        }
+        continue;
+      }
+      if (m.dir !== "out" || tickRank[m.tick] >= tickRank[r.tick]) continue;
       m.tick = r.tick;
       messages.put(m);
       changed.push(m);
