@@ -132,7 +132,10 @@ interface Inbox {
   # Session.send): drop repeats by `id` and by (`from`, `clientMsgId`).
 
   receipt @1 (receipts :List(Receipt));
-  # Delivered/read ticks for messages this phone sent.
+  # Delivered/read ticks for messages this phone sent. The server sends the
+  # "delivered" tick after the reply to the send, but a "read" tick (it comes
+  # from another phone's connection) can arrive just before that reply: keep
+  # a tick for an id not known yet until the reply names it.
 
   presence @2 (updates :List(PresenceUpdate));
   # Presence and typing of this phone's contacts, as it changes.
