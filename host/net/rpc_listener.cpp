@@ -1,7 +1,7 @@
 #include "net/rpc_listener.h"
 
+#include "net/accept_loop.h"
 #include "net/asio_stream.h"
-#include "net/fd_readiness.h"
 #include "net/network_thread.h"
 
 #include <capnp/rpc-twoparty.h>
@@ -23,11 +23,9 @@
 namespace switchboard::net {
 namespace {
 
-// While the process (or system) is out of descriptors or memory, an acceptor stays readable
-// and every accept4() fails at once; retrying would spin a core and flood the log. Pending
-// connections wait in the kernel backlog meanwhile.
-constexpr std::chrono::milliseconds kAcceptBackoff{100};
-// The warning about such a pause repeats at most this often while the shortage lasts.
+// While the process (or system) is out of descriptors or memory, every accept4() fails at
+// once (acceptConnections pauses; pending connections wait in the kernel backlog). The
+// warning about such a pause repeats at most this often while the shortage lasts.
 constexpr std::chrono::seconds kShortageWarningInterval{10};
 
 bool isResourceShortage(int error) {
@@ -159,7 +157,9 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
 
   void startAccepting(int fd) {
     acceptor.emplace(thread.ioContext(), fd);
-    acceptTask = acceptLoop();
+    acceptTask = acceptConnections(
+        *acceptor, [this](int accepted) { serve(accepted); },
+        [this](int error) { reportFailure(error); });
   }
 
   void stopAccepting() {
@@ -170,27 +170,6 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   void disconnectAll() {
     connections.reset();
     connections.emplace(static_cast<kj::TaskSet::ErrorHandler&>(*this));
-  }
-
-  kj::Promise<void> acceptLoop() {
-    return whenReadable(*acceptor).then([this]() -> kj::Promise<void> {
-      // A bounded batch per wake-up keeps one busy listener from starving the loop.
-      for (int i = 0; i < 64; ++i) {
-        int fd =
-            ::accept4(acceptor->native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-          serve(fd);
-          continue;
-        }
-        int error = errno;
-        if (error == EINTR || error == ECONNABORTED || error == EPROTO) continue;
-        if (error == EAGAIN || error == EWOULDBLOCK) break;
-        // The acceptor stays readable, so retrying now would spin: pause, then try again.
-        reportFailure(error);
-        return afterDelay(thread.ioContext(), kAcceptBackoff).then([this] { return acceptLoop(); });
-      }
-      return acceptLoop();
-    });
   }
 
   // At most one line per kShortageWarningInterval, however often accepting fails (with a

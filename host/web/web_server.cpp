@@ -1,8 +1,8 @@
 #include "web/web_server.h"
 
+#include "net/accept_loop.h"
 #include "net/asio_stream.h"
 #include "net/asio_timer.h"
-#include "net/fd_readiness.h"
 #include "net/network_thread.h"
 
 #include <capnp/compat/websocket-rpc.h>
@@ -29,7 +29,6 @@ namespace switchboard::web {
 namespace {
 
 // Out of descriptors or memory, an acceptor pauses this long instead of spinning.
-constexpr auto kAcceptBackoff = 100 * kj::MILLISECONDS;
 constexpr std::chrono::seconds kFailureWarningInterval{10};
 // Largest static file served (the app is a few hundred KB).
 constexpr std::size_t kMaxFileBytes = 8 << 20;
@@ -135,7 +134,9 @@ struct WebServer::ThreadState final : private kj::TaskSet::ErrorHandler {
 
   void startAccepting(int fd) {
     acceptor.emplace(thread.ioContext(), fd);
-    acceptTask = acceptLoop();
+    acceptTask = net::acceptConnections(
+        *acceptor, [this](int accepted) { serve(accepted); },
+        [this](int error) { reportFailure(error); });
   }
 
   void stopAccepting() {
@@ -145,28 +146,13 @@ struct WebServer::ThreadState final : private kj::TaskSet::ErrorHandler {
 
   void dropConnections() { connections.reset(); }
 
-  kj::Promise<void> acceptLoop() {
-    return net::whenReadable(*acceptor).then([this]() -> kj::Promise<void> {
-      for (int i = 0; i < 64; ++i) {
-        int fd =
-            ::accept4(acceptor->native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-          serve(fd);
-          continue;
-        }
-        int error = errno;
-        if (error == EINTR || error == ECONNABORTED || error == EPROTO) continue;
-        if (error == EAGAIN || error == EWOULDBLOCK) break;
-        auto now = std::chrono::steady_clock::now();
-        if (now >= nextFailureWarning) {
-          nextFailureWarning = now + kFailureWarningInterval;
-          spdlog::warn("web: accept on {} failed: {}; pausing 100 ms at a time",
-                       server.endpoint_.text(), std::strerror(error));
-        }
-        return timer.afterDelay(kAcceptBackoff).then([this] { return acceptLoop(); });
-      }
-      return acceptLoop();
-    });
+  // At most one line per kFailureWarningInterval while accepting keeps failing.
+  void reportFailure(int error) {
+    auto now = std::chrono::steady_clock::now();
+    if (now < nextFailureWarning) return;
+    nextFailureWarning = now + kFailureWarningInterval;
+    spdlog::warn("web: accept on {} failed: {}; pausing {} ms at a time", server.endpoint_.text(),
+                 std::strerror(error), net::kAcceptBackoff.count());
   }
 
   void serve(int fd) {
