@@ -2,6 +2,7 @@
 
 #include "net/accept_loop.h"
 #include "net/asio_stream.h"
+#include "net/asio_timer.h"
 #include "net/network_thread.h"
 
 #include <capnp/rpc-twoparty.h>
@@ -11,8 +12,6 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <asio/steady_timer.hpp>
 
 #include <cerrno>
 #include <chrono>
@@ -30,37 +29,6 @@ constexpr std::chrono::seconds kShortageWarningInterval{10};
 
 bool isResourceShortage(int error) {
   return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
-}
-
-// Owns an asio::steady_timer for a kj::newAdaptedPromise; dropping the promise cancels the
-// timer, whose handler then touches only the shared slot.
-class SteadyTimerAdapter {
- public:
-  SteadyTimerAdapter(kj::PromiseFulfiller<void>& fulfiller, asio::io_context& io,
-                     std::chrono::steady_clock::duration delay)
-      : slot_(std::make_shared<kj::PromiseFulfiller<void>*>(&fulfiller)), timer_(io, delay) {
-    timer_.async_wait([slot = slot_](const asio::error_code&) {
-      if (kj::PromiseFulfiller<void>* waiting = *slot) {
-        *slot = nullptr;
-        waiting->fulfill();
-      }
-    });
-  }
-  ~SteadyTimerAdapter() {
-    *slot_ = nullptr;
-    timer_.cancel();
-  }
-  SteadyTimerAdapter(const SteadyTimerAdapter&) = delete;
-  SteadyTimerAdapter& operator=(const SteadyTimerAdapter&) = delete;
-
- private:
-  std::shared_ptr<kj::PromiseFulfiller<void>*> slot_;  // null once fired or dropped
-  asio::steady_timer timer_;
-};
-
-// Resolves after `delay`; for the thread running `io`.
-kj::Promise<void> afterDelay(asio::io_context& io, std::chrono::steady_clock::duration delay) {
-  return kj::newAdaptedPromise<void, SteadyTimerAdapter>(io, delay);
 }
 
 // "1.2.3.4" for "1.2.3.4:5678", "[::1]" for "[::1]:5678"; empty for a Unix peer, which is
@@ -151,7 +119,7 @@ struct RpcListener::Connection {
 // What the listener keeps on one thread; created, used and destroyed on that thread.
 struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   ThreadState(RpcListener& listener, size_t index, NetworkThread& thread)
-      : listener(listener), index(index), thread(thread) {
+      : listener(listener), index(index), thread(thread), timer(thread.ioContext()) {
     connections.emplace(static_cast<kj::TaskSet::ErrorHandler&>(*this));
   }
 
@@ -238,7 +206,7 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     Tracked& tracked = live[id];
     tracked.cut = kj::mv(cut.fulfiller);
     if (limits.loginDeadline.count() > 0) {
-      tracked.deadline = afterDelay(thread.ioContext(), limits.loginDeadline)
+      tracked.deadline = timer.afterDelay(limits.loginDeadline.count() * kj::MILLISECONDS)
                              .then([this, id, peer, deadline = limits.loginDeadline] {
                                refusals.warn("disconnecting {}: not logged in within {} ms", peer,
                                              deadline.count());
@@ -267,6 +235,7 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   RpcListener& listener;
   const size_t index;
   NetworkThread& thread;
+  AsioTimer timer;  // the login deadlines
   std::optional<asio::posix::stream_descriptor> acceptor;
   kj::Promise<void> acceptTask = nullptr;
   // Rate limit for the line about failing accepts (out of descriptors, say).
