@@ -39,6 +39,7 @@ struct SessionRecord {
   node @0 :Text;
   sessionId @1 :UInt64;      # unique per login: tells a newer login from an older one
   atMs @2 :Int64;
+  lastNode @3 :Text;         # released (node empty): the node that held the phone last
 }
 
 struct ContactList {
@@ -78,6 +79,17 @@ struct Envelope {
 struct KickNotice {
   # Core NATS subject sb.node.<node>.kick: close the phone's session there if
   # it is still `sessionId`, telling the phone `reason`. Fire and forget.
+  phone @0 :Text;
+  sessionId @1 :UInt64;
+  reason @2 :Text;
+}
+
+struct HandoverRequest {
+  # Core NATS request on sb.node.<node>.handover, from the node a phone just
+  # logged in on to the node that held it: close session `sessionId` there (0:
+  # none is open), move what that node's store holds for the phone into the
+  # stream, then answer (an empty reply). The new node imports after the
+  # answer, so what the old node held arrives before what came after it.
   phone @0 :Text;
   sessionId @1 :UInt64;
   reason @2 :Text;

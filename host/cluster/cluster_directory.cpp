@@ -1,6 +1,7 @@
 #include "cluster/cluster_directory.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "cluster/cluster_records.h"
 #include "cluster/nats_link.h"
@@ -87,13 +88,15 @@ std::string locationBytes(const SessionLocation& where) {
   out.setNode(where.node);
   out.setSessionId(where.sessionId);
   out.setAtMs(where.atMs);
+  out.setLastNode(where.lastNode);
   return recordBytes(message);
 }
 
 SessionLocation locationFrom(const KvValue& value) {
   RecordReader reader(value.bytes.data(), value.bytes.size());
   auto in = reader.get<proto::cluster::SessionRecord>();
-  return SessionLocation{in.getNode(), in.getSessionId(), in.getAtMs(), value.revision};
+  return SessionLocation{in.getNode(), in.getSessionId(), in.getAtMs(), value.revision,
+                         in.getLastNode()};
 }
 
 // Writes `bytes` under `key` only over `revision` (0: only if absent).
@@ -228,7 +231,7 @@ bool ClusterDirectory::claim(const std::string& phone, const SessionLocation& wh
       auto current = locationFrom(*value);
       if (current.sessionId == where.sessionId && current.node == where.node) return true;
       if (current.atMs > where.atMs) return false;  // a newer login holds the phone
-      if (previous != nullptr && !current.node.empty()) *previous = current;
+      if (previous != nullptr && !current.holder().empty()) *previous = current;
     }
     if (writeOver(sessions_, key, locationBytes(where), value ? value->revision : 0)) return true;
   }
@@ -246,7 +249,7 @@ void ClusterDirectory::release(const std::string& phone, std::uint64_t sessionId
   auto current = locationFrom(*value);
   if (current.sessionId != sessionId || current.node.empty()) return;
   if (!node.empty() && current.node != node) return;
-  current.node.clear();
+  current.lastNode = std::exchange(current.node, {});
   sessions_.update(key, locationBytes(current), value->revision);
 }
 

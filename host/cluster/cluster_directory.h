@@ -56,6 +56,10 @@ struct SessionLocation {
   std::uint64_t sessionId = 0;  // unique per login
   std::int64_t atMs = 0;        // when the login happened (the claiming node's clock)
   std::uint64_t revision = 0;
+  std::string lastNode{};  // a released record (node empty): the node that held the phone last
+
+  // The node that holds the phone, or held it last; empty: never claimed.
+  const std::string& holder() const { return node.empty() ? lastNode : node; }
 };
 
 class ClusterDirectory {
@@ -96,7 +100,9 @@ class ClusterDirectory {
   // the one recorded loses: returns false and changes nothing. The node that
   // held the phone before sees the change through watchLocations and closes
   // its session ("logged in elsewhere").
-  // `previous`, when given, receives the location the claim replaced (if any).
+  // `previous`, when given, receives the record the claim replaced (if any),
+  // released ones too: its holder() is the node whose store may still hold
+  // rows for the phone.
   bool claim(const std::string& phone, const SessionLocation& where,
              std::optional<SessionLocation>* previous = nullptr);
   // The phone's session `sessionId` ended: forget it, unless a newer login replaced it.

@@ -91,6 +91,10 @@ std::string nodeKickSubject(const std::string& node) {
   return "sb.node." + encodeKeyToken(node) + ".kick";
 }
 
+std::string nodeHandoverSubject(const std::string& node) {
+  return "sb.node." + encodeKeyToken(node) + ".handover";
+}
+
 DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions options)
     : link_(link), options_(std::move(options)) {}
 
@@ -223,6 +227,10 @@ void DeliveryTransport::subscribe(const std::string& subject, net::NetworkThread
       spdlog::warn("cluster: dropped an unreadable message on {}", natsMsg_GetSubject(msg));
       return;
     }
+    if constexpr (requires { item->replyTo; }) {
+      const char* reply = natsMsg_GetReply(msg);
+      if (reply != nullptr) item->replyTo = reply;
+    }
     thread.post([handler, item = std::move(*item)]() mutable { handler(std::move(item)); });
   };
   requireOk(natsConnection_Subscribe(&listener->subscription, link_.connection(), subject.c_str(),
@@ -275,6 +283,54 @@ void DeliveryTransport::listenKicks(net::NetworkThread& thread,
         return KickNotice{in.getPhone(), in.getSessionId(), in.getReason()};
       },
       std::move(handler));
+}
+
+// ---------------------------------------------------------------- handovers
+
+bool DeliveryTransport::handOver(const std::string& node, const HandoverRequest& request,
+                                 std::chrono::milliseconds timeout) {
+  if (!link_.isConnected()) return false;
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<proto::cluster::HandoverRequest>();
+  out.setPhone(request.phone);
+  out.setSessionId(request.sessionId);
+  out.setReason(request.reason);
+  std::string bytes = recordBytes(message);
+  std::string subject = nodeHandoverSubject(node);
+  natsMsg* raw = nullptr;
+  natsStatus status = natsConnection_Request(&raw, link_.connection(), subject.c_str(),
+                                             bytes.data(), static_cast<int>(bytes.size()),
+                                             static_cast<std::int64_t>(timeout.count()));
+  OwnedMsg reply(raw);
+  if (status != NATS_OK) {
+    // NATS_NO_RESPONDERS: the node is gone; NATS_TIMEOUT: it did not answer in time.
+    spdlog::info("cluster: handover of {} from {} not answered: {}", request.phone, node,
+                 natsStatus_GetText(status));
+    return false;
+  }
+  return true;
+}
+
+void DeliveryTransport::listenHandovers(net::NetworkThread& thread,
+                                        std::function<void(HandoverRequest)> handler) {
+  subscribe<HandoverRequest>(
+      nodeHandoverSubject(options_.node), thread,
+      [](const void* data, std::size_t size) {
+        RecordReader reader(data, size);
+        auto in = reader.get<proto::cluster::HandoverRequest>();
+        return HandoverRequest{in.getPhone(), in.getSessionId(), in.getReason(), {}};
+      },
+      std::move(handler));
+}
+
+void DeliveryTransport::answerHandover(const HandoverRequest& request) {
+  if (request.replyTo.empty() || !link_.isConnected()) return;
+  natsStatus status =
+      natsConnection_Publish(link_.connection(), request.replyTo.c_str(), nullptr, 0);
+  if (status != NATS_OK) {
+    spdlog::debug("cluster: handover answer for {} not sent: {}", request.phone,
+                  natsStatus_GetText(status));
+  }
 }
 
 // ---------------------------------------------------------------- presence notices

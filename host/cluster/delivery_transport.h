@@ -12,7 +12,9 @@
 //   the first copy's server id back (duplicate = true).
 // - Order per (sender, recipient): one node publishes one sender's envelopes
 //   in the order it acknowledges them (the worker thread is serial), JetStream
-//   numbers them in that order, and a phone is fed in server-id order.
+//   numbers them in that order. Rows a node hands back come later in the
+//   stream than they were sent; the importing node orders each import by
+//   sending time (host/messaging/cluster_messaging.cpp).
 // - notify() is the live push: a core NATS message to the node holding the
 //   recipient (sb.node.<node>.inbox) carrying the envelope and its server id.
 //   It may be lost (that node died, NATS blinked): the envelope still waits in
@@ -80,6 +82,16 @@ struct KickNotice {
   std::string reason;
 };
 
+// "Hand the phone over": what a node that took a phone over asks the node
+// that held it (HandoverRequest in proto/cluster.capnp). `replyTo` is the
+// request's reply subject, filled in on the receiving side.
+struct HandoverRequest {
+  std::string phone;
+  std::uint64_t sessionId = 0;  // the session to close there; 0: none open
+  std::string reason;
+  std::string replyTo;
+};
+
 struct QueuedEnvelope {
   std::uint64_t serverId = 0;
   Envelope envelope;
@@ -121,6 +133,14 @@ class DeliveryTransport {
   // while degraded). listenKicks() runs `handler` on `thread`; once.
   void sendKick(const std::string& node, const KickNotice& notice);
   void listenKicks(net::NetworkThread& thread, std::function<void(KickNotice)> handler);
+  // Handovers, core NATS request/reply on sb.node.<node>.handover. handOver()
+  // blocks (worker thread) until `node` answers: true; false when no node
+  // answers within `timeout` or NATS is away (logged). listenHandovers() runs
+  // `handler` on `thread`; the handler must call answerHandover() once done.
+  bool handOver(const std::string& node, const HandoverRequest& request,
+                std::chrono::milliseconds timeout);
+  void listenHandovers(net::NetworkThread& thread, std::function<void(HandoverRequest)> handler);
+  void answerHandover(const HandoverRequest& request);
   // Presence notices, core NATS on sb.presence.<phone>: every node hears every
   // phone's (a small cluster's worth; no durability). Not flushed.
   void publishPresence(const PresenceNotice& notice);
@@ -130,7 +150,8 @@ class DeliveryTransport {
   void ensureStream();
   // One subscription: each message is decoded on the libnats thread (`decode`
   // throws on bytes it cannot read: the message is dropped, logged) and handed
-  // to its handler on the listening network thread.
+  // to its handler on the listening network thread. A T with a `replyTo`
+  // member is given the message's reply subject.
   struct Listener {
     std::function<void(__natsMsg*)> onMessage;  // decodes, then posts to the thread
     __natsSubscription* subscription = nullptr;
@@ -152,5 +173,6 @@ class DeliveryTransport {
 std::string inboxSubject(const std::string& recipient);
 std::string nodeNoticeSubject(const std::string& node);
 std::string nodeKickSubject(const std::string& node);
+std::string nodeHandoverSubject(const std::string& node);
 
 }  // namespace switchboard::cluster

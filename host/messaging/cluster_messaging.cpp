@@ -9,8 +9,10 @@
 //   the cluster's counter, message-id blocks too (MessageIds), so ids stay
 //   unique whichever node a sender uses.
 // - Where a phone is: a login claims sb_sessions/<phone>; the node that held
-//   the phone before is told to close that session (a kick notice); the end
-//   of a session releases the claim.
+//   the phone before (open or released) is asked to hand it over: it closes
+//   that session and moves what its store holds for the phone into the stream,
+//   and only then does the new node import, so order survives the move. The
+//   end of a session releases the claim.
 // - Delivery: a message or receipt for a phone with no session here goes into
 //   the SB_INBOX stream; the sender's ack settles on JetStream's PubAck (the
 //   "durable" of "delivered or durable"), and the node holding the phone is
@@ -28,6 +30,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <iterator>
+#include <tuple>
 
 #include "cluster/cluster_node.h"
 #include "messaging/durable_write.h"
@@ -46,8 +50,12 @@ using session::ReceiptKind;
 
 namespace {
 
-// Stream envelopes moved into the store per write (and rows out of it per export).
+// Stream envelopes read per request (and rows moved out of the store per export).
 constexpr std::size_t kImportPage = 256;
+// Envelopes one import puts in order and writes at once.
+constexpr std::size_t kImportPass = 10000;
+// How long a login waits for the node that held the phone to hand it over.
+constexpr auto kHandoverTimeout = std::chrono::milliseconds(2000);
 // How often a node looks for rows in its store for phones that are not here.
 constexpr auto kStrandedSweep = std::chrono::seconds(3);
 
@@ -118,6 +126,21 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
   node.transport().listenKicks(listener, [this](cluster::KickNotice notice) {
     auto ref = sessions_.find(notice.phone);
     if (ref && ref->sessionId == notice.sessionId) kick(*ref, notice.reason);
+  });
+  node.transport().listenHandovers(listener, [this](cluster::HandoverRequest request) {
+    if (request.sessionId != 0) {
+      auto ref = sessions_.find(request.phone);
+      if (ref && ref->sessionId == request.sessionId) kick(*ref, request.reason);
+    }
+    cluster_->link().post([this, request = std::move(request)]() {
+      try {
+        exportStranded(request.phone);
+        spdlog::info("cluster: handed {} over ({})", request.phone, request.reason);
+      } catch (const std::exception& e) {
+        spdlog::warn("cluster: handing {} over: {}", request.phone, e.what());
+      }
+      cluster_->transport().answerHandover(request);
+    });
   });
 }
 
@@ -231,9 +254,12 @@ void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) 
     try {
       std::optional<cluster::SessionLocation> previous;
       won = cluster_->directory().claim(phone, where, &previous);
-      if (won && previous && previous->node != where.node) {
-        cluster_->transport().sendKick(previous->node,
-                                       {phone, previous->sessionId, "logged in elsewhere"});
+      if (won && previous && previous->holder() != where.node) {
+        // What that node still holds for the phone goes into the stream before
+        // this node imports (or, when it does not answer, a sweep later).
+        std::uint64_t open = previous->node.empty() ? 0 : previous->sessionId;
+        cluster_->transport().handOver(previous->holder(), {phone, open, "logged in elsewhere", {}},
+                                       kHandoverTimeout);
       }
       if (won) {
         importContacts(phone);
@@ -365,7 +391,7 @@ void MessagingService::catchUp(bool reclaim) {
           kick(ref, "logged in elsewhere");  // logged in elsewhere while we were away
           continue;
         }
-        if (previous && previous->node != where.node) {
+        if (previous && !previous->node.empty() && previous->node != where.node) {
           cluster_->transport().sendKick(previous->node,
                                          {ref.phone, previous->sessionId, "logged in elsewhere"});
         }
@@ -482,8 +508,28 @@ void MessagingService::importFromStream(const std::string& phone) {
   std::size_t imported = 0;
   std::size_t importedMessages = 0;
   for (;;) {
-    auto items = transport.pending(phone, 0, kImportPage);
+    // One pass reads what waits (up to kImportPass), then writes it in order.
+    std::vector<cluster::QueuedEnvelope> items;
+    for (std::uint64_t after = 0; items.size() < kImportPass;) {
+      auto page = transport.pending(phone, after, kImportPage);
+      if (page.empty()) break;
+      after = page.back().serverId;
+      std::move(page.begin(), page.end(), std::back_inserter(items));
+      if (page.size() < kImportPage) break;
+    }
     if (items.empty()) break;
+    // Stream order is arrival order, and rows a node hands back (a phone that
+    // moved, NATS that was away) arrive after messages sent later. The order
+    // a sender's node accepted them in is the order of their timestamps, then
+    // of their ids (one node's ids for a sender grow).
+    std::stable_sort(items.begin(), items.end(), [](const auto& x, const auto& y) {
+      const cluster::Envelope& a = x.envelope;
+      const cluster::Envelope& b = y.envelope;
+      bool aMessage = a.kind == cluster::Envelope::Kind::message;
+      bool bMessage = b.kind == cluster::Envelope::Kind::message;
+      if (!aMessage || !bMessage) return aMessage && !bMessage;  // receipts after, in order
+      return std::tie(a.sentAtMs, a.messageId) < std::tie(b.sentAtMs, b.messageId);
+    });
     std::int64_t expires = nowMs() + options_.fallbackExpirySeconds * 1000;
     store_.writeAndWait([&](store::Connection& db) {
       // The sender's number is in the message id: a receipt the phone sends
@@ -543,7 +589,7 @@ void MessagingService::importFromStream(const std::string& phone) {
     for (const cluster::QueuedEnvelope& queued : items) {
       if (queued.envelope.kind == cluster::Envelope::Kind::message) ++importedMessages;
     }
-    if (items.size() < kImportPage) break;
+    if (items.size() < kImportPass) break;
   }
   if (imported == 0) return;
   spdlog::debug("cluster: imported {} messages and {} receipts for {} from the stream",

@@ -152,6 +152,29 @@ TEST_F(TwoNodes, ALoginOnNodeBIsSeenByNodeAsWatcherAndAnOlderClaimLoses) {
   EXPECT_EQ(seen, (Seen{{"+15550001", "a"}, {"+15550001", "b"}, {"+15550001", ""}}));
 }
 
+TEST_F(TwoNodes, AClaimReportsTheNodeThatHeldThePhoneEvenAfterItsRelease) {
+  ClusterDirectory a(*linkA);
+  ClusterDirectory b(*linkB);
+  std::optional<SessionLocation> previous;
+  ASSERT_TRUE(a.claim("+15550003", {"a", 11, 1000, 0}, &previous));
+  EXPECT_FALSE(previous.has_value()) << "a first login replaces nothing";
+
+  // Open on a: the claim on b replaces it, and names a's session.
+  ASSERT_TRUE(b.claim("+15550003", {"b", 22, 2000, 0}, &previous));
+  ASSERT_TRUE(previous.has_value());
+  EXPECT_EQ(previous->node, "a");
+  EXPECT_EQ(previous->sessionId, 11u);
+  EXPECT_EQ(previous->holder(), "a");
+
+  // Released on b: no session is open, but b is still the node that held it.
+  b.release("+15550003", 22, "b");
+  EXPECT_FALSE(a.location("+15550003").has_value());
+  ASSERT_TRUE(a.claim("+15550003", {"a", 12, 3000, 0}, &previous));
+  ASSERT_TRUE(previous.has_value());
+  EXPECT_EQ(previous->node, "");
+  EXPECT_EQ(previous->holder(), "b");
+}
+
 TEST_F(TwoNodes, TheDirectoryOutlivesANatsRestartAndFailsFastWhileItIsDown) {
   ClusterDirectory a(*linkA);
   ASSERT_TRUE(a.writeUser({"+15550007", "hash", "p", 1, 0}));

@@ -10,7 +10,10 @@
 #include <map>
 #include <memory>
 
+#include "cluster/delivery_transport.h"
+#include "cluster/nats_link.h"
 #include "nats_server.h"
+#include "net/network_thread.h"
 #include "recording_phone.h"
 #include "running_host.h"
 
@@ -304,11 +307,63 @@ TEST_F(ClusterMessaging, AMessageAPhoneDidNotTakeOnBFollowsItToA) {
     return b->log().find("of " + bobOnB->number() + ": logged in elsewhere") != std::string::npos;
   })) << b->log();
   ASSERT_TRUE(bobOnA.waitForMessages(1)) << b->log();
+  // Node a asked b for the phone (b logs it before it answers) before it
+  // imported, rather than waiting for b's periodic sweep.
+  EXPECT_NE(b->log().find("handed " + bobOnB->number() + " over (logged in elsewhere)"),
+            std::string::npos)
+      << b->log();
   EXPECT_EQ(bodiesOf(bobOnA.messages()), std::vector<std::string>{"not taken on b"});
   EXPECT_EQ(bobOnA.messages().at(0).id, sent.id);
   EXPECT_TRUE(alice.waitForReceipt(sent.id, client::ReceiptKind::delivered));
   bobOnB->releaseDeliveries();
   bobOnB.reset();
+}
+
+// A node hands back what it held for a phone after messages sent later went
+// straight into the stream (the phone moved, or NATS was away). The node the
+// phone logs in on puts them back in the order they were sent. The test plays
+// the handing-back node itself: it publishes, last, a message of alice's that
+// was sent before the two already waiting.
+TEST_F(ClusterMessaging, WhatANodeHandsBackLateIsDeliveredInTheOrderItWasSent) {
+  RecordingPhone alice(a->clientOptions(), "+15550009091");
+  alice.registerAndLogin(a->sms());
+  std::string bobKey;
+  {
+    RecordingPhone bobOnB(b->clientOptions(), "+15550009092");
+    bobOnB.registerAndLogin(b->sms());
+    bobKey = bobOnB.key();
+    bobOnB.client().logout();
+  }
+  auto one = alice.client().send("+15550009092", "one");
+  auto two = alice.client().send("+15550009092", "two");
+  ASSERT_LT(one.id, two.id);
+
+  net::NetworkThread thread("handing-back");
+  thread.start();
+  {
+    cluster::NatsLinkOptions options;
+    options.url = nats.url();
+    options.clientName = "handing-back";
+    cluster::NatsLink link(options, thread);
+    ASSERT_TRUE(waitUntil([&] { return link.isConnected(); }));
+    cluster::DeliveryTransport transport(link, {"b"});
+    cluster::Envelope zero;
+    zero.sender = alice.number();
+    zero.recipient = "+15550009092";
+    zero.clientMsgId = "handed-back-zero";
+    zero.body = "zero";
+    zero.sentAtMs = one.timestamp - 1000;  // a second before "one"
+    zero.messageId = one.id - 1;           // alice's number, a sequence she never used
+    zero.exactlyOnceKey = "x/1/" + std::to_string(zero.messageId);
+    EXPECT_FALSE(transport.publish(zero).duplicate);
+  }
+  thread.stop();
+
+  RecordingPhone bobOnA(a->clientOptions(), "+15550009092");
+  bobOnA.setKey(bobKey);
+  bobOnA.login();
+  ASSERT_TRUE(bobOnA.waitForMessages(3));
+  EXPECT_EQ(bodiesOf(bobOnA.messages()), (std::vector<std::string>{"zero", "one", "two"}));
 }
 
 TEST_F(ClusterMessaging, PresenceAndTypingCrossNodesBetweenMutualContacts) {
