@@ -10,9 +10,11 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <type_traits>
 #include <utility>
@@ -112,6 +114,10 @@ PluginOperation toPlain(proto::PluginOperation::Reader in) {
   return PluginOperation{plain(in.getOk()),          plain(in.getError()),
                          plain(in.getFromVersion()), plain(in.getToVersion()),
                          plain(in.getSha256()),      plain(in.getPauseUs())};
+}
+
+NodeOperation toPlain(proto::NodeOperation::Reader in) {
+  return NodeOperation{plain(in.getNode()), plain(in.getAnswered()), toPlain(in.getResult())};
 }
 
 LedgerEntry toPlain(proto::LedgerEntry::Reader in) {
@@ -340,7 +346,7 @@ std::vector<PluginStatus> AdminClient::plugins() {
 }
 
 PluginOperation AdminClient::loadPlugin(const std::string& kind, const std::string& path,
-                                        ProgressCallback progress) {
+                                        ProgressCallback progress, bool waitProbation) {
   auto gate = progress ? std::make_shared<ProgressGate>(std::move(progress)) : nullptr;
   auto closeGate = kj::defer([&gate]() {
     if (gate) gate->close();
@@ -350,6 +356,7 @@ PluginOperation AdminClient::loadPlugin(const std::string& kind, const std::stri
     request.setKind(text(kind));
     request.setPath(text(path));
     if (gate) request.setProgress(kj::heap<ProgressListener>(gate));
+    request.setWaitProbation(waitProbation);
     return request.send().then([](auto response) { return toPlain(response.getResult()); });
   });
 }
@@ -360,6 +367,44 @@ PluginOperation AdminClient::rollbackPlugin(const std::string& kind, const std::
     request.setKind(text(kind));
     request.setVersion(text(version));
     return request.send().then([](auto response) { return toPlain(response.getResult()); });
+  });
+}
+
+namespace {
+std::uint32_t timeoutMs(std::chrono::milliseconds timeout) {
+  return static_cast<std::uint32_t>(
+      std::clamp<std::int64_t>(timeout.count(), 1, std::numeric_limits<std::uint32_t>::max()));
+}
+}  // namespace
+
+std::vector<NodeOperation> AdminClient::loadPluginOnNodes(const std::string& node,
+                                                          const std::string& kind,
+                                                          const std::string& path,
+                                                          bool waitProbation,
+                                                          std::chrono::milliseconds nodeTimeout) {
+  return impl_->call("loading the plugin", nodeTimeout + impl_->options.callTimeout, [&]() {
+    auto request = impl_->stub().loadPluginOnNodesRequest();
+    request.setNode(text(node));
+    request.setKind(text(kind));
+    request.setPath(text(path));
+    request.setWaitProbation(waitProbation);
+    request.setTimeoutMs(timeoutMs(nodeTimeout));
+    return request.send().then(
+        [](auto response) { return toPlainList<NodeOperation>(response.getResults()); });
+  });
+}
+
+std::vector<NodeOperation> AdminClient::rollbackPluginOnNodes(
+    const std::string& node, const std::string& kind, const std::string& version,
+    std::chrono::milliseconds nodeTimeout) {
+  return impl_->call("rolling back", nodeTimeout + impl_->options.callTimeout, [&]() {
+    auto request = impl_->stub().rollbackPluginOnNodesRequest();
+    request.setNode(text(node));
+    request.setKind(text(kind));
+    request.setVersion(text(version));
+    request.setTimeoutMs(timeoutMs(nodeTimeout));
+    return request.send().then(
+        [](auto response) { return toPlainList<NodeOperation>(response.getResults()); });
   });
 }
 

@@ -95,6 +95,13 @@ struct PluginOperation {
   std::uint64_t pauseUs = 0;
 };
 
+// One node's outcome of a load or rollback forwarded with --node.
+struct NodeOperation {
+  std::string node;
+  bool answered = false;  // false: no answer within the time-out (result.error says so)
+  PluginOperation result;
+};
+
 struct LedgerEntry {
   std::int64_t id = 0;
   std::int64_t atMs = 0;
@@ -208,10 +215,22 @@ class AdminClient {
 
   Status status();
   std::vector<PluginStatus> plugins();
+  // With `waitProbation` the answer comes once the probation window has closed.
   PluginOperation loadPlugin(const std::string& kind, const std::string& path,
-                             ProgressCallback progress = nullptr);
+                             ProgressCallback progress = nullptr, bool waitProbation = false);
   // `version` empty: back to the previous one.
   PluginOperation rollbackPlugin(const std::string& kind, const std::string& version = "");
+  // The same on another node of the cluster or on every node (`node` "all"),
+  // forwarded by the host this client talks to; one result per node, by name.
+  // Each node has `nodeTimeout` to answer (the call itself gets that plus
+  // callTimeout). Unknown node names and single or degraded hosts are refused
+  // (AdminError).
+  std::vector<NodeOperation> loadPluginOnNodes(const std::string& node, const std::string& kind,
+                                               const std::string& path, bool waitProbation,
+                                               std::chrono::milliseconds nodeTimeout);
+  std::vector<NodeOperation> rollbackPluginOnNodes(const std::string& node, const std::string& kind,
+                                                   const std::string& version,
+                                                   std::chrono::milliseconds nodeTimeout);
   std::vector<LedgerEntry> pluginHistory(const std::string& kind = "", std::uint32_t limit = 0);
 
   std::vector<SessionInfo> sessions(const std::string& phonePrefix = "", std::uint32_t minQueue = 0,

@@ -58,6 +58,13 @@ void to_json(nlohmann::json& out, const PluginOperation& in) {
          {"pauseUs", in.pauseUs}};
 }
 
+// Flat: the node's name and whether it answered, beside the operation's fields.
+void to_json(nlohmann::json& out, const NodeOperation& in) {
+  to_json(out, in.result);
+  out["node"] = in.node;
+  out["answered"] = in.answered;
+}
+
 void to_json(nlohmann::json& out, const LedgerEntry& in) {
   out = {{"id", in.id},
          {"atMs", in.atMs},

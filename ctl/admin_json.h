@@ -14,6 +14,7 @@ void to_json(nlohmann::json& out, const Status& in);
 void to_json(nlohmann::json& out, const NodeInfo& in);
 void to_json(nlohmann::json& out, const ClusterStatus& in);
 void to_json(nlohmann::json& out, const PluginOperation& in);
+void to_json(nlohmann::json& out, const NodeOperation& in);
 void to_json(nlohmann::json& out, const LedgerEntry& in);
 void to_json(nlohmann::json& out, const SessionInfo& in);
 void to_json(nlohmann::json& out, const UserInfo& in);

@@ -6,15 +6,19 @@
 #include "activity_report.h"
 #include "admin_client.h"
 #include "admin_json.h"
+#include "rolling_upgrade.h"
 #include "text_table.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 
 #include <filesystem>
 #include <functional>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace switchboard::ctl {
 namespace {
@@ -136,7 +140,51 @@ struct Arguments {
   unsigned iterations = 0;
   unsigned intervalMs = 1000;
   std::uint32_t rows = 10;
+  std::string node;                   // --node NAME|all: forwarded to other nodes
+  bool waitProbation = false;         // --wait-probation
+  unsigned nodeTimeoutSeconds = 120;  // --node-timeout
+  std::vector<std::string> nodes;     // cluster upgrade --nodes
 };
+
+// One row per node of a load or rollback forwarded with --node; exit 1 unless
+// every node answered ok.
+int printNodeOperations(const Output& out, const std::vector<NodeOperation>& results) {
+  out.emit(results, [&]() {
+    TextTable table({"node", "result", "from", "to", "pause", "error"});
+    for (const auto& r : results) {
+      std::string result = !r.answered ? "no answer" : r.result.ok ? "ok" : "refused";
+      table.addRow({r.node, result, orDash(r.result.fromVersion), orDash(r.result.toVersion),
+                    r.result.ok ? formatNanos(r.result.pauseUs * 1000) : "-", r.result.error});
+    }
+    table.print(std::cout);
+  });
+  bool allOk = std::all_of(results.begin(), results.end(),
+                           [](const NodeOperation& r) { return r.answered && r.result.ok; });
+  if (!allOk) {
+    for (const auto& r : results) {
+      if (!r.answered || !r.result.ok)
+        std::cerr << "sbctl: " << r.node << ": " << r.result.error << '\n';
+    }
+  }
+  return allOk ? 0 : 1;
+}
+
+void printUpgradeStep(const RollingUpgradeStep& step) {
+  const auto& op = step.load.result;
+  if (step.load.answered && op.ok) {
+    std::cout << step.node << ": " << orDash(op.fromVersion) << " -> " << op.toVersion
+              << ", probation passed\n";
+  } else {
+    std::cout << step.node << ": failed: " << op.error << '\n';
+  }
+  if (step.rollback) {
+    std::cout << step.node << ": rolled back to " << step.before << ": "
+              << (step.rollback->answered && step.rollback->result.ok ? "ok"
+                                                                      : step.rollback->result.error)
+              << '\n';
+  }
+  std::cout.flush();
+}
 
 void printCluster(const ClusterStatus& c) {
   if (c.state == "single-node") {
@@ -204,12 +252,64 @@ int run(int argc, char** argv) {
   });
 
   // ---- cluster
-  on(app.add_subcommand("cluster", "the nodes of the cluster this host belongs to"),
-     [&](AdminClient& admin, Arguments&) {
-       ClusterStatus c = admin.cluster();
-       out.emit(c, [&]() { printCluster(c); });
-       return c.state == "degraded" ? 1 : 0;
-     });
+  CLI::App* clusterCommand =
+      app.add_subcommand("cluster", "the nodes of the cluster this host belongs to");
+  clusterCommand->require_subcommand(0, 1);
+  CLI::App* upgrade = clusterCommand->add_subcommand(
+      "upgrade", "load a plugin version node by node, each after the last one's probation");
+  // CLI11 runs this after upgrade's callback: it must not replace that command.
+  clusterCommand->callback([&]() {
+    if (upgrade->parsed()) return;
+    command = [&](AdminClient& admin, Arguments&) {
+      ClusterStatus c = admin.cluster();
+      out.emit(c, [&]() { printCluster(c); });
+      return c.state == "degraded" ? 1 : 0;
+    };
+  });
+  upgrade->add_option("KIND", args.kind, "routing, auth, presence or offline")->required();
+  upgrade->add_option("PATH", args.path, "the .so, at this path on every node's machine")
+      ->required();
+  upgrade->add_option("--nodes", args.nodes, "these nodes in this order (default: all, by name)")
+      ->delimiter(',');
+  upgrade
+      ->add_option("--node-timeout", args.nodeTimeoutSeconds,
+                   "seconds each node has for its load and probation")
+      ->capture_default_str();
+  upgrade->callback([&]() {
+    command = [&](AdminClient& admin, Arguments& a) {
+      std::string path = a.path;
+      if (std::filesystem::exists(path)) path = std::filesystem::absolute(path).string();
+      RollingUpgradeOptions options{a.kind, path, a.nodes,
+                                    std::chrono::seconds(a.nodeTimeoutSeconds)};
+      auto report = rollingUpgrade(admin, options, [&](const RollingUpgradeStep& step) {
+        if (!out.json) printUpgradeStep(step);
+      });
+      if (out.json) {
+        nlohmann::json steps = nlohmann::json::array();
+        for (const auto& step : report.steps) {
+          nlohmann::json row = step.load;
+          row["before"] = step.before;
+          if (step.rollback) row["rollback"] = *step.rollback;
+          steps.push_back(row);
+        }
+        std::cout << nlohmann::json{{"ok", report.ok},
+                                    {"steps", steps},
+                                    {"notReached", report.notReached}}
+                         .dump(2)
+                  << '\n';
+      } else if (report.ok) {
+        std::cout << a.kind << ": every node upgraded\n";
+      } else {
+        std::cerr << "sbctl: upgrade stopped at " << report.steps.back().node;
+        if (!report.notReached.empty()) {
+          std::cerr << "; not upgraded:";
+          for (const auto& node : report.notReached) std::cerr << ' ' << node;
+        }
+        std::cerr << '\n';
+      }
+      return report.ok ? 0 : 1;
+    };
+  });
 
   // ---- plugins
   on(app.add_subcommand("plugins", "every plugin kind, its serving and kept versions"),
@@ -224,18 +324,35 @@ int run(int argc, char** argv) {
   CLI::App* load = plugin->add_subcommand("load", "load a shared object as a new version");
   load->add_option("KIND", args.kind, "routing, auth, presence or offline")->required();
   load->add_option("PATH", args.path, "the .so on the host's machine")->required();
+  auto addNodeOptions = [&args](CLI::App* sub) {
+    sub->add_option("--node", args.node,
+                    "another node of the cluster, or all: forwarded by this host over NATS");
+    sub->add_option("--node-timeout", args.nodeTimeoutSeconds,
+                    "with --node: seconds each node has to answer")
+        ->capture_default_str();
+  };
+  addNodeOptions(load);
+  load->add_flag("--wait-probation", args.waitProbation,
+                 "answer once the probation window has closed (fails if it rolled back)");
   on(load, [&](AdminClient& admin, Arguments& a) {
     // The host resolves paths in its own working directory: send an absolute one.
     std::string path = a.path;
     if (std::filesystem::exists(path)) path = std::filesystem::absolute(path).string();
+    if (!a.node.empty()) {
+      return printNodeOperations(
+          out, admin.loadPluginOnNodes(a.node, a.kind, path, a.waitProbation,
+                                       std::chrono::seconds(a.nodeTimeoutSeconds)));
+    }
     std::ostream& steps = out.json ? std::cerr : std::cout;
     nlohmann::json stepLog = nlohmann::json::array();
-    auto op =
-        admin.loadPlugin(a.kind, path, [&](const std::string& step, const std::string& detail) {
+    auto op = admin.loadPlugin(
+        a.kind, path,
+        [&](const std::string& step, const std::string& detail) {
           stepLog.push_back({{"step", step}, {"detail", detail}});
           steps << "  " << step << std::string(step.size() < 10 ? 10 - step.size() : 1, ' ')
                 << detail << std::endl;
-        });
+        },
+        a.waitProbation);
     nlohmann::json document = op;
     document["steps"] = stepLog;
     out.emit(document, [&]() { printOperation("loaded", a.kind, op); });
@@ -245,7 +362,13 @@ int run(int argc, char** argv) {
   CLI::App* rollback = plugin->add_subcommand("rollback", "back to the previous or a kept version");
   rollback->add_option("KIND", args.kind)->required();
   rollback->add_option("--to", args.version, "a version kept loaded (default: the previous)");
+  addNodeOptions(rollback);
   on(rollback, [&](AdminClient& admin, Arguments& a) {
+    if (!a.node.empty()) {
+      return printNodeOperations(
+          out, admin.rollbackPluginOnNodes(a.node, a.kind, a.version,
+                                           std::chrono::seconds(a.nodeTimeoutSeconds)));
+    }
     auto op = admin.rollbackPlugin(a.kind, a.version);
     out.emit(op, [&]() { printOperation("rolled back", a.kind, op); });
     return operationExit("rollback", op);

@@ -14,6 +14,7 @@
 #include "admin/host_metrics.h"
 #include "admin/metrics_server.h"
 #include "admin/operation_worker.h"
+#include "admin/plugin_operations.h"
 #include "cluster/cluster_node.h"
 #include "messaging/gateway_server.h"
 #include "messaging/messaging_service.h"
@@ -108,6 +109,7 @@ struct HostProcess::Parts {
   std::unique_ptr<cluster::ClusterNode> cluster;  // only with --cluster
   std::unique_ptr<admin::HostView> adminView;
   std::unique_ptr<admin::OperationWorker> adminWorker;
+  std::unique_ptr<admin::RelayedPluginOperations> relayedPlugins;  // admin thread; with --cluster
   std::unique_ptr<net::RpcListener> adminListener;
   std::unique_ptr<admin::MetricsServer> metrics;
   asio::io_context signals;  // run() waits here
@@ -263,6 +265,17 @@ void HostProcess::startAdmin() {
                                         },
                                         p.cluster.get()});
   p.adminWorker = std::make_unique<admin::OperationWorker>();
+  if (p.cluster) {
+    // Plugin operations other nodes forward here (sbctl plugin load --node).
+    p.threads.front()->runSync([&p] {
+      p.relayedPlugins =
+          std::make_unique<admin::RelayedPluginOperations>(*p.adminView, *p.adminWorker);
+    });
+    p.cluster->adminRelay().serve(*p.threads.front(), [this](cluster::PluginRequest request,
+                                                             cluster::AdminRelay::Answer answer) {
+      parts_->relayedPlugins->run(std::move(request), std::move(answer));
+    });
+  }
   try {
     if (!config_.adminSocket.empty()) {
       p.adminListener = admin::listenAdminSocket(
@@ -459,6 +472,10 @@ void HostProcess::shutdown() {
   if (p.adminListener) {
     p.adminListener->stop();
     p.adminListener.reset();
+  }
+  if (p.relayedPlugins) {
+    p.cluster->adminRelay().stopServing();
+    p.threads.front()->runSync([&p] { p.relayedPlugins.reset(); });
   }
   p.adminWorker.reset();
   // Leave the cluster's listing before the phones are told to go elsewhere.

@@ -24,14 +24,17 @@ interface Admin {
   # Every kind, with its serving version, the versions kept for rollback and
   # per-version call counts, errors and latency.
 
-  loadPlugin @2 (kind :Text, path :Text, progress :PluginProgress) -> (result :PluginOperation);
+  loadPlugin @2 (kind :Text, path :Text, progress :PluginProgress, waitProbation :Bool)
+      -> (result :PluginOperation);
   # Loads the shared object at `path` (a path on the host's machine) as a new
   # version of `kind` and swaps it in: copy, ABI check, canary, swap,
   # probation. `progress` (may be null) hears each step as it happens. A
   # refused load leaves the serving version in place; `result.ok` is false and
   # `result.error` says why (this is not an RPC error: the refusal is recorded
   # in the ledger like any other outcome). Unknown kinds and missing files are
-  # RPC errors.
+  # RPC errors. With `waitProbation` the answer comes once the probation
+  # window has closed: ok when the new version kept serving, else ok false and
+  # `error` "probation failed: ..." (the host rolled it back by itself).
 
   rollbackPlugin @3 (kind :Text, version :Text) -> (result :PluginOperation);
   # Back to the previous version (`version` empty) or to a named version
@@ -87,6 +90,28 @@ interface Admin {
   # registry (docs/cluster.md). A single node (no --cluster) answers with
   # state "single-node" and no nodes; a degraded node with no nodes and
   # `error` saying why.
+
+  loadPluginOnNodes @17 (node :Text, kind :Text, path :Text, waitProbation :Bool,
+                         timeoutMs :UInt32) -> (results :List(NodeOperation));
+  # loadPlugin on another node of the cluster, or on every node: `node` is a
+  # node name or "all" (every node in the registry, this one included). This
+  # node forwards the operation over NATS (sb.node.<node>.admin); each target
+  # runs it through its own admin path (canary, probation, its own ledger,
+  # actor "admin via <this node>") and answers. `path` is a path on the
+  # target's machine. One result per node, by name; a node that gave no
+  # answer within `timeoutMs` (0 means 120 s) has `answered` false. Refused as
+  # an RPC error: a single node (no --cluster), a degraded node, a node name
+  # not in the registry. No progress steps come back from other nodes.
+
+  rollbackPluginOnNodes @18 (node :Text, kind :Text, version :Text, timeoutMs :UInt32)
+      -> (results :List(NodeOperation));
+  # rollbackPlugin on one node or "all", as loadPluginOnNodes.
+}
+
+struct NodeOperation {
+  node @0 :Text;
+  answered @1 :Bool;            # false: no answer within the time-out (result.error says so)
+  result @2 :PluginOperation;   # the node's own outcome; result.error is its exact text
 }
 
 interface PluginProgress {

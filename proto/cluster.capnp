@@ -106,3 +106,32 @@ struct PresenceNotice {
   to @5 :Text;                # typing: the phone told; empty: every watcher
   contacts @6 :List(Text);    # presence: the phone's own contacts (a policy may ask)
 }
+
+struct PluginRequest {
+  # Core NATS request on sb.node.<node>.admin: a plugin load or rollback for
+  # that node's admin room, forwarded by the node an operator talks to
+  # (sbctl plugin load --node). Answered with a PluginReply on the request's
+  # reply subject.
+  operation @0 :Operation;
+  kind @1 :Text;
+  path @2 :Text;              # load: the library, a path on the target's machine
+  version @3 :Text;           # rollback: the version to go back to; empty: the previous
+  waitProbation @4 :Bool;     # load: answer once the probation window has closed
+  actor @5 :Text;             # for the target's ledger: "admin via <node>"
+
+  enum Operation {
+    load @0;
+    rollback @1;
+  }
+}
+
+struct PluginReply {
+  # The answer to a PluginRequest: the target's outcome, or its error text.
+  node @0 :Text;
+  ok @1 :Bool;
+  error @2 :Text;
+  fromVersion @3 :Text;
+  toVersion @4 :Text;
+  sha256 @5 :Text;
+  pauseUs @6 :UInt64;
+}

@@ -44,7 +44,13 @@ class AdminHandle {
   }
 
   py::object loadPlugin(const std::string& kind, const std::string& path,
-                        std::optional<py::function> progress) {
+                        std::optional<py::function> progress, std::optional<std::string> node,
+                        bool waitProbation, double nodeTimeout) {
+    if (node) {
+      return call([&](ctl::AdminClient& admin) -> nlohmann::json {
+        return admin.loadPluginOnNodes(*node, kind, path, waitProbation, milliseconds(nodeTimeout));
+      });
+    }
     ctl::AdminClient::ProgressCallback forward;
     if (progress) {
       // Runs on the network thread while this thread waits without the GIL; the
@@ -59,8 +65,20 @@ class AdminHandle {
       };
     }
     return call([&](ctl::AdminClient& admin) -> nlohmann::json {
-      return admin.loadPlugin(kind, path, forward);
+      return admin.loadPlugin(kind, path, forward, waitProbation);
     });
+  }
+
+  py::object rollbackPlugin(const std::string& kind, const std::string& version,
+                            std::optional<std::string> node, double nodeTimeout) {
+    return call([&](ctl::AdminClient& admin) -> nlohmann::json {
+      if (node) return admin.rollbackPluginOnNodes(*node, kind, version, milliseconds(nodeTimeout));
+      return admin.rollbackPlugin(kind, version);
+    });
+  }
+
+  static std::chrono::milliseconds milliseconds(double seconds) {
+    return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
   }
 
  private:
@@ -110,17 +128,20 @@ raises switchboard.Error with the host's reason. Use it as a context manager
           "Per plugin kind: state, serving version, versions kept (calls, errors, p50/p99 "
           "latency each) and swap pauses.")
       .def("load_plugin", &AdminHandle::loadPlugin, py::arg("kind"), py::arg("path"),
-           py::arg("progress") = py::none(),
+           py::arg("progress") = py::none(), py::arg("node") = py::none(),
+           py::arg("wait_probation") = false, py::arg("node_timeout") = 120.0,
            "Load a .so as a new version of `kind`; progress(step, detail) hears each step. "
-           "Returns the operation dict (ok, error, from_version, to_version, sha256, pause_us).")
-      .def(
-          "rollback_plugin",
-          [](AdminHandle& h, const std::string& kind, const std::string& version) {
-            return h.call([&](A& a) -> nlohmann::json { return a.rollbackPlugin(kind, version); });
-          },
-          py::arg("kind"), py::arg("version") = "",
-          "Back to the previous version of `kind`, or to `version` if it is still kept. "
-          "Returns the operation dict, as load_plugin does.")
+           "Returns the operation dict (ok, error, from_version, to_version, sha256, pause_us). "
+           "wait_probation=True answers once the probation window has closed (ok False with "
+           "'probation failed: ...' if the host rolled the version back). node='NAME' or "
+           "node='all' forwards the load to other nodes of the cluster and returns a list, one "
+           "dict per node (node, answered, ok, error, ...); each node has node_timeout seconds "
+           "to answer; no progress steps come back from other nodes.")
+      .def("rollback_plugin", &AdminHandle::rollbackPlugin, py::arg("kind"),
+           py::arg("version") = "", py::arg("node") = py::none(), py::arg("node_timeout") = 120.0,
+           "Back to the previous version of `kind`, or to `version` if it is still kept. "
+           "Returns the operation dict, as load_plugin does; with node='NAME' or 'all', a list "
+           "with one dict per node.")
       .def(
           "plugin_history",
           [](AdminHandle& h, const std::string& kind, std::uint32_t limit) {

@@ -38,11 +38,20 @@ class Admin:
     def plugins(self) -> list[Json]:
         """Per kind: state, serving version, kept versions with calls/errors/latency."""
     def load_plugin(
-        self, kind: str, path: str, progress: Optional[Callable[[str, str], None]] = None
-    ) -> Json:
+        self,
+        kind: str,
+        path: str,
+        progress: Optional[Callable[[str, str], None]] = None,
+        node: Optional[str] = None,
+        wait_probation: bool = False,
+        node_timeout: float = 120.0,
+    ) -> Any:
         """Copy, abi-check, canary, swap, probation; returns ok, error, from_version,
-        to_version, sha256, pause_us."""
-    def rollback_plugin(self, kind: str, version: str = "") -> Json: ...
+        to_version, sha256, pause_us. With node="NAME" or "all": forwarded over the
+        cluster, returns a list of those dicts, each with node and answered."""
+    def rollback_plugin(
+        self, kind: str, version: str = "", node: Optional[str] = None, node_timeout: float = 120.0
+    ) -> Any: ...
     def plugin_history(self, kind: str = "", limit: int = 0) -> list[Json]: ...
     def sessions(self, prefix: str = "", min_queue: int = 0, limit: int = 0) -> list[Json]: ...
     def session(self, phone: str) -> Json: ...

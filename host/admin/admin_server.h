@@ -45,6 +45,9 @@ class AdminServer final : public proto::Admin::Server {
   kj::Promise<void> stats(StatsContext context) override;
   kj::Promise<void> broadcast(BroadcastContext context) override;
   kj::Promise<void> cluster(ClusterContext context) override;  // cluster_admin.cpp
+  // node_plugin_admin.cpp: forwarded to other nodes over NATS.
+  kj::Promise<void> loadPluginOnNodes(LoadPluginOnNodesContext context) override;
+  kj::Promise<void> rollbackPluginOnNodes(RollbackPluginOnNodesContext context) override;
 
  private:
   const HostView& host_;

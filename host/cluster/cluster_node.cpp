@@ -29,6 +29,7 @@ ClusterNode::ClusterNode(ClusterNodeOptions options, NodeFacts facts, net::Netwo
   transport_ = std::make_unique<DeliveryTransport>(
       *link_, DeliveryTransportOptions{options_.nodeName, std::chrono::seconds(600),
                                        std::chrono::seconds(30 * 24 * 3600)});
+  adminRelay_ = std::make_unique<AdminRelay>(*link_, *registry_, options_.nodeName);
   // Back from degraded: be listed again at once, not at the next tick.
   link_->addReconnectJob([this] { heartbeat(); });
   link_->every(options_.heartbeat, [this] { heartbeat(); });
@@ -49,6 +50,7 @@ ClusterNode::~ClusterNode() {
   leave();
   // The worker's jobs use the parts: stop it first; the connection closes last.
   link_->stopWorker();
+  adminRelay_.reset();
   transport_.reset();
   directory_.reset();
   registry_.reset();

@@ -2,7 +2,7 @@
 //
 // The host makes a ClusterNode only when --cluster is given (single-node mode
 // has none and needs no NATS). It owns, in order: the NATS link, the node
-// registry, the shared directory and the delivery transport. From construction
+// registry, the shared directory, the delivery transport and the admin relay. From construction
 // on it heartbeats this node's record (name, address, sessions, plugin
 // versions) every `heartbeat`; while NATS is away it is degraded, skips the
 // heartbeats and serves its own sessions, and on reconnect it rewrites its
@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/admin_relay.h"
 #include "cluster/cluster_directory.h"
 #include "cluster/delivery_transport.h"
 #include "cluster/nats_link.h"
@@ -76,6 +77,7 @@ class ClusterNode {
   NodeRegistry& registry() { return *registry_; }
   ClusterDirectory& directory() { return *directory_; }
   DeliveryTransport& transport() { return *transport_; }
+  AdminRelay& adminRelay() { return *adminRelay_; }
 
  private:
   void heartbeat();
@@ -88,6 +90,7 @@ class ClusterNode {
   std::unique_ptr<NodeRegistry> registry_;
   std::unique_ptr<ClusterDirectory> directory_;
   std::unique_ptr<DeliveryTransport> transport_;
+  std::unique_ptr<AdminRelay> adminRelay_;
   std::atomic<std::uint64_t> heartbeats_{0};
   std::atomic<std::uint64_t> heartbeatErrors_{0};
   std::atomic<std::int64_t> lastHeartbeatMs_{0};
