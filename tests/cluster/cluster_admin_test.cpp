@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <future>
 #include <memory>
 #include <thread>
 
@@ -54,12 +55,14 @@ class ClusterAdmin : public ::testing::Test {
  protected:
   void SetUp() override { nats.start(); }
 
-  // Starts nodes with these names and waits until each lists all of them.
-  void startNodes(const std::vector<std::string>& names) {
+  // Starts nodes with these names and waits until each lists all of them. By
+  // default a one-second probation window, so --wait-probation is quick.
+  void startNodes(const std::vector<std::string>& names,
+                  const std::vector<std::string>& probation = {"--probation-seconds", "1"}) {
     for (const auto& name : names) {
-      // A one-second probation window, so --wait-probation is quick.
-      auto node = std::make_unique<RunningHost>(std::vector<std::string>{
-          "--cluster", nats.url(), "--node-name", name, "--probation-seconds", "1"});
+      std::vector<std::string> args{"--cluster", nats.url(), "--node-name", name};
+      args.insert(args.end(), probation.begin(), probation.end());
+      auto node = std::make_unique<RunningHost>(args);
       node->start();
       nodes.push_back(std::move(node));
     }
@@ -207,19 +210,21 @@ TEST_F(ClusterAdmin, RollbackOnOneNode) {
 TEST_F(ClusterAdmin, ANodeThatDoesNotAnswerIsNamed) {
   startNodes({"a", "b"});
   auto admin = adminOf(*nodes[0]);
-  // b stays in the registry (its record outlives it by the TTL) but cannot answer.
+  // b stays in the registry (its record outlives it by the TTL) but cannot
+  // answer. A rollback with nothing to go back to: a answers at once, with its
+  // own refusal, well within the time-out even on a loaded machine.
   ASSERT_EQ(::kill(nodes[1]->pid(), SIGSTOP), 0);
-  auto results =
-      admin->loadPluginOnNodes("all", "routing", kRoutingNext, false, std::chrono::seconds(2));
+  auto results = admin->rollbackPluginOnNodes("all", "routing", "", std::chrono::seconds(5));
   ASSERT_EQ(::kill(nodes[1]->pid(), SIGCONT), 0);
   ASSERT_EQ(results.size(), 2u);
   EXPECT_EQ(results[0].node, "a");
   EXPECT_TRUE(results[0].answered);
-  EXPECT_TRUE(results[0].result.ok) << results[0].result.error;
+  EXPECT_FALSE(results[0].result.ok);
+  EXPECT_EQ(results[0].result.error, "no previous routing version to roll back to");
   EXPECT_EQ(results[1].node, "b");
   EXPECT_FALSE(results[1].answered);
   EXPECT_FALSE(results[1].result.ok);
-  EXPECT_EQ(results[1].result.error, "node b did not answer within 2 s");
+  EXPECT_EQ(results[1].result.error, "node b did not answer within 5 s");
 }
 
 TEST_F(ClusterAdmin, ASingleNodeRefusesNode) {
@@ -314,6 +319,48 @@ TEST_F(ClusterAdmin, ARollingUpgradeStopsAtTheFirstFailure) {
     ASSERT_EQ(ledger.size(), 1u);
     EXPECT_EQ(ledger[0].result, "loaded");
   }
+}
+
+// A version whose every call throws: on the first node its probation fails (the
+// node rolls it back by itself), the upgrade says so and stops, and the next
+// node is never asked.
+TEST_F(ClusterAdmin, ARollingUpgradeStopsWhenProbationFailsOnANode) {
+  startNodes({"a", "b"}, {"--probation-seconds", "600", "--probation-errors", "3"});
+  RecordingPhone sender(nodes[0]->clientOptions(), "+15550009401");
+  RecordingPhone recipient(nodes[0]->clientOptions(), "+15550009402");
+  sender.registerAndLogin(nodes[0]->sms());
+  recipient.registerAndLogin(nodes[0]->sms());
+
+  auto upgrade = std::async(std::launch::async, [&] {
+    return run({SWITCHBOARD_SBCTL, "--socket", nodes[1]->adminSocket().string(), "cluster",
+                "upgrade", "routing", FAULTY_ROUTING_THROWS_SO});
+  });
+  ASSERT_TRUE(waitUntil([&] { return routingVersion(*nodes[0]) == "1.0.9"; }));
+  // Sends on a fail until the fourth error (more than 3) rolls the version back.
+  std::size_t refused = 0;
+  ASSERT_TRUE(waitUntil([&] {
+    try {
+      sender.client().send(recipient.number(), "probe");
+      return routingVersion(*nodes[0]) == "1.0.0";
+    } catch (const client::ClientError&) {
+      ++refused;
+      return false;
+    }
+  }));
+  EXPECT_GE(refused, 4u);
+  Ran ran = upgrade.get();
+  EXPECT_NE(ran.status, 0) << ran.output;
+  EXPECT_NE(ran.output.find("a: failed: probation failed: routing 1.0.9 was rolled back to 1.0.0 "
+                            "(probation: 1.0.9 had more than 3 errors"),
+            std::string::npos)
+      << ran.output;
+  EXPECT_NE(ran.output.find("sbctl: upgrade stopped at a; not upgraded: b\n"), std::string::npos)
+      << ran.output;
+  EXPECT_EQ(routingVersion(*nodes[0]), "1.0.0");
+  EXPECT_EQ(routingVersion(*nodes[1]), "1.0.0");
+  auto ledger = adminOf(*nodes[1])->pluginHistory("routing", 1);
+  ASSERT_EQ(ledger.size(), 1u);
+  EXPECT_EQ(ledger[0].result, "loaded");
 }
 
 }  // namespace
