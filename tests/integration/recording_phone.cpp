@@ -41,6 +41,10 @@ std::vector<client::Message> RecordingPhone::messages() const {
   std::lock_guard lock(mutex_);
   return messages_;
 }
+std::size_t RecordingPhone::messageCount() const {
+  std::lock_guard lock(mutex_);
+  return messages_.size();
+}
 std::vector<client::Receipt> RecordingPhone::receipts() const {
   std::lock_guard lock(mutex_);
   return receipts_;

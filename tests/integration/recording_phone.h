@@ -33,6 +33,7 @@ class RecordingPhone {
   void setKey(std::string key) { key_ = std::move(key); }
 
   std::vector<client::Message> messages() const;
+  std::size_t messageCount() const;  // messages().size() without the copy
   std::vector<client::Receipt> receipts() const;
   std::vector<client::PresenceUpdate> presence() const;
   std::vector<std::string> kicks() const;

@@ -1,0 +1,431 @@
+// Failures under a live two-node cluster with messages in flight
+// (docs/cluster.md, "What happens on each failure"):
+// - nats-server killed (SIGKILL) and restarted on its store while phones on both
+//   nodes keep sending to each other from threads: every acknowledged send
+//   arrives exactly once, in order per (sender, recipient); a send refused
+//   meanwhile is refused with its specific reason;
+// - a node killed for good: what other nodes acknowledged and it had not taken
+//   reaches the phone on the node it moves to; what it had imported into its
+//   own store waits on its disk (the gap docs/cluster.md names), asserted from
+//   that disk.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <future>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "database_file.h"
+#include "nats_server.h"
+#include "recording_phone.h"
+#include "running_host.h"
+
+namespace switchboard::integration {
+namespace {
+
+using switchboard::testing::NatsServer;
+
+// The refusals a send may get while the cluster is degraded (docs/cluster.md):
+// the node has no block of cluster-unique message ids to give.
+const std::set<std::string> kDegradedRefusals = {
+    "message ids are being reserved in the cluster; retry the send"};
+
+// One sender phone sending "<tag> <seq>" to one recipient (that hears from no
+// one else) from a thread of its own, until stopped: up to kWindow sends in
+// flight, and at most kAhead sent that the recipient does not have yet (a phone
+// types; it does not outrun the cluster by thousands). Keeps what each send
+// got: its id (acknowledged), a refusal's reason, or any other failure.
+class SendStream {
+ public:
+  static constexpr std::size_t kWindow = 8;
+  static constexpr std::size_t kAhead = 256;
+
+  SendStream(RecordingPhone& from, RecordingPhone& to, std::string tag)
+      : from_(from), to_(to), tag_(std::move(tag)) {}
+  ~SendStream() { stop(); }
+
+  // A first message, sent alone and received, before the stream: the sender's
+  // node then knows the recipient. (Concurrent first sends to a phone the node
+  // has not learnt yet are not ordered: see the report of issue 9.)
+  void start() {
+    from_.client().send(to_.number(), tag_ + " hello");
+    ASSERT_TRUE(to_.waitForMessages(1)) << tag_;
+    thread_ = std::thread([this] { run(); });
+  }
+  void stop() {
+    stopping_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Sends answered so far (acknowledged or refused), and made so far.
+  std::size_t answered() const { return answered_; }
+  std::uint32_t made() const { return next_; }
+  // Every send made is answered and the next waits for the recipient to catch
+  // up (kAhead): while NATS is away a stream across nodes ends up here.
+  bool waitingForRecipient() const {
+    return answered_ == next_ && next_ + 1 >= to_.messageCount() + kAhead;
+  }
+  std::size_t acknowledged() const {
+    std::lock_guard lock(mutex_);
+    return acked_.size();
+  }
+  // seq -> server id of every acknowledged send, and the rest: after stop().
+  std::map<std::uint32_t, std::uint64_t> acked() const {
+    std::lock_guard lock(mutex_);
+    return acked_;
+  }
+  std::map<std::string, std::size_t> refusals() const {
+    std::lock_guard lock(mutex_);
+    return refusals_;
+  }
+  std::vector<std::string> otherFailures() const {
+    std::lock_guard lock(mutex_);
+    return otherFailures_;
+  }
+  const std::string& tag() const { return tag_; }
+  RecordingPhone& from() { return from_; }
+  RecordingPhone& to() { return to_; }
+
+  // The sequence numbers of this stream's messages the recipient received, in
+  // arrival order (the hello left out).
+  std::vector<std::uint32_t> received() const {
+    std::vector<std::uint32_t> seqs;
+    std::string prefix = tag_ + " ";
+    for (const auto& message : to_.messages()) {
+      if (message.from != from_.number() || message.body.rfind(prefix, 0) != 0) continue;
+      if (message.body == tag_ + " hello") continue;
+      seqs.push_back(static_cast<std::uint32_t>(std::stoul(message.body.substr(prefix.size()))));
+    }
+    return seqs;
+  }
+
+ private:
+  void run() {
+    std::deque<std::pair<std::uint32_t, std::future<client::SendResult>>> inFlight;
+    std::uint32_t next = 0;
+    while (!stopping_ || !inFlight.empty()) {
+      if (!stopping_ && inFlight.size() < kWindow) {
+        // The hello is the recipient's first message.
+        if (!waitUntil([&] { return stopping_ || to_.messageCount() + kAhead > next + 1; },
+                       std::chrono::seconds(60))) {
+          std::lock_guard lock(mutex_);
+          otherFailures_.push_back(tag_ + " " + std::to_string(next) +
+                                   ": the recipient fell behind for 60 s");
+          return;
+        }
+        if (stopping_) continue;
+        std::uint32_t seq = next++;
+        next_ = next;
+        inFlight.emplace_back(
+            seq, from_.client().sendAsync(to_.number(), tag_ + " " + std::to_string(seq)));
+        continue;
+      }
+      auto [seq, future] = std::move(inFlight.front());
+      inFlight.pop_front();
+      // A send the client never answers (no time-out applies to sendAsync) is a
+      // failure of its own; the stream stops there rather than hang the test.
+      if (future.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+        std::lock_guard lock(mutex_);
+        otherFailures_.push_back(tag_ + " " + std::to_string(seq) + ": no answer in 60 s");
+        return;
+      }
+      settle(seq, future);
+    }
+  }
+
+  void settle(std::uint32_t seq, std::future<client::SendResult>& future) {
+    try {
+      client::SendResult result = future.get();
+      std::lock_guard lock(mutex_);
+      acked_[seq] = result.id;
+    } catch (const client::ClientError& e) {
+      std::lock_guard lock(mutex_);
+      if (e.kind() == client::ClientError::Kind::refused) {
+        ++refusals_[e.what()];
+      } else {
+        otherFailures_.push_back(tag_ + " " + std::to_string(seq) + ": " + e.what());
+      }
+    }
+    ++answered_;
+  }
+
+  RecordingPhone& from_;
+  RecordingPhone& to_;
+  std::string tag_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::size_t> answered_{0};
+  std::atomic<std::uint32_t> next_{0};
+  mutable std::mutex mutex_;
+  std::map<std::uint32_t, std::uint64_t> acked_;
+  std::map<std::string, std::size_t> refusals_;
+  std::vector<std::string> otherFailures_;
+  std::thread thread_;
+};
+
+class ClusterOutage : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nats.start();
+    a = makeNode("a");
+    b = makeNode("b");
+  }
+
+  std::unique_ptr<RunningHost> makeNode(const std::string& name) {
+    auto node = std::make_unique<RunningHost>(std::vector<std::string>{
+        "--cluster", nats.url(), "--node-name", name, "--log-level", "debug"});
+    node->start();
+    EXPECT_TRUE(waitUntil([&] { return count(*node, "cluster: connected to NATS") > 0; }))
+        << node->log();
+    return node;
+  }
+
+  static std::size_t count(const RunningHost& node, const std::string& text) {
+    std::string log = node.log();
+    std::size_t n = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+    return n;
+  }
+
+  // Waits until every stream has `more` sends answered beyond `since` (or, when
+  // `orCaughtUp`, has every send answered and waits for its recipient).
+  static bool eachAnswers(const std::vector<std::unique_ptr<SendStream>>& streams,
+                          const std::vector<std::size_t>& since, std::size_t more,
+                          bool orCaughtUp = false) {
+    return waitUntil(
+        [&] {
+          for (std::size_t i = 0; i < streams.size(); ++i) {
+            bool waiting = orCaughtUp && streams[i]->waitingForRecipient();
+            if (streams[i]->answered() < since[i] + more && !waiting) return false;
+          }
+          return true;
+        },
+        std::chrono::seconds(60));
+  }
+
+  // Where each stream stands, and the end of each node's log: for a failure.
+  std::string state(const std::vector<std::unique_ptr<SendStream>>& streams) const {
+    std::string out;
+    for (const auto& s : streams) {
+      out += s->tag() + ": answered " + std::to_string(s->answered()) + ", acknowledged " +
+             std::to_string(s->acknowledged()) + ", received " +
+             std::to_string(s->received().size()) + "\n";
+    }
+    for (const auto* node : {a.get(), b.get()}) {
+      std::string log = node->log();
+      out += "---- log tail\n" + log.substr(log.size() > 6000 ? log.size() - 6000 : 0);
+    }
+    return out;
+  }
+
+  static std::vector<std::size_t> answeredNow(
+      const std::vector<std::unique_ptr<SendStream>>& streams) {
+    std::vector<std::size_t> now;
+    for (const auto& s : streams) now.push_back(s->answered());
+    return now;
+  }
+
+  NatsServer nats;
+  std::unique_ptr<RunningHost> a;
+  std::unique_ptr<RunningHost> b;
+};
+
+TEST_F(ClusterOutage, NatsKilledAndRestartedMidStreamEveryAcknowledgedSendArrivesOnceInOrder) {
+  RecordingPhone alice(a->clientOptions(), "+15550009101");
+  RecordingPhone carol(a->clientOptions(), "+15550009102");
+  RecordingPhone bob(b->clientOptions(), "+15550009103");
+  RecordingPhone dave(b->clientOptions(), "+15550009104");
+  for (auto* phone : {&alice, &carol}) phone->registerAndLogin(a->sms());
+  for (auto* phone : {&bob, &dave}) phone->registerAndLogin(b->sms());
+
+  // Four streams across nodes, both ways.
+  std::vector<std::unique_ptr<SendStream>> streams;
+  streams.push_back(std::make_unique<SendStream>(alice, bob, "alice>bob"));
+  streams.push_back(std::make_unique<SendStream>(bob, alice, "bob>alice"));
+  streams.push_back(std::make_unique<SendStream>(carol, dave, "carol>dave"));
+  streams.push_back(std::make_unique<SendStream>(dave, carol, "dave>carol"));
+  struct Stopper {  // joins the threads however the test ends
+    std::vector<std::unique_ptr<SendStream>>& streams;
+    ~Stopper() {
+      for (auto& s : streams) s->stop();
+    }
+  } stopper{streams};
+  for (auto& s : streams) s->start();
+
+  constexpr std::size_t kPerPhase = 30;
+  std::vector<std::size_t> zero(streams.size(), 0);
+  ASSERT_TRUE(eachAnswers(streams, zero, kPerPhase)) << "the streams did not get going\n"
+                                                     << state(streams);
+
+  // kill -9 under the streams: sends are in flight on both nodes' workers.
+  std::map<std::string, std::uint32_t> madeAtKill, madeAtReturn;
+  for (auto& s : streams) madeAtKill[s->tag()] = s->made();
+  nats.kill();
+  ASSERT_TRUE(waitUntil([&] {
+    return count(*a, "cluster: lost NATS") > 0 && count(*b, "cluster: lost NATS") > 0;
+  })) << a->log();
+  std::vector<std::size_t> atLoss = answeredNow(streams);
+  ASSERT_TRUE(eachAnswers(streams, atLoss, kPerPhase, true)) << "sends stopped while degraded\n"
+                                                             << state(streams);
+
+  // The same server comes back on its store, with the streams still going.
+  for (auto& s : streams) madeAtReturn[s->tag()] = s->made();
+  nats.start();
+  ASSERT_TRUE(waitUntil([&] {
+    return count(*a, "is back; catching up") > 0 && count(*b, "is back; catching up") > 0;
+  })) << a->log();
+  std::vector<std::size_t> atReturn = answeredNow(streams);
+  ASSERT_TRUE(eachAnswers(streams, atReturn, kPerPhase)) << "sends stopped after the return\n"
+                                                         << state(streams);
+  for (auto& s : streams) s->stop();
+
+  // Every send was acknowledged or refused with the degraded reason; nothing
+  // was lost on the way to the phone (no disconnect, no time-out).
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    auto& s = streams[i];
+    EXPECT_EQ(s->otherFailures(), std::vector<std::string>{}) << s->tag();
+    std::size_t refused = 0;
+    for (const auto& [reason, n] : s->refusals()) {
+      EXPECT_TRUE(kDegradedRefusals.count(reason)) << s->tag() << ": " << n << " x " << reason;
+      refused += n;
+    }
+    std::cout << s->tag() << ": " << s->acknowledged() << " acknowledged (" << madeAtKill[s->tag()]
+              << " sent before the kill, " << atReturn[i] - atLoss[i]
+              << " answered while degraded), " << refused << " refused\n";
+  }
+
+  // Counts first: every acknowledged send reaches its recipient.
+  for (auto& s : streams) {
+    auto acked = s->acked();
+    ASSERT_GT(acked.size(), 3 * kPerPhase / 2) << s->tag();
+    bool all = waitUntil(
+        [&] {
+          std::size_t found = 0;
+          for (std::uint32_t seq : s->received()) found += acked.count(seq);
+          return found >= acked.size();
+        },
+        std::chrono::seconds(60));
+    std::size_t found = 0;
+    for (std::uint32_t seq : s->received()) found += acked.count(seq);
+    EXPECT_TRUE(all) << s->tag() << ": acknowledged " << acked.size() << ", received " << found
+                     << "\n"
+                     << a->log() << "\n"
+                     << b->log();
+  }
+
+  // Then contents: each once, with the acknowledged id, and in send order.
+  for (auto& s : streams) {
+    auto acked = s->acked();
+    std::vector<std::uint32_t> received = s->received();
+    std::map<std::uint32_t, int> seen;
+    for (std::uint32_t seq : received) ++seen[seq];
+    for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << s->tag() << " " << seq;
+    std::map<std::string, std::uint64_t> idOf;
+    for (const auto& m : s->to().messages()) {
+      if (m.from == s->from().number()) idOf[m.body] = m.id;
+    }
+    for (const auto& [seq, id] : acked) {
+      EXPECT_EQ(idOf[s->tag() + " " + std::to_string(seq)], id) << s->tag() << " " << seq;
+    }
+    std::vector<std::uint32_t> ackedInArrival;
+    for (std::uint32_t seq : received) {
+      if (acked.count(seq)) ackedInArrival.push_back(seq);
+    }
+    auto inversion = std::is_sorted_until(ackedInArrival.begin(), ackedInArrival.end());
+    if (inversion != ackedInArrival.end()) {
+      auto at = static_cast<std::size_t>(inversion - ackedInArrival.begin());
+      std::string around;
+      for (std::size_t i = at >= 12 ? at - 12 : 0; i < std::min(at + 12, ackedInArrival.size());
+           ++i) {
+        around += (i == at ? "[" : "") + std::to_string(ackedInArrival[i]) + (i == at ? "] " : " ");
+      }
+      ADD_FAILURE() << s->tag() << ": acknowledged sends arrived out of order: " << *inversion
+                    << " after " << *(inversion - 1) << " (arrivals " << around
+                    << "); sends made when NATS was killed: " << madeAtKill[s->tag()]
+                    << ", when it was started again: " << madeAtReturn[s->tag()];
+    }
+  }
+}
+
+// Node b dies for good (kill -9, never restarted) with messages for bob that it
+// had imported from the stream and not yet handed over. Bob's phone moves to
+// node a. What b had not taken reaches him there, once; what b had imported is
+// on b's disk only and does not reach him (docs/cluster.md: it waits there
+// until b comes back, and nothing moves it while b stays down).
+TEST_F(ClusterOutage, ANodeKilledForGoodKeepsOnItsDiskWhatItHadImported) {
+  RecordingPhone alice(a->clientOptions(), "+15550009111");
+  alice.registerAndLogin(a->sms());
+  client::ClientOptions both = b->clientOptions();
+  both.endpoints = {b->endpoint(), a->endpoint()};
+  RecordingPhone bob(both, "+15550009112");
+  bob.registerAndLogin(b->sms());
+  bob.holdDeliveries();  // bob's phone takes nothing while b holds his messages
+
+  constexpr int kBeforeKill = 20;
+  std::map<std::string, std::uint64_t> acked;
+  for (int i = 0; i < kBeforeKill; ++i) {
+    std::string body = "taken by b " + std::to_string(i);
+    acked[body] = alice.client().send(bob.number(), body).id;
+  }
+  // b has imported all of them into its own queue (durable) and removed them
+  // from the stream.
+  DatabaseFile onB(b->dataDir());
+  auto queuedOnB = [&] {
+    return onB.integer("SELECT count(*) FROM queue WHERE recipient = ?", {bob.number()});
+  };
+  ASSERT_TRUE(waitUntil([&] { return queuedOnB() == kBeforeKill; })) << b->log();
+  b->kill9();
+
+  // Sent after b died: in the stream, for bob's next login anywhere.
+  constexpr int kAfterKill = 10;
+  std::vector<std::string> afterKill;
+  for (int i = 0; i < kAfterKill; ++i) {
+    afterKill.push_back("after b died " + std::to_string(i));
+    acked[afterKill.back()] = alice.client().send(bob.number(), afterKill.back()).id;
+  }
+  bob.releaseDeliveries();  // the phone sees b gone and logs in on a
+  ASSERT_TRUE(waitUntil([&] {
+    std::size_t found = 0;
+    for (const auto& m : bob.messages()) found += m.body.rfind("after b died ", 0) == 0 ? 1 : 0;
+    return found >= static_cast<std::size_t>(kAfterKill);
+  })) << a->log();
+  EXPECT_EQ(bob.client().serverInfo().node, "a");
+
+  // What bob received: each after-kill message once, in order, and from b's
+  // time at most the batch b was handing him when it died (returned to no one).
+  std::vector<client::Message> received = bob.messages();
+  std::map<std::string, int> seen;
+  std::vector<std::string> afterKillReceived;
+  for (const auto& m : received) {
+    ++seen[m.body];
+    ASSERT_TRUE(acked.count(m.body)) << m.body;
+    EXPECT_EQ(m.id, acked[m.body]) << m.body;
+    if (m.body.rfind("after b died ", 0) == 0) afterKillReceived.push_back(m.body);
+  }
+  ASSERT_EQ(afterKillReceived.size(), afterKill.size());
+  EXPECT_EQ(afterKillReceived, afterKill);
+  for (const auto& [body, n] : seen) EXPECT_EQ(n, 1) << body;
+
+  // The rest of what b acknowledged-by-import sits in b's queue on its disk:
+  // every acknowledged message is on bob's phone or there, none in neither.
+  std::vector<std::string> stranded =
+      onB.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq", {bob.number()});
+  ASSERT_EQ(stranded.size(), static_cast<std::size_t>(kBeforeKill));
+  std::size_t onlyOnDisk = 0;
+  for (const auto& body : stranded) onlyOnDisk += seen.count(body) ? 0 : 1;
+  for (const auto& [body, id] : acked) {
+    bool onDisk = std::find(stranded.begin(), stranded.end(), body) != stranded.end();
+    EXPECT_TRUE(seen.count(body) || onDisk) << body << " is neither on the phone nor on b's disk";
+  }
+  std::cout << onlyOnDisk << " of " << kBeforeKill
+            << " acknowledged messages wait only on the dead node's disk\n";
+  EXPECT_GT(onlyOnDisk, 0u) << "b handed over everything it had imported before it died";
+}
+
+}  // namespace
+}  // namespace switchboard::integration
