@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace switchboard::bench {
 
@@ -33,12 +34,19 @@ struct BenchOptions {
   std::filesystem::path pluginDir;
   std::filesystem::path benchDir;  // peers' configuration templates (bench/ in the source)
   std::string serverPrefix;        // put before the server's command (a profiler), split on spaces
+  // A cluster (docs/cluster.md): this many Switchboard nodes joined by a nats-server of the
+  // run's own; 0 is one host and no NATS. Phones are spread over the nodes, and the two
+  // phones of a pair sit on different nodes ("cross") or on the same one ("same").
+  int clusterNodes = 0;
+  std::string pairNodes = "cross";
 
   // Filled in for workers.
   int workerIndex = 0;
   std::string serverHost = "127.0.0.1";
   int serverPort = 0;
   std::filesystem::path codeLog;  // the host's log, where the dev SMS sink prints codes
+  std::vector<int> nodePorts;     // a cluster: each node's phone port (serverPort unused)
+  std::vector<std::filesystem::path> nodeLogs;  // and each node's log (codes sent there)
   std::string xmppDomain = "bench.localhost";
 };
 

@@ -237,7 +237,8 @@ struct Phone {
   std::string key;
   kj::Maybe<kj::Own<Connection>> connection;
   kj::Maybe<proto::Session::Client> session;
-  bool receiver = false;  // receives a flow (offline: waits offline until the drain)
+  bool receiver = false;   // receives a flow (offline: waits offline until the drain)
+  std::uint32_t node = 0;  // which server (a cluster's node) it registers and logs in on
   bool loggedIn = false;
   // (flow, seq) of sends handed to the RPC layer whose bytes have not been written yet: the
   // next write on the connection stamps them (StampedStream::beforeWrite).
@@ -271,14 +272,25 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   PhoneFleet(const BenchOptions& options, net::NetworkThread& thread)
       : options_(options),
         io_(thread.ioContext()),
-        codes_(io_, options.codeLog.string()),
         ledger_(options.bodyBytes, options.scenario == "offline"
                                        ? DeliveryLedger::InFlightUntil::acked
                                        : DeliveryLedger::InFlightUntil::received),
         tasks_(*this) {
-    server_.sin_family = AF_INET;
-    server_.sin_port = htons(static_cast<uint16_t>(options.serverPort));
-    ::inet_pton(AF_INET, options.serverHost.c_str(), &server_.sin_addr);
+    // One server, or a cluster's nodes: each with its address and the log its codes go to.
+    std::vector<int> ports = options.nodePorts;
+    std::vector<std::filesystem::path> logs = options.nodeLogs;
+    if (ports.empty()) {
+      ports = {options.serverPort};
+      logs = {options.codeLog};
+    }
+    for (size_t i = 0; i < ports.size(); ++i) {
+      sockaddr_in server{};
+      server.sin_family = AF_INET;
+      server.sin_port = htons(static_cast<uint16_t>(ports[i]));
+      ::inet_pton(AF_INET, options.serverHost.c_str(), &server.sin_addr);
+      servers_.push_back(server);
+      codes_.push_back(std::make_unique<CodeBook>(io_, logs[i].string()));
+    }
     buildRoles();
   }
 
@@ -309,6 +321,13 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
           setupFields_.set("login_start_ns", loginStartNs_);
           setupFields_.set("login_end_ns", monotonicNs());
           setupFields_.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
+          if (servers_.size() > 1) {
+            std::vector<std::uint64_t> perNode(servers_.size(), 0);
+            for (const Phone& phone : phones_) perNode[phone.node] += phone.loggedIn ? 1 : 0;
+            for (size_t n = 0; n < perNode.size(); ++n) {
+              setupFields_.set("logged_in_node" + std::to_string(n), perNode[n]);
+            }
+          }
           return createGroups();
         });
   }
@@ -403,8 +422,10 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
         phones_.push_back(std::move(phone));
       }
     };
+    auto nodes = static_cast<std::uint32_t>(servers_.size());
     if (s == "connect") {
       addPhones(shareOf(options_.count, options_.procs, options_.workerIndex));
+      for (std::uint32_t i = 0; i < phones_.size(); ++i) phones_[i].node = i % nodes;
     } else if (s == "groups") {
       std::uint32_t size = std::max<std::uint32_t>(options_.groupSize, 2);
       std::uint64_t groups = std::max<std::uint64_t>(
@@ -423,6 +444,10 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
         auto base = static_cast<std::uint32_t>(phones_.size());
         addPhones(2);
         addFlow(base, base + 1, 1);
+        // A cluster: the sender on node p, the receiver on the next node (or the same).
+        auto node = static_cast<std::uint32_t>(p % nodes);
+        phones_[base].node = node;
+        phones_[base + 1].node = options_.pairNodes == "same" ? node : (node + 1) % nodes;
         if (s == "offline") routes_.back().quota = options_.offlineMessages;
         if (s == "dbsize") {
           routes_.back().quota = shareOf(messages, static_cast<int>(pairs), static_cast<int>(p));
@@ -485,14 +510,16 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   }
 
   kj::Promise<void> registerPhone(std::uint32_t index) {
-    return connectFrom(io_, server_, sourceHost(), false, options_.transport == "ws")
+    return connectFrom(io_, servers_[phones_[index].node], sourceHost(), false,
+                       options_.transport == "ws")
         .then([this, index](kj::Own<Connection> c) {
           auto gateway = c->bootstrap().castAs<proto::Gateway>();
           auto request = gateway.requestCodeRequest();
           request.setPhone(phones_[index].number);
           return request.send()
               .then([this, index](auto&&) {
-                return codes_.code(phones_[index].number, monotonicNs() + 20 * kSecond);
+                return codes_[phones_[index].node]->code(phones_[index].number,
+                                                         monotonicNs() + 20 * kSecond);
               })
               .then([this, index, gateway](std::string code) mutable {
                 auto verify = gateway.verifyRequest();
@@ -512,7 +539,8 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> loginPhone(std::uint32_t index) {
     // An open loop writes each send at once, so its send stamp is the send; a closed loop
     // keeps AsioStream's batching (a syscall per message would bound the generator).
-    return connectFrom(io_, server_, sourceHost(), openLoop(), options_.transport == "ws")
+    return connectFrom(io_, servers_[phones_[index].node], sourceHost(), openLoop(),
+                       options_.transport == "ws")
         .then([this, index](kj::Own<Connection> c) {
           c->stream->beforeWrite = [this, index](std::int64_t ns) {
             auto& unwritten = phones_[index].unwritten;
@@ -698,8 +726,8 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
 
   const BenchOptions& options_;
   asio::io_context& io_;
-  sockaddr_in server_{};
-  CodeBook codes_;
+  std::vector<sockaddr_in> servers_;              // one, or a cluster's nodes
+  std::vector<std::unique_ptr<CodeBook>> codes_;  // the same order
   std::vector<Phone> phones_;
   std::vector<Route> routes_;
   std::uint32_t connectionCounter_ = 0;

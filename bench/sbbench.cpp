@@ -87,6 +87,8 @@ struct RunOutcome {
   LatencyHistogram swapLatency, swapIntendedLatency;
   LatencyHistogram sendLag;  // actual - intended send
   ProcSample base, loaded, windowStart, windowEnd;
+  // The same per server process, in serverPids() order (a cluster: nats-server, then nodes).
+  std::vector<ProcSample> baseEach, loadedEach, windowStartEach, windowEndEach;
   std::vector<std::uint64_t> pausesUs;
   std::uint64_t swapsOk = 0, swapsFailed = 0;
   std::string swapFailure;
@@ -133,6 +135,16 @@ int resultTimeoutMs(const BenchOptions& o) {
   return static_cast<int>(std::min<std::uint64_t>(300000 + 3 * messages, 2000000000));
 }
 
+// Samples every process of the server together, and (into `each`) one by one.
+ProcSample sampleServer(const PeerServer& server, std::vector<ProcSample>& each) {
+  std::vector<pid_t> pids = serverPids(server);
+  each.clear();
+  if (pids.size() > 1) {
+    for (pid_t pid : pids) each.push_back(sampleProc(pid));
+  }
+  return sampleProcs(pids);
+}
+
 RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
   RunOutcome out;
   out.fdLimit = raiseFileLimit();
@@ -140,9 +152,13 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
   PeerServer server = startPeer(options, runDir);
   options.serverPort = server.port;
   options.codeLog = server.logPath;
+  for (const auto& node : server.nodes) {
+    options.nodePorts.push_back(node.port);
+    options.nodeLogs.push_back(node.logPath);
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   rememberServerTree(server.process->pid());
-  out.base = sampleProc(server.process->pid());
+  out.base = sampleServer(server, out.baseEach);
 
   std::vector<std::unique_ptr<WorkerProcess>> workers;
   for (int w = 0; w < options.procs; ++w) {
@@ -167,7 +183,7 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
   out.loginSpanNs = loginEnd - loginStart;
   if (options.scenario == "connect") std::this_thread::sleep_for(std::chrono::seconds(1));
   rememberServerTree(server.process->pid());
-  out.loaded = sampleProc(server.process->pid());
+  out.loaded = sampleServer(server, out.loadedEach);
 
   std::int64_t t0 = monotonicNs() + 100000000;
   for (auto& worker : workers) worker->command("go " + std::to_string(t0));
@@ -177,7 +193,7 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
     sleepUntil(t0 + kSecond);
   } else if (options.scenario == "swap") {
     sleepUntil(windowStart);
-    out.windowStart = sampleProc(server.process->pid());
+    out.windowStart = sampleServer(server, out.windowStartEach);
     sleepUntil(windowStart + phaseNs);
     std::int64_t mark = monotonicNs();
     for (auto& worker : workers) worker->command("mark " + std::to_string(mark));
@@ -190,13 +206,13 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
     sleepUntil(std::max(mark + phaseNs, monotonicNs() + kSecond / 2));
   } else if (timedScenario(options.scenario)) {
     sleepUntil(windowStart);
-    out.windowStart = sampleProc(server.process->pid());
+    out.windowStart = sampleServer(server, out.windowStartEach);
     sleepUntil(windowStart + phaseNs);
   } else if (options.scenario == "dbsize") {
     out.windowStart = out.loaded;
   }
   if (!selfTimedScenario(options.scenario)) {
-    out.windowEnd = sampleProc(server.process->pid());
+    out.windowEnd = sampleServer(server, out.windowEndEach);
     for (auto& worker : workers) worker->command("stop");
   }
   for (auto& worker : workers) {
@@ -214,7 +230,7 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
     out.drainNsMax = std::max<std::int64_t>(out.drainNsMax, result.number("drain_ns"));
     out.windowNs = std::max<std::int64_t>(out.windowNs, result.number("window_ns"));
   }
-  if (selfTimedScenario(options.scenario)) out.windowEnd = sampleProc(server.process->pid());
+  if (selfTimedScenario(options.scenario)) out.windowEnd = sampleServer(server, out.windowEndEach);
   for (auto& worker : workers) worker->finish(5000);
   stopPeer(server);
   rememberServerTree(0);
@@ -248,6 +264,28 @@ std::uint64_t pausePercentile(std::vector<std::uint64_t> v, double q) {
   std::sort(v.begin(), v.end());
   auto index = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size()))) - 1;
   return v[std::min(index, v.size() - 1)];
+}
+
+// A cluster run: memory (connect) or CPU per million delivered (the rest) of each process
+// on its own, named nats, node0, node1, ... Nothing for one host.
+void reportEachProcess(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
+                       const std::string& prefix, double delivered) {
+  for (size_t i = 0; i < run.loadedEach.size(); ++i) {
+    std::string name = prefix + (i == 0 ? "nats" : "node" + std::to_string(i - 1)) + "_";
+    if (o.scenario == "connect") {
+      double growth = static_cast<double>(run.loadedEach[i].rssBytes) -
+                      static_cast<double>(run.baseEach.at(i).rssBytes);
+      r.set(name + "rss_bytes", run.loadedEach[i].rssBytes);
+      r.set(name + "rss_growth_bytes", growth);
+      if (i == 0) continue;
+      double sessions = run.setup.number("logged_in_node" + std::to_string(i - 1));
+      r.set(name + "sessions", sessions);
+      r.set(name + "rss_per_session_bytes", sessions > 0 ? growth / sessions : 0);
+    } else if (i < run.windowEndEach.size() && i < run.windowStartEach.size()) {
+      double cpu = run.windowEndEach[i].cpuSeconds - run.windowStartEach[i].cpuSeconds;
+      r.set(name + "cpu_s_per_million", delivered > 0 ? cpu / (delivered / 1e6) : 0);
+    }
+  }
 }
 
 // Turns one run into the figures the scenario promises.
@@ -289,6 +327,7 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
     double perSession = (sessions > 0 ? rss / sessions : 0) + kernelPerSession;
     r.set(prefix + "projected_sessions_per_gib", perSession > 0 ? 1073741824.0 / perSession : 0);
     r.set(prefix + "fd_limit", run.fdLimit);
+    reportEachProcess(o, run, r, prefix, 0);
     return;
   }
   if (o.scenario == "dbsize") {
@@ -331,6 +370,7 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
     r.set(prefix + "offered_msgs_per_s", o.count);
   r.set(prefix + "server_cpu_s_per_million", delivered > 0 ? cpuS / (delivered / 1e6) : 0);
   r.set(prefix + "server_cpu_share", windowS > 0 ? cpuS / windowS : 0);
+  reportEachProcess(o, run, r, prefix, delivered);
   r.set(prefix + "server_rss_bytes", run.windowEnd.rssBytes);
   addLatencies(r, prefix, run.latency, run.intendedLatency);
   r.set(prefix + "send_lag_p50_us", percentileUs(run.sendLag, 0.50));
@@ -399,6 +439,13 @@ int main(int argc, char** argv) {
   app.add_option("--server-binary", o.serverBinary, "the switchboard host binary");
   app.add_option("--plugin-dir", o.pluginDir, "the plugin build directory");
   app.add_option("--bench-dir", o.benchDir, "the peers' configuration templates");
+  app.add_option("--cluster-nodes", o.clusterNodes,
+                 "start a nats-server and this many Switchboard nodes joined by it (figures "
+                 "summed over all of them)")
+      ->check(CLI::Range(0, 16));
+  app.add_option("--pair-nodes", o.pairNodes,
+                 "with --cluster-nodes: the two phones of a pair on different nodes or the same")
+      ->check(CLI::IsMember({"cross", "same"}));
   app.add_option("--server-prefix", o.serverPrefix,
                  "command put before the server's (e.g. \"perf record -g -o FILE --\")");
   CLI11_PARSE(app, argc, argv);
@@ -409,6 +456,12 @@ int main(int argc, char** argv) {
   if (o.benchDir.empty()) o.benchDir = SBBENCH_SOURCE_DIR;
   if (o.count == 0) {
     std::cerr << "sbbench: give a count (see --help)\n";
+    return 2;
+  }
+  if (o.clusterNodes > 0 && (o.peer != "switchboard" || o.transport != "tcp" ||
+                             o.scenario == "swap" || o.scenario == "dbsize")) {
+    std::cerr << "sbbench: --cluster-nodes is for Switchboard phones over tcp, not swap or "
+                 "dbsize\n";
     return 2;
   }
   if (o.pin) pinToCpu(1);
@@ -430,6 +483,10 @@ int main(int argc, char** argv) {
   r.set("count", o.count);
   r.set("procs", o.procs);
   r.set("pinned", o.pin ? 1 : 0);
+  if (o.clusterNodes > 0) {
+    r.set("cluster_nodes", o.clusterNodes);
+    if (o.scenario != "connect") r.set("pair_nodes", o.pairNodes);
+  }
   int code = 0;
   try {
     if (o.scenario == "groups") {

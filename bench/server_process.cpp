@@ -227,16 +227,21 @@ std::vector<pid_t> descendantsOf(pid_t root) {
 }
 
 ProcSample sampleProc(pid_t root) {
+  return sampleProcs({root});
+}
+
+ProcSample sampleProcs(const std::vector<pid_t>& roots) {
   ProcSample sample;
   sample.atNs = monotonicNs();
   std::map<pid_t, StatLine> all = allProcesses();
-  // The root and its descendants: ejabberd runs as a script, beam.smp and helpers.
-  std::vector<pid_t> tree = treeOf(root, all);
-  for (pid_t pid : tree) {
-    auto it = all.find(pid);
-    if (it == all.end()) continue;
-    sample.cpuSeconds += it->second.cpuSeconds;
-    sample.rssBytes += readRss(pid);
+  // Each root and its descendants: ejabberd runs as a script, beam.smp and helpers.
+  for (pid_t root : roots) {
+    for (pid_t pid : treeOf(root, all)) {
+      auto it = all.find(pid);
+      if (it == all.end()) continue;
+      sample.cpuSeconds += it->second.cpuSeconds;
+      sample.rssBytes += readRss(pid);
+    }
   }
   std::ifstream sockstat("/proc/net/sockstat");
   std::string word;

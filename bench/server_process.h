@@ -56,6 +56,9 @@ struct ProcSample {
 };
 
 ProcSample sampleProc(pid_t root);
+// The same over several process trees (a cluster's nodes and its nats-server): CPU and RSS
+// summed, the kernel's figures once.
+ProcSample sampleProcs(const std::vector<pid_t>& roots);
 
 // CLOCK_MONOTONIC in ns: the same clock in every process of the machine, so a timestamp
 // written into a message body by one process is comparable in another.
