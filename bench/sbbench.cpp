@@ -295,8 +295,8 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
   const ReportFields& x = run.result;
   double windowS = static_cast<double>(run.windowNs) / kSecond;
   double cpuS = run.windowEnd.cpuSeconds - run.windowStart.cpuSeconds;
-  r.set(prefix + "failures",
-        s.number("register_failures") + s.number("login_failures") + x.number("send_errors"));
+  r.set(prefix + "failures", s.number("register_failures") + s.number("login_failures") +
+                                 s.number("hello_failures") + x.number("send_errors"));
   if (s.text("first_failure") != "none" && !s.text("first_failure").empty()) {
     r.set(prefix + "first_failure", s.text("first_failure"));
   } else if (x.text("first_failure") != "none" && !x.text("first_failure").empty()) {

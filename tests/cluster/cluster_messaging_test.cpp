@@ -16,35 +16,12 @@
 #include "net/network_thread.h"
 #include "recording_phone.h"
 #include "running_host.h"
+#include "two_node_cluster.h"
 
 namespace switchboard::integration {
 namespace {
 
-using switchboard::testing::NatsServer;
-
-class ClusterMessaging : public ::testing::Test {
- protected:
-  void SetUp() override {
-    nats.start();
-    a = makeNode("a");
-    b = makeNode("b");
-  }
-
-  std::unique_ptr<RunningHost> makeNode(const std::string& name) {
-    auto node = std::make_unique<RunningHost>(std::vector<std::string>{
-        "--cluster", nats.url(), "--node-name", name, "--log-level", "debug"});
-    node->start();
-    // Registration needs the cluster's directory: wait for the link.
-    EXPECT_TRUE(waitUntil([&] {
-      return node->log().find("cluster: connected to NATS") != std::string::npos;
-    })) << node->log();
-    return node;
-  }
-
-  NatsServer nats;
-  std::unique_ptr<RunningHost> a;
-  std::unique_ptr<RunningHost> b;
-};
+class ClusterMessaging : public TwoNodeCluster {};
 
 TEST_F(ClusterMessaging, APhoneRegisteredOnALogsInOnBAndAWrongKeyIsRefusedThere) {
   RecordingPhone onA(a->clientOptions(), "+15550009001");

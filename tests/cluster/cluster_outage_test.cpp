@@ -19,17 +19,17 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "database_file.h"
 #include "nats_server.h"
 #include "recording_phone.h"
 #include "running_host.h"
+#include "two_node_cluster.h"
 
 namespace switchboard::integration {
 namespace {
-
-using switchboard::testing::NatsServer;
 
 // The refusals a send may get while the cluster is degraded (docs/cluster.md):
 // the node has no block of cluster-unique message ids to give.
@@ -168,23 +168,8 @@ class SendStream {
   std::thread thread_;
 };
 
-class ClusterOutage : public ::testing::Test {
+class ClusterOutage : public TwoNodeCluster {
  protected:
-  void SetUp() override {
-    nats.start();
-    a = makeNode("a");
-    b = makeNode("b");
-  }
-
-  std::unique_ptr<RunningHost> makeNode(const std::string& name) {
-    auto node = std::make_unique<RunningHost>(std::vector<std::string>{
-        "--cluster", nats.url(), "--node-name", name, "--log-level", "debug"});
-    node->start();
-    EXPECT_TRUE(waitUntil([&] { return count(*node, "cluster: connected to NATS") > 0; }))
-        << node->log();
-    return node;
-  }
-
   static std::size_t count(const RunningHost& node, const std::string& text) {
     std::string log = node.log();
     std::size_t n = 0;
@@ -216,9 +201,23 @@ class ClusterOutage : public ::testing::Test {
              std::to_string(s->acknowledged()) + ", received " +
              std::to_string(s->received().size()) + "\n";
     }
+    // The link's changes and anything else that is not a per-message line, last first.
     for (const auto* node : {a.get(), b.get()}) {
-      std::string log = node->log();
-      out += "---- log tail\n" + log.substr(log.size() > 6000 ? log.size() - 6000 : 0);
+      std::istringstream log(node->log());
+      std::vector<std::string> lines;
+      std::size_t perMessage = 0;
+      for (std::string line; std::getline(log, line);) {
+        if (line.find("imported ") != std::string::npos ||
+            line.find("kept on this node") != std::string::npos) {
+          ++perMessage;
+        } else {
+          lines.push_back(line);
+        }
+      }
+      out += "---- node log (" + std::to_string(perMessage) + " import/kept lines left out)\n";
+      for (std::size_t i = lines.size() > 40 ? lines.size() - 40 : 0; i < lines.size(); ++i) {
+        out += lines[i] + "\n";
+      }
     }
     return out;
   }
@@ -229,10 +228,6 @@ class ClusterOutage : public ::testing::Test {
     for (const auto& s : streams) now.push_back(s->answered());
     return now;
   }
-
-  NatsServer nats;
-  std::unique_ptr<RunningHost> a;
-  std::unique_ptr<RunningHost> b;
 };
 
 TEST_F(ClusterOutage, NatsKilledAndRestartedMidStreamEveryAcknowledgedSendArrivesOnceInOrder) {

@@ -1,0 +1,43 @@
+// A GoogleTest fixture: a nats-server of the test's own (JetStream, a temporary
+// store, a free port) and two real host processes, nodes "a" and "b", joined
+// by it (--cluster, debug logs). SetUp returns once both nodes have logged
+// that they are connected to NATS (registration needs the cluster's
+// directory). Members are the test's to stop, kill and restart; the fixture's
+// destructor stops whatever still runs.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nats_server.h"
+#include "running_host.h"
+
+namespace switchboard::integration {
+
+class TwoNodeCluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nats.start();
+    a = makeNode("a");
+    b = makeNode("b");
+  }
+
+  std::unique_ptr<RunningHost> makeNode(const std::string& name) {
+    auto node = std::make_unique<RunningHost>(std::vector<std::string>{
+        "--cluster", nats.url(), "--node-name", name, "--log-level", "debug"});
+    node->start();
+    EXPECT_TRUE(waitUntil([&] {
+      return node->log().find("cluster: connected to NATS") != std::string::npos;
+    })) << node->log();
+    return node;
+  }
+
+  switchboard::testing::NatsServer nats;
+  std::unique_ptr<RunningHost> a;
+  std::unique_ptr<RunningHost> b;
+};
+
+}  // namespace switchboard::integration
