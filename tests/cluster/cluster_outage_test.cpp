@@ -374,7 +374,23 @@ TEST_F(ClusterOutage, ANodeKilledForGoodKeepsOnItsDiskWhatItHadImported) {
     return onB.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq",
                       {bobOnB->number()});
   };
-  ASSERT_TRUE(waitUntil([&] { return queuedOnB().size() == kBeforeKill; })) << b->log();
+  // b logs an import once the envelopes are removed from the stream (until then a
+  // copy is in both places, and the phone would get it on a as well).
+  auto importedOnB = [&] {
+    std::istringstream log(b->log());
+    std::string marker = "cluster: imported ", tail = " receipts for " + bobOnB->number();
+    std::size_t messages = 0;
+    for (std::string line; std::getline(log, line);) {
+      auto at = line.find(marker);
+      if (at != std::string::npos && line.find(tail) != std::string::npos) {
+        messages += std::stoul(line.substr(at + marker.size()));
+      }
+    }
+    return messages;
+  };
+  ASSERT_TRUE(waitUntil([&] {
+    return queuedOnB().size() == kBeforeKill && importedOnB() == kBeforeKill;
+  })) << b->log();
   b->kill9();
 
   // Sent after b died: in the stream, for bob's next login anywhere.
