@@ -53,20 +53,27 @@ kj::Promise<NodeReplies> forward(const HostView& host, capnp::Text::Reader node,
   });
 }
 
-void fillNodeOperations(capnp::List<proto::NodeOperation>::Builder out,
-                        const std::vector<cluster::PluginReply>& replies) {
-  for (unsigned i = 0; i < replies.size(); ++i) {
-    const auto& reply = replies[i];
-    out[i].setNode(text(reply.node));
-    out[i].setAnswered(reply.answered);
-    auto result = out[i].initResult();
-    result.setOk(reply.ok);
-    result.setError(text(reply.error));
-    result.setFromVersion(text(reply.fromVersion));
-    result.setToVersion(text(reply.toVersion));
-    result.setSha256(text(reply.sha256));
-    result.setPauseUs(reply.pauseUs);
-  }
+// Forwards `request` and answers `context` with one NodeOperation per node.
+template <class Context>
+kj::Promise<void> answerPerNode(const HostView& host, Context context, capnp::Text::Reader node,
+                                cluster::PluginRequest request, std::uint32_t timeoutMs) {
+  return forward(host, node, std::move(request), timeoutMs)
+      .then([context](NodeReplies replies) mutable {
+        auto out = context.getResults().initResults(static_cast<unsigned>(replies.replies.size()));
+        for (unsigned i = 0; i < replies.replies.size(); ++i) {
+          const auto& reply = replies.replies[i];
+          out[i].setNode(text(reply.node));
+          out[i].setAnswered(reply.answered);
+          plugin::OperationResult result;
+          result.ok = reply.ok;
+          result.error = reply.error;
+          result.fromVersion = reply.fromVersion;
+          result.toVersion = reply.toVersion;
+          result.sha256 = reply.sha256;
+          result.pauseUs = reply.pauseUs;
+          fillOperation(out[i].initResult(), result);
+        }
+      });
 }
 
 }  // namespace
@@ -82,12 +89,7 @@ kj::Promise<void> AdminServer::loadPluginOnNodes(LoadPluginOnNodesContext contex
   request.path = plainText(params.getPath());
   if (request.path.empty()) refuse("no library path given");
   request.waitProbation = params.getWaitProbation();
-  return forward(host_, params.getNode(), std::move(request), params.getTimeoutMs())
-      .then([context](NodeReplies replies) mutable {
-        fillNodeOperations(
-            context.getResults().initResults(static_cast<unsigned>(replies.replies.size())),
-            replies.replies);
-      });
+  return answerPerNode(host_, context, params.getNode(), std::move(request), params.getTimeoutMs());
 }
 
 kj::Promise<void> AdminServer::rollbackPluginOnNodes(RollbackPluginOnNodesContext context) {
@@ -97,12 +99,7 @@ kj::Promise<void> AdminServer::rollbackPluginOnNodes(RollbackPluginOnNodesContex
   request.operation = cluster::PluginRequest::Operation::rollback;
   request.kind = plainText(params.getKind());
   request.version = plainText(params.getVersion());
-  return forward(host_, params.getNode(), std::move(request), params.getTimeoutMs())
-      .then([context](NodeReplies replies) mutable {
-        fillNodeOperations(
-            context.getResults().initResults(static_cast<unsigned>(replies.replies.size())),
-            replies.replies);
-      });
+  return answerPerNode(host_, context, params.getNode(), std::move(request), params.getTimeoutMs());
 }
 
 // ---------------------------------------------------------------- answering

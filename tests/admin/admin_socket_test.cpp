@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
-#include <cstdio>
 #include <fstream>
 #include <vector>
 
@@ -57,23 +56,8 @@ TEST(AdminSocket, RefusesToStartOverAFileThatIsNotASocket) {
 }
 
 // What `command` printed on stdout and stderr, and its exit status.
-struct Ran {
-  int status = -1;
-  std::string output;
-};
-
-Ran run(const std::vector<std::string>& command) {
-  std::string line;
-  for (const auto& word : command) line += "'" + word + "' ";
-  line += "2>&1";
-  Ran ran;
-  FILE* pipe = ::popen(line.c_str(), "r");
-  if (pipe == nullptr) return ran;
-  char buffer[512];
-  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) ran.output += buffer;
-  ran.status = ::pclose(pipe);
-  return ran;
-}
+using Ran = switchboard::testing::CommandRun;
+using switchboard::testing::runCommand;
 
 // setpriv as the unprivileged user nobody, no supplementary groups.
 std::vector<std::string> asNobody(std::vector<std::string> command) {
@@ -96,16 +80,17 @@ TEST_F(AdminHostTest, AnotherUserIsRefusedByTheAdminSocket) {
   auto sbctl = dir.path() / "sbctl";
   std::filesystem::copy_file(SWITCHBOARD_SBCTL, sbctl);
   ::chmod(sbctl.c_str(), 0755);
-  Ran reach = run(asNobody({"test", "-S", adminSocket()}));
+  Ran reach = runCommand(asNobody({"test", "-S", adminSocket()}));
   ASSERT_EQ(reach.status, 0) << "nobody cannot even see the socket: " << reach.output;
 
-  Ran refused = run(asNobody({sbctl.string(), "--socket", adminSocket(), "--json", "status"}));
+  Ran refused =
+      runCommand(asNobody({sbctl.string(), "--socket", adminSocket(), "--json", "status"}));
   EXPECT_NE(refused.status, 0) << refused.output;
   EXPECT_THAT(refused.output, HasSubstr("cannot connect to " + adminSocket()));
   EXPECT_THAT(refused.output, HasSubstr("Permission denied"));
 
   // The owner, with the same command, gets an answer.
-  Ran owner = run({sbctl.string(), "--socket", adminSocket(), "--json", "status"});
+  Ran owner = runCommand({sbctl.string(), "--socket", adminSocket(), "--json", "status"});
   EXPECT_EQ(owner.status, 0) << owner.output;
   EXPECT_THAT(owner.output, HasSubstr("clientEndpoint"));
 }

@@ -10,7 +10,6 @@
 #include <signal.h>
 
 #include <atomic>
-#include <cstdio>
 #include <future>
 #include <memory>
 #include <thread>
@@ -33,23 +32,8 @@ const std::string kRoutingNext =
     std::string(SWITCHBOARD_PLUGIN_DIR) + "/routing/librouting-next.so";
 constexpr std::chrono::seconds kNodeTimeout{120};
 
-struct Ran {
-  int status = -1;
-  std::string output;
-};
-
-Ran run(const std::vector<std::string>& command) {
-  std::string line;
-  for (const auto& word : command) line += "'" + word + "' ";
-  line += "2>&1";
-  Ran ran;
-  FILE* pipe = ::popen(line.c_str(), "r");
-  if (pipe == nullptr) return ran;
-  char buffer[512];
-  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) ran.output += buffer;
-  ran.status = ::pclose(pipe);
-  return ran;
-}
+using Ran = switchboard::testing::CommandRun;
+using switchboard::testing::runCommand;
 
 class ClusterAdmin : public ::testing::Test {
  protected:
@@ -270,8 +254,9 @@ TEST_F(ClusterAdmin, ARollingUpgradePassesNodeByNodeWhilePhonesKeepTalking) {
       }
     });
   }
-  Ran upgrade = run({SWITCHBOARD_SBCTL, "--socket", nodes[0]->adminSocket().string(), "cluster",
-                     "upgrade", "routing", kRoutingNext, "--node-timeout", "120"});
+  Ran upgrade =
+      runCommand({SWITCHBOARD_SBCTL, "--socket", nodes[0]->adminSocket().string(), "cluster",
+                  "upgrade", "routing", kRoutingNext, "--node-timeout", "120"});
   upgrading = false;
   for (auto& sender : senders) sender.join();
   for (const auto& failure : failures) EXPECT_EQ(failure, "") << "a send failed";
@@ -301,8 +286,8 @@ TEST_F(ClusterAdmin, ARollingUpgradePassesNodeByNodeWhilePhonesKeepTalking) {
 // keeps its version, and touches no other.
 TEST_F(ClusterAdmin, ARollingUpgradeStopsAtTheFirstFailure) {
   startNodes({"a", "b", "c"});
-  Ran upgrade = run({SWITCHBOARD_SBCTL, "--socket", nodes[1]->adminSocket().string(), "cluster",
-                     "upgrade", "routing", COUNTER_WRONG_ABI_SO});
+  Ran upgrade = runCommand({SWITCHBOARD_SBCTL, "--socket", nodes[1]->adminSocket().string(),
+                            "cluster", "upgrade", "routing", COUNTER_WRONG_ABI_SO});
   EXPECT_NE(upgrade.status, 0) << upgrade.output;
   EXPECT_NE(
       upgrade.output.find("a: failed: canary rejected: ABI version mismatch: library has 999, host "
@@ -332,8 +317,8 @@ TEST_F(ClusterAdmin, ARollingUpgradeStopsWhenProbationFailsOnANode) {
   recipient.registerAndLogin(nodes[0]->sms());
 
   auto upgrade = std::async(std::launch::async, [&] {
-    return run({SWITCHBOARD_SBCTL, "--socket", nodes[1]->adminSocket().string(), "cluster",
-                "upgrade", "routing", FAULTY_ROUTING_THROWS_SO});
+    return runCommand({SWITCHBOARD_SBCTL, "--socket", nodes[1]->adminSocket().string(), "cluster",
+                       "upgrade", "routing", FAULTY_ROUTING_THROWS_SO});
   });
   ASSERT_TRUE(waitUntil([&] { return routingVersion(*nodes[0]) == "1.0.9"; }));
   // Sends on a fail until the fourth error (more than 3) rolls the version back.

@@ -17,6 +17,16 @@ def build_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "build"
 
 
+def wait_until(predicate, limit=60.0):
+    """Polls until predicate() holds; the limit only stops a hang."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -5,25 +5,14 @@ the client library's list of endpoints."""
 import json
 import signal
 import subprocess
-import time
 import urllib.request
 
 import pytest
 
 from nats_server import NatsServer
-from switchboard_host import RunningHost, build_dir, free_port
+from switchboard_host import RunningHost, build_dir, free_port, wait_until
 
 BUILD = build_dir()
-
-
-def wait_until(predicate, limit=60.0):
-    """Polls until predicate() holds; the limit only stops a hang."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

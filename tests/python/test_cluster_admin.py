@@ -6,26 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from nats_server import NatsServer
-from switchboard_host import RunningHost, build_dir
+from switchboard_host import RunningHost, build_dir, wait_until
 
 BUILD = build_dir()
 EXAMPLE = Path(__file__).resolve().parents[2] / "scripting" / "examples" / "cluster_rolling_upgrade.py"
-
-
-def wait_until(predicate, limit=60.0):
-    """Polls until predicate() holds; the limit only stops a hang."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

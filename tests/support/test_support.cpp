@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <string>
 #include <system_error>
 
@@ -38,6 +39,19 @@ std::uint16_t freePort() {
   }
   ::close(fd);
   return ntohs(address.sin_port);
+}
+
+CommandRun runCommand(const std::vector<std::string>& command) {
+  std::string line;
+  for (const auto& word : command) line += "'" + word + "' ";
+  line += "2>&1";
+  CommandRun ran;
+  FILE* pipe = ::popen(line.c_str(), "r");
+  if (pipe == nullptr) return ran;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) ran.output += buffer;
+  ran.status = ::pclose(pipe);
+  return ran;
 }
 
 }  // namespace switchboard::testing

@@ -1,12 +1,15 @@
 // What every test room needs and nobody should write twice: a scratch
-// directory, a free port, and a bounded wait for a condition.
+// directory, a free port, a bounded wait for a condition, and a command run to
+// its end with its output.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace switchboard::testing {
 
@@ -39,5 +42,13 @@ bool waitUntil(Predicate predicate, std::chrono::seconds guard = std::chrono::se
   }
   return true;
 }
+
+// A command run through the shell (each word quoted) to its end: its exit
+// status as pclose gives it, and what it wrote to stdout and stderr together.
+struct CommandRun {
+  int status = -1;
+  std::string output;
+};
+CommandRun runCommand(const std::vector<std::string>& command);
 
 }  // namespace switchboard::testing
