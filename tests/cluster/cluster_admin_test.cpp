@@ -8,11 +8,14 @@
 // stay connected and every message sent meanwhile arrives once.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <future>
 #include <memory>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "admin_client.h"
 #include "nats_server.h"
@@ -165,6 +168,10 @@ TEST_F(ClusterAdmin, AnUnknownNodeNameIsRefused) {
   } catch (const AdminError& e) {
     EXPECT_STREQ(e.what(), "no node 'zz' in the cluster (nodes: a, b)");
   }
+  Ran viaSbctl = runCommand({SWITCHBOARD_SBCTL, "--socket", nodes[0]->adminSocket().string(),
+                             "plugin", "load", "routing", kRoutingNext, "--node", "zz"});
+  EXPECT_EQ(WEXITSTATUS(viaSbctl.status), 1) << viaSbctl.output;
+  EXPECT_EQ(viaSbctl.output, "sbctl: no node 'zz' in the cluster (nodes: a, b)\n");
 }
 
 TEST_F(ClusterAdmin, RollbackOnOneNode) {
@@ -189,6 +196,26 @@ TEST_F(ClusterAdmin, RollbackOnOneNode) {
   EXPECT_FALSE(refused[0].result.ok);
   EXPECT_EQ(refused[0].result.error,
             "version 9.9.9 of routing is not loaded (loaded: 1.0.0, 1.1.0)");
+
+  // The same through sbctl: a refusal is exit 1, with the node's reason.
+  Ran viaSbctl = runCommand({SWITCHBOARD_SBCTL, "--socket", nodes[0]->adminSocket().string(),
+                             "plugin", "rollback", "routing", "--to", "9.9.9", "--node", "b"});
+  EXPECT_EQ(WEXITSTATUS(viaSbctl.status), 1) << viaSbctl.output;
+  EXPECT_NE(viaSbctl.output.find(
+                "sbctl: b: version 9.9.9 of routing is not loaded (loaded: 1.0.0, 1.1.0)\n"),
+            std::string::npos)
+      << viaSbctl.output;
+  // And a rollback of a to 1.0.0 with --json: one row per node.
+  Ran json = runCommand({SWITCHBOARD_SBCTL, "--socket", nodes[1]->adminSocket().string(), "--json",
+                         "plugin", "rollback", "routing", "--node", "a"});
+  EXPECT_EQ(json.status, 0) << json.output;
+  auto rows = nlohmann::json::parse(json.output);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["node"], "a");
+  EXPECT_EQ(rows[0]["answered"], true);
+  EXPECT_EQ(rows[0]["ok"], true);
+  EXPECT_EQ(rows[0]["toVersion"], "1.0.0");
+  EXPECT_EQ(routingVersion(*nodes[0]), "1.0.0");
 }
 
 TEST_F(ClusterAdmin, ANodeThatDoesNotAnswerIsNamed) {
