@@ -305,6 +305,10 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
   if (o.scenario == "connect") {
     double sessions = s.number("logged_in");
     r.set(prefix + "registered", s.number("registered"));
+    if (o.clusterNodes > 0) {
+      r.set(prefix + "register_retries", s.number("register_retries"));
+      if (s.text("first_retry") != "none") r.set(prefix + "first_retry", s.text("first_retry"));
+    }
     if (run.registerSpanNs > 0) {  // the peers have no registration step of their own
       r.set(prefix + "registrations_per_s",
             s.number("registered") * kSecond / static_cast<double>(run.registerSpanNs));
