@@ -78,18 +78,12 @@ struct Envelope {
 
 struct KickNotice {
   # Core NATS subject sb.node.<node>.kick: close the phone's session there if
-  # it is still `sessionId`, telling the phone `reason`. Fire and forget.
-  phone @0 :Text;
-  sessionId @1 :UInt64;
-  reason @2 :Text;
-}
-
-struct HandoverRequest {
-  # Core NATS request on sb.node.<node>.handover, from the node a phone just
-  # logged in on to the node that held it: close session `sessionId` there (0:
-  # none is open), move what that node's store holds for the phone into the
-  # stream, then answer (an empty reply). The new node imports after the
-  # answer, so what the old node held arrives before what came after it.
+  # it is still `sessionId` (0: none), telling the phone `reason`. Published,
+  # it is fire and forget. Sent as a request it is a handover, from the node a
+  # phone just logged in on: the receiver also moves what its store holds for
+  # the phone into the stream, then answers (an empty reply); the new node
+  # imports after the answer, so what the old node held arrives before what
+  # came after it. One subject for both keeps them in the order sent.
   phone @0 :Text;
   sessionId @1 :UInt64;
   reason @2 :Text;

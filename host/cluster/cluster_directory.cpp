@@ -111,6 +111,7 @@ ClusterDirectory::ClusterDirectory(NatsLink& link)
     : users_(link, {"sb_users", std::chrono::seconds(0), 1, false}),
       contacts_(link, {"sb_contacts", std::chrono::seconds(0), 1, false}),
       groups_(link, {"sb_groups", std::chrono::seconds(0), 1, false}),
+      memberGroups_(link, {"sb_member_groups", std::chrono::seconds(0), 1, false}),
       sessions_(link, {"sb_sessions", std::chrono::seconds(0), 1, false}),
       numbers_(link, {"sb_numbers", std::chrono::seconds(0), 1, false}),
       counters_(link, {"sb_counters", std::chrono::seconds(0), 1, false}) {}
@@ -163,36 +164,47 @@ std::vector<std::string> ClusterDirectory::contacts(const std::string& owner) {
 }
 
 namespace {
-// Read, change, write over the revision read; again on a conflict.
-void changeContacts(KvBucket& bucket, const std::string& owner,
-                    const std::function<bool(std::vector<std::string>&)>& change) {
-  std::string key = encodeKeyToken(owner);
+// A sorted list of texts under `key` (a ContactList record): read, change,
+// write over the revision read; again on a conflict.
+void changeList(KvBucket& bucket, const std::string& key, const std::string& what,
+                const std::function<bool(std::vector<std::string>&)>& change) {
+  std::string token = encodeKeyToken(key);
   for (int attempt = 0; attempt < kConflictRetries; ++attempt) {
-    auto value = bucket.get(key);
-    std::vector<std::string> contacts = value ? contactsFrom(*value) : std::vector<std::string>{};
-    if (!change(contacts)) return;  // nothing to do
-    if (writeOver(bucket, key, contactBytes(contacts), value ? value->revision : 0)) return;
+    auto value = bucket.get(token);
+    std::vector<std::string> list = value ? contactsFrom(*value) : std::vector<std::string>{};
+    if (!change(list)) return;  // nothing to do
+    if (writeOver(bucket, token, contactBytes(list), value ? value->revision : 0)) return;
   }
-  throw ClusterError("contacts of " + owner + " kept changing under concurrent writers");
+  throw ClusterError(what + " of " + key + " kept changing under concurrent writers");
+}
+
+void addToList(KvBucket& bucket, const std::string& key, const std::string& what,
+               const std::string& item) {
+  changeList(bucket, key, what, [&](std::vector<std::string>& list) {
+    auto at = std::lower_bound(list.begin(), list.end(), item);
+    if (at != list.end() && *at == item) return false;
+    list.insert(at, item);
+    return true;
+  });
+}
+
+void removeFromList(KvBucket& bucket, const std::string& key, const std::string& what,
+                    const std::string& item) {
+  changeList(bucket, key, what, [&](std::vector<std::string>& list) {
+    auto at = std::find(list.begin(), list.end(), item);
+    if (at == list.end()) return false;
+    list.erase(at);
+    return true;
+  });
 }
 }  // namespace
 
 void ClusterDirectory::addContact(const std::string& owner, const std::string& contact) {
-  changeContacts(contacts_, owner, [&](std::vector<std::string>& contacts) {
-    auto at = std::lower_bound(contacts.begin(), contacts.end(), contact);
-    if (at != contacts.end() && *at == contact) return false;
-    contacts.insert(at, contact);
-    return true;
-  });
+  addToList(contacts_, owner, "contacts", contact);
 }
 
 void ClusterDirectory::removeContact(const std::string& owner, const std::string& contact) {
-  changeContacts(contacts_, owner, [&](std::vector<std::string>& contacts) {
-    auto at = std::find(contacts.begin(), contacts.end(), contact);
-    if (at == contacts.end()) return false;
-    contacts.erase(at);
-    return true;
-  });
+  removeFromList(contacts_, owner, "contacts", contact);
 }
 
 // ---------------------------------------------------------------- groups
@@ -209,6 +221,19 @@ bool ClusterDirectory::writeGroup(const GroupEntry& group) {
 
 void ClusterDirectory::deleteGroup(const std::string& id) {
   groups_.remove(encodeKeyToken(id));
+}
+
+std::vector<std::string> ClusterDirectory::groupsOf(const std::string& phone) {
+  auto value = memberGroups_.get(encodeKeyToken(phone));
+  return value ? contactsFrom(*value) : std::vector<std::string>{};
+}
+
+void ClusterDirectory::addGroupOf(const std::string& phone, const std::string& id) {
+  addToList(memberGroups_, phone, "groups", id);
+}
+
+void ClusterDirectory::removeGroupOf(const std::string& phone, const std::string& id) {
+  removeFromList(memberGroups_, phone, "groups", id);
 }
 
 // ---------------------------------------------------------------- sessions

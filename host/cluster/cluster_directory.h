@@ -5,6 +5,8 @@
 //   sb_users     phone -> device key hash, device name, registration time
 //   sb_contacts  owner -> the phones the owner added
 //   sb_groups    group id -> name, owner, members
+//   sb_member_groups  phone -> the ids of the groups the phone is in (an
+//                index for listing; the group record decides membership)
 //   sb_sessions  phone -> the node holding its session, and which login
 //   sb_numbers   user number -> phone (a receipt names a message id, whose
 //                high bits are its sender's number)
@@ -93,6 +95,11 @@ class ClusterDirectory {
   std::optional<GroupEntry> group(const std::string& id);
   bool writeGroup(const GroupEntry& group);  // over group.revision, like writeUser
   void deleteGroup(const std::string& id);
+  // The index of the groups a phone is in, sorted. Written after the group
+  // record, so it may name a group the phone has left (the record decides).
+  std::vector<std::string> groupsOf(const std::string& phone);
+  void addGroupOf(const std::string& phone, const std::string& id);
+  void removeGroupOf(const std::string& phone, const std::string& id);
 
   // ---- where each phone is logged in
   std::optional<SessionLocation> location(const std::string& phone);
@@ -119,6 +126,7 @@ class ClusterDirectory {
   KvBucket users_;
   KvBucket contacts_;
   KvBucket groups_;
+  KvBucket memberGroups_;
   KvBucket sessions_;
   KvBucket numbers_;
   KvBucket counters_;

@@ -91,10 +91,6 @@ std::string nodeKickSubject(const std::string& node) {
   return "sb.node." + encodeKeyToken(node) + ".kick";
 }
 
-std::string nodeHandoverSubject(const std::string& node) {
-  return "sb.node." + encodeKeyToken(node) + ".handover";
-}
-
 DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions options)
     : link_(link), options_(std::move(options)) {}
 
@@ -256,14 +252,20 @@ void DeliveryTransport::listen(net::NetworkThread& thread,
 
 // ---------------------------------------------------------------- kick notices
 
-void DeliveryTransport::sendKick(const std::string& node, const KickNotice& notice) {
-  if (!link_.isConnected()) return;
+namespace {
+std::string kickBytes(const KickNotice& notice) {
   capnp::MallocMessageBuilder message;
   auto out = message.initRoot<proto::cluster::KickNotice>();
   out.setPhone(notice.phone);
   out.setSessionId(notice.sessionId);
   out.setReason(notice.reason);
-  std::string bytes = recordBytes(message);
+  return recordBytes(message);
+}
+}  // namespace
+
+void DeliveryTransport::sendKick(const std::string& node, const KickNotice& notice) {
+  if (!link_.isConnected()) return;
+  std::string bytes = kickBytes(notice);
   std::string subject = nodeKickSubject(node);
   natsStatus status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
                                              static_cast<int>(bytes.size()));
@@ -280,23 +282,18 @@ void DeliveryTransport::listenKicks(net::NetworkThread& thread,
       [](const void* data, std::size_t size) {
         RecordReader reader(data, size);
         auto in = reader.get<proto::cluster::KickNotice>();
-        return KickNotice{in.getPhone(), in.getSessionId(), in.getReason()};
+        return KickNotice{in.getPhone(), in.getSessionId(), in.getReason(), {}};
       },
       std::move(handler));
 }
 
 // ---------------------------------------------------------------- handovers
 
-bool DeliveryTransport::handOver(const std::string& node, const HandoverRequest& request,
+bool DeliveryTransport::handOver(const std::string& node, const KickNotice& notice,
                                  std::chrono::milliseconds timeout) {
   if (!link_.isConnected()) return false;
-  capnp::MallocMessageBuilder message;
-  auto out = message.initRoot<proto::cluster::HandoverRequest>();
-  out.setPhone(request.phone);
-  out.setSessionId(request.sessionId);
-  out.setReason(request.reason);
-  std::string bytes = recordBytes(message);
-  std::string subject = nodeHandoverSubject(node);
+  std::string bytes = kickBytes(notice);
+  std::string subject = nodeKickSubject(node);
   natsMsg* raw = nullptr;
   natsStatus status = natsConnection_Request(&raw, link_.connection(), subject.c_str(),
                                              bytes.data(), static_cast<int>(bytes.size()),
@@ -304,31 +301,19 @@ bool DeliveryTransport::handOver(const std::string& node, const HandoverRequest&
   OwnedMsg reply(raw);
   if (status != NATS_OK) {
     // NATS_NO_RESPONDERS: the node is gone; NATS_TIMEOUT: it did not answer in time.
-    spdlog::info("cluster: handover of {} from {} not answered: {}", request.phone, node,
+    spdlog::info("cluster: handover of {} from {} not answered: {}", notice.phone, node,
                  natsStatus_GetText(status));
     return false;
   }
   return true;
 }
 
-void DeliveryTransport::listenHandovers(net::NetworkThread& thread,
-                                        std::function<void(HandoverRequest)> handler) {
-  subscribe<HandoverRequest>(
-      nodeHandoverSubject(options_.node), thread,
-      [](const void* data, std::size_t size) {
-        RecordReader reader(data, size);
-        auto in = reader.get<proto::cluster::HandoverRequest>();
-        return HandoverRequest{in.getPhone(), in.getSessionId(), in.getReason(), {}};
-      },
-      std::move(handler));
-}
-
-void DeliveryTransport::answerHandover(const HandoverRequest& request) {
-  if (request.replyTo.empty() || !link_.isConnected()) return;
+void DeliveryTransport::answerHandover(const KickNotice& notice) {
+  if (notice.replyTo.empty() || !link_.isConnected()) return;
   natsStatus status =
-      natsConnection_Publish(link_.connection(), request.replyTo.c_str(), nullptr, 0);
+      natsConnection_Publish(link_.connection(), notice.replyTo.c_str(), nullptr, 0);
   if (status != NATS_OK) {
-    spdlog::debug("cluster: handover answer for {} not sent: {}", request.phone,
+    spdlog::debug("cluster: handover answer for {} not sent: {}", notice.phone,
                   natsStatus_GetText(status));
   }
 }

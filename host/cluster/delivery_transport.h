@@ -76,20 +76,14 @@ struct PresenceNotice {
 
 // "Close the session `sessionId` of `phone` on your node": what a node that
 // took a phone over (a login, a new device) tells the node that held it.
+// Sent as a request (handOver) it also asks that node to move what its store
+// holds for the phone into the stream before it answers; `replyTo` is then
+// the request's reply subject (filled in on the receiving side).
 struct KickNotice {
   std::string phone;
-  std::uint64_t sessionId = 0;
+  std::uint64_t sessionId = 0;  // 0: no session to close, a handover only
   std::string reason;
-};
-
-// "Hand the phone over": what a node that took a phone over asks the node
-// that held it (HandoverRequest in proto/cluster.capnp). `replyTo` is the
-// request's reply subject, filled in on the receiving side.
-struct HandoverRequest {
-  std::string phone;
-  std::uint64_t sessionId = 0;  // the session to close there; 0: none open
-  std::string reason;
-  std::string replyTo;
+  std::string replyTo{};
 };
 
 struct QueuedEnvelope {
@@ -133,14 +127,13 @@ class DeliveryTransport {
   // while degraded). listenKicks() runs `handler` on `thread`; once.
   void sendKick(const std::string& node, const KickNotice& notice);
   void listenKicks(net::NetworkThread& thread, std::function<void(KickNotice)> handler);
-  // Handovers, core NATS request/reply on sb.node.<node>.handover. handOver()
-  // blocks (worker thread) until `node` answers: true; false when no node
-  // answers within `timeout` or NATS is away (logged). listenHandovers() runs
-  // `handler` on `thread`; the handler must call answerHandover() once done.
-  bool handOver(const std::string& node, const HandoverRequest& request,
+  // A handover: the kick notice as a request on the same subject, so it stays
+  // in order with the notices sent before it. Blocks (worker thread) until
+  // `node` answers: true; false when no node answers within `timeout` or NATS
+  // is away (logged). The kick handler answers with answerHandover() once done.
+  bool handOver(const std::string& node, const KickNotice& notice,
                 std::chrono::milliseconds timeout);
-  void listenHandovers(net::NetworkThread& thread, std::function<void(HandoverRequest)> handler);
-  void answerHandover(const HandoverRequest& request);
+  void answerHandover(const KickNotice& notice);
   // Presence notices, core NATS on sb.presence.<phone>: every node hears every
   // phone's (a small cluster's worth; no durability). Not flushed.
   void publishPresence(const PresenceNotice& notice);
@@ -173,6 +166,5 @@ class DeliveryTransport {
 std::string inboxSubject(const std::string& recipient);
 std::string nodeNoticeSubject(const std::string& node);
 std::string nodeKickSubject(const std::string& node);
-std::string nodeHandoverSubject(const std::string& node);
 
 }  // namespace switchboard::cluster

@@ -93,6 +93,10 @@ kj::Promise<T> MessagingService::onClusterWorker(std::function<T()> job) {
   });
   return kj::mv(pending.promise);
 }
+// The instances cluster_groups.cpp uses (the definition lives here only).
+template kj::Promise<bool> MessagingService::onClusterWorker(std::function<bool()>);
+template kj::Promise<std::uint64_t> MessagingService::onClusterWorker(
+    std::function<std::uint64_t()>);
 
 // ---------------------------------------------------------------- joining
 
@@ -125,21 +129,20 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
       listener, [this](cluster::PresenceNotice notice) { presenceFromElsewhere(notice); });
   node.transport().listenKicks(listener, [this](cluster::KickNotice notice) {
     auto ref = sessions_.find(notice.phone);
-    if (ref && ref->sessionId == notice.sessionId) kick(*ref, notice.reason);
-  });
-  node.transport().listenHandovers(listener, [this](cluster::HandoverRequest request) {
-    if (request.sessionId != 0) {
-      auto ref = sessions_.find(request.phone);
-      if (ref && ref->sessionId == request.sessionId) kick(*ref, request.reason);
+    if (ref && notice.sessionId != 0 && ref->sessionId == notice.sessionId) {
+      kick(*ref, notice.reason);
     }
-    cluster_->link().post([this, request = std::move(request)]() {
+    if (notice.replyTo.empty()) return;
+    // A handover: what the store holds for the phone goes into the stream,
+    // then the asking node may import.
+    cluster_->link().post([this, notice = std::move(notice)]() {
       try {
-        exportStranded(request.phone);
-        spdlog::info("cluster: handed {} over ({})", request.phone, request.reason);
+        exportStranded(notice.phone);
+        spdlog::info("cluster: handed {} over ({})", notice.phone, notice.reason);
       } catch (const std::exception& e) {
-        spdlog::warn("cluster: handing {} over: {}", request.phone, e.what());
+        spdlog::warn("cluster: handing {} over: {}", notice.phone, e.what());
       }
-      cluster_->transport().answerHandover(request);
+      cluster_->transport().answerHandover(notice);
     });
   });
 }

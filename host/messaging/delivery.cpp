@@ -132,6 +132,23 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
 
 kj::Promise<SentMessage> MessagingService::sendGroup(LiveSession& sender, std::uint64_t group,
                                                      std::string clientMsgId, std::string body) {
+  if (!cluster_) return sendToGroup(sender, group, std::move(clientMsgId), std::move(body));
+  // The members are the cluster record's: the store's copy catches up first.
+  // Sends of one session stay in order (the worker runs the catch-ups in
+  // order, and each resolves on the sender's thread in that order).
+  requireClientMsgId(clientMsgId);
+  requireBody(body.size());
+  return syncGroup(group).then([this, weak = sender.weak_from_this(), group,
+                                clientMsgId = std::move(clientMsgId),
+                                body = std::move(body)]() mutable {
+    auto session = weak.lock();
+    if (!session) refuse("the session ended");
+    return sendToGroup(*session, group, std::move(clientMsgId), std::move(body));
+  });
+}
+
+kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std::uint64_t group,
+                                                       std::string clientMsgId, std::string body) {
   const std::string& from = sender.phone();
   requireClientMsgId(clientMsgId);
   requireBody(body.size());

@@ -150,6 +150,10 @@ kj::Promise<std::uint64_t> MessagingService::createGroup(const std::string& owne
   if (members.size() + 1 > proto::MAX_GROUP_MEMBERS) {
     refuse("a group has at most " + std::to_string(proto::MAX_GROUP_MEMBERS) + " members");
   }
+  if (cluster_) {
+    for (const std::string& p : members) requirePhone(p, "member");
+    return createGroupClustered(owner, std::move(name), std::move(members));
+  }
   requireRegistered(members);
   members.push_back(owner);
   std::int64_t now = nowMs();
@@ -168,8 +172,12 @@ kj::Promise<std::uint64_t> MessagingService::createGroup(const std::string& owne
 kj::Promise<void> MessagingService::addMembers(const std::string& caller, std::uint64_t group,
                                                std::vector<std::string> members) {
   requireBatch(members.size(), "members");
-  requireMember(caller, group);
   members = distinct(std::move(members));
+  if (cluster_) {
+    for (const std::string& p : members) requirePhone(p, "member");
+    return addMembersClustered(caller, group, std::move(members));
+  }
+  requireMember(caller, group);
   requireRegistered(members);
   auto gid = static_cast<std::int64_t>(group);
   return writeDurably(store_, [gid, members](store::Connection& db) {
@@ -187,6 +195,7 @@ kj::Promise<void> MessagingService::addMembers(const std::string& caller, std::u
 kj::Promise<void> MessagingService::removeMembers(const std::string& caller, std::uint64_t group,
                                                   std::vector<std::string> members) {
   requireBatch(members.size(), "members");
+  if (cluster_) return removeMembersClustered(caller, group, std::move(members));
   auto gid = static_cast<std::int64_t>(group);
   std::optional<std::string> owner;
   store_.read([&](store::Connection& db) {
@@ -201,6 +210,7 @@ kj::Promise<void> MessagingService::removeMembers(const std::string& caller, std
 }
 
 kj::Promise<void> MessagingService::leaveGroup(const std::string& caller, std::uint64_t group) {
+  if (cluster_) return leaveGroupClustered(caller, group);
   requireMember(caller, group);
   auto gid = static_cast<std::int64_t>(group);
   return writeDurably(store_, [gid, caller](store::Connection& db) {
@@ -209,22 +219,26 @@ kj::Promise<void> MessagingService::leaveGroup(const std::string& caller, std::u
   });
 }
 
-std::vector<GroupView> MessagingService::groups(const std::string& member) {
-  std::vector<GroupView> out;
-  store_.read([&](store::Connection& db) {
-    auto rows = db.prepare(
-                      "SELECT g.id, g.name, g.owner FROM groups g JOIN group_members m "
-                      "ON m.group_id = g.id WHERE m.member = ? ORDER BY g.id")
-                    .bind(1, member);
-    while (rows.step()) {
-      out.push_back(GroupView{static_cast<std::uint64_t>(rows.columnInt(0)),
-                              rows.columnText(1),
-                              rows.columnText(2),
-                              {}});
-    }
+kj::Promise<std::vector<GroupView>> MessagingService::groups(const std::string& member) {
+  // In a cluster the store's copies are brought up to date first.
+  kj::Promise<void> fresh = cluster_ ? syncGroupsOf(member) : kj::Promise<void>(kj::READY_NOW);
+  return fresh.then([this, member]() {
+    std::vector<GroupView> out;
+    store_.read([&](store::Connection& db) {
+      auto rows = db.prepare(
+                        "SELECT g.id, g.name, g.owner FROM groups g JOIN group_members m "
+                        "ON m.group_id = g.id WHERE m.member = ? ORDER BY g.id")
+                      .bind(1, member);
+      while (rows.step()) {
+        out.push_back(GroupView{static_cast<std::uint64_t>(rows.columnInt(0)),
+                                rows.columnText(1),
+                                rows.columnText(2),
+                                {}});
+      }
+    });
+    for (GroupView& g : out) g.members = membersOf(g.id);
+    return out;
   });
-  for (GroupView& g : out) g.members = membersOf(g.id);
-  return out;
 }
 
 }  // namespace switchboard::messaging

@@ -67,6 +67,7 @@ class PushSink;
 namespace switchboard::cluster {
 class ClusterNode;
 struct UserEntry;
+struct GroupEntry;
 struct Envelope;
 struct PresenceNotice;
 }  // namespace switchboard::cluster
@@ -183,7 +184,7 @@ class MessagingService final : public session::SessionBackend {
   kj::Promise<void> removeMembers(const std::string& caller, std::uint64_t group,
                                   std::vector<std::string> members);
   kj::Promise<void> leaveGroup(const std::string& caller, std::uint64_t group);
-  std::vector<GroupView> groups(const std::string& member);
+  kj::Promise<std::vector<GroupView>> groups(const std::string& member);
 
   // ---- Operators (any thread)
   // Kicks the phone's live session; false if it has none.
@@ -285,6 +286,11 @@ class MessagingService final : public session::SessionBackend {
                       bool userHasWatcher);
   void pushPresence(const session::SessionAddress& address, session::OutboundPresence update);
 
+  // ---- delivery.cpp
+  // sendGroup once the group's members are known here.
+  kj::Promise<SentMessage> sendToGroup(session::LiveSession& sender, std::uint64_t group,
+                                       std::string clientMsgId, std::string body);
+
   // ---- directory.cpp
   bool isRegistered(const std::string& phone);
   std::optional<std::string> phoneOfNumber(std::uint64_t number);
@@ -342,6 +348,34 @@ class MessagingService final : public session::SessionBackend {
   // own write is queued); they are not read back from there yet.
   void writeContactsThrough(const std::string& owner, std::vector<std::string> phones, bool add);
 
+  // ---- cluster_groups.cpp: groups in cluster mode. The directory.cpp and
+  // delivery.cpp entry points validate their arguments as on one node, then
+  // hand over to these; the refusals are the same words.
+  kj::Promise<std::uint64_t> createGroupClustered(std::string owner, std::string name,
+                                                  std::vector<std::string> members);
+  kj::Promise<void> addMembersClustered(std::string caller, std::uint64_t id,
+                                        std::vector<std::string> members);
+  kj::Promise<void> removeMembersClustered(std::string caller, std::uint64_t id,
+                                           std::vector<std::string> members);
+  kj::Promise<void> leaveGroupClustered(std::string caller, std::uint64_t id);
+  // Brings the store's copy of group `id` (or of every group `member` is or
+  // was in) up to date with the cluster's record.
+  kj::Promise<void> syncGroup(std::uint64_t id);
+  kj::Promise<void> syncGroupsOf(std::string member);
+  // On the worker: the record changed by `change` (which refuses, or leaves
+  // the record to write), written over the revision read; the member index
+  // and the store's copy follow.
+  kj::Promise<void> changeGroupClustered(
+      std::uint64_t id, std::function<void(std::optional<cluster::GroupEntry>&)> change);
+  cluster::GroupEntry changeGroupRecord(
+      std::uint64_t id, const std::function<void(std::optional<cluster::GroupEntry>&)>& change);
+  // On the worker: the record of group `id` (nullopt: none), after making the
+  // store's copy match it (a durable write only when its revision moved).
+  std::optional<cluster::GroupEntry> syncGroupCopy(std::uint64_t id);
+  // On the worker: refuses "unknown user PHONE" for a phone neither this
+  // node nor the cluster knows.
+  void requireRegisteredInCluster(const std::vector<std::string>& phones);
+
   // ---- messaging_service.cpp
   void kick(const session::SessionRef& ref, const std::string& reason);
   // Runs `fn` on network thread `threadIndex`: now if that is this thread.
@@ -367,6 +401,8 @@ class MessagingService final : public session::SessionBackend {
   std::mutex deletesMutex_;
   std::unordered_map<std::string, std::uint32_t> deletesInFlight_;
   cluster::ClusterNode* cluster_ = nullptr;  // cluster mode only
+  // Group id -> the record revision the store's copy matches (worker only).
+  std::unordered_map<std::uint64_t, std::uint64_t> syncedGroups_;
 };
 
 }  // namespace switchboard::messaging

@@ -135,16 +135,16 @@ kj::Promise<void> SessionServer::leaveGroup(LeaveGroupContext context) {
 }
 
 kj::Promise<void> SessionServer::groups(GroupsContext context) {
-  std::vector<GroupView> found = service_.groups(phone());
-  auto list = context.getResults().initGroups(static_cast<unsigned>(found.size()));
-  for (unsigned i = 0; i < found.size(); ++i) {
-    list[i].setId(found[i].id);
-    list[i].setName(found[i].name);
-    list[i].setOwner(found[i].owner);
-    auto members = list[i].initMembers(static_cast<unsigned>(found[i].members.size()));
-    for (unsigned j = 0; j < found[i].members.size(); ++j) members.set(j, found[i].members[j]);
-  }
-  return kj::READY_NOW;
+  return service_.groups(phone()).then([context](std::vector<GroupView> found) mutable {
+    auto list = context.getResults().initGroups(static_cast<unsigned>(found.size()));
+    for (unsigned i = 0; i < found.size(); ++i) {
+      list[i].setId(found[i].id);
+      list[i].setName(found[i].name);
+      list[i].setOwner(found[i].owner);
+      auto members = list[i].initMembers(static_cast<unsigned>(found[i].members.size()));
+      for (unsigned j = 0; j < found[i].members.size(); ++j) members.set(j, found[i].members[j]);
+    }
+  });
 }
 
 kj::Promise<void> SessionServer::logout(LogoutContext) {

@@ -343,6 +343,66 @@ TEST_F(ClusterMessaging, WhatANodeHandsBackLateIsDeliveredInTheOrderItWasSent) {
   EXPECT_EQ(bodiesOf(bobOnA.messages()), (std::vector<std::string>{"zero", "one", "two"}));
 }
 
+// A group is one record in the cluster: made on a, listed, used and changed
+// from b, with the refusals of a single node.
+TEST_F(ClusterMessaging, AGroupMadeOnAIsListedUsedAndChangedFromB) {
+  RecordingPhone alice(a->clientOptions(), "+15550009101");
+  RecordingPhone bob(b->clientOptions(), "+15550009102");
+  RecordingPhone carol(b->clientOptions(), "+15550009103");
+  alice.registerAndLogin(a->sms());
+  bob.registerAndLogin(b->sms());
+  carol.registerAndLogin(b->sms());
+
+  // Node a has never seen bob or carol: the cluster knows them.
+  std::uint64_t group = alice.client().createGroup("trio", {bob.number(), carol.number()});
+  auto listed = bob.client().groups();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].id, group);
+  EXPECT_EQ(listed[0].name, "trio");
+  EXPECT_EQ(listed[0].owner, alice.number());
+  EXPECT_EQ(listed[0].members,
+            (std::vector<std::string>{alice.number(), bob.number(), carol.number()}));
+
+  auto sent = bob.client().sendGroup(group, "from b to the trio");
+  ASSERT_TRUE(alice.waitForMessages(1));
+  ASSERT_TRUE(carol.waitForMessages(1));
+  for (RecordingPhone* member : {&alice, &carol}) {
+    ASSERT_EQ(member->messages().size(), 1u) << member->number();
+    EXPECT_EQ(member->messages()[0].id, sent.id);
+    EXPECT_EQ(member->messages()[0].group, group);
+    EXPECT_EQ(member->messages()[0].from, bob.number());
+  }
+
+  // Only the creator removes, whichever node asks.
+  EXPECT_EQ(refusal([&] { bob.client().removeMembers(group, {carol.number()}); }),
+            "only the group's creator may remove members");
+  EXPECT_EQ(refusal([&] { alice.client().addMembers(group, {"+15550009199"}); }),
+            "unknown user +15550009199");
+  alice.client().removeMembers(group, {carol.number()});
+  EXPECT_TRUE(carol.client().groups().empty());
+  EXPECT_EQ(refusal([&] { carol.client().sendGroup(group, "still here?"); }),
+            "no group " + std::to_string(group) + " with " + carol.number() + " as a member");
+
+  // Node b's copy follows the change made on a: carol gets nothing more.
+  bob.client().sendGroup(group, "without carol");
+  ASSERT_TRUE(alice.waitForMessages(2));
+  EXPECT_EQ(alice.messages().at(1).body, "without carol");
+  bob.client().send(carol.number(), "fence");
+  ASSERT_TRUE(carol.waitForMessages(2));
+  EXPECT_EQ(bodiesOf(carol.messages()), (std::vector<std::string>{"from b to the trio", "fence"}));
+
+  // A member on b adds carol back, and alice on a sees it.
+  bob.client().addMembers(group, {carol.number()});
+  auto again = alice.client().groups();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].members,
+            (std::vector<std::string>{alice.number(), bob.number(), carol.number()}));
+  bob.client().leaveGroup(group);
+  EXPECT_TRUE(bob.client().groups().empty());
+  EXPECT_EQ(alice.client().groups().at(0).members,
+            (std::vector<std::string>{alice.number(), carol.number()}));
+}
+
 TEST_F(ClusterMessaging, PresenceAndTypingCrossNodesBetweenMutualContacts) {
   RecordingPhone alice(a->clientOptions(), "+15550009081");
   RecordingPhone bob(b->clientOptions(), "+15550009082");
