@@ -39,6 +39,11 @@ struct BenchOptions {
   // phones of a pair sit on different nodes ("cross") or on the same one ("same").
   int clusterNodes = 0;
   std::string pairNodes = "cross";
+  // TLS on the phone port (Switchboard over tcp): the host is started with tlsCert/tlsKey and
+  // the phones trust tlsCa, expecting the certificate to name serverHost. All or none.
+  std::string tlsCa;
+  std::string tlsCert;
+  std::string tlsKey;
 
   // Filled in for workers.
   int workerIndex = 0;

@@ -77,6 +77,9 @@ std::vector<std::string> switchboardCommand(const BenchOptions& options, const f
       "--plugin-setting", "auth.max-requests-per-peer=1000000", "--probation-seconds", "1",
       // The metrics endpoint's default port is fixed: give each run its own.
       "--metrics-listen", "127.0.0.1:" + std::to_string(freeLocalPort())};
+  if (!options.tlsCert.empty()) {
+    argv.insert(argv.end(), {"--tls-cert", options.tlsCert, "--tls-key", options.tlsKey});
+  }
   argv.insert(argv.end(), extra.begin(), extra.end());
   std::istringstream prefix(options.serverPrefix);
   std::vector<std::string> command{std::istream_iterator<std::string>(prefix), {}};

@@ -11,6 +11,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async.h>
+#include <kj/compat/tls.h>
 #include <kj/debug.h>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -27,6 +28,8 @@
 #include "net/asio_stream.h"
 #include "net/fd_readiness.h"
 #include "net/network_thread.h"
+#include "net/rpc_connection.h"
+#include "net/tls_context.h"
 #include "offer_schedule.h"
 #include "report_fields.h"
 #include "server_process.h"
@@ -104,6 +107,7 @@ kj::Promise<T> withTimeout(asio::io_context& io, kj::Promise<T> promise, std::in
 struct Connection {
   explicit Connection(kj::Own<StampedStream> s) : stream(kj::mv(s)) {}
   kj::Own<StampedStream> stream;       // before the RPC, which uses it until destroyed
+  kj::Own<kj::AsyncIoStream> tls;      // --tls-ca: TLS over `stream` (not owning it)
   kj::Own<capnp::TwoPartyClient> tcp;  // --transport tcp: RPC on the stream's bytes
   kj::Own<WebSocketRpc> ws;            // --transport ws: RPC over a WebSocket on the stream
   capnp::Capability::Client bootstrap() { return ws ? ws->bootstrap() : tcp->bootstrap(); }
@@ -111,7 +115,7 @@ struct Connection {
 
 kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockaddr_in& server,
                                              std::uint32_t sourceHost, bool directWrites,
-                                             bool webSocket) {
+                                             bool webSocket, const net::ClientTls* tls) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return KJ_EXCEPTION(DISCONNECTED, "socket() failed", strerror(errno));
   int one = 1;
@@ -133,8 +137,8 @@ kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockadd
   }
   auto pending = kj::heap<asio::posix::stream_descriptor>(io, fd);
   auto writable = net::whenWritable(*pending);
-  return writable.then([&io, pending = kj::mv(pending), directWrites,
-                        webSocket]() mutable -> kj::Promise<kj::Own<Connection>> {
+  return writable.then([&io, pending = kj::mv(pending), directWrites, webSocket,
+                        tls]() mutable -> kj::Promise<kj::Own<Connection>> {
     int fd = pending->release();
     int error = 0;
     socklen_t length = sizeof(error);
@@ -145,6 +149,16 @@ kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockadd
     }
     auto c = kj::heap<Connection>(
         kj::heap<StampedStream>(kj::heap<net::AsioStream>(io, fd), directWrites));
+    if (tls != nullptr) {
+      // The stamps stay at the socket: TLS sits between the RPC and the StampedStream.
+      kj::Own<kj::AsyncIoStream> plain(c->stream.get(), kj::NullDisposer::instance);
+      auto handshake = tls->context->wrapClient(kj::mv(plain), tls->serverName.c_str());
+      return handshake.then([c = kj::mv(c)](kj::Own<kj::AsyncIoStream> secure) mutable {
+        c->tls = kj::mv(secure);
+        c->tcp = kj::heap<capnp::TwoPartyClient>(*c->tls);
+        return kj::mv(c);
+      });
+    }
     if (!webSocket) {
       c->tcp = kj::heap<capnp::TwoPartyClient>(*c->stream);
       return kj::mv(c);
@@ -290,6 +304,9 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
       ::inet_pton(AF_INET, options.serverHost.c_str(), &server.sin_addr);
       servers_.push_back(server);
       codes_.push_back(std::make_unique<CodeBook>(io_, logs[i].string()));
+    }
+    if (!options.tlsCa.empty()) {
+      tls_ = net::ClientTls{net::makeClientTlsContext(options.tlsCa), options.serverHost};
     }
     buildRoles();
   }
@@ -538,7 +555,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
 
   kj::Promise<void> registerPhone(std::uint32_t index) {
     return connectFrom(io_, servers_[phones_[index].node], sourceHost(), false,
-                       options_.transport == "ws")
+                       options_.transport == "ws", tlsOrNull())
         .then([this, index](kj::Own<Connection> c) {
           auto gateway = c->bootstrap().castAs<proto::Gateway>();
           auto request = gateway.requestCodeRequest();
@@ -567,7 +584,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
     // An open loop writes each send at once, so its send stamp is the send; a closed loop
     // keeps AsioStream's batching (a syscall per message would bound the generator).
     return connectFrom(io_, servers_[phones_[index].node], sourceHost(), openLoop(),
-                       options_.transport == "ws")
+                       options_.transport == "ws", tlsOrNull())
         .then([this, index](kj::Own<Connection> c) {
           c->stream->beforeWrite = [this, index](std::int64_t ns) {
             auto& unwritten = phones_[index].unwritten;
@@ -781,10 +798,13 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
 
   void taskFailed(kj::Exception&& exception) override { fail(exception.getDescription().cStr()); }
 
+  const net::ClientTls* tlsOrNull() const { return tls_ ? &*tls_ : nullptr; }
+
   const BenchOptions& options_;
   asio::io_context& io_;
   std::vector<sockaddr_in> servers_;              // one, or a cluster's nodes
   std::vector<std::unique_ptr<CodeBook>> codes_;  // the same order
+  std::optional<net::ClientTls> tls_;             // --tls-ca: every phone connection is TLS
   std::vector<Phone> phones_;
   std::vector<Route> routes_;
   std::uint32_t connectionCounter_ = 0;

@@ -401,7 +401,9 @@ void printHuman(const BenchOptions& o, const ReportFields& r) {
             << o.procs << " worker process" << (o.procs > 1 ? "es" : "") << ", "
             << (o.pin ? "pinned: server CPU 0, workers CPU 1" : "unpinned") << ")\n";
   for (const auto& [k, v] : r.items()) {
-    if (k == "scenario" || k == "peer" || k == "count" || k == "procs" || k == "pinned") continue;
+    if (k == "scenario" || k == "peer" || k == "count" || k == "procs" || k == "pinned" ||
+        k == "tls")
+      continue;
     std::cout << "  " << k << std::string(k.size() < 36 ? 36 - k.size() : 1, ' ') << v << "\n";
   }
 }
@@ -452,7 +454,18 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"cross", "same"}));
   app.add_option("--server-prefix", o.serverPrefix,
                  "command put before the server's (e.g. \"perf record -g -o FILE --\")");
+  app.add_option("--tls-ca", o.tlsCa, "phones connect with TLS, trusting this PEM CA file");
+  app.add_option("--tls-cert", o.tlsCert, "the Switchboard host serves TLS with this certificate");
+  app.add_option("--tls-key", o.tlsKey, "... and this key");
   CLI11_PARSE(app, argc, argv);
+  if (o.tlsCa.empty() != o.tlsCert.empty() || o.tlsCa.empty() != o.tlsKey.empty()) {
+    std::cerr << "sbbench: --tls-ca, --tls-cert and --tls-key go together\n";
+    return 2;
+  }
+  if (!o.tlsCa.empty() && (o.peer != "switchboard" || o.transport != "tcp")) {
+    std::cerr << "sbbench: TLS is for Switchboard phones over --transport tcp\n";
+    return 2;
+  }
 
   fs::path exeDir = executableDir();
   if (o.serverBinary.empty()) o.serverBinary = exeDir / ".." / "host" / "switchboard";
@@ -491,6 +504,7 @@ int main(int argc, char** argv) {
     r.set("cluster_nodes", o.clusterNodes);
     if (o.scenario != "connect") r.set("pair_nodes", o.pairNodes);
   }
+  r.set("tls", o.tlsCa.empty() ? 0 : 1);
   int code = 0;
   try {
     if (o.scenario == "groups") {

@@ -5,6 +5,7 @@
 #include <asio/steady_timer.hpp>
 #include <atomic>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <random>
 #include <string_view>
@@ -13,6 +14,7 @@
 #include "net/cross_thread_completion.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
+#include "net/tls_context.h"
 #include "switchboard/proto/client.capnp.h"
 
 namespace switchboard::client {
@@ -136,6 +138,21 @@ LoggingErrorHandler errorHandler;
 
 // ---------------------------------------------------------------- Impl
 
+// The TLS settings of `options` (nullopt: plaintext). Clients trusting the same CA file share
+// one context (one parse, one SSL_CTX) while any of them lives: a benchmark runs thousands.
+std::optional<net::ClientTls> clientTls(const ClientOptions& options) {
+  if (options.tlsCaFile.empty()) return std::nullopt;
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<kj::TlsContext>> contexts;
+  std::lock_guard lock(mutex);
+  std::shared_ptr<kj::TlsContext> context = contexts[options.tlsCaFile].lock();
+  if (!context) {
+    context = net::makeClientTlsContext(options.tlsCaFile);
+    contexts[options.tlsCaFile] = context;
+  }
+  return net::ClientTls{std::move(context), options.tlsServerName};
+}
+
 // Everything below runs on the client's thread unless it says otherwise.
 struct Client::Impl : std::enable_shared_from_this<Impl> {
   // One connection: the socket, the Gateway on it and, once logged in, the Session.
@@ -150,11 +167,13 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       : options(std::move(options)),
         endpoints(this->options.endpoints.empty() ? std::vector{this->options.endpoint}
                                                   : this->options.endpoints),
+        tls(clientTls(this->options)),
         thread(thread),
         delivered(this->options.dedupeWindow) {}
 
   const ClientOptions options;
   const std::vector<std::string> endpoints;  // never empty
+  const std::optional<net::ClientTls> tls;   // set: every connection is TLS
   std::size_t currentEndpoint = 0;           // loop thread
   net::NetworkThread& thread;
 
@@ -327,7 +346,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   // a failure until each was tried once; fails with the last endpoint's error.
   kj::Promise<kj::Own<net::RpcConnection>> connectToAny(std::size_t tried) {
     std::size_t index = (currentEndpoint + tried) % endpoints.size();
-    return net::RpcConnection::connect(thread, endpoints[index])
+    return net::RpcConnection::connect(thread, endpoints[index], tls ? &*tls : nullptr)
         .then(
             [this, index](kj::Own<net::RpcConnection> connection)
                 -> kj::Promise<kj::Own<net::RpcConnection>> {

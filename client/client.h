@@ -109,6 +109,18 @@ struct ClientOptions {
   std::chrono::milliseconds reconnectMin{50};
   std::chrono::milliseconds reconnectMax{5000};
   bool autoReconnect = true;
+  // TLS: when tlsCaFile is set, every connection is TLS and the server's
+  // certificate must chain to a certificate in this PEM file (only those are
+  // trusted, not the system's store) and name tlsServerName (empty: the host
+  // part of the endpoint connected to, e.g. "127.0.0.1"). The constructor
+  // reads the file and throws std::runtime_error naming it when it cannot be
+  // read or holds no certificate. A failed handshake is a connect failure:
+  // ClientError::Kind::disconnected, "TLS handshake with HOST:PORT failed: "
+  // and the reason ("TLS peer's certificate is not trusted; reason = hostname
+  // mismatch", see net/rpc_connection.h). A server that expects TLS closes a
+  // plaintext client's connection: "Peer disconnected.".
+  std::string tlsCaFile;
+  std::string tlsServerName;
   // How many delivered messages are remembered to drop repeats: by server id
   // (a redelivery after a lost return) and by (sender, clientMsgId) (a repeat
   // with a new id after the server died before acknowledging the send).

@@ -113,6 +113,12 @@ std::vector<Setting> settings() {
       setting<std::int64_t>("max-connections-per-peer",
                             "open phone connections one IP address may hold (0: no bound)",
                             &HostConfig::maxConnectionsPerPeer),
+      setting<std::string>("tls-cert",
+                           "TLS on the client port: PEM certificate chain (with --tls-key; "
+                           "empty: plaintext)",
+                           &HostConfig::tlsCert),
+      setting<std::string>("tls-key", "TLS on the client port: PEM private key of --tls-cert",
+                           &HostConfig::tlsKey),
       setting<std::string>("sms-command", "executable that sends an SMS: COMMAND PHONE CODE",
                            &HostConfig::smsCommand),
       setting<std::string>("push-webhook", "http://HOST:PORT/PATH that receives push POSTs",
@@ -261,6 +267,10 @@ ParsedConfig parseHostConfig(int argc, char** argv) {
   }
   if (parsed.config.logMaxBytes < 4096 || parsed.config.logMaxFiles < 1) {
     parsed.text = "log-max-bytes must be at least 4096 and log-max-files at least 1";
+    return parsed;
+  }
+  if (parsed.config.tlsCert.empty() != parsed.config.tlsKey.empty()) {
+    parsed.text = "tls-cert and tls-key go together: give both, or neither for plaintext";
     return parsed;
   }
   if (parsed.config.threads > 256) {

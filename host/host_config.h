@@ -59,6 +59,10 @@ struct HostConfig {
   // Connections on the phone port (see net/connection_limits.h for the protocol limits).
   std::uint32_t loginDeadlineMs = 10000;    // not logged in this long after connecting: closed
   std::uint32_t maxConnectionsPerPeer = 0;  // open connections per IP address; 0: no bound
+  // TLS on the phone port: a PEM certificate chain and its unencrypted PEM key. Both or
+  // neither; neither: plaintext. A file that cannot be read refuses the start.
+  std::filesystem::path tlsCert;
+  std::filesystem::path tlsKey;
 
   // Where SMS codes and push notifications go (empty: the log, for development).
   std::string smsCommand;   // executable run as: COMMAND PHONE CODE

@@ -21,6 +21,7 @@
 #include "net/method_watch.h"
 #include "net/network_thread.h"
 #include "net/rpc_listener.h"
+#include "net/tls_context.h"
 #include "notify/push_sink.h"
 #include "notify/sms_sink.h"
 #include "plugin/plugin_host_services.h"
@@ -179,6 +180,9 @@ HostProcess::HostProcess(HostConfig config)
   phoneLimits.loginDeadline = std::chrono::milliseconds(config_.loginDeadlineMs);
   phoneLimits.maxConnectionsPerPeer = config_.maxConnectionsPerPeer;
   try {
+    std::shared_ptr<kj::TlsContext> tls;
+    if (!config_.tlsCert.empty())
+      tls = net::makeServerTlsContext(config_.tlsCert.string(), config_.tlsKey.string());
     p.listener = std::make_unique<net::RpcListener>(
         threadPointers, config_.listen,
         [gateway](const net::ConnectionInfo& info) {
@@ -189,13 +193,13 @@ HostProcess::HostProcess(HostConfig config)
               gateway(info), capnp::typeId<proto::Gateway>(), loginMethod(),
               [info] { info.listener->markLoggedIn(info.threadIndex, info.connectionId); });
         },
-        net::DisconnectHook(), phoneLimits);
+        net::DisconnectHook(), phoneLimits, std::move(tls));
   } catch (const std::exception& e) {
     throw HostStartError(e.what());
   }
-  spdlog::info("switchboard {} serving phones on {} with {} network threads, data in {}",
-               SWITCHBOARD_VERSION, p.listener->boundEndpoint(), p.threads.size(),
-               config_.dataDir.string());
+  spdlog::info("switchboard {} serving phones on {}{} with {} network threads, data in {}",
+               SWITCHBOARD_VERSION, p.listener->boundEndpoint(),
+               config_.tlsCert.empty() ? "" : " (TLS)", p.threads.size(), config_.dataDir.string());
   startWeb(threadPointers, gateway);
   if (!config_.cluster.empty()) startCluster();
   startAdmin();

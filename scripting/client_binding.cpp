@@ -126,12 +126,14 @@ std::string bodyBytes(const py::object& body) {
 class ClientHandle {
  public:
   ClientHandle(const std::string& host, int port, double timeoutSeconds, bool autoReconnect,
-               std::vector<std::string> endpoints) {
+               std::vector<std::string> endpoints, std::string tlsCa, std::string tlsServerName) {
     client::ClientOptions options;
     options.endpoint = host + ":" + std::to_string(port);
     options.endpoints = std::move(endpoints);  // a cluster's nodes; when given, host/port unused
     options.callTimeout = std::chrono::milliseconds(static_cast<long long>(timeoutSeconds * 1000));
     options.autoReconnect = autoReconnect;
+    options.tlsCaFile = std::move(tlsCa);
+    options.tlsServerName = std::move(tlsServerName);
     client_ = std::make_unique<client::Client>(options);
     client_->onMessage([this](const client::Message& m) {
       messages_.push(m);
@@ -228,11 +230,17 @@ void bindClient(py::module_& module) {
       "the GIL. Incoming messages, receipts, presence and kicks are queued: read them with "
       "next_message(timeout) etc., or set callbacks (on_message...) that run on the client's "
       "thread. Failures raise switchboard.Error.")
-      .def(py::init<const std::string&, int, double, bool, std::vector<std::string>>(),
+      .def(py::init<const std::string&, int, double, bool, std::vector<std::string>, std::string,
+                    std::string>(),
            py::arg("host") = "127.0.0.1", py::arg("port") = 5222, py::arg("timeout") = 20.0,
            py::arg("auto_reconnect") = true, py::arg("endpoints") = std::vector<std::string>{},
+           py::arg("tls_ca") = "", py::arg("tls_server_name") = "",
            "endpoints: a cluster's nodes as [\"HOST:PORT\", ...], tried in turn; a failed "
-           "connect moves to the next (host and port are then not used).")
+           "connect moves to the next (host and port are then not used). tls_ca: a PEM file of "
+           "the CAs to trust; when given the connection is TLS and the server's certificate must "
+           "name tls_server_name (default: the host connected to). A TLS failure raises "
+           "switchboard.Error \"TLS handshake with HOST:PORT failed: ...\"; an unreadable "
+           "tls_ca raises RuntimeError naming the file.")
       .def("close", &ClientHandle::close)
       .def(
           "__enter__", [](ClientHandle& self) -> ClientHandle& { return self; },

@@ -82,7 +82,12 @@ class Client:
         port: int = 5222,
         timeout: float = 20.0,
         auto_reconnect: bool = True,
-    ) -> None: ...
+        endpoints: list[str] = [],
+        tls_ca: str = "",
+        tls_server_name: str = "",
+    ) -> None:
+        """tls_ca: a PEM file of the CAs to trust; given, the connection is TLS and the
+        server's certificate must name tls_server_name (default: the host connected to)."""
     def close(self) -> None: ...
     def __enter__(self) -> "Client": ...
     def __exit__(

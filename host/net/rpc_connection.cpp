@@ -5,9 +5,11 @@
 #include "net/fd_readiness.h"
 #include "net/network_thread.h"
 
+#include <kj/compat/tls.h>
 #include <kj/debug.h>
 #include <unistd.h>
 
+#include <optional>
 #include <stdexcept>
 
 namespace switchboard::net {
@@ -23,11 +25,20 @@ RpcConnection::RpcConnection(kj::Own<kj::AsyncIoStream> stream)
     : stream_(kj::mv(stream)), client_(*stream_) {}
 
 kj::Promise<kj::Own<RpcConnection>> RpcConnection::connect(NetworkThread& thread,
-                                                           std::string_view endpointText) {
+                                                           std::string_view endpointText,
+                                                           const ClientTls* tls) {
   Endpoint endpoint;
   int fd = -1;
+  std::optional<ClientTls> secure;
   try {
     endpoint = Endpoint::parse(endpointText);
+    if (tls != nullptr) {
+      secure = *tls;
+      if (secure->serverName.empty()) secure->serverName = endpoint.host;
+      if (secure->serverName.empty()) {
+        throw std::invalid_argument("TLS to " + endpoint.text() + " needs a server name");
+      }
+    }
     fd = startConnect(endpoint);
   } catch (std::invalid_argument& error) {
     return connectFailure(kj::Exception::Type::FAILED, error);
@@ -39,8 +50,8 @@ kj::Promise<kj::Own<RpcConnection>> RpcConnection::connect(NetworkThread& thread
   auto pending = kj::heap<asio::posix::stream_descriptor>(io, fd);
   auto connected = whenWritable(*pending);
   return connected.then(
-      [&io, endpoint = std::move(endpoint),
-       pending = kj::mv(pending)]() mutable -> kj::Promise<kj::Own<RpcConnection>> {
+      [&io, endpoint = std::move(endpoint), pending = kj::mv(pending),
+       secure = std::move(secure)]() mutable -> kj::Promise<kj::Own<RpcConnection>> {
         int fd = pending->release();
         try {
           finishConnect(fd, endpoint);
@@ -48,7 +59,21 @@ kj::Promise<kj::Own<RpcConnection>> RpcConnection::connect(NetworkThread& thread
           ::close(fd);
           return connectFailure(kj::Exception::Type::DISCONNECTED, error);
         }
-        return kj::heap<RpcConnection>(kj::heap<AsioStream>(io, fd));
+        auto stream = kj::heap<AsioStream>(io, fd);
+        if (!secure) return kj::heap<RpcConnection>(kj::mv(stream));
+        auto context = secure->context;
+        auto handshake = kj::evalNow([&] {
+          return context->wrapClient(kj::mv(stream), kj::StringPtr(secure->serverName.c_str()));
+        });
+        return handshake.then(
+            [context](kj::Own<kj::AsyncIoStream> stream) {
+              return kj::heap<RpcConnection>(kj::mv(stream));
+            },
+            [where = endpoint.text()](kj::Exception&& e) -> kj::Own<RpcConnection> {
+              kj::throwFatalException(kj::Exception(
+                  kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
+                  kj::str("TLS handshake with ", where.c_str(), " failed: ", e.getDescription())));
+            });
       });
 }
 

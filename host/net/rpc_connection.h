@@ -4,12 +4,24 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
+
+namespace kj {
+class TlsContext;
+}
 
 namespace switchboard::net {
 
 class NetworkThread;
+
+// TLS for a client connection: the context that decides whom to trust (tls_context.h) and the
+// name the server's certificate must carry (empty: the endpoint's host, as written in it).
+struct ClientTls {
+  std::shared_ptr<kj::TlsContext> context;
+  std::string serverName;
+};
 
 // An open RPC connection to a server: the stream and the capnp::TwoPartyClient over it.
 //
@@ -23,8 +35,15 @@ class RpcConnection {
   // ("cannot connect to 127.0.0.1:1: Connection refused", a bad endpoint) rejects the
   // promise with a DISCONNECTED (unreachable) or FAILED (malformed) kj::Exception.
   // Dropping the promise cancels the attempt and closes the socket.
+  //
+  // With `tls`, the connection completes a TLS handshake (and checks the server's
+  // certificate) before any RPC; a failure rejects with DISCONNECTED "TLS handshake with
+  // 127.0.0.1:5222 failed: " and kj-tls's reason: "TLS peer's certificate is not trusted;
+  // reason = unable to get local issuer certificate" (or "= hostname mismatch"), "SSL unable
+  // to continue I/O" from a server that does not speak TLS. `tls` is copied.
   static kj::Promise<kj::Own<RpcConnection>> connect(NetworkThread& thread,
-                                                     std::string_view endpoint);
+                                                     std::string_view endpoint,
+                                                     const ClientTls* tls = nullptr);
 
   explicit RpcConnection(kj::Own<kj::AsyncIoStream> stream);
   RpcConnection(const RpcConnection&) = delete;

@@ -6,6 +6,7 @@
 #include "net/network_thread.h"
 
 #include <capnp/rpc-twoparty.h>
+#include <kj/compat/tls.h>
 #include <kj/debug.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <utility>
 
 namespace switchboard::net {
 namespace {
@@ -97,10 +99,10 @@ struct RpcListener::Connection {
   };
 
   Connection(RpcListener& listener, ConnectionInfo info, std::string countedAddress,
-             asio::io_context& io, int fd, capnp::Capability::Client bootstrap,
+             kj::Own<kj::AsyncIoStream> transport, capnp::Capability::Client bootstrap,
              LimitedMessageStream::ViolationHandler onViolation)
       : ending{listener, std::move(info), std::move(countedAddress)},
-        stream(kj::heap<AsioStream>(io, fd)),
+        stream(kj::mv(transport)),
         messages(*stream, listener.limits_, std::move(onViolation)),
         network(messages, capnp::rpc::twoparty::Side::SERVER),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
@@ -108,7 +110,7 @@ struct RpcListener::Connection {
   }
 
   Ending ending;
-  kj::Own<AsioStream> stream;
+  kj::Own<kj::AsyncIoStream> stream;  // an AsioStream, or a TLS stream over one
   LimitedMessageStream messages;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
@@ -157,6 +159,31 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     pausesSinceWarning = 0;
   }
 
+  // A connection's place under the per-address bound: given back when dropped, unless
+  // handed on to the Connection (whose Ending gives it back). Empty when not counted.
+  struct PeerClaim {
+    RpcListener* listener = nullptr;
+    std::string address;
+
+    PeerClaim() = default;
+    PeerClaim(RpcListener& listener, std::string address)
+        : listener(&listener), address(std::move(address)) {}
+    PeerClaim(PeerClaim&& other) noexcept
+        : listener(other.listener), address(std::exchange(other.address, {})) {}
+    PeerClaim& operator=(PeerClaim&& other) noexcept {
+      if (this != &other) {
+        if (!address.empty()) listener->releasePeer(address);
+        listener = other.listener;
+        address = std::exchange(other.address, {});
+      }
+      return *this;
+    }
+    ~PeerClaim() {
+      if (!address.empty()) listener->releasePeer(address);
+    }
+    std::string handOver() { return std::exchange(address, {}); }
+  };
+
   void serve(int fd) {
     if (listener.endpoint_.kind == Endpoint::Kind::kTcp) {
       int one = 1;
@@ -165,57 +192,92 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     ConnectionInfo info{describePeer(fd), index, listener.nextConnectionId_.fetch_add(1) + 1,
                         &listener};
     const ConnectionLimits& limits = listener.limits_;
-    std::string countedAddress;
+    PeerClaim claim;
     if (limits.maxConnectionsPerPeer > 0) {
-      countedAddress = peerAddress(info.peer);
-      if (!countedAddress.empty() && !listener.admitPeer(countedAddress)) {
+      std::string address = peerAddress(info.peer);
+      if (!address.empty() && !listener.admitPeer(address)) {
         refusals.warn("refused connection from {}: already {} connections from {}", info.peer,
-                      limits.maxConnectionsPerPeer, countedAddress);
+                      limits.maxConnectionsPerPeer, address);
         ::close(fd);
         return;
       }
+      claim = PeerClaim(listener, std::move(address));
     }
+    kj::Own<AsioStream> stream;
+    try {
+      stream = kj::heap<AsioStream>(thread.ioContext(), fd);  // owns fd from here
+    } catch (std::exception& exception) {
+      spdlog::warn("refused connection from {}: {}", info.peer, exception.what());
+      ::close(fd);
+      return;
+    }
+    if (!listener.tls_) {
+      kj::Own<Connection> connection = open(info, std::move(claim), kj::mv(stream));
+      if (!connection) return;
+      auto ended = connection->network.onDisconnect();
+      track(info, ended.attach(kj::mv(connection)));
+      return;
+    }
+    // TLS: the handshake runs under the login deadline and the cut, like a connection; until
+    // it succeeds nothing is built for the peer (no bootstrap, no RPC state, not counted).
+    auto secured = kj::evalNow([&] { return listener.tls_->wrapServer(kj::mv(stream)); });
+    track(info, secured.then(
+                    [this, info, claim = std::move(claim)](
+                        kj::Own<kj::AsyncIoStream> secure) mutable -> kj::Promise<void> {
+                      kj::Own<Connection> connection = open(info, std::move(claim), kj::mv(secure));
+                      if (!connection) return kj::READY_NOW;
+                      auto ended = connection->network.onDisconnect();
+                      return ended.attach(kj::mv(connection));
+                    },
+                    [this, peer = info.peer](kj::Exception&& exception) {
+                      refusals.warn("TLS handshake with {} failed: {}", peer,
+                                    exception.getDescription().cStr());
+                    }));
+  }
+
+  // Builds the served connection over `stream`. Null when the bootstrap factory or the RPC
+  // set-up refuses it: logged, and the stream (so the socket) and the claim are released.
+  kj::Own<Connection> open(const ConnectionInfo& info, PeerClaim claim,
+                           kj::Own<kj::AsyncIoStream> stream) {
     uint64_t id = info.connectionId;
     std::string peer = info.peer;
-    kj::Own<Connection> connection;
-    // Once the Connection is being built, its Ending gives the per-peer count back.
-    bool handedOver = false;
     try {
       capnp::Capability::Client bootstrap = listener.bootstrapFactory_(info);
       listener.connections_.fetch_add(1);
-      handedOver = true;
-      connection =
-          kj::heap<Connection>(listener, info, countedAddress, thread.ioContext(), fd,
-                               kj::mv(bootstrap), [this, id, peer](const std::string& reason) {
-                                 refusals.warn("disconnecting {}: {}", peer, reason);
-                                 disconnect(id);
-                               });
+      // From here the Connection's Ending gives the count and the claim back.
+      return kj::heap<Connection>(listener, info, claim.handOver(), kj::mv(stream),
+                                  kj::mv(bootstrap), [this, id, peer](const std::string& reason) {
+                                    refusals.warn("disconnecting {}: {}", peer, reason);
+                                    disconnect(id);
+                                  });
     } catch (std::exception& exception) {
-      spdlog::warn("refused connection from {}: {}", info.peer, exception.what());
-      if (!handedOver && !countedAddress.empty()) listener.releasePeer(countedAddress);
-      ::close(fd);
-      return;
+      spdlog::warn("refused connection from {}: {}", peer, exception.what());
     } catch (kj::Exception& exception) {
-      spdlog::warn("refused connection from {}: {}", info.peer, exception.getDescription().cStr());
-      if (!handedOver && !countedAddress.empty()) listener.releasePeer(countedAddress);
-      ::close(fd);
-      return;
+      spdlog::warn("refused connection from {}: {}", peer, exception.getDescription().cStr());
     }
-    // The connection ends when the peer goes, or when disconnect(id) cuts it.
+    return {};
+  }
+
+  // Serves one connection until `served` ends (the peer went, or it failed) or disconnect()
+  // cuts it, and closes it after the login deadline unless markLoggedIn() lifts that first.
+  void track(const ConnectionInfo& info, kj::Promise<void> served) {
+    uint64_t id = info.connectionId;
     auto cut = kj::newPromiseAndFulfiller<void>();
     Tracked& tracked = live[id];
     tracked.cut = kj::mv(cut.fulfiller);
-    if (limits.loginDeadline.count() > 0) {
-      tracked.deadline = timer.afterDelay(limits.loginDeadline.count() * kj::MILLISECONDS)
-                             .then([this, id, peer, deadline = limits.loginDeadline] {
+    std::chrono::milliseconds deadline = listener.limits_.loginDeadline;
+    if (deadline.count() > 0) {
+      tracked.deadline = timer.afterDelay(deadline.count() * kj::MILLISECONDS)
+                             .then([this, id, peer = info.peer, deadline] {
                                refusals.warn("disconnecting {}: not logged in within {} ms", peer,
                                              deadline.count());
                                disconnect(id);
                              })
                              .eagerlyEvaluate(nullptr);
     }
-    auto ended = connection->network.onDisconnect().exclusiveJoin(kj::mv(cut.promise));
-    connections->add(ended.attach(kj::mv(connection), kj::defer([this, id]() { live.erase(id); })));
+    connections->add(served.exclusiveJoin(kj::mv(cut.promise)).attach(kj::defer([this, id]() {
+      live.erase(id);
+    })));
   }
 
   void disconnect(uint64_t connectionId) {
@@ -256,12 +318,13 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
 
 RpcListener::RpcListener(std::vector<NetworkThread*> threads, std::string_view endpoint,
                          BootstrapFactory bootstrapFactory, DisconnectHook onDisconnect,
-                         ConnectionLimits limits)
+                         ConnectionLimits limits, std::shared_ptr<kj::TlsContext> tls)
     : threads_(std::move(threads)),
       endpoint_(Endpoint::parse(endpoint)),
       bootstrapFactory_(std::move(bootstrapFactory)),
       onDisconnect_(std::move(onDisconnect)),
-      limits_(limits) {
+      limits_(limits),
+      tls_(std::move(tls)) {
   if (threads_.empty()) throw std::invalid_argument("RpcListener needs at least one thread");
 
   // Bind everything first, here, so a failure is a plain exception to the caller.

@@ -16,6 +16,10 @@
 #include <unordered_map>
 #include <vector>
 
+namespace kj {
+class TlsContext;
+}
+
 namespace switchboard::net {
 
 class NetworkThread;
@@ -51,6 +55,11 @@ using DisconnectHook = std::function<void(const ConnectionInfo&)>;
 // marked logged in is closed; a peer address over its connection bound is refused at accept.
 // Each is logged (at most a few lines a second per thread, the rest counted in the next line).
 //
+// TLS: given a context (tls_context.h), every accepted socket first completes a TLS handshake
+// as the server, under the login deadline; only then are the bootstrap capability and the RPC
+// state made, and the connection counted. A failed handshake (a plaintext client, a client
+// that does not trust the certificate, garbage) is logged and closed and costs nothing else.
+//
 // Out of descriptors (EMFILE/ENFILE) or memory (ENOBUFS/ENOMEM), an acceptor stops accepting
 // for 100 ms at a time, leaving new connections in the kernel backlog, while its thread goes
 // on serving the live ones; the failure is logged at most once per 10 s.
@@ -64,7 +73,7 @@ class RpcListener {
  public:
   RpcListener(std::vector<NetworkThread*> threads, std::string_view endpoint,
               BootstrapFactory bootstrapFactory, DisconnectHook onDisconnect = {},
-              ConnectionLimits limits = {});
+              ConnectionLimits limits = {}, std::shared_ptr<kj::TlsContext> tls = nullptr);
   ~RpcListener();
   RpcListener(const RpcListener&) = delete;
   RpcListener& operator=(const RpcListener&) = delete;
@@ -106,6 +115,7 @@ class RpcListener {
   BootstrapFactory bootstrapFactory_;
   DisconnectHook onDisconnect_;
   const ConnectionLimits limits_;
+  const std::shared_ptr<kj::TlsContext> tls_;  // null: plaintext
   std::mutex peersMutex_;
   std::unordered_map<std::string, size_t> connectionsByPeer_;  // only with a per-peer bound
   std::vector<std::unique_ptr<ThreadState>> states_;           // states_[i] lives on threads_[i]

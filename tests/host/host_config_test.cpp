@@ -44,6 +44,22 @@ TEST(HostConfig, DefaultsAreTheEmbeddedSingleNodeSetup) {
   EXPECT_EQ(parsed.config.cluster, "");  // single node: no NATS
 }
 
+TEST(HostConfig, TlsCertAndKeyComeTogetherFromTheFlagsOrTheFile) {
+  ParsedConfig parsed = parse({"--tls-cert", "/etc/sb/cert.pem", "--tls-key", "/etc/sb/key.pem"});
+  ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;
+  EXPECT_EQ(parsed.config.tlsCert, "/etc/sb/cert.pem");
+  EXPECT_EQ(parsed.config.tlsKey, "/etc/sb/key.pem");
+  ConfigFile file("tls-cert = \"c.pem\"\ntls-key = \"k.pem\"\n");
+  parsed = parse({"--config", file.path()});
+  ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;
+  EXPECT_EQ(parsed.config.tlsCert, "c.pem");
+  EXPECT_EQ(parsed.config.tlsKey, "k.pem");
+  EXPECT_TRUE(parse({}).config.tlsCert.empty());  // plaintext by default
+  parsed = parse({"--tls-cert", "/etc/sb/cert.pem"});
+  EXPECT_EQ(parsed.outcome, Outcome::error);
+  EXPECT_EQ(parsed.text, "tls-cert and tls-key go together: give both, or neither for plaintext");
+}
+
 TEST(HostConfig, ClusterTakesANatsUrlFromTheFlagOrTheFile) {
   ParsedConfig parsed = parse({"--cluster", "nats://127.0.0.1:4222", "--node-name", "n2"});
   ASSERT_EQ(parsed.outcome, Outcome::run) << parsed.text;

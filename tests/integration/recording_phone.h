@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -65,18 +66,24 @@ class RecordingPhone {
 // The bodies of `messages`, in order.
 std::vector<std::string> bodiesOf(const std::vector<client::Message>& messages);
 
-// The server's reason when `call` throws a refused ClientError; a test failure
-// (and "") when it throws another kind or is accepted.
+// What `call` throws as a ClientError of `kind`; a test failure (and "") when it
+// throws another kind or is accepted.
 template <class Call>
-std::string refusal(Call&& call) {
+std::string clientFailure(client::ClientError::Kind kind, Call&& call) {
   try {
     call();
   } catch (const client::ClientError& e) {
-    EXPECT_EQ(e.kind(), client::ClientError::Kind::refused) << e.what();
+    EXPECT_EQ(e.kind(), kind) << e.what();
     return e.what();
   }
   ADD_FAILURE() << "the call was accepted";
   return {};
+}
+
+// The server's reason when `call` throws a refused ClientError.
+template <class Call>
+std::string refusal(Call&& call) {
+  return clientFailure(client::ClientError::Kind::refused, std::forward<Call>(call));
 }
 
 }  // namespace switchboard::integration
