@@ -3,6 +3,10 @@
 
 usage: check_bench_json.py SBBENCH KEY[>=N] [KEY...] -- SCENARIO ARGS...
 
+An ARG --tls-throwaway becomes --tls-ca/--tls-cert/--tls-key of a CA and server certificate
+made by openssl in a temporary directory (the phones then speak TLS to the phone port), and
+the report must say "tls": 1.
+
 Each KEY must be present; KEY>=N also needs the value to be at least N. The object must
 have no "error" and no lost, duplicated or reordered messages. Where a latency is reported
 both from the actual send (PREFIXp50_us) and from the intended send (PREFIXintended_p50_us),
@@ -13,6 +17,8 @@ a smoke test of the harness, not a benchmark.
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 
 def latency_order_problems(report):
@@ -30,13 +36,33 @@ def latency_order_problems(report):
     return problems
 
 
+def throwaway_tls(directory):
+    """sbbench's TLS flags for a CA and a certificate for 127.0.0.1 made in `directory`."""
+    d = Path(directory)
+    new_key = ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    (d / "server.ext").write_text("subjectAltName=DNS:127.0.0.1,IP:127.0.0.1\n")
+    for step in ([*new_key, "-x509", "-days", "2", "-subj", "/CN=bench-ca",
+                  "-keyout", "ca.key", "-out", "ca.pem"],
+                 [*new_key, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"],
+                 ["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                  "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.pem"]):
+        subprocess.run(step, cwd=d, check=True, capture_output=True)
+    return ["--tls-ca", str(d / "ca.pem"), "--tls-cert", str(d / "server.pem"),
+            "--tls-key", str(d / "server.key")]
+
+
 def main():
     args = sys.argv[1:]
     sbbench = args[0]
     split = args.index("--")
     checks, command = args[1:split], args[split + 1:]
-    run = subprocess.run([sbbench, *command, "--json"], capture_output=True, text=True,
-                         timeout=600)
+    with tempfile.TemporaryDirectory() as directory:
+        if "--tls-throwaway" in command:
+            command.remove("--tls-throwaway")
+            command += throwaway_tls(directory)
+            checks.append("tls>=1")
+        run = subprocess.run([sbbench, *command, "--json"], capture_output=True, text=True,
+                             timeout=600)
     sys.stderr.write(run.stderr)
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
     if len(lines) != 1:
