@@ -84,14 +84,30 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
   requirePhone(to, "recipient");
   requireClientMsgId(clientMsgId);
   requireBody(body.size());
-  if (!isRegistered(to)) {
+  auto gate = sender.sendGates().find(to);
+  if (gate == sender.sendGates().end() && !isRegistered(to)) {
     if (!cluster_) refuse("unknown recipient " + to);
-    // Registered on another node, perhaps: learn it, then send.
-    return learnUser(to).then(
-        [this, weak = sender.weak_from_this(), to, clientMsgId, body = std::move(body)]() mutable {
-          auto live = weak.lock();
-          if (!live || live->ended()) refuse("the session has ended; log in again");
+    // Registered on another node, perhaps: learn it, then send. Sends to `to`
+    // made meanwhile wait behind the same step (the gate), in order.
+    gate = sender.sendGates().emplace(to, learnUser(to).fork()).first;
+  }
+  if (gate != sender.sendGates().end()) {
+    // Branches run in the order they were added: the first send through the
+    // gate removes it, the others follow it in their order.
+    auto done = [weak = sender.weak_from_this(), to]() {
+      auto live = weak.lock();
+      if (!live || live->ended()) refuse("the session has ended; log in again");
+      live->sendGates().erase(to);
+      return live;
+    };
+    return gate->second.addBranch().then(
+        [this, done, to, clientMsgId, body = std::move(body)]() mutable {
+          auto live = done();
           return send(*live, std::move(to), std::move(clientMsgId), std::move(body));
+        },
+        [done](kj::Exception&& e) -> kj::Promise<SentMessage> {
+          done();
+          kj::throwFatalException(kj::mv(e));
         });
   }
   RoutingPlugin::Envelope envelope;

@@ -162,6 +162,10 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
 
   // The sender side: routes of this phone's unacknowledged items, by recipient.
   std::unordered_map<std::string, SenderRoute>& routes() { return routes_; }
+  // Per recipient: a step the first send to it must finish before it is
+  // routed (in a cluster, learning a recipient registered elsewhere). Later
+  // sends to that recipient wait behind it, so they keep their order.
+  std::unordered_map<std::string, kj::ForkedPromise<void>>& sendGates() { return sendGates_; }
   void acknowledged(const std::vector<std::string>& recipients) override;
 
   // Tells the phone why, then closes its connection, unless told to keep it
@@ -201,6 +205,7 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
   std::unique_ptr<Feed<OutboundMessage>> messages_;
   std::unique_ptr<Feed<OutboundReceipt>> receipts_;
   std::unordered_map<std::string, SenderRoute> routes_;
+  std::unordered_map<std::string, kj::ForkedPromise<void>> sendGates_;
   std::unique_ptr<DeadlineTimer> deadline_;  // made on first use
   std::size_t presenceInFlight_ = 0;
   bool started_ = false;

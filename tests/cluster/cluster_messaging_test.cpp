@@ -76,6 +76,34 @@ TEST_F(ClusterMessaging, AMessageCrossesNodesInOrderWithSentDeliveredAndReadTick
   EXPECT_EQ(bodiesOf(bob.messages()), expected);
 }
 
+// The first sends to a phone registered on another node wait while the node
+// learns it from the cluster; those made meanwhile wait behind the first, so
+// none overtakes another.
+TEST_F(ClusterMessaging, ABurstOfFirstSendsToAPhoneOnTheOtherNodeKeepsItsOrder) {
+  RecordingPhone alice(a->clientOptions(), "+15550009121");
+  RecordingPhone bob(b->clientOptions(), "+15550009122");
+  alice.registerAndLogin(a->sms());
+  bob.registerAndLogin(b->sms());
+
+  std::vector<std::future<client::SendResult>> sends;
+  std::vector<std::string> expected;
+  for (int i = 0; i < 40; ++i) {
+    expected.push_back("first contact " + std::to_string(i));
+    sends.push_back(alice.client().sendAsync(bob.number(), expected.back()));
+  }
+  for (auto& send : sends) send.get();
+  ASSERT_TRUE(bob.waitForMessages(expected.size()));
+  EXPECT_EQ(bodiesOf(bob.messages()), expected);
+
+  // A burst to a phone no node knows is refused send by send, with the reason.
+  std::vector<std::future<client::SendResult>> refused;
+  for (int i = 0; i < 3; ++i) refused.push_back(alice.client().sendAsync("+15550009129", "x"));
+  ASSERT_EQ(refused.size(), 3u);
+  for (auto& send : refused) {
+    EXPECT_EQ(refusal([&] { send.get(); }), "unknown recipient +15550009129");
+  }
+}
+
 TEST_F(ClusterMessaging, MessagesForAPhoneAwayReachItOnTheOtherNode) {
   RecordingPhone alice(a->clientOptions(), "+15550009021");
   alice.registerAndLogin(a->sms());
