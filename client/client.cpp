@@ -1,5 +1,6 @@
 #include "client/client.h"
 
+#include <cxxabi.h>
 #include <spdlog/spdlog.h>
 
 #include <asio/steady_timer.hpp>
@@ -286,6 +287,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     if (!callback) return;
     try {
       callback(std::forward<Args>(args)...);
+    } catch (abi::__forced_unwind&) {
+      // The thread is being cancelled (Python ends a thread that asks for the
+      // GIL while the interpreter exits): swallowing that aborts the process.
+      throw;
     } catch (const std::exception& e) {
       spdlog::warn("client {}: the {} callback threw: {}", phone, what, e.what());
     } catch (...) {

@@ -6,6 +6,7 @@
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -166,11 +167,18 @@ class ClientHandle {
     return *client_;
   }
 
-  void setCallback(py::object& slot, py::object callback) {
+  // A Python callback, and whether one is set: the network thread reads the
+  // flag without the GIL, so an event nobody listens for never asks for it.
+  struct Slot {
+    py::object callback;
+    std::atomic<bool> set{false};
+  };
+  void setCallback(Slot& slot, py::object callback) {
     std::lock_guard lock(callbackMutex_);
-    slot = std::move(callback);
+    slot.set = !callback.is_none();
+    slot.callback = std::move(callback);
   }
-  py::object onMessage_, onReceipt_, onPresence_, onKicked_;
+  Slot onMessage_, onReceipt_, onPresence_, onKicked_;
 
   EventQueue<client::Message> messages_;
   EventQueue<client::Receipt> receipts_;
@@ -184,12 +192,15 @@ class ClientHandle {
 
  private:
   template <class MakeArgument>
-  void callPython(const py::object& slot, MakeArgument&& makeArgument) {
+  void callPython(const Slot& slot, MakeArgument&& makeArgument) {
+    // While the interpreter exits, Python ends a thread that asks for the GIL
+    // (pthread_exit): the callback is skipped then, and whenever none is set.
+    if (!slot.set || _Py_IsFinalizing()) return;
     py::gil_scoped_acquire acquire;
     py::object callback;
     {
       std::lock_guard lock(callbackMutex_);
-      callback = slot;
+      callback = slot.callback;
     }
     if (!callback || callback.is_none()) return;
     try {
