@@ -20,6 +20,7 @@
 
 #include "cluster/cluster_node.h"
 #include "messaging/durable_write.h"
+#include "messaging/field_rules.h"
 #include "messaging/messaging_service.h"
 #include "store/store.h"
 #include "switchboard/proto/client.capnp.h"
@@ -34,10 +35,6 @@ namespace {
   throw std::runtime_error(message);
 }
 
-std::string tooMany() {
-  return "a group has at most " + std::to_string(proto::MAX_GROUP_MEMBERS) + " members";
-}
-
 bool isMember(const cluster::GroupEntry& group, const std::string& phone) {
   return std::find(group.members.begin(), group.members.end(), phone) != group.members.end();
 }
@@ -45,7 +42,7 @@ bool isMember(const cluster::GroupEntry& group, const std::string& phone) {
 void requireMemberOf(const std::optional<cluster::GroupEntry>& group, std::uint64_t id,
                      const std::string& phone) {
   if (!group || !isMember(*group, phone)) {
-    refuseOnWorker("no group " + std::to_string(id) + " with " + phone + " as a member");
+    refuseOnWorker(notAMember(id, phone));
   }
 }
 
@@ -149,7 +146,7 @@ kj::Promise<void> MessagingService::addMembersClustered(std::string caller, std:
     for (const std::string& member : members) {
       if (!isMember(*group, member)) group->members.push_back(member);
     }
-    if (group->members.size() > proto::MAX_GROUP_MEMBERS) refuseOnWorker(tooMany());
+    if (group->members.size() > proto::MAX_GROUP_MEMBERS) refuseOnWorker(groupTooLarge());
     std::sort(group->members.begin(), group->members.end());
   });
 }
@@ -158,7 +155,7 @@ kj::Promise<void> MessagingService::removeMembersClustered(std::string caller, s
                                                            std::vector<std::string> members) {
   return changeGroupClustered(id, [caller, id, members](auto& group) {
     if (!group) refuseOnWorker("no group " + std::to_string(id));
-    if (group->owner != caller) refuseOnWorker("only the group's creator may remove members");
+    if (group->owner != caller) refuseOnWorker(std::string(kOnlyTheCreatorRemoves));
     std::erase_if(group->members, [&](const std::string& member) {
       return std::count(members.begin(), members.end(), member) > 0;
     });

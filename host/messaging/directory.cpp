@@ -139,7 +139,7 @@ void MessagingService::requireMember(const std::string& phone, std::uint64_t gro
                  .bind(2, phone)
                  .step();
   });
-  if (!member) refuse("no group " + std::to_string(group) + " with " + phone + " as a member");
+  if (!member) refuse(notAMember(group, phone));
 }
 
 kj::Promise<std::uint64_t> MessagingService::createGroup(const std::string& owner, std::string name,
@@ -148,7 +148,7 @@ kj::Promise<std::uint64_t> MessagingService::createGroup(const std::string& owne
   members = distinct(std::move(members));
   std::erase(members, owner);
   if (members.size() + 1 > proto::MAX_GROUP_MEMBERS) {
-    refuse("a group has at most " + std::to_string(proto::MAX_GROUP_MEMBERS) + " members");
+    refuse(groupTooLarge());
   }
   if (cluster_) {
     for (const std::string& p : members) requirePhone(p, "member");
@@ -186,8 +186,7 @@ kj::Promise<void> MessagingService::addMembers(const std::string& caller, std::u
     auto count = db.prepare("SELECT count(*) FROM group_members WHERE group_id = ?").bind(1, gid);
     count.step();
     if (static_cast<std::uint64_t>(count.columnInt(0)) > proto::MAX_GROUP_MEMBERS) {
-      throw std::runtime_error("a group has at most " + std::to_string(proto::MAX_GROUP_MEMBERS) +
-                               " members");
+      throw std::runtime_error(groupTooLarge());
     }
   });
 }
@@ -203,7 +202,7 @@ kj::Promise<void> MessagingService::removeMembers(const std::string& caller, std
     if (row.step()) owner = row.columnText(0);
   });
   if (!owner) refuse("no group " + std::to_string(group));
-  if (*owner != caller) refuse("only the group's creator may remove members");
+  if (*owner != caller) refuse(kOnlyTheCreatorRemoves);
   return writeDurably(store_, [gid, members](store::Connection& db) {
     runForEach(db, "DELETE FROM group_members WHERE group_id = ? AND member = ?", gid, members);
   });

@@ -57,4 +57,12 @@ void requireBatch(std::size_t count, std::string_view what) {
   }
 }
 
+std::string groupTooLarge() {
+  return "a group has at most " + std::to_string(proto::MAX_GROUP_MEMBERS) + " members";
+}
+
+std::string notAMember(std::uint64_t group, std::string_view phone) {
+  return "no group " + std::to_string(group) + " with " + std::string(phone) + " as a member";
+}
+
 }  // namespace switchboard::messaging

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -21,5 +22,12 @@ void requireBody(std::size_t bytes);                             // 1..maxBodyBy
 void requireBatch(std::size_t count, std::string_view what);     // 1..maxBatch
 
 bool isPhone(std::string_view phone);
+
+// The words of the group refusals, one place for every path that refuses
+// (a single node, a cluster's worker): they must read the same.
+std::string groupTooLarge();  // over proto MAX_GROUP_MEMBERS
+std::string notAMember(std::uint64_t group, std::string_view phone);
+inline constexpr std::string_view kOnlyTheCreatorRemoves =
+    "only the group's creator may remove members";
 
 }  // namespace switchboard::messaging

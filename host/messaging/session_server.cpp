@@ -112,7 +112,7 @@ kj::Promise<void> SessionServer::createGroup(CreateGroupContext context) {
   auto params = context.getParams();
   // Bounded before copying; the service counts distinct members, creator included.
   if (params.getMembers().size() > proto::MAX_GROUP_MEMBERS) {
-    refuse("a group has at most " + std::to_string(proto::MAX_GROUP_MEMBERS) + " members");
+    refuse(groupTooLarge());
   }
   std::vector<std::string> members;
   for (auto m : params.getMembers()) members.push_back(text(m));
