@@ -45,6 +45,11 @@ std::string pragma(sqlite3* db, const std::filesystem::path& file, const char* s
 }  // namespace
 
 DatabaseHandle openDatabase(const std::filesystem::path& file, AccessMode mode) {
+  // Before SQLite's first use in the process: no allocation statistics, which
+  // cost every sqlite3_malloc a global mutex (the store never reads them).
+  // SQLITE_MISUSE when something else used SQLite first; it then keeps them.
+  static const int memoryStatisticsOff = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)memoryStatisticsOff;
   // NOMUTEX: a connection is used by one thread at a time (the writer, or the
   // reader that took it from the pool), so SQLite's own locking is redundant.
   int flags = SQLITE_OPEN_NOMUTEX;
@@ -67,6 +72,9 @@ DatabaseHandle openDatabase(const std::filesystem::path& file, AccessMode mode) 
     }
     pragma(db.get(), file, "PRAGMA synchronous=FULL");
     pragma(db.get(), file, "PRAGMA foreign_keys=ON");
+    // Each write runs in a savepoint, whose sub-journal (the pages it first
+    // changes) would otherwise spill to a temporary file: a pwrite per page.
+    pragma(db.get(), file, "PRAGMA temp_store=MEMORY");
   } else {
     // Reads the schema now, so a corrupt or foreign file fails here too.
     pragma(db.get(), file, "PRAGMA user_version");

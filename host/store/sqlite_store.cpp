@@ -232,7 +232,7 @@ std::vector<SqliteStore::Outcome> SqliteStore::runBatch(const std::vector<Pendin
 
 SqliteStore::Outcome SqliteStore::runInSavepoint(Connection& connection, const WriteFn& fn) {
   try {
-    connection.exec("SAVEPOINT write");
+    connection.prepare("SAVEPOINT write").run();
   } catch (const StoreError& e) {
     return std::string(e.what());
   }
@@ -247,7 +247,7 @@ SqliteStore::Outcome SqliteStore::runInSavepoint(Connection& connection, const W
   }
   if (!error) {
     try {
-      connection.exec("RELEASE write");
+      connection.prepare("RELEASE write").run();
       return std::nullopt;
     } catch (const StoreError& e) {
       // Undo below: a write that cannot be released must not be committed.
