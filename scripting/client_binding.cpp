@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <set>
 
 namespace py = pybind11;
 
@@ -124,10 +125,45 @@ std::string bodyBytes(const py::object& body) {
 // are called too, on the network thread with the GIL taken. The client is destroyed
 // with the GIL released, because its network thread may be waiting for the GIL in a
 // callback at that moment.
+class ClientHandle;
+
+// Every open Client, so the interpreter's exit can close them while Python is
+// still whole (an atexit hook): a Client's thread that asks for the GIL after
+// finalization began would be ended by Python mid-callback (abort). A handle
+// being closed by closeAll() is `closing`; its destructor waits for that.
+class OpenClients {
+ public:
+  void add(ClientHandle* handle) {
+    std::lock_guard lock(mutex_);
+    open_.insert(handle);
+  }
+  // Called by the handle's destructor, with the GIL held.
+  void remove(ClientHandle* handle) {
+    std::unique_lock lock(mutex_);
+    open_.erase(handle);
+    if (closing_ != handle) return;
+    py::gil_scoped_release release;  // closeAll() needs the GIL back to finish
+    closed_.wait(lock, [&] { return closing_ != handle; });
+  }
+  void closeAll();
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable closed_;
+  std::set<ClientHandle*> open_;
+  ClientHandle* closing_ = nullptr;
+};
+
+OpenClients& openClients() {
+  static OpenClients* clients = new OpenClients();  // never destroyed: used at exit
+  return *clients;
+}
+
 class ClientHandle {
  public:
   ClientHandle(const std::string& host, int port, double timeoutSeconds, bool autoReconnect,
                std::vector<std::string> endpoints, std::string tlsCa, std::string tlsServerName) {
+    openClients().add(this);
     client::ClientOptions options;
     options.endpoint = host + ":" + std::to_string(port);
     options.endpoints = std::move(endpoints);  // a cluster's nodes; when given, host/port unused
@@ -157,9 +193,21 @@ class ClientHandle {
       callPython(onKicked_, [&]() { return py::str(reason); });
     });
   }
-  ~ClientHandle() { close(); }
+  ~ClientHandle() {
+    openClients().remove(this);
+    close();
+  }
 
-  void close() { destroyWithoutGil(client_); }
+  // Safe from two threads at once (a `with` block ending while the exit hook
+  // closes every Client): one of them takes the client and destroys it.
+  void close() {
+    std::unique_ptr<client::Client> taken;
+    {
+      std::lock_guard lock(closeMutex_);
+      taken = std::move(client_);
+    }
+    destroyWithoutGil(taken);
+  }
 
   client::Client& get() {
     if (!client_)
@@ -212,6 +260,7 @@ class ClientHandle {
 
   std::mutex callbackMutex_;
   std::mutex kickedMutex_;
+  std::mutex closeMutex_;
   std::optional<std::string> kickedReason_;
   std::unique_ptr<client::Client> client_;  // last: destroyed first, before the queues
 };
@@ -233,7 +282,29 @@ py::object popAsPython(EventQueue<T>& queue, std::optional<double> timeout) {
 
 }  // namespace
 
+void OpenClients::closeAll() {
+  for (;;) {
+    ClientHandle* handle = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      if (open_.empty()) return;
+      handle = *open_.begin();
+      open_.erase(open_.begin());
+      closing_ = handle;
+    }
+    handle->close();
+    {
+      std::lock_guard lock(mutex_);
+      closing_ = nullptr;
+    }
+    closed_.notify_all();
+  }
+}
+
 void bindClient(py::module_& module) {
+  // atexit hooks run before finalization, with every Python object usable.
+  py::module_::import("atexit").attr("register")(
+      py::cpp_function([]() { openClients().closeAll(); }));
   using G = py::call_guard<py::gil_scoped_release>;
   py::class_<ClientHandle>(
       module, "Client",

@@ -60,3 +60,53 @@ def test_refused_send_raises_with_the_servers_reason(register):
     with pytest.raises(switchboard.Error) as caught:
         frank.send("+15559999998", "anyone?")
     assert str(caught.value) == "unknown recipient +15559999998"
+
+
+EXIT_WHILE_EVENTS_ARRIVE = r"""
+import sys
+import switchboard
+
+port, admin_socket, tag = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+admin = switchboard.Admin(admin_socket)
+
+
+def register(phone):
+    client = switchboard.Client("127.0.0.1", port, timeout=20.0)
+    client.request_code(phone)
+    key = client.verify(phone, admin.outbox(phone)[0]["code"], "exit-test")
+    client.login(phone, key)
+    return client
+
+
+alice = register(f"+1555009{tag}1")
+bob = register(f"+1555009{tag}2")
+seen = []
+
+
+def slow(event):  # holds the GIL a while, so a callback is often waiting for it at exit
+    seen.append(sum(range(20000)) + event["id"])
+
+
+bob.on_message(slow)
+alice.on_receipt(slow)
+for i in range(50):
+    alice.send(f"+1555009{tag}2", f"message {i}")
+print("sent", flush=True)
+# Exits now, Clients still open, deliveries and receipts still arriving on their threads.
+"""
+
+
+def test_a_script_ending_with_open_clients_and_events_arriving_exits_cleanly(host, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from conftest import BUILD
+    script = tmp_path / "exit_while_events_arrive.py"
+    script.write_text(EXIT_WHILE_EVENTS_ARRIVE)
+    env = dict(os.environ, PYTHONPATH=str(BUILD / "scripting"))
+    for run in range(3):
+        done = subprocess.run([sys.executable, str(script), str(host.port), str(host.admin_socket),
+                               f"{run}0"], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"run {run} exited {done.returncode}:\n{done.stderr}"
+        assert done.stdout == "sent\n"
+        assert "FATAL" not in done.stderr and "terminate" not in done.stderr, done.stderr
