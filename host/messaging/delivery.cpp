@@ -49,6 +49,32 @@ RoutingPlugin::Destination askRouting(plugin::PluginManager& plugins,
 
 }  // namespace
 
+// A group send's copies for sessions on other network threads, by thread. A
+// copy goes to its thread in the same order it would have had posted alone:
+// everything one fan-out posts leaves before the sender's next send.
+struct MessagingService::FanOut {
+  struct Offer {
+    std::weak_ptr<LiveSession> session;
+    std::string recipient;
+    OutboundMessage message;
+  };
+  explicit FanOut(std::size_t threads) : byThread(threads) {}
+  std::vector<std::vector<Offer>> byThread;
+
+  void post(MessagingService& service) {
+    for (std::size_t t = 0; t < byThread.size(); ++t) {
+      if (byThread[t].empty()) continue;
+      auto offers = std::make_shared<std::vector<Offer>>(std::move(byThread[t]));
+      service.threads_[t]->post([&service, offers]() {
+        for (Offer& offer : *offers) {
+          service.offerOrStoreHere(offer.session, std::move(offer.recipient),
+                                   std::move(offer.message));
+        }
+      });
+    }
+  }
+};
+
 // ---------------------------------------------------------------- send
 
 std::optional<SentMessage> MessagingService::findDuplicate(const std::string& from,
@@ -190,6 +216,7 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
   auto [promise, ack] =
       DeliveryAck::make(sender.thread(), static_cast<std::uint32_t>(recipients.size()));
   ack->listen(sender.weak_from_this(), recipients);
+  FanOut fanOut(threads_.size());
   for (const std::string& recipient : recipients) {
     OutboundMessage message;
     message.id = sent.id;
@@ -200,8 +227,9 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
     message.timestamp = sent.timestamp;
     message.ack = ack;
     ++counters_.messagesIn;
-    route(sender, recipient, std::move(message));
+    route(sender, recipient, std::move(message), &fanOut);
   }
+  fanOut.post(*this);
   return acknowledged(kj::mv(promise), from, clientMsgId, sent);
 }
 
@@ -246,7 +274,8 @@ kj::Promise<std::uint32_t> MessagingService::broadcast(std::string phone, std::s
 
 // ---------------------------------------------------------------- the way there
 
-void MessagingService::route(LiveSession& sender, const std::string& to, OutboundMessage message) {
+void MessagingService::route(LiveSession& sender, const std::string& to, OutboundMessage message,
+                             FanOut* fanOut) {
   auto [it, fresh] = sender.routes().try_emplace(to);
   session::SenderRoute& way = it->second;
   if (fresh) {
@@ -262,6 +291,11 @@ void MessagingService::route(LiveSession& sender, const std::string& to, Outboun
     std::vector<AddressedMessage> items;
     items.push_back({to, std::move(message)});
     storeMessages(std::move(items), WriteOrigin{});
+    return;
+  }
+  if (fanOut != nullptr && !threads_.at(way.session->threadIndex)->isCurrent()) {
+    fanOut->byThread[way.session->threadIndex].push_back(
+        {way.session->session, to, std::move(message)});
     return;
   }
   offerOrStore(*way.session, to, std::move(message));

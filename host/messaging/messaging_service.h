@@ -241,9 +241,14 @@ class MessagingService final : public session::SessionBackend {
   };
 
   // ---- delivery.cpp
+  // A group send's copies for sessions on other threads, posted once per
+  // thread when the fan-out is done rather than once per member (delivery.cpp).
+  struct FanOut;
   // Hands `message` to `to` the way the sender's earlier unacknowledged items
-  // to `to` went, or else to `to`'s session or the store.
-  void route(session::LiveSession& sender, const std::string& to, session::OutboundMessage message);
+  // to `to` went, or else to `to`'s session or the store. With `fanOut`, a
+  // copy for a session on another thread waits in it (FanOut::post sends it).
+  void route(session::LiveSession& sender, const std::string& to, session::OutboundMessage message,
+             FanOut* fanOut = nullptr);
   // On the thread of `address`: offers the item to that session, or stores it
   // when the session is gone.
   template <class Item>

@@ -87,8 +87,6 @@ TEST_F(GroupLimitsTest, TwoHundredFiftySixMembersFitAndOneMoreIsRefused) {
 // Issue 8: createGroup counts the members as listed, so a list naming the creator
 // among 255 others (256 in all, within the limit) is refused. The creator and
 // duplicates must not count twice.
-// DISABLED until the fix to SessionServer::createGroup (host/messaging, issue 8)
-// is on main; it fails today with "a group has at most 256 members".
 TEST_F(GroupLimitsTest, TheCreatorListedAmongTwoHundredFiftyFiveOthersCountsOnce) {
   RecordingPhone owner(host.clientOptions(), "+15551009998");
   owner.registerAndLogin(host.sms());
