@@ -116,6 +116,13 @@ ClusterDirectory::ClusterDirectory(NatsLink& link)
       numbers_(link, {"sb_numbers", std::chrono::seconds(0), 1, false}),
       counters_(link, {"sb_counters", std::chrono::seconds(0), 1, false}) {}
 
+void ClusterDirectory::open() {
+  for (KvBucket* bucket :
+       {&users_, &contacts_, &groups_, &memberGroups_, &sessions_, &numbers_, &counters_}) {
+    bucket->open();
+  }
+}
+
 // ---------------------------------------------------------------- users
 
 std::optional<UserEntry> ClusterDirectory::user(const std::string& phone) {

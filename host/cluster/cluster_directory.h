@@ -68,6 +68,11 @@ class ClusterDirectory {
  public:
   explicit ClusterDirectory(NatsLink& link);
 
+  // Creates or binds every bucket and waits until each answers (ClusterNode
+  // does it as soon as it is connected, so a node's first registration does
+  // not wait for it). Throws ClusterError.
+  void open();
+
   // ---- users and their one device
   std::optional<UserEntry> user(const std::string& phone);
   // A new verified device: written only over `user.revision` (0: the phone

@@ -30,6 +30,10 @@ ClusterNode::ClusterNode(ClusterNodeOptions options, NodeFacts facts, net::Netwo
       *link_, DeliveryTransportOptions{options_.nodeName, std::chrono::seconds(600),
                                        std::chrono::seconds(30 * 24 * 3600)});
   adminRelay_ = std::make_unique<AdminRelay>(*link_, *registry_, options_.nodeName);
+  // The buckets answer before the first registration needs them (and again
+  // after a start while NATS was away).
+  link_->addReconnectJob([this] { openDirectory(); });
+  link_->post([this] { openDirectory(); });
   // Back from degraded: be listed again at once, not at the next tick.
   link_->addReconnectJob([this] { heartbeat(); });
   link_->every(options_.heartbeat, [this] { heartbeat(); });
@@ -55,6 +59,15 @@ ClusterNode::~ClusterNode() {
   directory_.reset();
   registry_.reset();
   link_.reset();
+}
+
+void ClusterNode::openDirectory() {
+  if (!link_->isConnected()) return;
+  try {
+    directory_->open();
+  } catch (const std::exception& e) {
+    spdlog::warn("cluster: opening the directory's buckets: {}", e.what());
+  }
 }
 
 void ClusterNode::heartbeat() {

@@ -2,7 +2,8 @@
 //
 // The host makes a ClusterNode only when --cluster is given (single-node mode
 // has none and needs no NATS). It owns, in order: the NATS link, the node
-// registry, the shared directory, the delivery transport and the admin relay. From construction
+// registry, the shared directory, the delivery transport and the admin relay. Once connected
+// it opens the directory's buckets (each waited for until it answers). From construction
 // on it heartbeats this node's record (name, address, sessions, plugin
 // versions) every `heartbeat`; while NATS is away it is degraded, skips the
 // heartbeats and serves its own sessions, and on reconnect it rewrites its
@@ -81,6 +82,7 @@ class ClusterNode {
 
  private:
   void heartbeat();
+  void openDirectory();
 
   const ClusterNodeOptions options_;
   const NodeFacts facts_;

@@ -3,7 +3,10 @@
 #include <nats/nats.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <memory>
+#include <thread>
+#include <utility>
 
 #include "cluster/nats_link.h"
 
@@ -22,6 +25,31 @@ std::optional<KvValue> liveValue(kvEntry* entry) {
                      static_cast<std::size_t>(kvEntry_ValueLen(entry)));
   value.revision = kvEntry_Revision(entry);
   return value;
+}
+
+// How long a bucket may take to answer after it was created or bound.
+constexpr auto kReadyWithin = std::chrono::seconds(10);
+
+// A JetStream publish to a stream that has not subscribed to its subjects yet
+// gets NATS_NO_RESPONDERS: nothing received it, so nothing was stored, and the
+// same publish can be made again. nats-server lists a new stream before it
+// subscribes it to its subjects (a few milliseconds: its files are set up in
+// between), and answers a second create of the same stream (another node's)
+// at once from that listing: on a fresh cluster the nodes' first writes meet
+// exactly that window (docs/cluster.md). Runs `publish` again, with a growing
+// pause, while it gets no responders, for up to kReadyWithin.
+template <class Publish>
+natsStatus untilResponders(Publish&& publish) {
+  auto deadline = std::chrono::steady_clock::now() + kReadyWithin;
+  auto pause = std::chrono::milliseconds(2);
+  for (;;) {
+    natsStatus status = publish();
+    if (status != NATS_NO_RESPONDERS || std::chrono::steady_clock::now() >= deadline) {
+      return status;
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(100));
+  }
 }
 }  // namespace
 
@@ -49,7 +77,37 @@ kvStore* KvBucket::store() {
     requireOk(js_KeyValue(&store_, link_.jetStream(), options_.name.c_str()),
               "key-value bucket " + options_.name);
   }
+  try {
+    awaitSubjects();
+  } catch (...) {
+    kvStore_Destroy(std::exchange(store_, nullptr));
+    throw;
+  }
   return store_;
+}
+
+// A get made before the stream subscribed to its subjects is not answered at
+// all (a time-out), so a bucket is used only once a publish to it is answered.
+// The probe expects a last sequence no stream has: the stream refuses it
+// ("wrong last sequence") and stores nothing, which proves it is listening.
+void KvBucket::awaitSubjects() {
+  std::string subject = "$KV." + options_.name + ".sb_ready_probe";
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  options.ExpectLastSeq = UINT64_MAX;
+  jsErrCode error = static_cast<jsErrCode>(0);
+  natsStatus status = untilResponders([&] {
+    jsPubAck* ack = nullptr;
+    natsStatus s = js_Publish(&ack, link_.jetStream(), subject.c_str(), "", 0, &options, &error);
+    jsPubAck_Destroy(ack);
+    return s;
+  });
+  if (status == NATS_OK || error != 0) return;  // the stream answered
+  requireOk(status, "key-value bucket " + options_.name + " did not answer");
+}
+
+void KvBucket::open() {
+  store();
 }
 
 std::optional<KvValue> KvBucket::get(const std::string& key) {
@@ -63,16 +121,21 @@ std::optional<KvValue> KvBucket::get(const std::string& key) {
 
 std::uint64_t KvBucket::put(const std::string& key, const std::string& bytes) {
   std::uint64_t revision = 0;
-  requireOk(
-      kvStore_Put(&revision, store(), key.c_str(), bytes.data(), static_cast<int>(bytes.size())),
-      options_.name + " put " + key);
+  kvStore* kv = store();
+  requireOk(untilResponders([&] {
+              return kvStore_Put(&revision, kv, key.c_str(), bytes.data(),
+                                 static_cast<int>(bytes.size()));
+            }),
+            options_.name + " put " + key);
   return revision;
 }
 
 bool KvBucket::create(const std::string& key, const std::string& bytes) {
   std::uint64_t revision = 0;
-  natsStatus status =
-      kvStore_Create(&revision, store(), key.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+  kvStore* kv = store();
+  natsStatus status = untilResponders([&] {
+    return kvStore_Create(&revision, kv, key.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+  });
   if (status == NATS_OK) return true;
   // Refused: either the key is taken (the answer) or NATS failed (an error).
   if (get(key)) return false;
@@ -82,8 +145,11 @@ bool KvBucket::create(const std::string& key, const std::string& bytes) {
 
 bool KvBucket::update(const std::string& key, const std::string& bytes, std::uint64_t revision) {
   std::uint64_t written = 0;
-  natsStatus status = kvStore_Update(&written, store(), key.c_str(), bytes.data(),
-                                     static_cast<int>(bytes.size()), revision);
+  kvStore* kv = store();
+  natsStatus status = untilResponders([&] {
+    return kvStore_Update(&written, kv, key.c_str(), bytes.data(), static_cast<int>(bytes.size()),
+                          revision);
+  });
   if (status == NATS_OK) return true;
   auto now = get(key);
   if (!now || now->revision != revision) return false;
@@ -92,7 +158,9 @@ bool KvBucket::update(const std::string& key, const std::string& bytes, std::uin
 }
 
 void KvBucket::remove(const std::string& key) {
-  requireOk(kvStore_Delete(store(), key.c_str()), options_.name + " delete " + key);
+  kvStore* kv = store();
+  requireOk(untilResponders([&] { return kvStore_Delete(kv, key.c_str()); }),
+            options_.name + " delete " + key);
 }
 
 std::vector<std::string> KvBucket::keys(const std::string& prefix) {

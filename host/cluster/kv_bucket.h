@@ -2,7 +2,9 @@
 // for the link's worker thread (or a test's own thread), never a network thread.
 //
 // The bucket is created on first use (or bound, when another node created it
-// already) and every call first requires the link to be connected, so a
+// already) and used only once it answers: a new bucket is listed by the server
+// a moment before it listens, and a fresh cluster's nodes race for that moment
+// (kv_bucket.cpp). Every call first requires the link to be connected, so a
 // degraded node fails fast with ClusterError instead of waiting for a time-out.
 // Conditional writes (create, update at a revision) are how two nodes racing
 // for the same key are told apart: exactly one wins, the other gets false.
@@ -41,6 +43,9 @@ class KvBucket {
   KvBucket(const KvBucket&) = delete;
   KvBucket& operator=(const KvBucket&) = delete;
 
+  // Creates or binds the bucket now and waits (bounded) until it answers;
+  // every other call does this first. Throws ClusterError.
+  void open();
   // The value under `key`; nullopt when absent or deleted.
   std::optional<KvValue> get(const std::string& key);
   std::uint64_t put(const std::string& key, const std::string& bytes);  // returns the revision
@@ -62,6 +67,7 @@ class KvBucket {
 
  private:
   __kvStore* store();
+  void awaitSubjects();
 
   NatsLink& link_;
   const KvBucketOptions options_;

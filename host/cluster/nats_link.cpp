@@ -19,7 +19,11 @@ const char* linkStateName(LinkState state) {
 
 void requireOk(int status, const std::string& what) {
   if (status == NATS_OK) return;
-  const char* detail = nats_GetLastError(nullptr);
+  // The thread's last error may be an older call's (a conflict answered a
+  // moment ago): its text belongs to this failure only if its status does.
+  natsStatus lastStatus = NATS_OK;
+  const char* detail = nats_GetLastError(&lastStatus);
+  if (lastStatus != static_cast<natsStatus>(status)) detail = nullptr;
   std::string text = what + ": " + natsStatus_GetText(static_cast<natsStatus>(status));
   if (detail != nullptr && detail[0] != '\0' && text.find(detail) == std::string::npos) {
     text += std::string(" (") + detail + ")";
