@@ -214,6 +214,18 @@ void ClusterDirectory::removeContact(const std::string& owner, const std::string
   removeFromList(contacts_, owner, "contacts", contact);
 }
 
+void ClusterDirectory::watchContacts(
+    const std::function<void(const std::string&, const std::vector<std::string>&)>& change,
+    const std::function<bool()>& keepGoing) {
+  contacts_.watch(
+      [&](const std::string& key, const std::optional<KvValue>& value) {
+        auto owner = decodeKeyToken(key);
+        if (!owner) return;  // not a key this code writes
+        change(*owner, value ? contactsFrom(*value) : std::vector<std::string>{});
+      },
+      keepGoing);
+}
+
 // ---------------------------------------------------------------- groups
 
 std::optional<GroupEntry> ClusterDirectory::group(const std::string& id) {

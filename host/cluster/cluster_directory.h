@@ -95,6 +95,11 @@ class ClusterDirectory {
   std::vector<std::string> contacts(const std::string& owner);
   void addContact(const std::string& owner, const std::string& contact);
   void removeContact(const std::string& owner, const std::string& contact);
+  // Every owner's list now, then every change (a deleted list: empty), until
+  // keepGoing() is false. Throws ClusterError when NATS goes away.
+  void watchContacts(const std::function<void(const std::string& owner,
+                                              const std::vector<std::string>& contacts)>& change,
+                     const std::function<bool()>& keepGoing);
 
   // ---- groups
   std::optional<GroupEntry> group(const std::string& id);
@@ -110,8 +115,9 @@ class ClusterDirectory {
   std::optional<SessionLocation> location(const std::string& phone);
   // Records that `phone` logged in on `where.node`. A claim older (atMs) than
   // the one recorded loses: returns false and changes nothing. The node that
-  // held the phone before sees the change through watchLocations and closes
-  // its session ("logged in elsewhere").
+  // held the phone before is told (a kick notice or handover) and also sees
+  // the change through watchLocations, so it closes its session ("logged in
+  // elsewhere") even when the notice is lost.
   // `previous`, when given, receives the record the claim replaced (if any),
   // released ones too: its holder() is the node whose store may still hold
   // rows for the phone.

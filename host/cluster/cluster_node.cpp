@@ -52,13 +52,19 @@ void ClusterNode::leave() {
 
 ClusterNode::~ClusterNode() {
   leave();
-  // The worker's jobs use the parts: stop it first; the connection closes last.
+  // The watches and the worker's jobs use the parts: stop them first; the
+  // connection closes last.
+  watches_.clear();
   link_->stopWorker();
   adminRelay_.reset();
   transport_.reset();
   directory_.reset();
   registry_.reset();
   link_.reset();
+}
+
+void ClusterNode::keepWatching(std::string what, DirectoryWatchFn watch) {
+  watches_.push_back(std::make_unique<WatchThread>(*link_, std::move(what), std::move(watch)));
 }
 
 void ClusterNode::openDirectory() {

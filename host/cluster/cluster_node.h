@@ -24,6 +24,7 @@
 #include "cluster/delivery_transport.h"
 #include "cluster/nats_link.h"
 #include "cluster/node_registry.h"
+#include "cluster/watch_thread.h"
 
 namespace switchboard::cluster {
 
@@ -74,6 +75,11 @@ class ClusterNode {
   // thread (error empty on success). Post from there to where you need it.
   void listNodes(std::function<void(std::vector<NodeInfo>, std::string)> done);
 
+  // Keeps `watch` (one of the directory's watches) running on a thread of its
+  // own until this node is destroyed (WatchThread). Its callbacks must stay
+  // valid until then. Call from one thread at start.
+  void keepWatching(std::string what, DirectoryWatchFn watch);
+
   NatsLink& link() { return *link_; }
   NodeRegistry& registry() { return *registry_; }
   ClusterDirectory& directory() { return *directory_; }
@@ -93,6 +99,7 @@ class ClusterNode {
   std::unique_ptr<ClusterDirectory> directory_;
   std::unique_ptr<DeliveryTransport> transport_;
   std::unique_ptr<AdminRelay> adminRelay_;
+  std::vector<std::unique_ptr<WatchThread>> watches_;
   std::atomic<std::uint64_t> heartbeats_{0};
   std::atomic<std::uint64_t> heartbeatErrors_{0};
   std::atomic<std::int64_t> lastHeartbeatMs_{0};

@@ -24,8 +24,10 @@
 //   once it is back (and every few seconds), what the store holds for phones
 //   that are not here moves into the stream (catchUp).
 // - Presence and typing: core NATS notices every node hears; each tells its
-//   own sessions that may see them. Contacts are written through to
-//   sb_contacts and copied in at login.
+//   own sessions that may see them. Contacts are written to sb_contacts first,
+//   and every node watches it and keeps its store's copy of every list.
+// - Kicks: besides the kick notice, every node watches sb_sessions and closes
+//   a session here whose phone's record names a newer login elsewhere.
 
 #include <spdlog/spdlog.h>
 
@@ -127,6 +129,22 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
   });
   node.transport().listenPresence(
       listener, [this](cluster::PresenceNotice notice) { presenceFromElsewhere(notice); });
+  // Watches of every node on the directory: a lost kick notice cannot leave a
+  // session open, and a contact list changed on any node is copied here.
+  node.keepWatching("sb_sessions", [this](const std::function<bool()>& keepGoing) {
+    cluster_->directory().watchLocations(
+        [this](const std::string& phone, const std::optional<cluster::SessionLocation>& where) {
+          locationChanged(phone, where);
+        },
+        keepGoing);
+  });
+  node.keepWatching("sb_contacts", [this](const std::function<bool()>& keepGoing) {
+    cluster_->directory().watchContacts(
+        [this](const std::string& owner, const std::vector<std::string>& contacts) {
+          copyContacts(owner, contacts);
+        },
+        keepGoing);
+  });
   node.transport().listenKicks(listener, [this](cluster::KickNotice notice) {
     auto ref = sessions_.find(notice.phone);
     if (ref && notice.sessionId != 0 && ref->sessionId == notice.sessionId) {
@@ -293,38 +311,69 @@ void MessagingService::releaseLocation(const LiveSession& session) {
   });
 }
 
-void MessagingService::writeContactsThrough(const std::string& owner,
-                                            std::vector<std::string> phones, bool add) {
-  cluster_->link().post([this, owner, phones = std::move(phones), add]() {
-    try {
-      for (const std::string& phone : phones) {
-        if (add) {
-          cluster_->directory().addContact(owner, phone);
-        } else {
-          cluster_->directory().removeContact(owner, phone);
-        }
-      }
-    } catch (const std::exception& e) {
-      spdlog::warn("cluster: contacts of {} not written to the cluster: {}", owner, e.what());
-    }
-  });
+// ---------------------------------------------------------------- contacts
+
+kj::Promise<void> MessagingService::writeContactsThrough(const std::string& owner,
+                                                         std::vector<std::string> phones,
+                                                         bool add) {
+  cluster::ClusterDirectory& directory = cluster_->directory();
+  return onClusterWorker<bool>([&directory, owner, phones = std::move(phones), add]() {
+           for (const std::string& phone : phones) {
+             if (add) {
+               directory.addContact(owner, phone);
+             } else {
+               directory.removeContact(owner, phone);
+             }
+           }
+           return true;
+         })
+      .ignoreResult();
 }
 
-// Contacts the phone added on other nodes (sb_contacts) join this node's
-// store, so presence and contacts() see them here too. Additions only: a
-// removal made elsewhere is not carried over yet.
+// At login, on the worker: the watch keeps the copy, this catches a change
+// the watch has not brought yet.
 void MessagingService::importContacts(const std::string& phone) {
-  auto contacts = cluster_->directory().contacts(phone);
-  if (contacts.empty()) return;
+  copyContacts(phone, cluster_->directory().contacts(phone));
+}
+
+void MessagingService::copyContacts(const std::string& owner,
+                                    const std::vector<std::string>& contacts) {
+  std::vector<std::string> here;
+  store_.read([&](store::Connection& db) {
+    auto rows =
+        db.prepare("SELECT contact FROM contacts WHERE owner = ? ORDER BY contact").bind(1, owner);
+    while (rows.step()) here.push_back(rows.columnText(0));
+  });
+  if (here == contacts) return;  // both sorted
+  std::vector<std::string> gone;
+  std::set_difference(here.begin(), here.end(), contacts.begin(), contacts.end(),
+                      std::back_inserter(gone));
   std::int64_t now = nowMs();
   store_.writeAndWait([&](store::Connection& db) {
+    runForEach(db, "DELETE FROM contacts WHERE owner = ? AND contact = ?", owner, gone);
     auto insert =
         db.prepare("INSERT OR IGNORE INTO contacts(owner, contact, added_ms) VALUES (?, ?, ?)");
     for (const std::string& contact : contacts) {
       insert.reset();
-      insert.bind(1, phone).bind(2, contact).bind(3, now).run();
+      insert.bind(1, owner).bind(2, contact).bind(3, now).run();
     }
   });
+  spdlog::debug("cluster: contacts of {} copied from the cluster ({} removed)", owner, gone.size());
+}
+
+// ---------------------------------------------------------------- kicks that cannot be lost
+
+void MessagingService::locationChanged(const std::string& phone,
+                                       const std::optional<cluster::SessionLocation>& where) {
+  // A released record, or this node's own (a login here kicks locally).
+  if (!where || where->node == options_.nodeName) return;
+  auto ref = sessions_.find(phone);
+  // Only a newer login than the session here wins, as a claim does: an older
+  // record is one this session's own claim is about to replace.
+  if (!ref || where->atMs <= ref->since) return;
+  spdlog::info("cluster: {} logged in on {}; closing its session {} here", phone, where->node,
+               ref->sessionId);
+  kick(*ref, "logged in elsewhere");
 }
 
 // ---------------------------------------------------------------- presence

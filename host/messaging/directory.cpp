@@ -32,26 +32,33 @@ kj::Promise<void> MessagingService::addContacts(const std::string& owner,
   for (const std::string& p : phones) requirePhone(p, "contact");
   phones = distinct(std::move(phones));
   std::erase(phones, owner);
-  std::int64_t now = nowMs();
-  if (cluster_) writeContactsThrough(owner, phones, true);
-  return writeDurably(store_, [owner, phones, now](store::Connection& db) {
-    auto insert =
-        db.prepare("INSERT OR IGNORE INTO contacts(owner, contact, added_ms) VALUES (?, ?, ?)");
-    for (const std::string& p : phones) {
-      insert.reset();
-      insert.bind(1, owner).bind(2, p).bind(3, now).run();
-    }
-  });
+  auto write = [this, owner, phones]() {
+    std::int64_t now = nowMs();
+    return writeDurably(store_, [owner, phones, now](store::Connection& db) {
+      auto insert =
+          db.prepare("INSERT OR IGNORE INTO contacts(owner, contact, added_ms) VALUES (?, ?, ?)");
+      for (const std::string& p : phones) {
+        insert.reset();
+        insert.bind(1, owner).bind(2, p).bind(3, now).run();
+      }
+    });
+  };
+  // In a cluster the list in sb_contacts comes first: every node copies it.
+  if (cluster_) return writeContactsThrough(owner, phones, true).then(kj::mv(write));
+  return write();
 }
 
 kj::Promise<void> MessagingService::removeContacts(const std::string& owner,
                                                    std::vector<std::string> phones) {
   requireBatch(phones.size(), "phones");
   for (const std::string& p : phones) requirePhone(p, "contact");
-  if (cluster_) writeContactsThrough(owner, phones, false);
-  return writeDurably(store_, [owner, phones](store::Connection& db) {
-    runForEach(db, "DELETE FROM contacts WHERE owner = ? AND contact = ?", owner, phones);
-  });
+  auto write = [this, owner, phones]() {
+    return writeDurably(store_, [owner, phones](store::Connection& db) {
+      runForEach(db, "DELETE FROM contacts WHERE owner = ? AND contact = ?", owner, phones);
+    });
+  };
+  if (cluster_) return writeContactsThrough(owner, phones, false).then(kj::mv(write));
+  return write();
 }
 
 std::vector<ContactView> MessagingService::contacts(const std::string& owner) {

@@ -70,6 +70,7 @@ struct UserEntry;
 struct GroupEntry;
 struct Envelope;
 struct PresenceNotice;
+struct SessionLocation;
 }  // namespace switchboard::cluster
 
 namespace switchboard::messaging {
@@ -348,10 +349,21 @@ class MessagingService final : public session::SessionBackend {
                        std::int64_t lastSeen, bool typing, const std::string& to);
   void presenceFromElsewhere(const cluster::PresenceNotice& notice);
   void exportStranded(const std::string& phone);
+  // Contacts in a cluster: sb_contacts is the list. A change is written there
+  // first (refused while NATS is away), then to this node's store; every node
+  // watches sb_contacts and makes its store's copy of each owner's list match
+  // (copyContacts), and a login copies the phone's list once more.
+  kj::Promise<void> writeContactsThrough(const std::string& owner, std::vector<std::string> phones,
+                                         bool add);
   void importContacts(const std::string& phone);
-  // Contacts are written to sb_contacts too (best effort, after the store's
-  // own write is queued); they are not read back from there yet.
-  void writeContactsThrough(const std::string& owner, std::vector<std::string> phones, bool add);
+  // Not on a network thread: this node's rows for `owner` become `contacts`
+  // (a durable write, only when they differ).
+  void copyContacts(const std::string& owner, const std::vector<std::string>& contacts);
+  // The sb_sessions watch: a phone whose record now names a newer login on
+  // another node has its session here closed ("logged in elsewhere"), kick
+  // notice or not. Thread-safe.
+  void locationChanged(const std::string& phone,
+                       const std::optional<cluster::SessionLocation>& where);
 
   // ---- cluster_groups.cpp: groups in cluster mode. The directory.cpp and
   // delivery.cpp entry points validate their arguments as on one node, then
