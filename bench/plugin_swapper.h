@@ -1,4 +1,5 @@
-// Swapping every plugin kind in and back out over the host's admin socket.
+// Swapping every plugin kind in and back out over the host's admin socket (one host, or a
+// cluster's rolling upgrade).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,11 @@ class PluginSwapper {
  public:
   explicit PluginSwapper(std::filesystem::path adminSocket);
   SwapFigures swapEach(const std::filesystem::path& pluginDir, std::uint32_t rounds);
+  // A cluster, through one node's admin socket: each kind's "-next" build is loaded node
+  // by node, each after the last one's probation, by the code `sbctl cluster upgrade` runs
+  // (ctl::rollingUpgrade), then rolled back on every node; `rounds` times per kind. Every
+  // node's load and rollback is one swap (its pause as that node measured it).
+  SwapFigures upgradeCluster(const std::filesystem::path& pluginDir, std::uint32_t rounds);
 
  private:
   std::filesystem::path adminSocket_;

@@ -6,6 +6,7 @@
 //   sbbench throughput 64 --pin --json
 //   sbbench latency 20000            (offered msgs/s over --pairs pairs)
 //   sbbench swap 5000 --swap-rounds 3
+//   sbbench swap 200 --cluster-nodes 3 --pair-nodes cross --swap-rounds 1  (rolling upgrade)
 //   sbbench offline 64 --offline-messages 50
 //   sbbench groups 512               (phone budget for groups of 10 and of 256)
 //   sbbench dbsize 1000000 --pairs 32 (database size after N delivered messages)
@@ -92,6 +93,7 @@ struct RunOutcome {
   std::vector<std::uint64_t> pausesUs;
   std::uint64_t swapsOk = 0, swapsFailed = 0;
   std::string swapFailure;
+  std::int64_t swapNs = 0;  // the swaps (a cluster: the rolling upgrades) from first to last
   std::int64_t registerSpanNs = 0, loginSpanNs = 0;
   std::int64_t storeNsMax = 0, drainNsMax = 0, windowNs = 0;
   std::uint64_t fdLimit = 0;
@@ -197,8 +199,14 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
     sleepUntil(windowStart + phaseNs);
     std::int64_t mark = monotonicNs();
     for (auto& worker : workers) worker->command("mark " + std::to_string(mark));
-    PluginSwapper swapper(runDir / "data" / "admin.sock");
-    SwapFigures figures = swapper.swapEach(options.pluginDir, options.swapRounds);
+    // A cluster: the rolling upgrade through node n0's admin socket (the nodes' data
+    // directories are runDir/nN, peer_servers.cpp).
+    bool cluster = options.clusterNodes > 0;
+    PluginSwapper swapper(runDir / (cluster ? "n0" : "data") / "admin.sock");
+    std::int64_t swapStart = monotonicNs();
+    SwapFigures figures = cluster ? swapper.upgradeCluster(options.pluginDir, options.swapRounds)
+                                  : swapper.swapEach(options.pluginDir, options.swapRounds);
+    out.swapNs = monotonicNs() - swapStart;
     out.pausesUs = figures.pausesUs;
     out.swapsOk = figures.ok;
     out.swapsFailed = figures.failed;
@@ -393,6 +401,9 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
     r.set(prefix + "pause_p50_us", pausePercentile(run.pausesUs, 0.5));
     r.set(prefix + "pause_p99_us", pausePercentile(run.pausesUs, 0.99));
     r.set(prefix + "pause_max_us", pausePercentile(run.pausesUs, 1.0));
+    if (o.clusterNodes > 0) {
+      r.set(prefix + "upgrade_seconds", static_cast<double>(run.swapNs) / kSecond);
+    }
   }
 }
 
@@ -475,10 +486,9 @@ int main(int argc, char** argv) {
     std::cerr << "sbbench: give a count (see --help)\n";
     return 2;
   }
-  if (o.clusterNodes > 0 && (o.peer != "switchboard" || o.transport != "tcp" ||
-                             o.scenario == "swap" || o.scenario == "dbsize")) {
-    std::cerr << "sbbench: --cluster-nodes is for Switchboard phones over tcp, not swap or "
-                 "dbsize\n";
+  if (o.clusterNodes > 0 &&
+      (o.peer != "switchboard" || o.transport != "tcp" || o.scenario == "dbsize")) {
+    std::cerr << "sbbench: --cluster-nodes is for Switchboard phones over tcp, not dbsize\n";
     return 2;
   }
   if (o.pin) pinToCpu(1);

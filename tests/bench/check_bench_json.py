@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Runs one sbbench scenario at a tiny size and checks its --json output is well formed.
 
-usage: check_bench_json.py SBBENCH KEY[>=N] [KEY...] -- SCENARIO ARGS...
+usage: check_bench_json.py SBBENCH KEY[>=N|==N] [KEY...] -- SCENARIO ARGS...
 
 An ARG --tls-throwaway becomes --tls-ca/--tls-cert/--tls-key of a CA and server certificate
 made by openssl in a temporary directory (the phones then speak TLS to the phone port), and
 the report must say "tls": 1.
 
-Each KEY must be present; KEY>=N also needs the value to be at least N. The object must
+Each KEY must be present; KEY>=N also needs the value to be at least N, KEY==N exactly N. The object must
 have no "error" and no lost, duplicated or reordered messages. Where a latency is reported
 both from the actual send (PREFIXp50_us) and from the intended send (PREFIXintended_p50_us),
 the second can never be the smaller: a message is sent at or after its intended time, and
@@ -76,11 +76,14 @@ def main():
     if "error" in report:
         problems.append(f"error: {report['error']}")
     for check in checks:
-        key, _, minimum = check.partition(">=")
+        key, _, exact = check.partition("==")
+        key, _, minimum = key.partition(">=")
         if key not in report:
             problems.append(f"missing {key}")
         elif minimum and not report[key] >= float(minimum):
             problems.append(f"{key} = {report[key]}, expected at least {minimum}")
+        elif exact and report[key] != float(exact):
+            problems.append(f"{key} = {report[key]}, expected {exact}")
     for key, value in report.items():
         if key.endswith(("lost", "duplicated", "reordered")) and value != 0:
             problems.append(f"{key} = {value}")
