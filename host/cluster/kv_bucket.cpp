@@ -163,17 +163,32 @@ void KvBucket::remove(const std::string& key) {
             options_.name + " delete " + key);
 }
 
+// Not kvStore_Keys: that is a watch, and a key rewritten while it runs can be
+// listed twice or not at all (history 1: its old value goes before the watch
+// reaches it, and the new one comes after the watch's end marker). The
+// stream's own list of subjects is one snapshot.
 std::vector<std::string> KvBucket::keys(const std::string& prefix) {
-  kvKeysList list{};
-  natsStatus status = kvStore_Keys(&list, store(), nullptr);
+  store();
+  std::string head = "$KV." + options_.name + ".";
+  std::string filter = head + ">";
+  jsOptions options;
+  jsOptions_Init(&options);
+  options.Stream.Info.SubjectsFilter = filter.c_str();
+  jsStreamInfo* raw = nullptr;
+  jsErrCode error = static_cast<jsErrCode>(0);
+  requireOk(
+      js_GetStreamInfo(&raw, link_.jetStream(), ("KV_" + options_.name).c_str(), &options, &error),
+      options_.name + " keys");
+  std::unique_ptr<jsStreamInfo, void (*)(jsStreamInfo*)> info(raw, jsStreamInfo_Destroy);
   std::vector<std::string> out;
-  if (status == NATS_NOT_FOUND) return out;  // an empty bucket
-  requireOk(status, options_.name + " keys");
-  for (int i = 0; i < list.Count; ++i) {
-    std::string key(list.Keys[i]);
-    if (key.compare(0, prefix.size(), prefix) == 0) out.push_back(std::move(key));
+  if (info->State.Subjects != nullptr) {
+    for (int i = 0; i < info->State.Subjects->Count; ++i) {
+      std::string subject(info->State.Subjects->List[i].Subject);
+      if (subject.compare(0, head.size(), head) != 0) continue;
+      std::string key = subject.substr(head.size());
+      if (key.compare(0, prefix.size(), prefix) == 0) out.push_back(std::move(key));
+    }
   }
-  kvKeysList_Destroy(&list);
   std::sort(out.begin(), out.end());
   return out;
 }

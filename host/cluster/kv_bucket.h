@@ -54,7 +54,8 @@ class KvBucket {
   // Writes only if `key` is still at `revision`; false if someone wrote since.
   bool update(const std::string& key, const std::string& bytes, std::uint64_t revision);
   void remove(const std::string& key);
-  // Live keys starting with `prefix` (all when empty), sorted.
+  // Keys starting with `prefix` (all when empty), sorted, as one snapshot of the
+  // stream: a key whose last write was a delete is listed too, so get() each.
   std::vector<std::string> keys(const std::string& prefix = "");
   // Calls `entry(key, value)` (value nullopt: deleted) for every live key now
   // and then for every change, until `keepGoing()` is false (checked at least

@@ -140,6 +140,41 @@ TEST_F(ClusterLinkTest, RegistryListsEveryNodeAndRefusesAnOlderTwin) {
   EXPECT_EQ(nodes[0].instance, 3u);
 }
 
+// Heartbeats rewrite every record while an operator lists the nodes (a rolling
+// upgrade names each node from the listing): no listing may miss a node.
+TEST_F(ClusterLinkTest, TheListingHasEveryNodeWhileTheirRecordsAreRewritten) {
+  nats.start();
+  NatsLink link(linkOptions(), owner);
+  ASSERT_TRUE(waitUntil([&] { return link.isConnected(); }));
+  NodeRegistry registry(link, std::chrono::seconds(30));
+  std::vector<NodeInfo> nodes;
+  for (int i = 0; i < 3; ++i) {
+    nodes.push_back({"n" + std::to_string(i), "127.0.0.1:700" + std::to_string(i), 0, "", 0, 100,
+                     static_cast<std::uint64_t>(i + 1), "0.1.0"});
+    registry.publish(nodes.back());
+  }
+  std::atomic<bool> done{false};
+  std::thread heartbeats([&] {
+    NodeRegistry writer(link, std::chrono::seconds(30));
+    while (!done) {
+      for (const auto& node : nodes) writer.publish(node);
+    }
+  });
+  std::vector<std::string> wrong;
+  for (int listing = 0; listing < 300; ++listing) {
+    auto listed = registry.list();
+    if (listed.size() != nodes.size()) {
+      std::string names;
+      for (const auto& node : listed) names += node.name + " ";
+      wrong.push_back(names);
+    }
+  }
+  done = true;
+  heartbeats.join();
+  EXPECT_TRUE(wrong.empty()) << wrong.size()
+                             << " of 300 listings were wrong, first: " << wrong.front();
+}
+
 TEST_F(ClusterLinkTest, ANodeThatStopsHeartbeatingLeavesTheListingAfterTheTtl) {
   nats.start();
   NatsLink link(linkOptions(), owner);
