@@ -18,7 +18,6 @@
 #include "cluster/cluster_node.h"
 #include "messaging/gateway_server.h"
 #include "messaging/messaging_service.h"
-#include "net/method_watch.h"
 #include "net/network_thread.h"
 #include "net/rpc_listener.h"
 #include "net/tls_context.h"
@@ -39,13 +38,6 @@ namespace {
 // How long sessions get to hear "server shutting down" before connections close.
 constexpr auto kShutdownGrace = std::chrono::milliseconds(300);
 constexpr auto kExpirySweepInterval = std::chrono::minutes(1);
-// Gateway.login's ordinal, from the compiled schema of proto/client.capnp.
-uint16_t loginMethod() {
-  static const uint16_t ordinal =
-      capnp::Schema::from<proto::Gateway>().asInterface().getMethodByName("login").getOrdinal();
-  return ordinal;
-}
-
 std::filesystem::path executablePath() {
   std::error_code error;
   auto path = std::filesystem::read_symlink("/proc/self/exe", error);
@@ -171,10 +163,13 @@ HostProcess::HostProcess(HostConfig config)
       });
 
   // TCP phones and web phones get the same bootstrap: a Gateway on the messaging service.
+  // A successful Gateway.login lifts the connection's login deadline through
+  // info.listener (null for web phones), not parts_->listener: a phone that
+  // reconnects at once can log in before the listener's constructor has returned.
   auto gateway = [this](const net::ConnectionInfo& info) {
     messaging::ConnectionContext connection{info.threadIndex, info.connectionId, info.peer};
     return capnp::Capability::Client(
-        kj::heap<messaging::GatewayServer>(*parts_->messaging, connection));
+        kj::heap<messaging::GatewayServer>(*parts_->messaging, connection, info.listener));
   };
   net::ConnectionLimits phoneLimits;
   phoneLimits.loginDeadline = std::chrono::milliseconds(config_.loginDeadlineMs);
@@ -183,17 +178,9 @@ HostProcess::HostProcess(HostConfig config)
     std::shared_ptr<kj::TlsContext> tls;
     if (!config_.tlsCert.empty())
       tls = net::makeServerTlsContext(config_.tlsCert.string(), config_.tlsKey.string());
-    p.listener = std::make_unique<net::RpcListener>(
-        threadPointers, config_.listen,
-        [gateway](const net::ConnectionInfo& info) {
-          // A successful Gateway.login lifts the connection's login deadline.
-          // Through info.listener, not parts_->listener: a phone that reconnects at
-          // once can log in before the constructor below has returned.
-          return net::watchMethod(
-              gateway(info), capnp::typeId<proto::Gateway>(), loginMethod(),
-              [info] { info.listener->markLoggedIn(info.threadIndex, info.connectionId); });
-        },
-        net::DisconnectHook(), phoneLimits, std::move(tls));
+    p.listener =
+        std::make_unique<net::RpcListener>(threadPointers, config_.listen, gateway,
+                                           net::DisconnectHook(), phoneLimits, std::move(tls));
   } catch (const std::exception& e) {
     throw HostStartError(e.what());
   }

@@ -2,6 +2,7 @@
 
 #include "messaging/field_rules.h"
 #include "messaging/session_server.h"
+#include "net/rpc_listener.h"
 
 namespace switchboard::messaging {
 namespace {
@@ -18,13 +19,25 @@ std::string addressOf(const std::string& peer) {
   return address;
 }
 
+// First-segment sizes of the results, in words (capabilities second). Without a
+// hint Cap'n Proto gives every Return an 8 KiB first segment, zero-filled.
+constexpr capnp::MessageSize kServerInfoSize{32, 0};
+constexpr capnp::MessageSize kCodeSize{2, 0};
+constexpr capnp::MessageSize kKeySize{8, 0};
+constexpr capnp::MessageSize kSessionSize{2, 1};
+
 }  // namespace
 
-GatewayServer::GatewayServer(MessagingService& service, ConnectionContext connection)
-    : service_(service), connection_(std::move(connection)) {}
+GatewayServer::GatewayServer(MessagingService& service, ConnectionContext connection,
+                             net::RpcListener* listener)
+    : service_(service), connection_(std::move(connection)), listener_(listener) {}
+
+void GatewayServer::loggedIn() const {
+  if (listener_) listener_->markLoggedIn(connection_.threadIndex, connection_.connectionId);
+}
 
 kj::Promise<void> GatewayServer::serverInfo(ServerInfoContext context) {
-  auto results = context.getResults();
+  auto results = context.getResults(kServerInfoSize);
   results.setVersion(service_.options().version);
   results.setNode(service_.options().nodeName);
   return kj::READY_NOW;
@@ -34,7 +47,7 @@ kj::Promise<void> GatewayServer::requestCode(RequestCodeContext context) {
   auto params = context.getParams();
   return service_.requestCode(params.getPhone(), addressOf(connection_.peer))
       .then([context](std::uint32_t expires) mutable {
-        context.getResults().setExpiresInSeconds(expires);
+        context.getResults(kCodeSize).setExpiresInSeconds(expires);
       });
 }
 
@@ -42,7 +55,7 @@ kj::Promise<void> GatewayServer::verify(VerifyContext context) {
   auto params = context.getParams();
   return service_.verify(params.getPhone(), params.getCode(), params.getDeviceName())
       .then([context](std::string key) mutable {
-        context.getResults().setKey(
+        context.getResults(kKeySize).setKey(
             kj::arrayPtr(reinterpret_cast<const capnp::byte*>(key.data()), key.size()));
       });
 }
@@ -56,13 +69,17 @@ kj::Promise<void> GatewayServer::login(LoginContext context) {
                         std::string(reinterpret_cast<const char*>(key.begin()), key.size()),
                         params.getInbox(), connection_)
         .then([this, context](std::shared_ptr<session::LiveSession> session) mutable {
-          context.getResults().setSession(kj::heap<SessionServer>(service_, std::move(session)));
+          context.getResults(kSessionSize)
+              .setSession(kj::heap<SessionServer>(service_, std::move(session)));
+          loggedIn();
         });
   }
   auto session = service_.login(params.getPhone(),
                                 std::string(reinterpret_cast<const char*>(key.begin()), key.size()),
                                 params.getInbox(), connection_);
-  context.getResults().setSession(kj::heap<SessionServer>(service_, std::move(session)));
+  context.getResults(kSessionSize)
+      .setSession(kj::heap<SessionServer>(service_, std::move(session)));
+  loggedIn();
   return kj::READY_NOW;
 }
 

@@ -119,18 +119,14 @@ void AsioStream::abortRead() {
 // ---------------------------------------------------------------------------------- writing
 
 kj::Promise<void> AsioStream::write(const void* buffer, size_t size) {
-  KJ_IF_MAYBE (error, writeError_) {
-    return kj::cp(*error);
-  }
+  if (writeError_) return kj::cp(*writeError_);
   if (shutdownRequested_) return KJ_EXCEPTION(FAILED, "write() after shutdownWrite()");
   append(static_cast<const kj::byte*>(buffer), size);
   return spaceAvailable();
 }
 
 kj::Promise<void> AsioStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
-  KJ_IF_MAYBE (error, writeError_) {
-    return kj::cp(*error);
-  }
+  if (writeError_) return kj::cp(*writeError_);
   if (shutdownRequested_) return KJ_EXCEPTION(FAILED, "write() after shutdownWrite()");
   for (auto piece : pieces) append(piece.begin(), piece.size());
   return spaceAvailable();
@@ -236,7 +232,7 @@ void AsioStream::failWrites(int error) {
   auto disconnectWaiters = std::move(disconnectWaiters_);
   disconnectWaiters_.clear();
   for (auto& waiter : disconnectWaiters) waiter->fulfill();
-  writeError_ = kj::mv(exception);
+  writeError_ = std::make_unique<kj::Exception>(kj::mv(exception));
 }
 
 // ------------------------------------------------------------------------- socket queries

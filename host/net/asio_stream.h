@@ -94,7 +94,9 @@ class AsioStream final : public kj::AsyncIoStream {
   bool writeWaitPending_ = false;
   bool shutdownRequested_ = false;
   bool writeShut_ = false;
-  kj::Maybe<kj::Exception> writeError_;
+  // Behind a pointer: a kj::Exception is ~400 bytes (its trace), and every idle
+  // connection would carry it for nothing.
+  std::unique_ptr<kj::Exception> writeError_;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> spaceWaiters_;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> disconnectWaiters_;
 };

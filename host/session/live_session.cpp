@@ -29,6 +29,40 @@ bool heldInMemory(const Item& item) {
   return !item.durability.stored();
 }
 
+// Items waiting for an Inbox call, oldest first: a vector and a read position.
+// Unlike std::deque (libstdc++ allocates ~576 bytes when one is constructed), an
+// empty queue holds no memory, which is what most idle sessions have; a busy
+// one reuses its vector, compacting it once the taken half dominates.
+template <class Item>
+class PendingQueue {
+ public:
+  bool empty() const { return head_ == items_.size(); }
+  std::size_t size() const { return items_.size() - head_; }
+  Item& front() { return items_[head_]; }
+  void push_back(Item item) { items_.push_back(std::move(item)); }
+  void pop_front() {
+    items_[head_] = Item();  // what it held (a body, an ack) goes now, not at compaction
+    if (++head_ == items_.size()) {
+      items_.clear();
+      head_ = 0;
+      // A burst's capacity is not kept by an idle session.
+      if (items_.capacity() > kKeptCapacity) std::vector<Item>().swap(items_);
+    } else if (head_ >= kKeptCapacity && head_ * 2 >= items_.size()) {
+      items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+  auto begin() { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
+  auto end() { return items_.end(); }
+  auto begin() const { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
+  auto end() const { return items_.end(); }
+
+ private:
+  static constexpr std::size_t kKeptCapacity = 64;
+  std::vector<Item> items_;
+  std::size_t head_ = 0;
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------- Feed
@@ -37,7 +71,7 @@ bool heldInMemory(const Item& item) {
 // call, and the batches whose calls are in flight.
 template <class Item>
 struct LiveSession::Feed {
-  std::deque<Item> pending;
+  PendingQueue<Item> pending;
   std::list<std::vector<Item>> inFlight;  // one entry per Inbox call, oldest first
   std::size_t inFlightItems = 0;
   std::uint64_t cursor = 0;        // the highest store position paged in
@@ -174,7 +208,7 @@ void LiveSession::acknowledged(const std::vector<std::string>& recipients) {
 
 template <class Item>
 std::optional<Clock::time_point> oldestHeld(const std::list<std::vector<Item>>& inFlight,
-                                            const std::deque<Item>& pending) {
+                                            const PendingQueue<Item>& pending) {
   for (const auto& batch : inFlight) {
     for (const Item& item : batch) {
       if (heldInMemory(item)) return item.heldSince;

@@ -3,7 +3,6 @@
 // per-address bound. Each bad peer is disconnected with a log line and costs bounded memory.
 
 #include "net/connection_limits.h"
-#include "net/method_watch.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
 #include "net/rpc_listener.h"
@@ -388,31 +387,6 @@ TEST_F(ConnectionLimitsTest, ConnectionsPerPeerAddressAreBounded) {
   EXPECT_EQ(echo(*fourth, "4"), "4");
   close(fourth);
   close(second);
-}
-
-TEST_F(ConnectionLimitsTest, MethodWatchForwardsAndReportsOnlySuccess) {
-  std::atomic<int> echoes{0};
-  std::atomic<int> whoAmIs{0};
-  listener.emplace(
-      std::vector<NetworkThread*>{&server}, "127.0.0.1:0",
-      [&](const ConnectionInfo&) -> capnp::Capability::Client {
-        capnp::Capability::Client inner = kj::heap<EchoService>();
-        auto watched =
-            watchMethod(kj::mv(inner), capnp::typeId<TestService>(), 0, [&] { ++echoes; });
-        return watchMethod(kj::mv(watched), capnp::typeId<TestService>(), 3, [&] { ++whoAmIs; });
-      });
-  auto phone = connect();
-  EXPECT_EQ(echo(*phone, "through"), "through");
-  EXPECT_EQ(echo(*phone, "twice"), "twice");
-  EXPECT_EQ(echoes.load(), 2);
-  std::string error = client.runSync([&] {
-    return phone->service->whoAmIRequest().send().then(
-        [](auto&&) { return std::string("no error"); },
-        [](kj::Exception&& e) { return std::string(e.getDescription().cStr()); });
-  });
-  EXPECT_NE(error.find("whoAmI refused here"), std::string::npos) << error;
-  EXPECT_EQ(whoAmIs.load(), 0);
-  close(phone);
 }
 
 }  // namespace
