@@ -68,7 +68,10 @@ TEST(StatementCache, SameTextPreparedAgainReusesTheCompiledStatement) {
   EXPECT_EQ(readFirst, readSecond);
 
   StoreStats after = store->stats();
-  EXPECT_EQ(after.statementCacheHits - before.statementCacheHits, 3u);
+  // Each of the two writes also borrows its SAVEPOINT and RELEASE statements,
+  // compiled by the first write of all (in openWithItems): two more hits each.
+  constexpr std::uint64_t kSavepointHits = 2 * 2;
+  EXPECT_EQ(after.statementCacheHits - before.statementCacheHits, 3u + kSavepointHits);
   EXPECT_EQ(after.statementCacheMisses - before.statementCacheMisses, 2u);
 }
 
