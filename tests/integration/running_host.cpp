@@ -37,7 +37,9 @@ std::vector<std::string> SmsFile::codes(const std::string& phone) const {
   std::vector<std::string> found;
   std::ifstream in(lines_);
   std::string line;
-  while (std::getline(in, line)) {
+  // Only whole lines: the sink's shell may be writing the last one right now,
+  // and half a code read as the code fails a verify that would have passed.
+  while (std::getline(in, line) && !in.eof()) {
     std::istringstream fields(line);
     std::string to;
     std::string code;
