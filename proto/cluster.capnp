@@ -56,8 +56,8 @@ struct GroupRecord {
 }
 
 struct Envelope {
-  # Stream SB_INBOX, subject sb.inbox.<recipient key>; also the payload of the
-  # live notice on sb.node.<node>.inbox.
+  # Stream SB_INBOX, subject sb.inbox.<recipient key>; also what a live
+  # notice (NoticeBatch, on sb.node.<node>.inbox) carries.
   kind @0 :Kind;
   sender @1 :Text;
   recipient @2 :Text;
@@ -74,6 +74,14 @@ struct Envelope {
     delivered @1;
     read @2;
   }
+}
+
+struct NoticeBatch {
+  # Core NATS subject sb.node.<node>.inbox: the live notices one node sends
+  # another at once, in the order their PubAcks came in. Sent as a request
+  # when the sender counts it against its window (the receiving node answers
+  # once every envelope is delivered, durable there, or left in the stream).
+  envelopes @0 :List(Envelope);
 }
 
 struct KickNotice {

@@ -3,9 +3,13 @@
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <thread>
+#include <unordered_map>
 
 #include "cluster/cluster_records.h"
 #include "cluster/nats_link.h"
@@ -20,9 +24,7 @@ constexpr const char* kStream = "SB_INBOX";
 
 using Wire = proto::cluster::Envelope;
 
-std::string envelopeBytes(const Envelope& envelope, std::uint64_t serverId) {
-  capnp::MallocMessageBuilder message;
-  auto out = message.initRoot<Wire>();
+void fillEnvelope(Wire::Builder out, const Envelope& envelope, std::uint64_t serverId) {
   out.setKind(static_cast<Wire::Kind>(envelope.kind));
   out.setSender(envelope.sender);
   out.setRecipient(envelope.recipient);
@@ -34,12 +36,25 @@ std::string envelopeBytes(const Envelope& envelope, std::uint64_t serverId) {
   out.setReceiptOf(envelope.receiptOf);
   out.setServerId(serverId);
   out.setMessageId(envelope.messageId);
+}
+
+std::string envelopeBytes(const Envelope& envelope, std::uint64_t serverId) {
+  capnp::MallocMessageBuilder message;
+  fillEnvelope(message.initRoot<Wire>(), envelope, serverId);
   return recordBytes(message);
 }
 
-QueuedEnvelope envelopeFrom(const void* data, std::size_t size, std::uint64_t serverId) {
-  RecordReader reader(data, size);
-  auto in = reader.get<Wire>();
+std::string noticeBatchBytes(const std::vector<QueuedEnvelope>& items) {
+  capnp::MallocMessageBuilder message;
+  auto list = message.initRoot<proto::cluster::NoticeBatch>().initEnvelopes(
+      static_cast<unsigned>(items.size()));
+  for (unsigned i = 0; i < items.size(); ++i) {
+    fillEnvelope(list[i], items[i].envelope, items[i].serverId);
+  }
+  return recordBytes(message);
+}
+
+QueuedEnvelope envelopeFrom(Wire::Reader in, std::uint64_t serverId) {
   QueuedEnvelope queued;
   queued.serverId = serverId != 0 ? serverId : in.getServerId();
   Envelope& e = queued.envelope;
@@ -54,6 +69,11 @@ QueuedEnvelope envelopeFrom(const void* data, std::size_t size, std::uint64_t se
   e.receiptOf = in.getReceiptOf();
   e.messageId = in.getMessageId();
   return queued;
+}
+
+QueuedEnvelope envelopeFrom(const void* data, std::size_t size, std::uint64_t serverId) {
+  RecordReader reader(data, size);
+  return envelopeFrom(reader.get<Wire>(), serverId);
 }
 
 // The exactly-once key JetStream deduplicates on.
@@ -91,16 +111,6 @@ std::string nodeKickSubject(const std::string& node) {
   return "sb.node." + encodeKeyToken(node) + ".kick";
 }
 
-DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions options)
-    : link_(link), options_(std::move(options)) {}
-
-DeliveryTransport::~DeliveryTransport() {
-  for (auto& listener : listeners_) {
-    natsSubscription_Unsubscribe(listener->subscription);
-    natsSubscription_Destroy(listener->subscription);
-  }
-}
-
 void DeliveryTransport::ensureStream() {
   link_.requireConnected();
   std::lock_guard lock(mutex_);
@@ -130,8 +140,10 @@ void DeliveryTransport::ensureStream() {
   streamReady_ = true;
 }
 
-PublishResult DeliveryTransport::publish(const Envelope& envelope) {
-  ensureStream();
+namespace {
+
+// The stream message for `envelope`, with its exactly-once key.
+OwnedMsg streamMessage(const Envelope& envelope) {
   std::string bytes = envelopeBytes(envelope, 0);
   std::string subject = inboxSubject(envelope.recipient);
   natsMsg* raw = nullptr;
@@ -141,18 +153,26 @@ PublishResult DeliveryTransport::publish(const Envelope& envelope) {
   OwnedMsg msg(raw);
   std::string id = messageId(envelope);
   requireOk(natsMsgHeader_Set(msg.get(), "Nats-Msg-Id", id.c_str()), "envelope header");
+  return msg;
+}
+
+}  // namespace
+
+PublishResult DeliveryTransport::publish(const Envelope& envelope) {
+  ensureStream();
+  OwnedMsg msg = streamMessage(envelope);
   jsPubAck* ack = nullptr;
   jsErrCode error = static_cast<jsErrCode>(0);
   requireOk(js_PublishMsg(&ack, link_.jetStream(), msg.get(), nullptr, &error),
-            "publishing to " + subject);
+            "publishing to " + inboxSubject(envelope.recipient));
   PublishResult result{ack->Sequence, ack->Duplicate};
   jsPubAck_Destroy(ack);
   return result;
 }
 
-void DeliveryTransport::notify(const std::string& node, const QueuedEnvelope& queued) {
+void DeliveryTransport::notify(const std::string& node, const std::vector<QueuedEnvelope>& queued) {
   if (!link_.isConnected()) return;
-  std::string bytes = envelopeBytes(queued.envelope, queued.serverId);
+  std::string bytes = noticeBatchBytes(queued);
   std::string subject = nodeNoticeSubject(node);
   natsStatus status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
                                              static_cast<int>(bytes.size()));
@@ -210,6 +230,16 @@ void DeliveryTransport::remove(std::uint64_t serverId) {
   requireOk(status, "removing envelope " + std::to_string(serverId));
 }
 
+std::uint64_t DeliveryTransport::lastSequence() {
+  ensureStream();
+  jsStreamInfo* info = nullptr;
+  requireOk(js_GetStreamInfo(&info, link_.jetStream(), kStream, nullptr, nullptr),
+            std::string("stream ") + kStream);
+  std::uint64_t last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  return last;
+}
+
 template <class T>
 void DeliveryTransport::subscribe(const std::string& subject, net::NetworkThread& thread,
                                   T (*decode)(const void*, std::size_t),
@@ -243,11 +273,20 @@ void DeliveryTransport::onMessage(natsConnection*, natsSubscription*, natsMsg* r
 }
 
 void DeliveryTransport::listen(net::NetworkThread& thread,
-                               std::function<void(QueuedEnvelope)> handler) {
-  subscribe<QueuedEnvelope>(
+                               std::function<void(NoticeBatch)> handler) {
+  subscribe<NoticeBatch>(
       nodeNoticeSubject(options_.node), thread,
-      [](const void* data, std::size_t size) { return envelopeFrom(data, size, 0); },
+      [](const void* data, std::size_t size) {
+        RecordReader reader(data, size);
+        NoticeBatch batch;
+        for (auto in : reader.get<proto::cluster::NoticeBatch>().getEnvelopes()) {
+          batch.items.push_back(envelopeFrom(in, 0));
+        }
+        return batch;
+      },
       std::move(handler));
+  // Nothing is dropped for being slow: the senders' windows bound what waits.
+  natsSubscription_SetPendingLimits(listeners_.back()->subscription, -1, -1);
 }
 
 // ---------------------------------------------------------------- kick notices
@@ -362,6 +401,492 @@ void DeliveryTransport::listenPresence(net::NetworkThread& thread,
       [node = options_.node, handler = std::move(handler)](PresenceNotice notice) {
         if (notice.node != node) handler(std::move(notice));
       });
+}
+
+// ---------------------------------------------------------------- the outbox
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+// What this node's answers come back on: sb.node.<node>.answer.n.<batch> for
+// a notice batch, .r.<token> for a removal.
+std::string answerPrefix(const std::string& node) {
+  return "sb.node." + encodeKeyToken(node) + ".answer.";
+}
+}  // namespace
+
+struct DeliveryTransport::Outbox {
+  // One envelope on its way: queued, then published, then acknowledged.
+  struct Item {
+    Envelope envelope;
+    std::function<void(SendOutcome)> done;
+    std::optional<std::string> charged;  // the node whose window counts it (set at publish)
+    SendOutcome outcome;
+    Clock::time_point publishedAt{};
+  };
+  using OwnedItem = std::unique_ptr<Item>;
+  struct Batch {
+    Clock::time_point sentAt;
+    std::unordered_map<std::string, std::size_t> charges;  // node -> envelopes
+  };
+  struct Removal {
+    Clock::time_point sentAt;
+    std::function<void()> done;
+  };
+  struct CachedLocation {
+    std::optional<std::string> node;
+    Clock::time_point fetchedAt;
+  };
+
+  explicit Outbox(DeliveryTransport& transport)
+      : transport(transport), link(transport.link_), prefix(answerPrefix(transport.options_.node)) {
+    jsOptions options;
+    jsOptions_Init(&options);
+    options.Wait = link.options().operationTimeout.count();
+    options.PublishAsync.AckHandler = &Outbox::onPubAck;
+    options.PublishAsync.AckHandlerClosure = this;
+    options.PublishAsync.MaxPending = 1 << 20;  // our windows bound it, not libnats
+    requireOk(natsConnection_JetStream(&jetStream, link.connection(), &options),
+              "JetStream context (outbox)");
+    std::string subject = prefix + ">";
+    requireOk(natsConnection_Subscribe(&answers, link.connection(), subject.c_str(),
+                                       &Outbox::onAnswer, this),
+              "subscribing to " + subject);
+    natsSubscription_SetPendingLimits(answers, -1, -1);
+    thread = std::thread([this] { run(); });
+  }
+
+  ~Outbox() {
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    wake.notify_all();
+    if (thread.joinable()) thread.join();
+    // No more answers or PubAcks reach this object past these calls.
+    if (link.isConnected()) {
+      jsPubOptions options;
+      jsPubOptions_Init(&options);
+      options.MaxWait = 1000;
+      js_PublishAsyncComplete(jetStream, &options);
+    }
+    natsSubscription_Unsubscribe(answers);
+    natsSubscription_Destroy(answers);
+    jsCtx_Destroy(jetStream);
+    std::deque<OwnedItem> left;
+    {
+      std::lock_guard lock(mutex);
+      for (auto& item : queue) left.push_back(std::move(item));
+      for (auto& [msg, item] : published) left.push_back(std::move(item));
+      for (auto& item : acked) left.push_back(std::move(item));
+      queue.clear();
+      published.clear();
+      acked.clear();
+    }
+    for (auto& item : left) {
+      if (!item->outcome.published) item->outcome.error = "the node is shutting down";
+      finish(*item);
+    }
+  }
+
+  void send(Envelope envelope, std::function<void(SendOutcome)> done) {
+    auto item = std::make_unique<Item>();
+    item->envelope = std::move(envelope);
+    item->done = std::move(done);
+    {
+      std::lock_guard lock(mutex);
+      queue.push_back(std::move(item));
+    }
+    wake.notify_all();
+  }
+
+  void later(std::function<void()> job) {
+    {
+      std::lock_guard lock(mutex);
+      jobs.push_back(std::move(job));
+    }
+    wake.notify_all();
+  }
+
+  std::size_t length() const {
+    std::lock_guard lock(mutex);
+    return queue.size() + published.size() + acked.size();
+  }
+
+  // ---- on libnats threads
+
+  static void onPubAck(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error, void* closure) {
+    auto& self = *static_cast<Outbox*>(closure);
+    {
+      std::lock_guard lock(self.mutex);
+      auto it = self.published.find(msg);
+      if (it != self.published.end()) {
+        Item& item = *it->second;
+        if (ack != nullptr) {
+          item.outcome.published = PublishResult{ack->Sequence, ack->Duplicate};
+        } else {
+          item.outcome.error = std::string("publishing to ") + natsMsg_GetSubject(msg) + ": " +
+                               (error != nullptr && error->ErrText != nullptr
+                                    ? error->ErrText
+                                    : natsStatus_GetText(error != nullptr ? error->Err : NATS_ERR));
+        }
+        self.acked.push_back(std::move(it->second));
+        self.published.erase(it);
+      }  // else: given up on already (timed out here)
+    }
+    natsMsg_Destroy(msg);
+    self.wake.notify_all();
+  }
+
+  static void onAnswer(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
+    OwnedMsg msg(raw);
+    auto& self = *static_cast<Outbox*>(closure);
+    std::string_view subject = natsMsg_GetSubject(msg.get());
+    subject.remove_prefix(std::min(subject.size(), self.prefix.size()));
+    if (subject.size() < 3) return;
+    char kind = subject[0];
+    std::uint64_t token = std::strtoull(std::string(subject.substr(2)).c_str(), nullptr, 10);
+    std::function<void()> done;
+    {
+      std::lock_guard lock(self.mutex);
+      if (kind == 'n') {
+        // Answered, or "no responders" (the node is gone): either way done.
+        auto it = self.batches.find(token);
+        if (it == self.batches.end()) return;
+        self.release(it->second);
+        self.batches.erase(it);
+      } else if (kind == 'r') {
+        auto it = self.removals.find(token);
+        if (it == self.removals.end()) return;
+        done = std::move(it->second.done);
+        self.removals.erase(it);
+      }
+    }
+    self.wake.notify_all();
+    if (done) done();
+  }
+
+  // ---- the outbox thread
+
+  void run() {
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      bool worked = false;
+      if (!acked.empty() || !jobs.empty()) {
+        std::deque<OwnedItem> in;
+        in.swap(acked);
+        std::deque<std::function<void()>> todo;
+        todo.swap(jobs);
+        lock.unlock();
+        for (auto& job : todo) runJob(job);
+        if (!in.empty()) notice(in);
+        lock.lock();
+        worked = true;
+      }
+      expire(lock);
+      // Publish from the head while the window towards its node has room.
+      for (int n = 0; n < 512 && !queue.empty() && !stopping; ++n) {
+        Item& head = *queue.front();
+        if (!head.charged) {
+          lock.unlock();
+          auto node = cachedLocation(head.envelope.recipient);
+          lock.lock();
+          head.charged = node.value_or(std::string());
+        }
+        if (!head.charged->empty() && inWindow[*head.charged] >= transport.options_.windowPerNode) {
+          break;  // the head waits for that node's answers, and everything behind it
+        }
+        OwnedItem item = std::move(queue.front());
+        queue.pop_front();
+        if (!item->charged->empty()) ++inWindow[*item->charged];
+        lock.unlock();
+        publish(std::move(item));
+        lock.lock();
+        worked = true;
+      }
+      if (!worked && acked.empty() && jobs.empty() && !stopping) {
+        wake.wait_for(lock, std::chrono::milliseconds(100));
+      }
+    }
+  }
+
+  static void runJob(const std::function<void()>& job) {
+    try {
+      job();
+    } catch (const std::exception& e) {
+      spdlog::warn("cluster: outbox: {}", e.what());
+    }
+  }
+
+  void publish(OwnedItem item) {
+    try {
+      transport.ensureStream();  // fails at once while degraded
+      OwnedMsg msg = streamMessage(item->envelope);
+      natsMsg* raw = msg.get();
+      item->publishedAt = Clock::now();
+      {
+        std::lock_guard lock(mutex);
+        published[raw] = std::move(item);  // before the PubAck can come in
+      }
+      jsPubOptions options;
+      jsPubOptions_Init(&options);
+      options.MaxWait = link.options().operationTimeout.count();
+      natsMsg* handed = msg.release();
+      natsStatus status = js_PublishMsgAsync(jetStream, &handed, &options);
+      if (status == NATS_OK) return;  // libnats owns the message now
+      OwnedMsg back(handed);
+      std::lock_guard lock(mutex);
+      auto it = published.find(raw);
+      if (it == published.end()) return;
+      item = std::move(it->second);
+      published.erase(it);
+      item->outcome.error = "publishing to " + inboxSubject(item->envelope.recipient) + ": " +
+                            natsStatus_GetText(status);
+    } catch (const std::exception& e) {
+      if (!item) return;
+      item->outcome.error = e.what();
+    }
+    std::lock_guard lock(mutex);
+    acked.push_back(std::move(item));
+  }
+
+  // PubAcks are in: tell the nodes holding the recipients (one batch per node,
+  // flushed), then let each sender know, in order.
+  void notice(std::deque<OwnedItem>& items) {
+    std::unordered_map<std::string, std::vector<QueuedEnvelope>> byNode;
+    std::unordered_map<std::string, std::unordered_map<std::string, std::size_t>> charges;
+    std::vector<std::string> uncharge;
+    for (auto& item : items) {
+      bool counted = item->charged && !item->charged->empty();
+      if (item->outcome.published) {
+        if (auto node = cachedLocation(item->envelope.recipient)) {
+          byNode[*node].push_back({item->outcome.published->serverId, item->envelope});
+          if (counted) ++charges[*node][*item->charged];
+          continue;
+        }
+      }
+      if (counted) uncharge.push_back(*item->charged);
+    }
+    bool sent = false;
+    for (auto& [node, envelopes] : byNode) {
+      std::uint64_t id = 0;
+      {
+        std::lock_guard lock(mutex);
+        id = nextToken++;
+        Batch& batch = batches[id];
+        batch.sentAt = Clock::now();
+        batch.charges = std::move(charges[node]);
+      }
+      std::string bytes = noticeBatchBytes(envelopes);
+      std::string subject = nodeNoticeSubject(node);
+      std::string reply = prefix + "n." + std::to_string(id);
+      natsStatus status =
+          link.isConnected()
+              ? natsConnection_PublishRequest(link.connection(), subject.c_str(), reply.c_str(),
+                                              bytes.data(), static_cast<int>(bytes.size()))
+              : NATS_CONNECTION_DISCONNECTED;
+      if (status == NATS_OK) {
+        sent = true;
+        continue;
+      }
+      spdlog::debug("cluster: notices to {} not sent ({}); they wait in the stream", node,
+                    natsStatus_GetText(status));
+      std::lock_guard lock(mutex);
+      auto it = batches.find(id);
+      if (it != batches.end()) {
+        release(it->second);
+        batches.erase(it);
+      }
+    }
+    if (sent) {
+      // Out of this process before the senders are acknowledged: a node killed
+      // right after an ack must not take the notice down with it.
+      natsConnection_FlushTimeout(
+          link.connection(), static_cast<std::int64_t>(link.options().operationTimeout.count()));
+    }
+    {
+      std::lock_guard lock(mutex);
+      for (const std::string& node : uncharge) releaseOne(node, 1);
+    }
+    wake.notify_all();
+    for (auto& item : items) finish(*item);
+  }
+
+  static void finish(Item& item) {
+    if (auto done = std::exchange(item.done, nullptr)) {
+      try {
+        done(std::move(item.outcome));
+      } catch (const std::exception& e) {
+        spdlog::warn("cluster: outbox: {}", e.what());
+      }
+    }
+  }
+
+  // Where `phone` is, as the cache has it (for kLocationCacheTtl) or as
+  // `locate` says now. Outbox thread only; nullopt also when NATS is away.
+  std::optional<std::string> cachedLocation(const std::string& phone) {
+    auto now = Clock::now();
+    auto it = locations.find(phone);
+    if (it != locations.end() && now - it->second.fetchedAt < kLocationCacheTtl) {
+      return it->second.node;
+    }
+    std::function<std::optional<std::string>(const std::string&)> find;
+    {
+      std::lock_guard lock(mutex);
+      find = locate;
+    }
+    if (!find) return std::nullopt;
+    std::optional<std::string> node;
+    try {
+      node = find(phone);
+    } catch (const std::exception& e) {
+      spdlog::debug("cluster: where {} is: {}", phone, e.what());
+      return std::nullopt;  // not cached: ask again next time
+    }
+    if (locations.size() > 100000) locations.clear();
+    locations[phone] = {node, Clock::now()};
+    return node;
+  }
+
+  // Mutex held: a batch's envelopes stop counting against their windows.
+  void release(const Batch& batch) {
+    for (const auto& [node, count] : batch.charges) releaseOne(node, count);
+  }
+  void releaseOne(const std::string& node, std::size_t count) {
+    auto it = inWindow.find(node);
+    if (it == inWindow.end()) return;
+    it->second -= std::min(it->second, count);
+    if (it->second == 0) inWindow.erase(it);
+  }
+
+  // Mutex held (released while calling out): what got no answer in time.
+  void expire(std::unique_lock<std::mutex>& lock) {
+    auto now = Clock::now();
+    auto timeout = transport.options_.noticeTimeout;
+    if (now - lastExpiry < std::chrono::milliseconds(250)) return;
+    lastExpiry = now;
+    for (auto it = batches.begin(); it != batches.end();) {
+      if (now - it->second.sentAt < timeout) {
+        ++it;
+        continue;
+      }
+      release(it->second);
+      it = batches.erase(it);
+    }
+    std::vector<std::function<void()>> removed;
+    for (auto it = removals.begin(); it != removals.end();) {
+      if (now - it->second.sentAt < timeout) {
+        ++it;
+        continue;
+      }
+      removed.push_back(std::move(it->second.done));
+      it = removals.erase(it);
+    }
+    // A PubAck libnats never reported (its own time-out should have): given up.
+    for (auto it = published.begin(); it != published.end();) {
+      if (now - it->second->publishedAt < 2 * link.options().operationTimeout) {
+        ++it;
+        continue;
+      }
+      it->second->outcome.error = "no PubAck for an envelope to " + it->second->envelope.recipient;
+      acked.push_back(std::move(it->second));
+      it = published.erase(it);
+    }
+    if (removed.empty()) return;
+    lock.unlock();
+    for (auto& done : removed) done();
+    lock.lock();
+  }
+
+  DeliveryTransport& transport;
+  NatsLink& link;
+  const std::string prefix;
+  jsCtx* jetStream = nullptr;
+  natsSubscription* answers = nullptr;
+
+  mutable std::mutex mutex;
+  std::condition_variable wake;
+  std::function<std::optional<std::string>(const std::string&)> locate;
+  std::deque<OwnedItem> queue;                            // not yet published, in order
+  std::unordered_map<natsMsg*, OwnedItem> published;      // waiting for their PubAcks
+  std::deque<OwnedItem> acked;                            // PubAck (or failure) in
+  std::deque<std::function<void()>> jobs;                 // removals and answers to send
+  std::unordered_map<std::uint64_t, Batch> batches;       // notice batches not answered yet
+  std::unordered_map<std::uint64_t, Removal> removals;    // removals not answered yet
+  std::unordered_map<std::string, std::size_t> inWindow;  // node -> envelopes counted
+  std::uint64_t nextToken = 1;
+  Clock::time_point lastExpiry{};
+  bool stopping = false;
+  std::unordered_map<std::string, CachedLocation> locations;  // outbox thread only
+  std::thread thread;
+};
+
+DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions options)
+    : link_(link), options_(std::move(options)), outbox_(std::make_unique<Outbox>(*this)) {}
+
+DeliveryTransport::~DeliveryTransport() {
+  outbox_.reset();  // fails what it still holds, then lets go of its libnats handles
+  for (auto& listener : listeners_) {
+    natsSubscription_Unsubscribe(listener->subscription);
+    natsSubscription_Destroy(listener->subscription);
+  }
+}
+
+void DeliveryTransport::setLocator(
+    std::function<std::optional<std::string>(const std::string& phone)> locate) {
+  std::lock_guard lock(outbox_->mutex);
+  outbox_->locate = std::move(locate);
+}
+
+void DeliveryTransport::send(Envelope envelope, std::function<void(SendOutcome)> done) {
+  outbox_->send(std::move(envelope), std::move(done));
+}
+
+std::size_t DeliveryTransport::outboxLength() const {
+  return outbox_->length();
+}
+
+void DeliveryTransport::removeLater(std::uint64_t serverId, std::function<void()> done) {
+  outbox_->later([this, serverId, done = std::move(done)]() mutable {
+    Outbox& outbox = *outbox_;
+    if (!link_.isConnected()) {
+      done();  // the copy stays; the next import skips or repeats it (the phone drops repeats)
+      return;
+    }
+    std::uint64_t token = 0;
+    {
+      std::lock_guard lock(outbox.mutex);
+      token = outbox.nextToken++;
+      outbox.removals[token] = {Clock::now(), std::move(done)};
+    }
+    std::string request = "{\"seq\":" + std::to_string(serverId) + ",\"no_erase\":true}";
+    std::string subject = std::string("$JS.API.STREAM.MSG.DELETE.") + kStream;
+    std::string reply = outbox.prefix + "r." + std::to_string(token);
+    natsStatus status =
+        natsConnection_PublishRequest(link_.connection(), subject.c_str(), reply.c_str(),
+                                      request.data(), static_cast<int>(request.size()));
+    if (status == NATS_OK) return;
+    std::function<void()> failed;
+    {
+      std::lock_guard lock(outbox.mutex);
+      auto it = outbox.removals.find(token);
+      if (it == outbox.removals.end()) return;
+      failed = std::move(it->second.done);
+      outbox.removals.erase(it);
+    }
+    failed();
+  });
+}
+
+void DeliveryTransport::answerNotices(const std::string& replyTo) {
+  if (replyTo.empty()) return;
+  outbox_->later([this, replyTo]() {
+    if (!link_.isConnected()) return;
+    natsStatus status = natsConnection_Publish(link_.connection(), replyTo.c_str(), nullptr, 0);
+    if (status != NATS_OK) {
+      spdlog::debug("cluster: notice answer not sent: {}", natsStatus_GetText(status));
+    }
+  });
 }
 
 }  // namespace switchboard::cluster

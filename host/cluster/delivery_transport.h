@@ -6,21 +6,42 @@
 // table plays on one node (docs/architecture.md, "The store is the queue"):
 // - publish() returns once JetStream has stored the envelope (its PubAck):
 //   that is the "durable" of "delivered or durable", and the stream sequence
-//   is the envelope's server id, unique in the cluster.
+//   identifies the envelope in the stream.
+// - send() is the same without waiting: many envelopes are in flight on one
+//   connection (JetStream stores one connection's publishes in the order they
+//   were made), and each one's `done` runs once its PubAck is in and the node
+//   holding the recipient has been sent a live notice (flushed). That is the
+//   sending side's fast path; see "The outbox" below.
 // - Exactly once: the publish carries Nats-Msg-Id = sender + clientMsgId, so
 //   a retry within the stream's duplicate window is not stored again and gets
 //   the first copy's server id back (duplicate = true).
 // - Order per (sender, recipient): one node publishes one sender's envelopes
-//   in the order it acknowledges them (the worker thread is serial), JetStream
-//   numbers them in that order. Rows a node hands back come later in the
-//   stream than they were sent; the importing node orders each import by
-//   sending time (host/messaging/cluster_messaging.cpp).
-// - notify() is the live push: a core NATS message to the node holding the
-//   recipient (sb.node.<node>.inbox) carrying the envelope and its server id.
-//   It may be lost (that node died, NATS blinked): the envelope still waits in
-//   the stream, and pending() finds it when the phone next logs in, anywhere.
-// - remove() deletes an envelope the phone has taken, so the stream holds what
-//   waits, not history. MaxAge expires what nobody took.
+//   in the order it acknowledges them (send() is one FIFO, publish() runs on
+//   the serial worker), JetStream numbers them in that order. Rows a node
+//   hands back come later in the stream than they were sent; the importing
+//   node orders each import by sending time (host/messaging/cluster_messaging.cpp).
+// - Live notices: core NATS messages to the node holding the recipient
+//   (sb.node.<node>.inbox), a NoticeBatch of envelopes with their server ids.
+//   They may be lost (that node died, NATS blinked): the envelope still waits
+//   in the stream, and pending() finds it when the phone next logs in, anywhere.
+// - remove() / removeLater() delete an envelope the phone has taken, so the
+//   stream holds what waits, not history. MaxAge expires what nobody took.
+//
+// The outbox (send()). One thread of its own, so neither direction waits on
+// the other: the link's worker imports, the outbox publishes.
+// - Where the recipient is comes from `locate` (set once with setLocator; a
+//   KV read), cached for kLocationCacheTtl. The notice goes to the node the
+//   cache names when the PubAck comes in; a node that took the phone over
+//   waits kLocationCacheTtl + a margin after its claim before it trusts
+//   notices alone (cluster_messaging.cpp), so a stale entry costs nothing.
+// - Back-pressure: a notice batch that the sender counts is a request; the
+//   receiving node answers it once every envelope in it is delivered, durable
+//   there, or left in the stream. At most `windowPerNode` envelopes are
+//   published towards one node and not yet answered for; past that the
+//   outbox stops publishing (the FIFO's head waits, and everything behind it)
+//   and the phones' sends wait for their acks. A batch not answered within
+//   `noticeTimeout` (the node stopped, or is gone: "no responders" answers at
+//   once) stops counting.
 //
 // Blocking calls (publish, pending, remove) belong on the link's worker
 // thread. listen() delivers notices on the given network thread.
@@ -31,6 +52,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,10 +118,31 @@ struct PublishResult {
   bool duplicate = false;  // the same exactly-once key was published before
 };
 
+// Live notices as a node receives them: envelopes in the order their PubAcks
+// came in. `replyTo` (empty when the sender asked for no answer) is given to
+// answerNotices() once every envelope is delivered, durable here, or left in
+// the stream.
+struct NoticeBatch {
+  std::vector<QueuedEnvelope> items;
+  std::string replyTo{};
+};
+
+// How long a node trusts what `locate` said about a phone.
+inline constexpr std::chrono::milliseconds kLocationCacheTtl{1000};
+
 struct DeliveryTransportOptions {
   std::string node;                             // this node's name
   std::chrono::seconds duplicateWindow{600};    // exactly-once memory
   std::chrono::seconds maxAge{30 * 24 * 3600};  // offline expiry
+  std::size_t windowPerNode = 8192;             // envelopes towards one node not yet answered
+  std::chrono::milliseconds noticeTimeout{5000};
+};
+
+// What the outbox tells the sender about one envelope: its result once it is
+// in the stream and noticed, or why it is not in the stream.
+struct SendOutcome {
+  std::optional<PublishResult> published;
+  std::string error;  // when not published
 };
 
 class DeliveryTransport {
@@ -110,18 +153,41 @@ class DeliveryTransport {
   DeliveryTransport& operator=(const DeliveryTransport&) = delete;
 
   PublishResult publish(const Envelope& envelope);
-  // Fire and forget, but flushed: when it returns NATS has the notice (or it
-  // failed, logged). A no-op while degraded (the stream has the envelope).
-  void notify(const std::string& node, const QueuedEnvelope& queued);
+
+  // ---- the outbox (see the top of this file)
+  // Where a phone's session is (its node), nullopt when it has none. Runs on
+  // the outbox thread and may block (a KV read). Set once, before send().
+  void setLocator(std::function<std::optional<std::string>(const std::string& phone)> locate);
+  // Any thread. `done` runs on the outbox thread, in the order of the sends
+  // for envelopes that are published; it must not block. While the link is
+  // degraded (or when the transport is destroyed first) it runs with the error.
+  void send(Envelope envelope, std::function<void(SendOutcome)> done);
+  // Envelopes sent and not yet done, and those counted against a node's window.
+  std::size_t outboxLength() const;
+
+  // A batch, flushed, asking for no answer: when it returns NATS has
+  // the notice (or it failed, logged). A no-op while degraded (the stream has
+  // the envelope).
+  void notify(const std::string& node, const std::vector<QueuedEnvelope>& queued);
   // What waits for `recipient` with a server id above `afterId`, oldest first.
   std::vector<QueuedEnvelope> pending(const std::string& recipient, std::uint64_t afterId,
                                       std::size_t limit);
   void remove(std::uint64_t serverId);
+  // The stream's last sequence now (0 when empty).
+  std::uint64_t lastSequence();
+  // Without waiting, from any thread: `done()` runs on a libnats (or the
+  // outbox) thread once JetStream answered, or gave no answer within the
+  // notice time-out (the envelope may then still be in the stream).
+  void removeLater(std::uint64_t serverId, std::function<void()> done);
 
   // Starts receiving this node's notices: `handler` runs on `thread`. Once;
   // libnats re-subscribes by itself after a reconnect. Needs no connection
-  // (it takes effect when NATS is reachable).
-  void listen(net::NetworkThread& thread, std::function<void(QueuedEnvelope)> handler);
+  // (it takes effect when NATS is reachable). The subscription has no pending
+  // limit: the senders' windows bound it.
+  void listen(net::NetworkThread& thread, std::function<void(NoticeBatch)> handler);
+  // Answers a batch's sender (any thread, never blocks; nothing when
+  // `replyTo` is empty or NATS is away).
+  void answerNotices(const std::string& replyTo);
 
   // Kick notices, core NATS on sb.node.<node>.kick: fire and forget (a no-op
   // while degraded). listenKicks() runs `handler` on `thread`; once.
@@ -154,11 +220,14 @@ class DeliveryTransport {
                  T (*decode)(const void* data, std::size_t size), std::function<void(T)> handler);
   static void onMessage(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* listener);
 
+  struct Outbox;
+
   NatsLink& link_;
   const DeliveryTransportOptions options_;
   std::mutex mutex_;
   bool streamReady_ = false;
   std::vector<std::unique_ptr<Listener>> listeners_;  // listen*() calls; once each
+  std::unique_ptr<Outbox> outbox_;                    // made by setLocator()
 };
 
 // The stream subject an envelope for `recipient` is stored under, and the

@@ -14,12 +14,15 @@
 //   and only then does the new node import, so order survives the move. The
 //   end of a session releases the claim.
 // - Delivery: a message or receipt for a phone with no session here goes into
-//   the SB_INBOX stream; the sender's ack settles on JetStream's PubAck (the
-//   "durable" of "delivered or durable"), and the node holding the phone is
-//   notified. That node moves what waits for the phone from the stream into its
-//   own store (written, then removed from the stream, oldest first) and the
-//   phone's session pages it as any stored row: in order, and once (the phone
-//   drops a repeat by id, and an import skips ids the store already has).
+//   the SB_INBOX stream through the transport's outbox (many in flight); the
+//   sender's ack settles on JetStream's PubAck (the "durable" of "delivered or
+//   durable"), once the node holding the phone has been sent a live notice.
+//   That node offers a phone that is *live* there (StreamIntake) the envelope
+//   in memory, as it would a message sent on it, and removes it from the
+//   stream once the phone or its store has it. For a phone that is not live
+//   (just logged in, or the link was away) it *imports*: moves what waits from
+//   the stream into its own store (written, then removed from the stream,
+//   in sending order), and the phone's session pages it as any stored row.
 //   While NATS is away, such items are stored here instead (durable, acked);
 //   once it is back (and every few seconds), what the store holds for phones
 //   that are not here moves into the stream (catchUp).
@@ -34,11 +37,13 @@
 #include <algorithm>
 #include <iterator>
 #include <tuple>
+#include <unordered_set>
 
 #include "cluster/cluster_node.h"
 #include "messaging/durable_write.h"
 #include "messaging/field_rules.h"
 #include "messaging/messaging_service.h"
+#include "messaging/stream_intake.h"
 #include "net/cross_thread_completion.h"
 #include "net/network_thread.h"
 #include "store/store.h"
@@ -60,6 +65,26 @@ constexpr std::size_t kImportPass = 10000;
 constexpr auto kHandoverTimeout = std::chrono::milliseconds(2000);
 // How often a node looks for rows in its store for phones that are not here.
 constexpr auto kStrandedSweep = std::chrono::seconds(3);
+// After a login here, how long the phone imports before it may take notices
+// in memory: other nodes' location caches may name its old node for
+// kLocationCacheTtl, plus a margin for a KV answer and a scheduler late.
+constexpr auto kImportAfterLogin = cluster::kLocationCacheTtl + std::chrono::seconds(1);
+// How often importing phones whose time has come are imported (to go live).
+constexpr auto kGoLiveCheck = std::chrono::milliseconds(250);
+
+// Answers a notice batch's sender (its window) once nothing here holds it.
+class NoticeAnswer {
+ public:
+  NoticeAnswer(cluster::DeliveryTransport& transport, std::string replyTo)
+      : transport_(transport), replyTo_(std::move(replyTo)) {}
+  ~NoticeAnswer() { transport_.answerNotices(replyTo_); }
+  NoticeAnswer(const NoticeAnswer&) = delete;
+  NoticeAnswer& operator=(const NoticeAnswer&) = delete;
+
+ private:
+  cluster::DeliveryTransport& transport_;
+  std::string replyTo_;
+};
 
 // Inserts or refreshes the phone's user and device rows (the store's copy of
 // what the cluster holds).
@@ -119,14 +144,26 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
     catchUp(true);
   });
   node.link().every(kStrandedSweep, [this]() { catchUp(false); });
-  net::NetworkThread& listener = *threads_.front();
-  node.transport().listen(listener, [this](cluster::QueuedEnvelope queued) {
-    // Only a phone with a session here imports now; otherwise it waits in the
-    // stream for the phone's next login, wherever that is.
-    std::string phone = queued.envelope.recipient;
-    if (!sessions_.isOnline(phone)) return;
-    cluster_->link().post([this, phone]() { importFromStream(phone); });
+  intake_ = std::make_unique<StreamIntake>();
+  node.link().every(kGoLiveCheck, [this]() {
+    if (!cluster_->link().isConnected()) return;  // the reconnect's catch-up imports
+    for (const std::string& phone :
+         intake_->due(StreamIntake::Clock::now(), cluster_->link().disconnects())) {
+      try {
+        importFromStream(phone);
+      } catch (const std::exception& e) {
+        spdlog::debug("cluster: import for {}: {}", phone, e.what());
+      }
+    }
   });
+  node.transport().setLocator([this](const std::string& phone) -> std::optional<std::string> {
+    auto where = cluster_->directory().location(phone);
+    if (!where) return std::nullopt;
+    return where->node;
+  });
+  net::NetworkThread& listener = *threads_.front();
+  node.transport().listen(listener,
+                          [this](cluster::NoticeBatch batch) { noticesArrived(std::move(batch)); });
   node.transport().listenPresence(
       listener, [this](cluster::PresenceNotice notice) { presenceFromElsewhere(notice); });
   // Watches of every node on the directory: a lost kick notice cannot leave a
@@ -271,6 +308,7 @@ void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) 
   std::weak_ptr<LiveSession> weak = live;
   std::size_t threadIndex = live->ref().threadIndex;
   cluster_->link().post([this, weak, where, threadIndex, phone = live->phone()]() {
+    intake_->loggedIn(phone, where.sessionId, StreamIntake::Clock::now() + kImportAfterLogin);
     bool won = true;
     try {
       std::optional<cluster::SessionLocation> previous;
@@ -302,6 +340,7 @@ void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) 
 }
 
 void MessagingService::releaseLocation(const LiveSession& session) {
+  intake_->ended(session.phone(), session.id());
   cluster_->link().post([this, phone = session.phone(), id = session.id()]() {
     try {
       cluster_->directory().release(phone, id, options_.nodeName);
@@ -435,6 +474,26 @@ void MessagingService::presenceFromElsewhere(const cluster::PresenceNotice& noti
 void MessagingService::catchUp(bool reclaim) {
   if (!cluster_->link().isConnected()) return;
   try {
+    // What was kept here for phones elsewhere goes first: sends to them wait
+    // behind it (keptFor_), and the nodes holding them import it in order.
+    std::vector<std::string> phones;
+    store_.read([&](store::Connection& db) {
+      auto rows = db.prepare(
+                        "SELECT recipient FROM queue WHERE expires_ms > ? "
+                        "UNION SELECT recipient FROM receipts_queue")
+                      .bind(1, nowMs());
+      while (rows.step()) phones.push_back(rows.columnText(0));
+    });
+    {
+      std::lock_guard lock(keptMutex_);
+      for (const auto& [phone, count] : keptFor_) phones.push_back(phone);
+    }
+    std::sort(phones.begin(), phones.end());
+    phones.erase(std::unique(phones.begin(), phones.end()), phones.end());
+    for (const std::string& phone : phones) {
+      if (phone == MessageIds::kSystemName || sessions_.isOnline(phone)) continue;
+      exportStranded(phone);
+    }
     if (reclaim) {
       for (const session::SessionRef& ref : sessions_.all()) {
         cluster::SessionLocation where{options_.nodeName, ref.sessionId, ref.since, 0};
@@ -451,27 +510,46 @@ void MessagingService::catchUp(bool reclaim) {
         importFromStream(ref.phone);
       }
     }
-    std::vector<std::string> phones;
-    store_.read([&](store::Connection& db) {
-      auto rows = db.prepare(
-                        "SELECT recipient FROM queue WHERE expires_ms > ? "
-                        "UNION SELECT recipient FROM receipts_queue")
-                      .bind(1, nowMs());
-      while (rows.step()) phones.push_back(rows.columnText(0));
-    });
-    for (const std::string& phone : phones) {
-      if (phone == MessageIds::kSystemName || sessions_.isOnline(phone)) continue;
-      exportStranded(phone);
-    }
   } catch (const std::exception& e) {
     spdlog::warn("cluster: catching up: {}", e.what());
   }
 }
 
 void MessagingService::exportStranded(const std::string& phone) {
+  // Sends to the phone are kept here behind its rows (keptFor_) until none is
+  // left and none is on its way to the store. Under a steady stream of sends
+  // this may take a few rounds; past them the next sweep goes on.
+  for (int round = 0; round < 20; ++round) {
+    exportRows(phone);
+    {
+      std::lock_guard lock(keptMutex_);
+      auto it = keptFor_.find(phone);
+      if (it == keptFor_.end()) return;
+      if (it->second == 0 && !rowsFor(phone)) {
+        keptFor_.erase(it);
+        return;
+      }
+    }
+    store_.writeAndWait([](store::Connection&) {});  // what was kept meanwhile is written
+  }
+}
+
+bool MessagingService::rowsFor(const std::string& phone) {
+  bool any = false;
+  store_.read([&](store::Connection& db) {
+    any = db.prepare(
+                "SELECT 1 FROM queue WHERE recipient = ?1 AND expires_ms > ?2 "
+                "UNION ALL SELECT 1 FROM receipts_queue WHERE recipient = ?1 LIMIT 1")
+              .bind(1, phone)
+              .bind(2, nowMs())
+              .step();
+  });
+  return any;
+}
+
+void MessagingService::exportRows(const std::string& phone) {
   cluster::DeliveryTransport& transport = cluster_->transport();
-  std::optional<std::uint64_t> lastServerId;
-  cluster::Envelope last;
+  std::vector<cluster::QueuedEnvelope> moved;  // in stream order, for the holder's notice
   for (;;) {
     std::vector<std::pair<std::int64_t, cluster::Envelope>> messages, receipts;
     store_.read([&](store::Connection& db) {
@@ -517,13 +595,11 @@ void MessagingService::exportStranded(const std::string& phone) {
     // for the first export of it.
     for (auto& [row, e] : messages) {
       e.exactlyOnceKey = "x/" + std::to_string(row) + "/" + std::to_string(e.messageId);
-      lastServerId = transport.publish(e).serverId;
-      last = e;
+      moved.push_back({transport.publish(e).serverId, e});
     }
     for (auto& [row, e] : receipts) {
       e.exactlyOnceKey = "xr/" + std::to_string(row) + "/" + std::to_string(e.receiptOf);
-      lastServerId = transport.publish(e).serverId;
-      last = e;
+      moved.push_back({transport.publish(e).serverId, e});
     }
     // In the stream first, then gone from here.
     store_.writeAndWait([&](store::Connection& db) {
@@ -550,19 +626,47 @@ void MessagingService::exportStranded(const std::string& phone) {
                  messages.size(), receipts.size(), phone);
     if (messages.size() < kImportPage && receipts.size() < kImportPage) break;
   }
-  if (lastServerId) tellHolder(last, *lastServerId);
+  tellHolder(phone, moved);
 }
 
 // ---------------------------------------------------------------- the stream
 
 void MessagingService::importFromStream(const std::string& phone) {
+  std::uint64_t epoch = cluster_->link().disconnects();
+  auto startedAt = StreamIntake::Clock::now();
+  // A live phone takes what comes from notices: an import now could overtake
+  // or repeat what memory delivers.
+  if (!intake_->beginImport(phone, epoch)) return;
+  std::optional<std::uint64_t> readUpTo;
+  struct Ending {
+    StreamIntake& intake;
+    const std::string& phone;
+    std::optional<std::uint64_t>& readUpTo;
+    ~Ending() { intake.endImport(phone, readUpTo); }
+  };
+  {
+    Ending ending{*intake_, phone, readUpTo};
+    importPasses(phone, readUpTo);
+  }
+  threads_.front()->post([this, phone, startedAt, epoch]() { goLive(phone, startedAt, epoch); });
+}
+
+void MessagingService::importPasses(const std::string& phone,
+                                    std::optional<std::uint64_t>& readUpTo) {
   cluster::DeliveryTransport& transport = cluster_->transport();
   std::size_t imported = 0;
   std::size_t importedMessages = 0;
-  for (;;) {
+  // What earlier imports of this session read is in the store or taken (a
+  // copy whose removal is still on its way must not be read again).
+  std::uint64_t cursor = intake_->readUpTo(phone);
+  // What was stored after this import began has its notice kept here (the
+  // phone is importing): reading up to the stream's end at the start is
+  // enough to go live, however fast envelopes keep coming.
+  std::uint64_t end = transport.lastSequence();
+  while (cursor < end) {
     // One pass reads what waits (up to kImportPass), then writes it in order.
     std::vector<cluster::QueuedEnvelope> items;
-    for (std::uint64_t after = 0; items.size() < kImportPass;) {
+    for (std::uint64_t after = cursor; items.size() < kImportPass && after < end;) {
       auto page = transport.pending(phone, after, kImportPage);
       if (page.empty()) break;
       after = page.back().serverId;
@@ -570,6 +674,14 @@ void MessagingService::importFromStream(const std::string& phone) {
       if (page.size() < kImportPage) break;
     }
     if (items.empty()) break;
+    std::size_t read = items.size();
+    std::uint64_t lastRead = items.back().serverId;
+    cursor = lastRead;
+    // What a session here holds in memory is not imported (nor removed): the
+    // phone or the store takes it from there.
+    std::erase_if(items, [&](const cluster::QueuedEnvelope& queued) {
+      return intake_->inMemory(phone, queued.serverId);
+    });
     // Stream order is arrival order, and rows a node hands back (a phone that
     // moved, NATS that was away) arrive after messages sent later. The order
     // a sender's node accepted them in is the order of their timestamps, then
@@ -590,13 +702,31 @@ void MessagingService::importFromStream(const std::string& phone) {
           db.prepare("INSERT OR IGNORE INTO users(phone, created_ms, number) VALUES (?, ?, ?)");
       auto message = db.prepare(
           "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
-          "expires_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 "
-          "WHERE NOT EXISTS (SELECT 1 FROM queue WHERE recipient = ?1 AND id = ?2)");
+          "expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
       auto count = db.prepare("UPDATE users SET queued = queued + 1 WHERE phone = ?");
       auto receipt = db.prepare(
           "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms) "
-          "SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM receipts_queue "
-          "WHERE recipient = ?1 AND server_id = ?2 AND reader = ?3 AND kind = ?4)");
+          "VALUES (?1, ?2, ?3, ?4, ?5)");
+      // What the queues hold for the phone already (a copy a crash left in the
+      // stream, or one imported twice), read once: the tables are indexed by
+      // recipient and row, and a lookup per envelope would scan the phone's rows.
+      std::unordered_set<std::int64_t> haveMessages;
+      std::unordered_set<std::string> haveReceipts;
+      auto receiptKey = [](std::int64_t serverId, const std::string& reader, std::int64_t kind) {
+        return std::to_string(serverId) + "/" + std::to_string(kind) + "/" + reader;
+      };
+      {
+        auto rows = db.prepare("SELECT id FROM queue WHERE recipient = ?").bind(1, phone);
+        while (rows.step()) haveMessages.insert(rows.columnInt(0));
+        auto ticks = db.prepare(
+                           "SELECT server_id, reader, kind FROM receipts_queue "
+                           "WHERE recipient = ?")
+                         .bind(1, phone);
+        while (ticks.step()) {
+          haveReceipts.insert(
+              receiptKey(ticks.columnInt(0), ticks.columnText(1), ticks.columnInt(2)));
+        }
+      }
       for (const cluster::QueuedEnvelope& queued : items) {
         const cluster::Envelope& e = queued.envelope;
         if (e.kind == cluster::Envelope::Kind::message && e.sender != MessageIds::kSystemName) {
@@ -607,6 +737,7 @@ void MessagingService::importFromStream(const std::string& phone) {
               .run();
         }
         if (e.kind == cluster::Envelope::Kind::message) {
+          if (!haveMessages.insert(static_cast<std::int64_t>(e.messageId)).second) continue;
           message.reset();
           message.bind(1, phone)
               .bind(2, static_cast<std::int64_t>(e.messageId))
@@ -617,13 +748,14 @@ void MessagingService::importFromStream(const std::string& phone) {
               .bind(7, e.sentAtMs)
               .bind(8, expires)
               .run();
-          if (db.changes() > 0) {
-            count.reset();
-            count.bind(1, phone).run();
-          }
+          count.reset();
+          count.bind(1, phone).run();
         } else {
           auto kind =
               e.kind == cluster::Envelope::Kind::read ? ReceiptKind::read : ReceiptKind::delivered;
+          auto key = receiptKey(static_cast<std::int64_t>(e.receiptOf), e.sender,
+                                static_cast<std::int64_t>(kind));
+          if (!haveReceipts.insert(std::move(key)).second) continue;
           receipt.reset();
           receipt.bind(1, phone)
               .bind(2, static_cast<std::int64_t>(e.receiptOf))
@@ -634,15 +766,18 @@ void MessagingService::importFromStream(const std::string& phone) {
         }
       }
     });
-    // Durable here first, then gone from the stream: a crash in between
-    // leaves a copy the next import skips.
-    for (const cluster::QueuedEnvelope& queued : items) transport.remove(queued.serverId);
+    // Durable here first, then gone from the stream (the removals pipelined):
+    // a crash in between leaves a copy the next import skips.
+    for (const cluster::QueuedEnvelope& queued : items)
+      transport.removeLater(queued.serverId, [] {});
+    readUpTo = lastRead;
     imported += items.size();
     for (const cluster::QueuedEnvelope& queued : items) {
       if (queued.envelope.kind == cluster::Envelope::Kind::message) ++importedMessages;
     }
-    if (items.size() < kImportPass) break;
+    if (read < kImportPass) break;
   }
+  if (!readUpTo || *readUpTo < end) readUpTo = end;  // nothing for the phone up to there
   if (imported == 0) return;
   spdlog::debug("cluster: imported {} messages and {} receipts for {} from the stream",
                 importedMessages, imported - importedMessages, phone);
@@ -653,11 +788,13 @@ void MessagingService::importFromStream(const std::string& phone) {
   }
 }
 
-// The notice goes out (flushed) before the sender's ack: a node killed right
-// after acknowledging cannot leave an online recipient waiting for its next login.
-void MessagingService::tellHolder(const cluster::Envelope& envelope, std::uint64_t serverId) {
-  if (auto where = cluster_->directory().location(envelope.recipient)) {
-    cluster_->transport().notify(where->node, {serverId, envelope});
+// Every envelope moved is noticed (a live phone takes each from its notice),
+// flushed before the rows are gone from here.
+void MessagingService::tellHolder(const std::string& phone,
+                                  const std::vector<cluster::QueuedEnvelope>& moved) {
+  if (moved.empty()) return;
+  if (auto where = cluster_->directory().location(phone)) {
+    cluster_->transport().notify(where->node, moved);
   }
 }
 
@@ -687,34 +824,156 @@ void MessagingService::publishReceipt(std::string to, OutboundReceipt receipt) {
 
 template <class Item>
 void MessagingService::publishOrKeep(cluster::Envelope envelope, Item item) {
+  std::string to = envelope.recipient;
+  if (countKept(to, false)) {
+    // Rows for this phone wait here for the stream: this one goes behind them.
+    keepForExport(std::move(to), std::move(item));
+    return;
+  }
   auto held = std::make_shared<Item>(std::move(item));
-  cluster_->link().post([this, envelope = std::move(envelope), held]() {
-    bool inStream = false;
-    try {
-      auto published = cluster_->transport().publish(envelope);
-      inStream = true;
-      tellHolder(envelope, published.serverId);
+  // On the outbox thread, in the order of the sends: must not block.
+  cluster_->transport().send(std::move(envelope), [this, held, to](cluster::SendOutcome outcome) {
+    if (outcome.published) {
       if (held->ack) std::exchange(held->ack, nullptr)->settle();
-    } catch (const std::exception& e) {
-      if (inStream) {
-        // In the stream already; only the notice was lost. The phone's next
-        // login (or the next notice for it) imports it.
-        spdlog::debug("cluster: notice for {} not sent: {}", envelope.recipient, e.what());
-        if (held->ack) std::exchange(held->ack, nullptr)->settle();
-        return;
-      }
-      spdlog::warn("cluster: an item for {} kept on this node: {}", envelope.recipient, e.what());
-      threads_.front()->post([this, held, to = envelope.recipient]() {
-        std::vector<Addressed<Item>> items;
-        items.push_back({to, std::move(*held)});
-        if constexpr (std::is_same_v<Item, OutboundMessage>) {
-          storeMessages(std::move(items), WriteOrigin{});
-        } else {
-          storeReceipts(std::move(items), WriteOrigin{});
-        }
-      });
+      return;
     }
+    spdlog::warn("cluster: an item for {} kept on this node: {}", to, outcome.error);
+    countKept(to, true);
+    threads_.front()->post([this, held, to]() { keepForExport(to, std::move(*held)); });
   });
+}
+
+bool MessagingService::countKept(const std::string& phone, bool start) {
+  std::lock_guard lock(keptMutex_);
+  auto it = keptFor_.find(phone);
+  if (it == keptFor_.end()) {
+    if (!start) return false;
+    it = keptFor_.emplace(phone, 0).first;
+  }
+  ++it->second;
+  return true;
+}
+
+template <class Item>
+void MessagingService::keepForExport(std::string to, Item item) {
+  std::vector<Addressed<Item>> items;
+  items.push_back({to, std::move(item)});
+  if constexpr (std::is_same_v<Item, OutboundMessage>) {
+    storeMessages(std::move(items), WriteOrigin{});
+  } else {
+    storeReceipts(std::move(items), WriteOrigin{});
+  }
+  // Committed after the row (the writer keeps the order of writes).
+  store_.write([](store::Connection&) {},
+               [this, to](std::optional<std::string>) {
+                 std::lock_guard lock(keptMutex_);
+                 auto it = keptFor_.find(to);
+                 if (it != keptFor_.end() && it->second > 0) --it->second;
+               });
+}
+
+// ---------------------------------------------------------------- live notices
+
+void MessagingService::noticesArrived(cluster::NoticeBatch batch) {
+  std::shared_ptr<void> token;
+  if (!batch.replyTo.empty()) {
+    token = std::make_shared<NoticeAnswer>(cluster_->transport(), std::move(batch.replyTo));
+  }
+  std::uint64_t epoch = cluster_->link().disconnects();
+  std::vector<std::string> imports;
+  for (cluster::QueuedEnvelope& queued : batch.items) {
+    std::string phone = queued.envelope.recipient;
+    switch (intake_->notice(queued, epoch, token)) {
+      case StreamIntake::Verdict::offer:
+        if (auto address = sessions_.locate(phone)) {
+          offerFromStream(*address, std::move(queued), token);
+        } else {
+          intake_->settled(phone, queued.serverId);  // gone meanwhile: it stays in the stream
+        }
+        break;
+      case StreamIntake::Verdict::import:
+        imports.push_back(std::move(phone));
+        break;
+      case StreamIntake::Verdict::notHere:
+      case StreamIntake::Verdict::skip:
+      case StreamIntake::Verdict::kept:
+        break;
+    }
+  }
+  for (std::string& phone : imports) {
+    cluster_->link().post([this, phone = std::move(phone)]() { importFromStream(phone); });
+  }
+}
+
+void MessagingService::goLive(const std::string& phone, StreamIntake::Clock::time_point startedAt,
+                              std::uint64_t epoch) {
+  auto offers = intake_->goLive(phone, startedAt, epoch, cluster_->link().disconnects());
+  if (!offers) return;
+  spdlog::debug("cluster: {} takes notices in memory ({} kept ones first)", phone, offers->size());
+  auto address = sessions_.locate(phone);
+  for (StreamIntake::Kept& kept : *offers) {
+    if (address) {
+      offerFromStream(*address, std::move(kept.queued), kept.token);
+    } else {
+      intake_->settled(phone, kept.queued.serverId);
+    }
+  }
+}
+
+void MessagingService::offerFromStream(const session::SessionAddress& address,
+                                       cluster::QueuedEnvelope queued,
+                                       std::shared_ptr<void> batchToken) {
+  net::NetworkThread& here = *threads_.front();
+  std::string phone = queued.envelope.recipient;
+  std::uint64_t serverId = queued.serverId;
+  // Settled once the phone returned it or the store has it: then it leaves the
+  // stream. Dropped unsettled (the session ended with it): it stays there.
+  auto [promise, ack] = session::DeliveryAck::make(here, 1);
+  here.addTask(promise.then(
+      [this, phone, serverId, batchToken]() {
+        cluster_->transport().removeLater(
+            serverId, [this, phone, serverId]() { intake_->settled(phone, serverId); });
+      },
+      [this, phone, serverId, batchToken](kj::Exception&&) { intake_->settled(phone, serverId); }));
+  cluster::Envelope& e = queued.envelope;
+  if (e.kind != cluster::Envelope::Kind::message) {
+    OutboundReceipt receipt;
+    receipt.messageId = e.receiptOf;
+    receipt.by = e.sender;
+    receipt.kind =
+        e.kind == cluster::Envelope::Kind::read ? ReceiptKind::read : ReceiptKind::delivered;
+    receipt.timestamp = e.sentAtMs;
+    receipt.streamId = serverId;
+    receipt.ack = std::move(ack);
+    offerOrStore(address, std::move(phone), std::move(receipt));
+    return;
+  }
+  // A read receipt from the phone must find the sender by the number in the
+  // id, as after an import: the store learns the sender once.
+  std::uint64_t number = MessageIds::senderOf(e.messageId);
+  if (e.sender != MessageIds::kSystemName && !knownUsers_.numberOf(e.sender)) {
+    store_.write(
+        [sender = e.sender, number, at = e.sentAtMs](store::Connection& db) {
+          db.prepare("INSERT OR IGNORE INTO users(phone, created_ms, number) VALUES (?, ?, ?)")
+              .bind(1, sender)
+              .bind(2, at)
+              .bind(3, static_cast<std::int64_t>(number))
+              .run();
+        },
+        [this, sender = e.sender, number](std::optional<std::string> error) {
+          if (!error) knownUsers_.remember(sender, number);
+        });
+  }
+  OutboundMessage message;
+  message.id = e.messageId;
+  message.from = std::move(e.sender);
+  message.group = e.group.empty() ? 0 : std::stoull(e.group);
+  message.clientMsgId = std::move(e.clientMsgId);
+  message.body = std::move(e.body);
+  message.timestamp = e.sentAtMs;
+  message.streamId = serverId;
+  message.ack = std::move(ack);
+  offerOrStore(address, std::move(phone), std::move(message));
 }
 
 }  // namespace switchboard::messaging

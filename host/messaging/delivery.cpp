@@ -330,6 +330,8 @@ void MessagingService::offerOrStoreHere(const std::weak_ptr<LiveSession>& sessio
 
 template void MessagingService::offerOrStore(const session::SessionAddress&, std::string,
                                              OutboundReceipt);
+template void MessagingService::offerOrStore(const session::SessionAddress&, std::string,
+                                             OutboundMessage);
 
 // ---------------------------------------------------------------- the store
 

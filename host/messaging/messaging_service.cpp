@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "messaging/stream_intake.h"
 #include "net/network_thread.h"
 #include "store/store.h"
 
@@ -132,8 +133,20 @@ std::vector<OutboundReceipt> MessagingService::queuedReceipts(const std::string&
 
 // ---------------------------------------------------------------- spills
 
+namespace {
+// Cluster mode: an item from the stream that a session ends with is let go
+// rather than stored here (its ack, dropped, tells the stream side): the
+// stream still has it for the phone's next login, on any node.
+template <class Item>
+void letGoOfStreamItems(const LiveSession& session, std::vector<Item>& items) {
+  if (!session.ended()) return;
+  std::erase_if(items, [](const Item& item) { return item.streamId != 0; });
+}
+}  // namespace
+
 void MessagingService::spillMessages(LiveSession& session, session::SpillKind kind,
                                      std::vector<OutboundMessage> items) {
+  letGoOfStreamItems(session, items);
   std::vector<AddressedMessage> addressed;
   addressed.reserve(items.size());
   for (OutboundMessage& m : items) addressed.push_back({session.phone(), std::move(m)});
@@ -145,6 +158,7 @@ void MessagingService::spillMessages(LiveSession& session, session::SpillKind ki
 
 void MessagingService::spillReceipts(LiveSession& session, session::SpillKind kind,
                                      std::vector<OutboundReceipt> items) {
+  letGoOfStreamItems(session, items);
   std::vector<AddressedReceipt> addressed;
   addressed.reserve(items.size());
   for (OutboundReceipt& r : items) addressed.push_back({session.phone(), std::move(r)});

@@ -34,10 +34,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -69,11 +71,15 @@ class ClusterNode;
 struct UserEntry;
 struct GroupEntry;
 struct Envelope;
+struct QueuedEnvelope;
+struct NoticeBatch;
 struct PresenceNotice;
 struct SessionLocation;
 }  // namespace switchboard::cluster
 
 namespace switchboard::messaging {
+
+class StreamIntake;
 
 struct MessagingOptions {
   std::string version;   // reported by Gateway.serverInfo
@@ -321,12 +327,34 @@ class MessagingService final : public session::SessionBackend {
   // JetStream's PubAck; the node holding the phone is told.
   void publishRemote(std::string to, session::OutboundMessage message);
   void publishReceipt(std::string to, session::OutboundReceipt receipt);
-  // Publishes on the worker, tells the recipient's node, then settles the
-  // item's ack; if the publish fails the item is stored here instead.
+  // Hands the envelope to the transport's outbox, which publishes it, tells
+  // the recipient's node, then settles the item's ack here; if the publish
+  // fails the item is stored here instead.
   template <class Item>
   void publishOrKeep(cluster::Envelope envelope, Item item);
-  // On the worker: notifies the node holding the envelope's recipient (if any).
-  void tellHolder(const cluster::Envelope& envelope, std::uint64_t serverId);
+  // Counts one more item kept here for `phone` (to be moved into the stream
+  // by exportStranded): always when `start`, else only if the phone already
+  // has kept items (then true).
+  bool countKept(const std::string& phone, bool start);
+  // Stores the item here (a network thread), then uncounts it.
+  template <class Item>
+  void keepForExport(std::string to, Item item);
+  // Whether the store holds queued rows for `phone`.
+  bool rowsFor(const std::string& phone);
+  // Live notices from other nodes (listener thread): envelopes for phones
+  // live here are offered to their sessions in memory, the others wait for an
+  // import (see StreamIntake).
+  void noticesArrived(cluster::NoticeBatch batch);
+  // Listener thread: offers one envelope from the stream to the phone's
+  // session; once the phone or the store has it, it leaves the stream.
+  void offerFromStream(const session::SessionAddress& address, cluster::QueuedEnvelope queued,
+                       std::shared_ptr<void> batchToken);
+  // Listener thread, after an import of `phone` began at `startedAt` in
+  // link epoch `epoch`: the phone may go live (StreamIntake::goLive).
+  void goLive(const std::string& phone, std::chrono::steady_clock::time_point startedAt,
+              std::uint64_t epoch);
+  // On the worker: notifies the node holding `phone` (if any) of `moved`.
+  void tellHolder(const std::string& phone, const std::vector<cluster::QueuedEnvelope>& moved);
   // After a login here: claim the phone in sb_sessions, close its session on
   // the node that held it, import what waits for it in the stream, then let
   // the session page (it was started awaiting the store).
@@ -334,6 +362,8 @@ class MessagingService final : public session::SessionBackend {
   // On the worker: moves what waits for `phone` in the stream into the store
   // (written before it is removed from the stream), oldest first.
   void importFromStream(const std::string& phone);
+  // Its passes; `readUpTo` is the last server id read by a pass written here.
+  void importPasses(const std::string& phone, std::optional<std::uint64_t>& readUpTo);
   void releaseLocation(const session::LiveSession& session);
   // On the worker, after NATS came back and every few seconds: claims again
   // the phones whose sessions are here (closing those a newer login elsewhere
@@ -355,6 +385,8 @@ class MessagingService final : public session::SessionBackend {
   // (copyContacts), and a login copies the phone's list once more.
   kj::Promise<void> writeContactsThrough(const std::string& owner, std::vector<std::string> phones,
                                          bool add);
+  // One round of exportStranded: moves the rows the store holds for `phone` now.
+  void exportRows(const std::string& phone);
   void importContacts(const std::string& phone);
   // Not on a network thread: this node's rows for `owner` become `contacts`
   // (a durable write, only when they differ).
@@ -418,6 +450,12 @@ class MessagingService final : public session::SessionBackend {
   std::mutex deletesMutex_;
   std::unordered_map<std::string, std::uint32_t> deletesInFlight_;
   cluster::ClusterNode* cluster_ = nullptr;  // cluster mode only
+  std::unique_ptr<StreamIntake> intake_;     // cluster mode only
+  // Phones this node keeps rows for, for the stream (NATS was away), with the
+  // count of such writes not yet committed: later items for them are kept
+  // too, until exportStranded has moved them all, so none overtakes another.
+  std::mutex keptMutex_;
+  std::unordered_map<std::string, std::size_t> keptFor_;
   // Group id -> the record revision the store's copy matches (worker only).
   std::unordered_map<std::uint64_t, std::uint64_t> syncedGroups_;
 };

@@ -467,10 +467,12 @@ void LiveSession::end() {
   if (ended_) return;
   // Everything still held only in memory becomes durable for the next session;
   // a call in flight that returns after this still counts as delivered.
+  // ended() is already true for the backend: it may let go of items another
+  // copy of which still waits elsewhere (the cluster's stream).
+  ended_ = true;
   auto all = Clock::time_point::max();
   spill(*messages_, SpillKind::handOver, collectHeld(*messages_, all));
   spill(*receipts_, SpillKind::handOver, collectHeld(*receipts_, all));
-  ended_ = true;
   if (deadline_) deadline_->timer.cancel();
   ref_.gauges->queueLength = 0;
   backend_.sessionEnded(*this);

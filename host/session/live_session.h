@@ -95,6 +95,7 @@ class SessionBackend {
   // Writes `items` to the store in this order (rows held by the session for
   // SpillKind::keep), settles their acks once durable (or fails them), then
   // calls `session.spillDone(kind)` on the session's thread if it still lives.
+  // When the session is ending, session.ended() is already true.
   virtual void spillMessages(LiveSession& session, SpillKind kind,
                              std::vector<OutboundMessage> items) = 0;
   virtual void spillReceipts(LiveSession& session, SpillKind kind,

@@ -39,6 +39,9 @@ struct OutboundMessage {
   // handed to the write that makes it durable).
   std::shared_ptr<DeliveryAck> ack;
   std::chrono::steady_clock::time_point heldSince{};  // when the session took it in memory
+  // Cluster mode: its sequence in the cluster's stream when it came from there
+  // in memory (it stays in the stream until the phone or the store has it).
+  std::uint64_t streamId = 0;
 };
 
 enum class ReceiptKind : std::uint8_t { delivered = 0, read = 1 };
@@ -52,6 +55,7 @@ struct OutboundReceipt {
   Durability durability;  // `seq` is the row in receipts_queue
   std::shared_ptr<DeliveryAck> ack;
   std::chrono::steady_clock::time_point heldSince{};
+  std::uint64_t streamId = 0;  // as OutboundMessage::streamId
 };
 
 enum class PresenceState : std::uint8_t { online = 0, away = 1, offline = 2 };

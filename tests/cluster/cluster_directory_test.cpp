@@ -219,10 +219,12 @@ TEST_F(TwoNodes, CrossNodeDeliveryIsDurableOrderedAndExactlyOnce) {
   std::mutex mutex;
   std::vector<QueuedEnvelope> live;
   std::atomic<bool> onB{true};
-  b.listen(threadB, [&](QueuedEnvelope queued) {
+  b.listen(threadB, [&](NoticeBatch batch) {
     if (!threadB.isCurrent()) onB = false;
+    EXPECT_EQ(batch.items.size(), 1u);
+    EXPECT_TRUE(batch.replyTo.empty()) << "notify() asks for no answer";
     std::lock_guard lock(mutex);
-    live.push_back(std::move(queued));
+    for (auto& queued : batch.items) live.push_back(std::move(queued));
   });
   linkB->post([] {});  // nothing needed: the subscription is live once listen() returns
 
@@ -232,7 +234,7 @@ TEST_F(TwoNodes, CrossNodeDeliveryIsDurableOrderedAndExactlyOnce) {
     auto result = a.publish(message("+15550001", "+15550002", i));
     EXPECT_FALSE(result.duplicate);
     ids.push_back(result.serverId);
-    a.notify("b", QueuedEnvelope{result.serverId, message("+15550001", "+15550002", i)});
+    a.notify("b", {QueuedEnvelope{result.serverId, message("+15550001", "+15550002", i)}});
   }
   EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
 

@@ -110,8 +110,11 @@ class SendStream {
     std::deque<std::pair<std::uint32_t, std::future<client::SendResult>>> inFlight;
     std::uint32_t next = 0;
     while (!stopping_ || !inFlight.empty()) {
-      if (!stopping_ && inFlight.size() < kWindow) {
-        // The hello is the recipient's first message.
+      // The hello is the recipient's first message.
+      bool recipientBehind = to_.messageCount() + kAhead <= next + 1;
+      if (!stopping_ && inFlight.size() < kWindow && !(recipientBehind && !inFlight.empty())) {
+        // Sends in flight are answered first: a stream that waits for its
+        // recipient has every send answered (waitingForRecipient).
         if (!waitUntil([&] { return stopping_ || to_.messageCount() + kAhead > next + 1; },
                        std::chrono::seconds(60))) {
           std::lock_guard lock(mutex_);

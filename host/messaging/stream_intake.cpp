@@ -1,0 +1,142 @@
+#include "messaging/stream_intake.h"
+
+namespace switchboard::messaging {
+
+// Live before the link last went away: notices may have been lost since, and
+// rows kept elsewhere meanwhile are on their way into the stream.
+void StreamIntake::forgetStaleLive(Phone& p, std::uint64_t epochNow) {
+  if (!p.liveEpoch || *p.liveEpoch == epochNow) return;
+  p.liveEpoch.reset();
+  p.liveAt = std::max(p.liveAt, Clock::now() + kImportAfterReconnect);
+}
+
+void StreamIntake::loggedIn(const std::string& phone, std::uint64_t sessionId,
+                            Clock::time_point liveAt) {
+  std::deque<Kept> dropped;  // answered outside the lock
+  std::lock_guard lock(mutex_);
+  Phone& p = phones_[phone];
+  dropped.swap(p.kept);
+  bool importing = p.importing;
+  p = Phone{};
+  p.sessionId = sessionId;
+  p.liveAt = liveAt;
+  p.importing = importing;
+}
+
+void StreamIntake::ended(const std::string& phone, std::uint64_t sessionId) {
+  std::deque<Kept> dropped;
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it == phones_.end() || it->second.sessionId != sessionId) return;
+  dropped.swap(it->second.kept);
+  phones_.erase(it);
+}
+
+StreamIntake::Verdict StreamIntake::notice(const cluster::QueuedEnvelope& queued,
+                                           std::uint64_t epoch, const BatchToken& token) {
+  std::deque<Kept> dropped;
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(queued.envelope.recipient);
+  if (it == phones_.end()) return Verdict::notHere;
+  Phone& p = it->second;
+  if (queued.serverId <= p.readUpTo || p.held.contains(queued.serverId)) return Verdict::skip;
+  if (p.liveEpoch == epoch) {
+    p.held.insert(queued.serverId);
+    return Verdict::offer;
+  }
+  auto now = Clock::now();
+  forgetStaleLive(p, epoch);
+  if (p.kept.size() >= kMaxKept) {
+    dropped.swap(p.kept);
+    p.liveAt = std::max(p.liveAt, now);  // what was dropped is read by a later import
+  }
+  p.kept.push_back({queued, token});
+  if (p.importAsked) return Verdict::kept;
+  p.importAsked = true;
+  return Verdict::import;
+}
+
+std::optional<std::vector<StreamIntake::Kept>> StreamIntake::goLive(const std::string& phone,
+                                                                    Clock::time_point startedAt,
+                                                                    std::uint64_t epoch,
+                                                                    std::uint64_t epochNow) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it == phones_.end()) return std::nullopt;
+  Phone& p = it->second;
+  forgetStaleLive(p, epochNow);
+  if (p.liveEpoch || p.importing || epoch != epochNow || startedAt < p.liveAt) return std::nullopt;
+  p.liveEpoch = epochNow;
+  std::vector<Kept> offers;
+  for (Kept& kept : p.kept) {
+    std::uint64_t id = kept.queued.serverId;
+    if (id <= p.readUpTo || p.held.contains(id)) continue;
+    p.held.insert(id);
+    offers.push_back(std::move(kept));
+  }
+  p.kept.clear();
+  return offers;
+}
+
+bool StreamIntake::beginImport(const std::string& phone, std::uint64_t epochNow) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it == phones_.end()) return true;  // not a session here: import as asked
+  Phone& p = it->second;
+  forgetStaleLive(p, epochNow);
+  if (p.liveEpoch) {
+    p.importAsked = false;
+    return false;
+  }
+  p.importing = true;
+  p.importAsked = false;
+  return true;
+}
+
+void StreamIntake::endImport(const std::string& phone, std::optional<std::uint64_t> readUpTo) {
+  std::deque<Kept> dropped;
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it == phones_.end()) return;
+  Phone& p = it->second;
+  p.importing = false;
+  if (readUpTo) p.readUpTo = std::max(p.readUpTo, *readUpTo);
+  while (!p.kept.empty() && p.kept.front().queued.serverId <= p.readUpTo) {
+    dropped.push_back(std::move(p.kept.front()));
+    p.kept.pop_front();
+  }
+  // Notices from several nodes interleave: drop the rest the import read too.
+  std::erase_if(p.kept, [&](const Kept& kept) { return kept.queued.serverId <= p.readUpTo; });
+}
+
+std::uint64_t StreamIntake::readUpTo(const std::string& phone) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  return it == phones_.end() ? 0 : it->second.readUpTo;
+}
+
+bool StreamIntake::inMemory(const std::string& phone, std::uint64_t serverId) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  return it != phones_.end() && it->second.held.contains(serverId);
+}
+
+void StreamIntake::settled(const std::string& phone, std::uint64_t serverId) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it != phones_.end()) it->second.held.erase(serverId);
+}
+
+std::vector<std::string> StreamIntake::due(Clock::time_point now, std::uint64_t epochNow) {
+  std::vector<std::string> phones;
+  std::lock_guard lock(mutex_);
+  for (auto& [phone, p] : phones_) {
+    forgetStaleLive(p, epochNow);
+    if (p.liveEpoch || p.importing || p.importAsked || p.liveAt > now) continue;
+    p.importAsked = true;
+    phones.push_back(phone);
+  }
+  return phones;
+}
+
+}  // namespace switchboard::messaging

@@ -1,0 +1,123 @@
+// Cluster mode, the receiving side: which phones with a session on this node
+// take envelopes from the cluster's stream (SB_INBOX) in memory, straight from
+// the live notices, and which envelopes are in memory now (docs/cluster.md,
+// "Cross-node delivery").
+//
+// A phone is *importing* or *live*:
+// - importing (from its login, and again after the link lost NATS): notices
+//   for it are kept here in arrival order and ask for an import (the stream
+//   into the store, host/messaging/cluster_messaging.cpp). Imports put what
+//   they read in sending order; what they read leaves this buffer.
+// - live: a notice's envelope is offered to the phone's session in memory, as
+//   a message from a phone on this node would be. It is removed from the
+//   stream once the phone has it or the store does; a session that ends with
+//   it leaves it in the stream for the next import, wherever that is.
+// A phone goes live when an import that started no earlier than its `liveAt`
+// (and since the link last reconnected) has finished, with no other import
+// running: the envelopes kept meanwhile and not read by that import are then
+// offered first, in arrival order. From then on no import runs for it (one
+// could read envelopes whose notices are still on their way, and they would
+// overtake or repeat what memory delivers).
+//
+// Why `liveAt`: a sender's node names the recipient's node from a location
+// cache (kLocationCacheTtl); a login elsewhere cannot be seen there for that
+// long, so notices for messages stored meanwhile may go to the old node. An
+// import that starts after that window reads them all.
+//
+// The order of offers and goLive() is the order of the listener thread's
+// turns: notice() and goLive() run there only. The rest is thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "cluster/delivery_transport.h"
+
+namespace switchboard::messaging {
+
+class StreamIntake {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Held by whatever still has to do with a notice batch; the last one
+  // answers the batch's sender (its window).
+  using BatchToken = std::shared_ptr<void>;
+
+  struct Kept {
+    cluster::QueuedEnvelope queued;
+    BatchToken token;
+  };
+
+  enum class Verdict {
+    notHere,  // no session here: it waits in the stream for the phone's next login
+    skip,     // imported already, or in memory already
+    offer,    // live: offer it in memory (it is counted as in memory now)
+    kept,     // importing: kept here, an import is already asked for
+    import,   // importing: kept here; ask for an import
+  };
+
+  // A login here, before its import: the phone imports until `liveAt`.
+  void loggedIn(const std::string& phone, std::uint64_t sessionId, Clock::time_point liveAt);
+  // Its session ended: forget the phone (envelopes it held in memory are
+  // still in the stream, unless removed already).
+  void ended(const std::string& phone, std::uint64_t sessionId);
+
+  // Listener thread. `epoch` counts the link's disconnects: a phone live in
+  // an older one imports again.
+  Verdict notice(const cluster::QueuedEnvelope& queued, std::uint64_t epoch,
+                 const BatchToken& token);
+  // How long a phone imports after the link came back before it may go live
+  // again: the other nodes move what they kept meanwhile into the stream at
+  // their own reconnect, and an import puts those in sending order; memory
+  // could not.
+  static constexpr std::chrono::seconds kImportAfterReconnect{3};
+  // Listener thread, after an import that started at `startedAt` in `epoch`:
+  // nullopt if the phone does not go live now; else it is live, and these
+  // kept envelopes (now counted as in memory) are to be offered first.
+  std::optional<std::vector<Kept>> goLive(const std::string& phone, Clock::time_point startedAt,
+                                          std::uint64_t epoch, std::uint64_t epochNow);
+
+  // Around an import (worker). beginImport is false when the phone is live in
+  // `epochNow` (then nothing is imported); endImport records what was read.
+  bool beginImport(const std::string& phone, std::uint64_t epochNow);
+  void endImport(const std::string& phone, std::optional<std::uint64_t> readUpTo);
+  // Where an import of the phone starts reading (what earlier ones read).
+  std::uint64_t readUpTo(const std::string& phone);
+  // An import skips envelopes in memory.
+  bool inMemory(const std::string& phone, std::uint64_t serverId);
+  // The envelope left memory: removed from the stream, or let go.
+  void settled(const std::string& phone, std::uint64_t serverId);
+  // Importing phones that nothing asked to import and whose liveAt passed:
+  // each is now asked for (the caller imports them).
+  std::vector<std::string> due(Clock::time_point now, std::uint64_t epochNow);
+
+  // Envelopes kept per importing phone before they are dropped (an import
+  // started later reads them from the stream).
+  static constexpr std::size_t kMaxKept = 20000;
+
+ private:
+  struct Phone {
+    std::uint64_t sessionId = 0;
+    Clock::time_point liveAt{};
+    std::optional<std::uint64_t> liveEpoch;  // set: live in that epoch
+    std::uint64_t readUpTo = 0;              // imports read every envelope up to here
+    bool importing = false;                  // an import is running
+    bool importAsked = false;                // an import is asked for and not begun
+    std::unordered_set<std::uint64_t> held;  // in memory (offered, not yet removed)
+    std::deque<Kept> kept;
+  };
+
+  static void forgetStaleLive(Phone& p, std::uint64_t epochNow);
+
+  std::mutex mutex_;
+  std::unordered_map<std::string, Phone> phones_;
+};
+
+}  // namespace switchboard::messaging
