@@ -5,10 +5,12 @@
 // other, and a node killed with messages in flight loses none it acknowledged.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <future>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "cluster/delivery_transport.h"
 #include "cluster/nats_link.h"
@@ -472,6 +474,195 @@ TEST_F(ClusterMessaging, PresenceAndTypingCrossNodesBetweenMutualContacts) {
     return false;
   }));
   for (const auto& update : carol.presence()) EXPECT_NE(update.phone, alice.number());
+}
+
+// ---------------------------------------------------------------- delivery from memory
+
+// A phone's node takes envelopes from the live notices in memory once the
+// phone is live there (docs/cluster.md, "Cross-node delivery"): b's log says
+// so, and nothing for the phone is imported into b's store afterwards.
+bool waitUntilLive(const RunningHost& node, const std::string& phone) {
+  return waitUntil([&] {
+    return node.log().find("cluster: " + phone + " takes notices in memory") != std::string::npos;
+  });
+}
+
+// Sends `count` messages "<prefix> <i>" at once; returns each acknowledged
+// one's body and id (refused ones left out).
+std::map<std::string, std::uint64_t> sendBurst(RecordingPhone& from, const std::string& to,
+                                               const std::string& prefix, int count) {
+  std::vector<std::pair<std::string, std::future<client::SendResult>>> sends;
+  for (int i = 0; i < count; ++i) {
+    std::string body = prefix + " " + std::to_string(i);
+    sends.emplace_back(body, from.client().sendAsync(to, body));
+  }
+  std::map<std::string, std::uint64_t> acked;
+  for (auto& [body, send] : sends) {
+    EXPECT_EQ(send.wait_for(std::chrono::seconds(60)), std::future_status::ready) << body;
+    try {
+      acked[body] = send.get().id;
+    } catch (const client::ClientError&) {
+    }
+  }
+  return acked;
+}
+
+// The burst's numbers in the order `messages` has them.
+std::vector<int> burstOrder(const std::vector<client::Message>& messages,
+                            const std::string& prefix) {
+  std::vector<int> order;
+  for (const auto& message : messages) {
+    if (message.body.rfind(prefix + " ", 0) == 0) {
+      order.push_back(std::stoi(message.body.substr(prefix.size() + 1)));
+    }
+  }
+  return order;
+}
+
+TEST_F(ClusterMessaging, ABurstToAPhoneLiveOnTheOtherNodeArrivesInOrderFromMemory) {
+  RecordingPhone alice(a->clientOptions(), "+15550009131");
+  RecordingPhone bob(b->clientOptions(), "+15550009132");
+  alice.registerAndLogin(a->sms());
+  bob.registerAndLogin(b->sms());
+  alice.client().send(bob.number(), "first");
+  ASSERT_TRUE(bob.waitForMessages(1));
+  ASSERT_TRUE(waitUntilLive(*b, bob.number())) << b->log();
+  std::size_t mark = b->log().size();
+
+  constexpr int kBurst = 300;
+  auto acked = sendBurst(alice, bob.number(), "burst", kBurst);
+  ASSERT_EQ(acked.size(), static_cast<std::size_t>(kBurst));
+  ASSERT_TRUE(bob.waitForMessages(kBurst + 1));
+  auto received = bob.messages();
+  ASSERT_EQ(received.size(), static_cast<std::size_t>(kBurst + 1));
+  std::vector<int> expected(kBurst);
+  for (int i = 0; i < kBurst; ++i) expected[i] = i;
+  EXPECT_EQ(burstOrder(received, "burst"), expected);
+  for (const auto& message : received) {
+    if (acked.count(message.body)) {
+      EXPECT_EQ(message.id, acked[message.body]) << message.body;
+    }
+  }
+  for (const auto& [body, id] : acked) {
+    EXPECT_TRUE(alice.waitForReceipt(id, client::ReceiptKind::delivered)) << body;
+  }
+  // From memory: none of it went through b's store by an import.
+  EXPECT_EQ(b->log().substr(mark).find("for " + bob.number() + " from the stream"),
+            std::string::npos)
+      << b->log().substr(mark);
+}
+
+// The session on b ends while envelopes are on their way to it in memory:
+// what it had not taken stays in the stream and reaches the phone when it
+// logs in again, on a, in order.
+TEST_F(ClusterMessaging, APhoneWhoseSessionEndsMidStreamGetsTheRestAtItsNextLoginOnTheOtherNode) {
+  RecordingPhone alice(a->clientOptions(), "+15550009141");
+  alice.registerAndLogin(a->sms());
+  RecordingPhone bobOnB(b->clientOptions(), "+15550009142");
+  bobOnB.registerAndLogin(b->sms());
+  alice.client().send(bobOnB.number(), "first");
+  ASSERT_TRUE(bobOnB.waitForMessages(1));
+  ASSERT_TRUE(waitUntilLive(*b, bobOnB.number())) << b->log();
+
+  constexpr int kBurst = 300;
+  std::vector<std::pair<std::string, std::future<client::SendResult>>> sends;
+  for (int i = 0; i < kBurst; ++i) {
+    std::string body = "stream " + std::to_string(i);
+    sends.emplace_back(body, alice.client().sendAsync(bobOnB.number(), body));
+  }
+  ASSERT_TRUE(bobOnB.waitForMessages(20));
+  bobOnB.client().logout();  // mid-stream
+  std::size_t takenOnB = bobOnB.messageCount() - 1;
+  std::map<std::string, std::uint64_t> acked;
+  for (auto& [body, send] : sends) {
+    ASSERT_EQ(send.wait_for(std::chrono::seconds(60)), std::future_status::ready) << body;
+    acked[body] = send.get().id;
+  }
+
+  RecordingPhone bobOnA(a->clientOptions(), bobOnB.number());
+  bobOnA.setKey(bobOnB.key());
+  bobOnA.login();
+  auto allArrived = [&] {
+    std::set<std::string> seen;
+    for (const auto& message : bobOnB.messages()) seen.insert(message.body);
+    for (const auto& message : bobOnA.messages()) seen.insert(message.body);
+    for (const auto& [body, id] : acked) {
+      if (!seen.count(body)) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(waitUntil(allArrived))
+      << "taken on b " << takenOnB << ", on a " << bobOnA.messageCount() << "\n"
+      << b->log();
+  // On a, in order and once each, with the acknowledged ids; it goes on from
+  // where b stopped (a copy b handed the phone just before the logout may be
+  // seen by both phones, never twice by one).
+  auto onA = burstOrder(bobOnA.messages(), "stream");
+  ASSERT_FALSE(onA.empty());
+  EXPECT_TRUE(std::is_sorted(onA.begin(), onA.end()));
+  EXPECT_EQ(std::adjacent_find(onA.begin(), onA.end()), onA.end()) << "a repeat on a";
+  EXPECT_EQ(onA.back(), kBurst - 1);
+  for (const auto& message : bobOnA.messages()) {
+    if (acked.count(message.body)) {
+      EXPECT_EQ(message.id, acked[message.body]) << message.body;
+    }
+  }
+  std::cout << takenOnB << " taken on b before the logout, " << onA.size() << " on a\n";
+}
+
+// b is killed while it delivers from memory (some envelopes taken by the
+// phone and not yet removed from the stream, some in flight): the phone moves
+// to a, and with b back (what b had made durable moves on) every acknowledged
+// message reaches the application exactly once (the client drops a repeat).
+TEST_F(ClusterMessaging, KillingTheRecipientsNodeWhileItDeliversFromMemoryLosesAndRepeatsNothing) {
+  RecordingPhone alice(a->clientOptions(), "+15550009151");
+  alice.registerAndLogin(a->sms());
+  client::ClientOptions both = b->clientOptions();
+  both.endpoints = {b->endpoint(), a->endpoint()};
+  RecordingPhone bob(both, "+15550009152");
+  bob.registerAndLogin(b->sms());
+  alice.client().send(bob.number(), "first");
+  ASSERT_TRUE(bob.waitForMessages(1));
+  ASSERT_TRUE(waitUntilLive(*b, bob.number())) << b->log();
+
+  constexpr int kBurst = 400;
+  std::vector<std::pair<std::string, std::future<client::SendResult>>> sends;
+  for (int i = 0; i < kBurst; ++i) {
+    std::string body = "memory " + std::to_string(i);
+    sends.emplace_back(body, alice.client().sendAsync(bob.number(), body));
+  }
+  ASSERT_TRUE(waitUntil([&] { return bob.messageCount() > 50; }));
+  b->kill9();
+  std::size_t beforeKill = bob.messageCount() - 1;
+  std::map<std::string, std::uint64_t> acked;
+  for (auto& [body, send] : sends) {
+    ASSERT_EQ(send.wait_for(std::chrono::seconds(60)), std::future_status::ready) << body;
+    try {
+      acked[body] = send.get().id;
+    } catch (const client::ClientError&) {
+    }
+  }
+  ASSERT_GT(acked.size(), beforeKill);
+  b->start();
+  ASSERT_TRUE(waitUntil([&] {
+    std::size_t found = 0;
+    for (const auto& message : bob.messages()) found += acked.count(message.body);
+    return found >= acked.size();
+  })) << "acknowledged "
+      << acked.size() << ", received " << bob.messageCount() << "\n"
+      << b->log();
+  std::map<std::string, int> seen;
+  for (const auto& message : bob.messages()) ++seen[message.body];
+  for (const auto& [body, id] : acked) EXPECT_EQ(seen[body], 1) << body;
+  for (const auto& [body, count] : seen) EXPECT_EQ(count, 1) << body;
+  for (const auto& message : bob.messages()) {
+    if (acked.count(message.body)) {
+      EXPECT_EQ(message.id, acked[message.body]) << message.body;
+    }
+  }
+  EXPECT_EQ(bob.client().serverInfo().node, "a");
+  std::cout << beforeKill << " of " << acked.size()
+            << " acknowledged messages had reached bob from b's memory when it was killed\n";
 }
 
 }  // namespace
