@@ -2,7 +2,6 @@
 // connection is closed unless a Gateway.login on it succeeds in time; the
 // Gateway itself lifts the deadline (no forwarding capability in front of it).
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -49,13 +48,8 @@ TEST(LoginDeadline, OnlyASuccessfulLoginKeepsTheConnectionPastTheDeadline) {
 
   // A connection that never logs in, opened after the login: once the host has
   // closed it, the deadline of every connection opened before it has passed.
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = connectToLoopback(host.port());
   ASSERT_GE(fd, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(host.port());
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
   char byte = 0;
   ssize_t got = ::recv(fd, &byte, 1, 0);  // blocks until the host closes it
   ::close(fd);

@@ -48,6 +48,20 @@ std::vector<std::string> SmsFile::codes(const std::string& phone) const {
   return found;
 }
 
+int connectToLoopback(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 std::string registerPhone(client::Client& client, const SmsFile& sms, const std::string& phone,
                           const std::string& deviceName) {
   std::size_t before = sms.codes(phone).size();
@@ -197,15 +211,11 @@ int RunningHost::stop() {
 
 std::optional<double> RunningHost::metric(const std::string& name) const {
   if (metricsPort_ == 0) return std::nullopt;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(metricsPort_);
+  int fd = connectToLoopback(metricsPort_);
+  if (fd < 0) return std::nullopt;
   // The host closes the connection after its answer: read to EOF.
   std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+  if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
     ::close(fd);
     return std::nullopt;
   }

@@ -34,6 +34,10 @@ class SmsFile {
   std::filesystem::path lines_;
 };
 
+// A plain TCP connection to 127.0.0.1:`port`: its descriptor (the caller closes
+// it), or -1 when the connect fails.
+int connectToLoopback(std::uint16_t port);
+
 // Requests a code for `phone`, reads it from `sms` and verifies it: the device key.
 std::string registerPhone(client::Client& client, const SmsFile& sms, const std::string& phone,
                           const std::string& deviceName = "test phone");

@@ -115,13 +115,8 @@ TEST(Tls, AHandshakeThatNeverComesIsClosedAtTheLoginDeadline) {
   RunningHost host(concat(certificates.hostArgs(), {"--login-deadline-ms", "300"}));
   host.start();
 
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = connectToLoopback(host.port());
   ASSERT_GE(fd, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(host.port());
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
   // Nothing is sent: the host waits for a ClientHello until the deadline, then closes.
   char byte = 0;
   ssize_t got = ::recv(fd, &byte, 1, 0);
