@@ -20,13 +20,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <deque>
 #include <exception>
 #include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <sodium.h>
 
@@ -62,7 +62,9 @@ struct PendingCode {
 };
 
 // Request times (ms) inside the current window, oldest first.
-using RequestTimes = std::deque<std::int64_t>;
+// A key's request times in the window, oldest first: a handful at most (the
+// window's limit), so a vector: one small allocation, where a deque takes ~600 bytes.
+using RequestTimes = std::vector<std::int64_t>;
 using Windows = std::map<std::string, RequestTimes, std::less<>>;
 
 bool isE164(std::string_view phone) {
@@ -282,13 +284,19 @@ class AuthPolicy final : public AuthPlugin {
     return std::string(digits, kCodeDigits);
   }
 
+  static void dropOlderThan(RequestTimes& times, std::int64_t oldest) {
+    auto kept =
+        std::find_if(times.begin(), times.end(), [&](std::int64_t t) { return t > oldest; });
+    times.erase(times.begin(), kept);
+  }
+
   // The window of `key`, with requests older than the window dropped.
   static RequestTimes& openWindow(Windows& windows, std::string_view key, std::int64_t now,
                                   std::int64_t windowMs) {
     auto found = windows.find(key);
     if (found == windows.end()) found = windows.emplace(std::string(key), RequestTimes{}).first;
     RequestTimes& times = found->second;
-    while (!times.empty() && times.front() <= now - windowMs) times.pop_front();
+    dropOlderThan(times, now - windowMs);
     return times;
   }
 
@@ -303,7 +311,7 @@ class AuthPolicy final : public AuthPlugin {
     const std::int64_t windowMs = static_cast<std::int64_t>(settings_.rateWindowSeconds) * 1000;
     for (Windows* windows : {&phoneWindows_, &peerWindows_}) {
       for (auto it = windows->begin(); it != windows->end();) {
-        while (!it->second.empty() && it->second.front() <= now - windowMs) it->second.pop_front();
+        dropOlderThan(it->second, now - windowMs);
         it = it->second.empty() ? windows->erase(it) : std::next(it);
       }
     }
