@@ -5,6 +5,10 @@
 namespace switchboard::messaging {
 namespace {
 
+// send/sendGroup results: (id, timestamp). Stated, because without a size
+// hint Cap'n Proto zero-fills an 8 KiB first segment for every reply.
+constexpr capnp::MessageSize kSentSize{2, 0};
+
 std::string text(capnp::Text::Reader reader) {
   return std::string(reader.cStr(), reader.size());
 }
@@ -47,7 +51,7 @@ kj::Promise<void> SessionServer::send(SendContext context) {
   return service_
       .send(live(), text(params.getTo()), text(params.getClientMsgId()), bytes(params.getBody()))
       .then([context](SentMessage sent) mutable {
-        auto results = context.getResults();
+        auto results = context.getResults(kSentSize);
         results.setId(sent.id);
         results.setTimestamp(sent.timestamp);
       });
@@ -59,7 +63,7 @@ kj::Promise<void> SessionServer::sendGroup(SendGroupContext context) {
   return service_
       .sendGroup(live(), params.getGroup(), text(params.getClientMsgId()), bytes(params.getBody()))
       .then([context](SentMessage sent) mutable {
-        auto results = context.getResults();
+        auto results = context.getResults(kSentSize);
         results.setId(sent.id);
         results.setTimestamp(sent.timestamp);
       });

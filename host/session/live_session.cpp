@@ -296,9 +296,43 @@ void LiveSession::checkStall() {
   kick("too slow to read");
 }
 
+namespace {
+
+// Every Inbox call states its size: without a hint Cap'n Proto gives a call's
+// message an 8 KiB first segment and zero-fills it, three times per message
+// delivered (the call, the sender's reply, the "delivered" receipt).
+constexpr std::uint64_t textWords(std::size_t bytes) {
+  return (bytes + 8) / 8;  // with its NUL
+}
+constexpr std::uint64_t dataWords(std::size_t bytes) {
+  return (bytes + 7) / 8;
+}
+constexpr std::uint64_t kListTagWords = 1;
+constexpr std::uint64_t kMessageWords = 6;         // proto::Message: 3 data words, 3 pointers
+constexpr std::uint64_t kReceiptWords = 4;         // proto::Receipt: 3 data words, 1 pointer
+constexpr std::uint64_t kPresenceUpdateWords = 3;  // proto::PresenceUpdate: 2 data words, 1 pointer
+
+capnp::MessageSize deliverSize(const std::vector<OutboundMessage>& batch) {
+  std::uint64_t words = kListTagWords;
+  for (const OutboundMessage& m : batch) {
+    words += kMessageWords + textWords(m.from.size()) + textWords(m.clientMsgId.size()) +
+             dataWords(m.body.size());
+  }
+  return {words, 0};
+}
+
+capnp::MessageSize receiptSize(const std::vector<OutboundReceipt>& batch) {
+  std::uint64_t words = kListTagWords;
+  for (const OutboundReceipt& r : batch) words += kReceiptWords + textWords(r.by.size());
+  return {words, 0};
+}
+
+}  // namespace
+
 void LiveSession::push(OutboundPresence presence) {
   if (ended_ || presenceInFlight_ >= limits_.deliverWindow * limits_.deliverBatch) return;
-  auto request = inbox_.presenceRequest();
+  auto request = inbox_.presenceRequest(capnp::MessageSize{
+      kListTagWords + kPresenceUpdateWords + textWords(presence.phone.size()), 0});
   auto update = request.initUpdates(1)[0];
   update.setPhone(presence.phone);
   update.setState(static_cast<proto::PresenceState>(presence.state));
@@ -319,7 +353,7 @@ void LiveSession::pump() {
   refill();
   if (messages_->takesOffers() && receipts_->takesOffers()) overflowed_ = false;
   pumpFeed(*messages_, [this](const std::vector<OutboundMessage>& batch) {
-    auto request = inbox_.deliverRequest();
+    auto request = inbox_.deliverRequest(deliverSize(batch));
     auto list = request.initMessages(static_cast<unsigned>(batch.size()));
     for (unsigned i = 0; i < batch.size(); ++i) {
       const OutboundMessage& m = batch[i];
@@ -334,7 +368,7 @@ void LiveSession::pump() {
     return request.send().ignoreResult();
   });
   pumpFeed(*receipts_, [this](const std::vector<OutboundReceipt>& batch) {
-    auto request = inbox_.receiptRequest();
+    auto request = inbox_.receiptRequest(receiptSize(batch));
     auto list = request.initReceipts(static_cast<unsigned>(batch.size()));
     for (unsigned i = 0; i < batch.size(); ++i) {
       const OutboundReceipt& r = batch[i];
@@ -434,7 +468,7 @@ void LiveSession::fail(const kj::Exception& exception) {
 void LiveSession::kick(std::string reason, bool closeConnection) {
   if (ended_) return;
   spdlog::info("kicking session {} of {}: {}", ref_.sessionId, ref_.phone, reason);
-  auto request = inbox_.kickedRequest();
+  auto request = inbox_.kickedRequest(capnp::MessageSize{textWords(reason.size()) + 1, 0});
   request.setReason(reason);
   auto sent = request.send().ignoreResult();
   if (!closeConnection || !closeConnection_) {
