@@ -822,9 +822,18 @@ struct DeliveryTransport::Outbox {
 };
 
 DeliveryTransport::DeliveryTransport(NatsLink& link, DeliveryTransportOptions options)
-    : link_(link), options_(std::move(options)), outbox_(std::make_unique<Outbox>(*this)) {}
+    : link_(link),
+      options_(std::move(options)),
+      outbox_(std::make_unique<Outbox>(*this)),
+      liveness_(std::make_shared<Liveness>()) {
+  liveness_->transport = this;
+}
 
 DeliveryTransport::~DeliveryTransport() {
+  {
+    std::lock_guard lock(liveness_->mutex);
+    liveness_->transport = nullptr;
+  }
   outbox_.reset();  // fails what it still holds, then lets go of its libnats handles
   for (auto& listener : listeners_) {
     natsSubscription_Unsubscribe(listener->subscription);
@@ -876,6 +885,13 @@ void DeliveryTransport::removeLater(std::uint64_t serverId, std::function<void()
     }
     failed();
   });
+}
+
+std::function<void(const std::string&)> DeliveryTransport::noticeAnswerer() {
+  return [liveness = liveness_](const std::string& replyTo) {
+    std::lock_guard lock(liveness->mutex);
+    if (liveness->transport != nullptr) liveness->transport->answerNotices(replyTo);
+  };
 }
 
 void DeliveryTransport::answerNotices(const std::string& replyTo) {

@@ -188,6 +188,9 @@ class DeliveryTransport {
   // Answers a batch's sender (any thread, never blocks; nothing when
   // `replyTo` is empty or NATS is away).
   void answerNotices(const std::string& replyTo);
+  // answerNotices for holders that may outlive the transport (what waits
+  // for a batch at shutdown): the function does nothing once it is gone.
+  std::function<void(const std::string& replyTo)> noticeAnswerer();
 
   // Kick notices, core NATS on sb.node.<node>.kick: fire and forget (a no-op
   // while degraded). listenKicks() runs `handler` on `thread`; once.
@@ -221,13 +224,18 @@ class DeliveryTransport {
   static void onMessage(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* listener);
 
   struct Outbox;
+  struct Liveness {
+    std::mutex mutex;
+    DeliveryTransport* transport = nullptr;  // null once destroyed
+  };
 
   NatsLink& link_;
   const DeliveryTransportOptions options_;
   std::mutex mutex_;
   bool streamReady_ = false;
   std::vector<std::unique_ptr<Listener>> listeners_;  // listen*() calls; once each
-  std::unique_ptr<Outbox> outbox_;                    // made by setLocator()
+  std::unique_ptr<Outbox> outbox_;
+  std::shared_ptr<Liveness> liveness_;
 };
 
 // The stream subject an envelope for `recipient` is stored under, and the

@@ -73,16 +73,17 @@ constexpr auto kImportAfterLogin = cluster::kLocationCacheTtl + std::chrono::sec
 constexpr auto kGoLiveCheck = std::chrono::milliseconds(250);
 
 // Answers a notice batch's sender (its window) once nothing here holds it.
+// (It may be the last thing to go at shutdown, after the transport.)
 class NoticeAnswer {
  public:
-  NoticeAnswer(cluster::DeliveryTransport& transport, std::string replyTo)
-      : transport_(transport), replyTo_(std::move(replyTo)) {}
-  ~NoticeAnswer() { transport_.answerNotices(replyTo_); }
+  NoticeAnswer(std::function<void(const std::string&)> answer, std::string replyTo)
+      : answer_(std::move(answer)), replyTo_(std::move(replyTo)) {}
+  ~NoticeAnswer() { answer_(replyTo_); }
   NoticeAnswer(const NoticeAnswer&) = delete;
   NoticeAnswer& operator=(const NoticeAnswer&) = delete;
 
  private:
-  cluster::DeliveryTransport& transport_;
+  std::function<void(const std::string&)> answer_;
   std::string replyTo_;
 };
 
@@ -877,7 +878,8 @@ void MessagingService::keepForExport(std::string to, Item item) {
 void MessagingService::noticesArrived(cluster::NoticeBatch batch) {
   std::shared_ptr<void> token;
   if (!batch.replyTo.empty()) {
-    token = std::make_shared<NoticeAnswer>(cluster_->transport(), std::move(batch.replyTo));
+    token = std::make_shared<NoticeAnswer>(cluster_->transport().noticeAnswerer(),
+                                           std::move(batch.replyTo));
   }
   std::uint64_t epoch = cluster_->link().disconnects();
   std::vector<std::string> imports;
