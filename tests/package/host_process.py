@@ -97,8 +97,12 @@ def run(command, cwd=None, env=None, timeout=600, check=True):
 
 
 def clean_env(**extra):
-    """The environment without PYTHONPATH or SWITCHBOARD_ADMIN_SOCKET, plus `extra`."""
+    """The environment without PYTHONPATH or SWITCHBOARD_ADMIN_SOCKET, plus `extra`.
+    Under scripts/sanitize the ASan runtime is preloaded (SWITCHBOARD_SANITIZED_PRELOAD):
+    Debian's python3 is not instrumented, and the installed module is."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "SWITCHBOARD_ADMIN_SOCKET")}
+    if os.environ.get("SWITCHBOARD_SANITIZED_PRELOAD"):
+        env["LD_PRELOAD"] = os.environ["SWITCHBOARD_SANITIZED_PRELOAD"]
     env.update(extra)
     return env

@@ -159,7 +159,9 @@ class WebPhone {
     request.setPhone(phone);
     request.setCode(code);
     request.setDeviceName("web test");
-    auto key = request.send().wait(io_.waitScope).getKey();
+    // The response owns the message `key` points into: keep it while reading.
+    auto response = request.send().wait(io_.waitScope);
+    auto key = response.getKey();
     return std::string(reinterpret_cast<const char*>(key.begin()), key.size());
   }
 
