@@ -25,6 +25,30 @@ struct NodeReplies {
   std::string error;
 };
 
+// A node's answer carries an operation's outcome field for field; these two
+// are the only places that copy it, one way each.
+plugin::OperationResult operationOf(const cluster::PluginReply& reply) {
+  plugin::OperationResult result;
+  result.ok = reply.ok;
+  result.error = reply.error;
+  result.fromVersion = reply.fromVersion;
+  result.toVersion = reply.toVersion;
+  result.sha256 = reply.sha256;
+  result.pauseUs = reply.pauseUs;
+  return result;
+}
+
+cluster::PluginReply replyOf(const plugin::OperationResult& result) {
+  cluster::PluginReply reply;
+  reply.ok = result.ok;
+  reply.error = result.error;
+  reply.fromVersion = result.fromVersion;
+  reply.toVersion = result.toVersion;
+  reply.sha256 = result.sha256;
+  reply.pauseUs = result.pauseUs;
+  return reply;
+}
+
 std::string plainText(capnp::Text::Reader text) {
   return std::string(text.cStr(), text.size());
 }
@@ -64,14 +88,7 @@ kj::Promise<void> answerPerNode(const HostView& host, Context context, capnp::Te
           const auto& reply = replies.replies[i];
           out[i].setNode(text(reply.node));
           out[i].setAnswered(reply.answered);
-          plugin::OperationResult result;
-          result.ok = reply.ok;
-          result.error = reply.error;
-          result.fromVersion = reply.fromVersion;
-          result.toVersion = reply.toVersion;
-          result.sha256 = reply.sha256;
-          result.pauseUs = reply.pauseUs;
-          fillOperation(out[i].initResult(), result);
+          fillOperation(out[i].initResult(), operationOf(reply));
         }
       });
 }
@@ -130,23 +147,13 @@ void RelayedPluginOperations::run(cluster::PluginRequest request,
     spdlog::info("admin: rolling back {} as asked by {}", request.kind, request.actor);
     return rollbackOnThisNode(host, worker, kind, version, request.actor);
   });
-  tasks_.add(operation.then(
-      [answer](plugin::OperationResult result) {
-        cluster::PluginReply reply;
-        reply.ok = result.ok;
-        reply.error = result.error;
-        reply.fromVersion = result.fromVersion;
-        reply.toVersion = result.toVersion;
-        reply.sha256 = result.sha256;
-        reply.pauseUs = result.pauseUs;
-        answer(std::move(reply));
-      },
-      [answer](kj::Exception&& exception) {
-        // A refusal: the same sentence the admin socket would give.
-        cluster::PluginReply reply;
-        reply.error = exception.getDescription().cStr();
-        answer(std::move(reply));
-      }));
+  tasks_.add(operation.then([answer](plugin::OperationResult result) { answer(replyOf(result)); },
+                            [answer](kj::Exception&& exception) {
+                              // A refusal: the same sentence the admin socket would give.
+                              cluster::PluginReply reply;
+                              reply.error = exception.getDescription().cStr();
+                              answer(std::move(reply));
+                            }));
 }
 
 }  // namespace switchboard::admin
