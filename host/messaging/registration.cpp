@@ -93,6 +93,10 @@ std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::str
                                                      proto::Inbox::Client inbox,
                                                      const ConnectionContext& connection) {
   requirePhone(phone, "phone");
+  // The login's reads (the key, then the first pages of its queues and who
+  // watches its presence) are one read transaction: SQLite takes and drops a
+  // WAL read mark per transaction, two fcntl calls each.
+  auto reads = store_.readTransaction();
   std::optional<std::string> stored;
   std::uint64_t number = 0;
   store_.read([&](store::Connection& db) {
@@ -139,6 +143,11 @@ std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::str
     }
   }
   ++counters_.logins;
+  // The ordering contract of session/session_table.h: what was committed for
+  // the phone before the attach is read by the paging below (the key's
+  // snapshot is renewed if a write committed since), or its writer finds the
+  // session in the table and tells it (storeChanged).
+  reads->refresh();
   // Rows this phone already took may still be on their way out of the store:
   // page only once those deletes are durable, so nothing returned comes back.
   // In a cluster the session first claims the phone and imports what waits

@@ -140,6 +140,7 @@ std::vector<SqliteStore::PendingWrite> SqliteStore::takeBatch() {
 
 void SqliteStore::commitBatch(std::vector<PendingWrite>& batch) {
   std::vector<Outcome> outcomes = runBatch(batch);
+  batchesRun_.fetch_add(1);  // before any done: see OpenRead::refresh()
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (!batch[i].done) continue;
     try {
@@ -296,7 +297,86 @@ StoreStats SqliteStore::stats() const {
 
 // --------------------------------------------------------------------- reads
 
+// The ReadTransaction: BEGIN (deferred: the snapshot is taken by the first
+// statement) on a borrowed reader, COMMIT when it ends. A second one opened on
+// the same thread for the same store holds no connection and acts through the
+// one open (`open_`).
+class SqliteStore::OpenRead final : public ReadTransaction {
+ public:
+  explicit OpenRead(SqliteStore& store) : store_(store), outer_(current) {
+    if (outer_ != nullptr && &outer_->store_ == &store) {
+      open_ = outer_->open_;
+      return;
+    }
+    db_ = store.borrowReader();
+    try {
+      begin();
+    } catch (...) {
+      store.returnReader(std::move(db_));
+      throw;
+    }
+    current = this;
+  }
+  ~OpenRead() override {
+    if (!db_) return;
+    current = outer_;
+    end();
+    store_.returnReader(std::move(db_));
+  }
+  OpenRead(const OpenRead&) = delete;
+  OpenRead& operator=(const OpenRead&) = delete;
+
+  // A write committed since the count was read may be missing from the
+  // snapshot; its done callback, though, runs only after the count moved. So
+  // with the count unchanged, anything missing has its done still to come.
+  void refresh() override {
+    if (store_.batchesRun_.load() == open_->seen_) return;
+    open_->end();
+    open_->begin();
+  }
+
+  // The transaction open on this thread for `store`, if any.
+  static OpenRead* on(const SqliteStore& store) {
+    OpenRead* open = current;
+    return open != nullptr && &open->store_ == &store ? open : nullptr;
+  }
+  Connection connection() { return Connection(db_->get(), &db_->cache()); }
+
+ private:
+  void begin() {
+    seen_ = store_.batchesRun_.load();  // before the snapshot: the first statement after this
+    connection().prepare("BEGIN").run();
+  }
+  void end() noexcept {
+    if (sqlite3_get_autocommit(db_->get()) != 0) return;  // a failed read already ended it
+    try {
+      connection().prepare("COMMIT").run();
+    } catch (...) {
+      sqlite3_exec(db_->get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+  }
+
+  static thread_local OpenRead* current;  // innermost open on this thread
+
+  SqliteStore& store_;
+  OpenRead* const outer_;
+  OpenRead* open_ = this;  // the one holding the transaction
+  std::unique_ptr<CachedDatabase> db_;
+  std::uint64_t seen_ = 0;  // batchesRun_ before the snapshot began
+};
+
+thread_local SqliteStore::OpenRead* SqliteStore::OpenRead::current = nullptr;
+
+std::unique_ptr<ReadTransaction> SqliteStore::readTransaction() {
+  return std::make_unique<OpenRead>(*this);
+}
+
 void SqliteStore::read(const std::function<void(Connection&)>& fn) {
+  if (OpenRead* open = OpenRead::on(*this)) {
+    Connection connection = open->connection();
+    fn(connection);
+    return;
+  }
   // Returns the connection to the pool however fn ends, and never with a
   // transaction left open by fn (it would pin an old snapshot of the WAL).
   struct Borrowed {

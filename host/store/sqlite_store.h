@@ -2,6 +2,7 @@
 // a pool of read-only connections for readers.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -31,7 +32,8 @@ namespace switchboard::store {
 // The store must not be destroyed from the writer thread (a done callback).
 //
 // Readers: read() borrows an idle read-only connection or opens a new one;
-// at most kMaxIdleReaders stay open afterwards.
+// at most kMaxIdleReaders stay open afterwards. A ReadTransaction (OpenRead)
+// holds one borrowed connection for the reads of its thread until it ends.
 //
 // Every connection (the writer's and each reader's) carries its own
 // StatementCache, so the SQL texts of the callbacks are compiled once per
@@ -50,6 +52,7 @@ class SqliteStore final : public Store {
   void write(WriteFn fn, DoneFn done) override;
   void writeAndWait(WriteFn fn) override;
   void read(const std::function<void(Connection&)>& fn) override;
+  std::unique_ptr<ReadTransaction> readTransaction() override;
   void flush() override;
 
   int schemaVersion() const override { return schemaVersion_; }
@@ -57,6 +60,8 @@ class SqliteStore final : public Store {
   std::filesystem::path path() const override { return file_; }
 
  private:
+  class OpenRead;
+
   // An empty fn marks a barrier (flush): it runs nothing and is not counted
   // as a write; its done runs once everything queued before it is done.
   struct PendingWrite {
@@ -98,6 +103,12 @@ class SqliteStore final : public Store {
 
   std::mutex readersMutex_;
   std::vector<std::unique_ptr<CachedDatabase>> idleReaders_;
+
+  // Batches the writer has run (committed, failed, or barriers only), counted
+  // once the batch's transaction is over and before any of its done callbacks
+  // runs: OpenRead::refresh() compares it with the count it read before its
+  // snapshot began.
+  std::atomic<std::uint64_t> batchesRun_{0};
 
   mutable std::mutex statsMutex_;
   StoreStats stats_;  // `queued` and `commitLatency` are filled in when read

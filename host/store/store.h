@@ -8,7 +8,8 @@
 // returned with synchronous=FULL: "done without error" means durable.
 //
 // Reads run on the caller's thread on a pooled read-only connection; in WAL
-// mode they never wait for the writer.
+// mode they never wait for the writer. Each read is its own read transaction,
+// unless a ReadTransaction of the store is open on the calling thread.
 //
 // The schema is versioned (PRAGMA user_version) and brought up to date by
 // ordered migrations when the store opens.
@@ -140,6 +141,27 @@ struct StoreStats {
   metrics::LatencyHistogram::Snapshot commitLatency;
 };
 
+// Several reads on one thread as one read transaction: while it lives, every
+// Store::read() of its store on the thread that opened it runs on one
+// connection inside one transaction, so the reads see one snapshot of the
+// database (taken at their first statement) and pay once for what SQLite does
+// per transaction (taking and dropping a WAL read mark: two fcntl calls; the
+// B-tree's begin and end). Destroying it ends the transaction and returns the
+// connection to the pool, also when a read threw. Opened and destroyed on one
+// thread, innermost first; one opened while another of the same store is open
+// on the thread joins it (refresh() then acts on the outer one).
+//
+// A held snapshot does not see writes committed after it was taken. refresh()
+// is for a reader that must not miss them from some point on (a login: see
+// session/session_table.h): once it returns, every write is either visible to
+// the reads that follow, or its done callback runs after refresh() returned.
+// It costs one atomic load when no write committed since the snapshot.
+class ReadTransaction {
+ public:
+  virtual ~ReadTransaction() = default;
+  virtual void refresh() = 0;
+};
+
 class Store {
  public:
   // Runs in the writer's transaction; throw to fail this write alone.
@@ -159,8 +181,11 @@ class Store {
   // Queues a write and blocks until it is durable; throws StoreError if it
   // failed. Never call this on a network thread.
   virtual void writeAndWait(WriteFn fn) = 0;
-  // Runs `fn` now on this thread on a read-only connection.
+  // Runs `fn` now on this thread on a read-only connection (inside this
+  // thread's open ReadTransaction of this store, if there is one).
   virtual void read(const std::function<void(Connection&)>& fn) = 0;
+  // Opens a ReadTransaction on this thread (see there).
+  virtual std::unique_ptr<ReadTransaction> readTransaction() = 0;
   // Blocks until every write queued before the call is durable.
   virtual void flush() = 0;
 

@@ -1,9 +1,11 @@
-// Reads: pooled read-only connections that never wait for the writer.
+// Reads: pooled read-only connections that never wait for the writer, and
+// reads made together in one ReadTransaction.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -181,6 +183,120 @@ TEST(StoreRead, BindingAndColumnsRoundTrip) {
     EXPECT_EQ(query.columnText(5), "blob");
     EXPECT_FALSE(query.step());
   });
+}
+
+// ---------------------------------------------------------------- ReadTransaction
+
+void insertItem(Store& store, std::int64_t id) {
+  store.writeAndWait([id](Connection& connection) {
+    connection.prepare("INSERT INTO items(id) VALUES (?1)").bind(1, id).run();
+  });
+}
+
+TEST(ReadTransaction, ItsReadsShareOneSnapshotUntilRefreshAfterACommit) {
+  TempDir dir;
+  auto store = openWithItems(dir);
+  auto reads = store->readTransaction();
+  EXPECT_EQ(countItems(*store), 0);
+  insertItem(*store, 1);
+  EXPECT_EQ(countItems(*store), 0) << "a read inside the transaction took a new snapshot";
+  reads->refresh();
+  EXPECT_EQ(countItems(*store), 1) << "refresh() kept a snapshot older than a commit";
+  reads->refresh();  // nothing committed since: the snapshot stays, and still reads
+  EXPECT_EQ(countItems(*store), 1);
+}
+
+TEST(ReadTransaction, RefreshSeesAWriteWhoseDoneCallbackHasBegun) {
+  TempDir dir;
+  auto store = openWithItems(dir);
+  auto reads = store->readTransaction();
+  EXPECT_EQ(countItems(*store), 0);  // the snapshot: before the write below
+  auto doneBegan = std::make_shared<std::promise<void>>();
+  auto doneBeganFuture = doneBegan->get_future();
+  auto refreshed = std::make_shared<std::promise<void>>();
+  auto refreshedFuture = refreshed->get_future().share();
+  store->write([](Connection& connection) { connection.exec("INSERT INTO items(id) VALUES (7)"); },
+               [doneBegan, refreshedFuture](std::optional<std::string> error) {
+                 EXPECT_FALSE(error) << error.value_or("");
+                 doneBegan->set_value();
+                 // Holds the writer in its done callback until the reader refreshed:
+                 // the commit must have been counted before this callback began.
+                 refreshedFuture.wait_for(kHangGuard);
+               });
+  ASSERT_EQ(doneBeganFuture.wait_for(kHangGuard), std::future_status::ready);
+  reads->refresh();
+  std::int64_t seen = countItems(*store);
+  refreshed->set_value();
+  EXPECT_EQ(seen, 1) << "a write whose done callback had begun was not visible after refresh()";
+  store->flush();
+}
+
+TEST(ReadTransaction, OtherThreadsReadOutsideIt) {
+  TempDir dir;
+  auto store = openWithItems(dir);
+  auto reads = store->readTransaction();
+  EXPECT_EQ(countItems(*store), 0);
+  insertItem(*store, 1);
+  std::int64_t elsewhere = -1;
+  std::thread other([&] { elsewhere = countItems(*store); });
+  other.join();
+  EXPECT_EQ(elsewhere, 1) << "another thread's read ran in this thread's old snapshot";
+  EXPECT_EQ(countItems(*store), 0);
+}
+
+TEST(ReadTransaction, EndingItLeavesNoSnapshotPinnedOnThePooledConnection) {
+  TempDir dir;
+  auto store = openWithItems(dir);
+  {
+    auto reads = store->readTransaction();
+    EXPECT_EQ(countItems(*store), 0);
+  }
+  insertItem(*store, 1);
+  EXPECT_EQ(countItems(*store), 1) << "the transaction outlived its ReadTransaction";
+}
+
+TEST(ReadTransaction, AReadThatThrowsInsideItPropagatesAndItsSnapshotGoesOn) {
+  TempDir dir;
+  auto store = openWithItems(dir);
+  auto reads = store->readTransaction();
+  EXPECT_EQ(countItems(*store), 0);
+  EXPECT_THROW(store->read([](Connection& connection) {
+    connection.prepare("SELECT count(*) FROM items").step();
+    throw std::runtime_error("reader gave up");
+  }),
+               std::runtime_error);
+  insertItem(*store, 1);
+  EXPECT_EQ(countItems(*store), 0) << "the throw ended the shared snapshot";
+}
+
+TEST(ReadTransaction, ANestedOneJoinsTheOpenOneAndEndsNothing) {
+  TempDir dir;
+  auto store = openWithItems(dir);
+  auto outer = store->readTransaction();
+  EXPECT_EQ(countItems(*store), 0);
+  insertItem(*store, 1);
+  {
+    auto inner = store->readTransaction();
+    EXPECT_EQ(countItems(*store), 0) << "the nested one took a snapshot of its own";
+  }
+  EXPECT_EQ(countItems(*store), 0) << "ending the nested one ended the outer one's snapshot";
+  {
+    auto inner = store->readTransaction();
+    inner->refresh();  // acts on the open one
+  }
+  EXPECT_EQ(countItems(*store), 1);
+}
+
+TEST(ReadTransaction, ReadsOfAnotherStoreOnTheSameThreadAreNotInIt) {
+  TempDir dirA;
+  TempDir dirB;
+  auto a = openWithItems(dirA);
+  auto b = openWithItems(dirB);
+  auto reads = a->readTransaction();
+  EXPECT_EQ(countItems(*a), 0);
+  EXPECT_EQ(countItems(*b), 0);
+  insertItem(*b, 1);
+  EXPECT_EQ(countItems(*b), 1) << "store b's read ran in store a's transaction";
 }
 
 }  // namespace
