@@ -6,21 +6,18 @@
 // session holds it and sends it in its next Inbox.deliver; the return settles
 // the sender's ack. The offline path writes the message with group commit and
 // acknowledges once it is durable. A session that cannot take a message
-// promptly writes it itself (LiveSession: "spills").
-
-#include <spdlog/spdlog.h>
+// promptly writes it itself (LiveSession: "spills"). Writing to the store is
+// queue_writes.cpp.
 
 #include "messaging/field_rules.h"
 #include "messaging/messaging_service.h"
 #include "net/network_thread.h"
-#include "notify/push_sink.h"
 #include "plugin/plugin_manager.h"
 #include "store/store.h"
 #include "switchboard/plugin_api.h"
 
 namespace switchboard::messaging {
 
-using plugin::OfflinePlugin;
 using plugin::RoutingPlugin;
 using session::DeliveryAck;
 using session::LiveSession;
@@ -332,147 +329,5 @@ template void MessagingService::offerOrStore(const session::SessionAddress&, std
                                              OutboundReceipt);
 template void MessagingService::offerOrStore(const session::SessionAddress&, std::string,
                                              OutboundMessage);
-
-// ---------------------------------------------------------------- the store
-
-void MessagingService::storeMessages(std::vector<AddressedMessage> items, WriteOrigin origin) {
-  if (items.empty()) return;
-  counters_.messagesStored += items.size();
-  std::int64_t now = nowMs();
-  std::int64_t fallbackExpiry = now + options_.fallbackExpirySeconds * 1000;
-  struct Push {
-    std::string phone;
-    std::string text;
-    std::uint64_t queued = 0;
-  };
-  auto pushes = std::make_shared<std::vector<Push>>();
-  auto shared = std::make_shared<std::vector<AddressedMessage>>(std::move(items));
-  std::uint64_t holder = origin.holder;
-  store_.write(
-      [this, shared, pushes, holder, now, fallbackExpiry](store::Connection& db) {
-        auto count =
-            db.prepare("UPDATE users SET queued = queued + 1 WHERE phone = ? RETURNING queued");
-        auto insert = db.prepare(
-            "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
-            "expires_ms, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        auto dedup = db.prepare(
-            "INSERT OR IGNORE INTO dedup(sender, client_msg_id, server_id, sent_ms) "
-            "VALUES (?, ?, ?, ?)");
-        for (AddressedMessage& entry : *shared) {
-          OutboundMessage& m = entry.item;
-          count.reset();
-          count.bind(1, entry.recipient);
-          std::uint64_t queued = count.step() ? static_cast<std::uint64_t>(count.columnInt(0)) : 1;
-          while (count.step()) {
-          }
-          if (m.expiresAt == 0) {
-            OfflinePlugin::QueuePolicy policy;
-            policy.expiresAtMs = fallbackExpiry;
-            auto asked = plugins_.call<OfflinePlugin>([&](OfflinePlugin& offline) {
-              return offline.onQueued(entry.recipient, m.from, queued);
-            });
-            if (asked.ok()) policy = std::move(*asked.value);
-            if (policy.expiresAtMs <= now) policy.expiresAtMs = fallbackExpiry;
-            m.expiresAt = policy.expiresAtMs;
-            if (policy.push) pushes->push_back({entry.recipient, policy.pushText, queued});
-          }
-          insert.reset();
-          insert.bind(1, entry.recipient)
-              .bind(2, static_cast<std::int64_t>(m.id))
-              .bind(3, m.from)
-              .bind(4, static_cast<std::int64_t>(m.group))
-              .bind(5, m.clientMsgId)
-              .bindBlob(6, m.body)
-              .bind(7, m.timestamp)
-              .bind(8, m.expiresAt);
-          if (holder == 0) {
-            insert.bindNull(9);
-          } else {
-            insert.bind(9, static_cast<std::int64_t>(holder));
-          }
-          insert.run();
-          if (m.durability.spilledRow) *m.durability.spilledRow = db.lastInsertRowid();
-          if (m.from != MessageIds::kSystemName) {
-            dedup.reset();
-            dedup.bind(1, m.from)
-                .bind(2, m.clientMsgId)
-                .bind(3, static_cast<std::int64_t>(m.id))
-                .bind(4, m.timestamp)
-                .run();
-          }
-        }
-      },
-      [this, shared, pushes, origin](std::optional<std::string> error) {
-        if (error) spdlog::error("storing {} messages failed: {}", shared->size(), *error);
-        // Before the acks: a re-send after one must find the first id.
-        for (const AddressedMessage& entry : *shared) {
-          const OutboundMessage& m = entry.item;
-          if (!error && m.from != MessageIds::kSystemName) {
-            dedup_.rememberStored(m.from, m.clientMsgId, SentMessage{m.id, m.timestamp});
-          }
-        }
-        committed(*shared, origin, error, "the message");
-        if (error) return;
-        for (Push& push : *pushes) {
-          if (sessions_.isOnline(push.phone)) continue;
-          ++counters_.pushes;
-          push_.notify(std::move(push.phone), std::move(push.text), push.queued);
-        }
-      });
-}
-
-void MessagingService::storeReceipts(std::vector<AddressedReceipt> items, WriteOrigin origin) {
-  if (items.empty()) return;
-  auto shared = std::make_shared<std::vector<AddressedReceipt>>(std::move(items));
-  std::uint64_t holder = origin.holder;
-  store_.write(
-      [shared, holder](store::Connection& db) {
-        auto insert = db.prepare(
-            "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms, holder) "
-            "VALUES (?, ?, ?, ?, ?, ?)");
-        for (AddressedReceipt& entry : *shared) {
-          OutboundReceipt& r = entry.item;
-          insert.reset();
-          insert.bind(1, entry.recipient)
-              .bind(2, static_cast<std::int64_t>(r.messageId))
-              .bind(3, r.by)
-              .bind(4, static_cast<std::int64_t>(r.kind))
-              .bind(5, r.timestamp);
-          if (holder == 0) {
-            insert.bindNull(6);
-          } else {
-            insert.bind(6, static_cast<std::int64_t>(holder));
-          }
-          insert.run();
-          if (r.durability.spilledRow) *r.durability.spilledRow = db.lastInsertRowid();
-        }
-      },
-      [this, shared, origin](std::optional<std::string> error) {
-        if (error) spdlog::error("storing {} receipts failed: {}", shared->size(), *error);
-        committed(*shared, origin, error, "the receipt");
-      });
-}
-
-template <class Item>
-void MessagingService::committed(std::vector<Addressed<Item>>& items, const WriteOrigin& origin,
-                                 const std::optional<std::string>& error, const char* what) {
-  // Sessions first, acks second: a sender's next item, posted after its ack,
-  // must find the recipient's session already paging.
-  std::string last;
-  for (const Addressed<Item>& entry : items) {
-    if (entry.recipient == last) continue;
-    last = entry.recipient;
-    rowsCommitted(entry.recipient, origin);
-  }
-  for (Addressed<Item>& entry : items) {
-    if (!entry.item.ack) continue;
-    if (error) {
-      entry.item.ack->fail(std::string(what) + " could not be stored: " + *error);
-    } else {
-      entry.item.ack->settle();
-    }
-    entry.item.ack = nullptr;
-  }
-}
 
 }  // namespace switchboard::messaging

@@ -6,7 +6,8 @@
 //
 // The service is one class whose parts live in files named for them:
 // registration.cpp (codes, keys, login), delivery.cpp (send, group send,
-// broadcast, and where a message goes), receipts.cpp, presence.cpp,
+// broadcast, and where a message goes), queue_writes.cpp (writing what
+// waits to the store), receipts.cpp, presence.cpp,
 // directory.cpp (contacts, groups, users) and messaging_service.cpp (the
 // durable side of sessions: spills, paging, forgetting what was delivered).
 //
@@ -263,16 +264,26 @@ class MessagingService final : public session::SessionBackend {
   template <class Item>
   void offerOrStoreHere(const std::weak_ptr<session::LiveSession>& session, std::string recipient,
                         Item item);
-  // Writes items to the store (group commit), then settles their acks, tells
-  // the sessions concerned, and pushes to phones that are away.
+
+  // ---- queue_writes.cpp
+  // Writes items to the store (group commit), then tells the sessions
+  // concerned, settles or fails each item's ack ("the message could not be
+  // stored: ..."), and pushes to phones that are away. Items of calls made
+  // while an earlier write waits share it (a QueueWrite).
   void storeMessages(std::vector<AddressedMessage> items, WriteOrigin origin);
   void storeReceipts(std::vector<AddressedReceipt> items, WriteOrigin origin);
-  // After a store write of `items` (failed with `error`, if set): tells the
-  // sessions concerned, then settles or fails each item's ack ("`what` could
-  // not be stored: ...").
   template <class Item>
-  void committed(std::vector<Addressed<Item>>& items, const WriteOrigin& origin,
-                 const std::optional<std::string>& error, const char* what);
+  struct QueueWrite;
+  template <class Item>
+  void queueForWrite(std::vector<Addressed<Item>> items, WriteOrigin origin);
+  // On the writer thread: the rows of a write, then what follows its commit
+  // (or failure, `error`).
+  void writeRows(store::Connection& db, QueueWrite<session::OutboundMessage>& write);
+  void writeRows(store::Connection& db, QueueWrite<session::OutboundReceipt>& write);
+  template <class Item>
+  void written(QueueWrite<Item>& write, const std::optional<std::string>& error);
+
+  // ---- messaging_service.cpp
   // After a commit: the session that wrote (spillDone) or the phone's current
   // session (storeChanged) learns that rows for it are visible.
   void rowsCommitted(const std::string& phone, const WriteOrigin& origin);
@@ -280,6 +291,8 @@ class MessagingService final : public session::SessionBackend {
   // only after this is durable.
   void forgetRows(const std::string& phone, const char* table,
                   std::vector<session::Durability> rows);
+
+  // ---- delivery.cpp
   kj::Promise<SentMessage> acknowledged(kj::Promise<void> ack, const std::string& from,
                                         const std::string& clientMsgId, SentMessage sent);
   std::optional<SentMessage> findDuplicate(const std::string& from, const std::string& clientMsgId);

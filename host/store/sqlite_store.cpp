@@ -69,10 +69,27 @@ SqliteStore::~SqliteStore() {
 // -------------------------------------------------------------------- writes
 
 void SqliteStore::write(WriteFn fn, DoneFn done) {
+  enqueue(PendingWrite{std::move(fn), std::move(done), nullptr, nullptr});
+}
+
+void SqliteStore::queueJoinable(const void* tag, std::shared_ptr<void> state, WriteFn fn,
+                                DoneFn done) {
+  enqueue(PendingWrite{std::move(fn), std::move(done), tag, std::move(state)});
+}
+
+bool SqliteStore::joinLastTagged(const void* tag, const std::function<bool(void*)>& join) {
+  // Only the queue's tail may be joined: the writer pops what it takes, so the
+  // tail has not started, and nothing queued after it can be overtaken.
+  std::lock_guard lock(queueMutex_);
+  if (writerExited_ || queue_.empty() || queue_.back().joinTag != tag) return false;
+  return join(queue_.back().joinState.get());
+}
+
+void SqliteStore::enqueue(PendingWrite pending) {
   {
     std::unique_lock lock(queueMutex_);
     if (!writerExited_) {
-      queue_.push_back(PendingWrite{std::move(fn), std::move(done)});
+      queue_.push_back(std::move(pending));
       // The writer sleeps either for a first write or, inside its commit
       // window, for a full batch; wake it only for those.
       bool wake = queue_.size() == 1 || queue_.size() == maxBatch_;
@@ -81,7 +98,7 @@ void SqliteStore::write(WriteFn fn, DoneFn done) {
       return;
     }
   }
-  if (done) done(std::string("store is closed: ") + file_.string());
+  if (pending.done) pending.done(std::string("store is closed: ") + file_.string());
 }
 
 void SqliteStore::writeAndWait(WriteFn fn) {

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -64,10 +65,20 @@ class SqliteStore final : public Store {
 
   // An empty fn marks a barrier (flush): it runs nothing and is not counted
   // as a write; its done runs once everything queued before it is done.
+  // A joinable write also carries its tag and state (see Store::joinLast).
   struct PendingWrite {
     WriteFn fn;
     DoneFn done;
+    const void* joinTag = nullptr;
+    std::shared_ptr<void> joinState;
   };
+
+  void queueJoinable(const void* tag, std::shared_ptr<void> state, WriteFn fn,
+                     DoneFn done) override;
+  bool joinLastTagged(const void* tag, const std::function<bool(void*)>& join) override;
+  // Queues `pending`, or calls its done at once with an error once the
+  // writer has exited.
+  void enqueue(PendingWrite pending);
   using Outcome = std::optional<std::string>;  // nullopt: committed
 
   void runWriter();

@@ -24,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "metrics/latency_histogram.h"
 
@@ -104,12 +105,26 @@ class Connection {
   void exec(std::string_view sql);
   std::int64_t lastInsertRowid() const;
   int changes() const;
+  // False once SQLite ended the transaction itself (a hard error: disk full,
+  // I/O error), or outside one.
+  bool inTransaction() const;
   sqlite3* raw() const { return db_; }
 
  private:
   sqlite3* db_;
   StatementCache* cache_;
 };
+
+// Writes `count` items inside a write so that one failing does not fail the
+// others, at the cost of one savepoint for all of them when none fails: runs
+// `all()` in a savepoint; if it throws, rolls that back and runs `one(i)` for
+// each item in a savepoint of its own. Returns each item's error (nullopt:
+// written); `one` may therefore run for items `all` already ran for, and both
+// must leave memory right for a second run. A throw that ended the transaction
+// (a hard error: disk full, I/O error) is rethrown: the whole write fails.
+std::vector<std::optional<std::string>> writeEachAlone(Connection& db, std::size_t count,
+                                                       const std::function<void()>& all,
+                                                       const std::function<void(std::size_t)>& one);
 
 struct StoreOptions {
   std::filesystem::path dataDir = "var";
@@ -178,6 +193,34 @@ class Store {
 
   // Queues a write. `done` is always called exactly once, also at shutdown.
   virtual void write(WriteFn fn, DoneFn done) = 0;
+
+  // ---- Joinable writes
+  //
+  // Writes of one kind that pile up behind the writer can run as one: one
+  // savepoint, and whatever the kind can share (a statement per recipient
+  // rather than per item) done once. A joinable write carries a `State` of the
+  // caller's type holding its items; its fn and done handle every item in it.
+  // While that write is the last one queued and the writer has not taken it,
+  // joinLast<State> adds an item to its State instead of queueing a write of
+  // its own. Nothing was queued between the two, so the item commits exactly
+  // where a write of its own would have: the queue order of writes is kept.
+
+  // write(), for a write whose `state` later items may join.
+  template <class State>
+  void writeJoinable(std::shared_ptr<State> state, WriteFn fn, DoneFn done) {
+    queueJoinable(&kJoinTag<State>, std::move(state), std::move(fn), std::move(done));
+  }
+  // When the last queued write is a joinable write of `State` the writer has
+  // not taken, calls `join(State&)` and returns what it returns (false: it
+  // declined, the write is full, say). Otherwise calls nothing and returns
+  // false. `join` runs under the queue's lock, on the caller's thread: it
+  // must only add to the State, quickly, and never call the store.
+  template <class State, class Join>
+  bool joinLast(Join&& join) {
+    return joinLastTagged(&kJoinTag<State>,
+                          [&join](void* state) { return join(*static_cast<State*>(state)); });
+  }
+
   // Queues a write and blocks until it is durable; throws StoreError if it
   // failed. Never call this on a network thread.
   virtual void writeAndWait(WriteFn fn) = 0;
@@ -192,6 +235,16 @@ class Store {
   virtual int schemaVersion() const = 0;
   virtual StoreStats stats() const = 0;
   virtual std::filesystem::path path() const = 0;
+
+ protected:
+  // One tag per State type: its address says which type a joinable write holds.
+  template <class State>
+  static constexpr char kJoinTag = 0;
+  // The untyped halves of writeJoinable and joinLast: `tag` is &kJoinTag<State>
+  // and `state` a State; `join` gets the queued write's state.
+  virtual void queueJoinable(const void* tag, std::shared_ptr<void> state, WriteFn fn,
+                             DoneFn done) = 0;
+  virtual bool joinLastTagged(const void* tag, const std::function<bool(void*)>& join) = 0;
 };
 
 }  // namespace switchboard::store

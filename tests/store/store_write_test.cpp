@@ -1,4 +1,5 @@
-// Writes: group commit, durability across reopen, failure isolation, shutdown.
+// Writes: group commit, durability across reopen, failure isolation, shutdown,
+// joinable writes and items written alone within a write.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -354,6 +355,168 @@ TEST(StoreWrite, ThrowingDoneCallbackDoesNotStopTheWriter) {
   store->write(insertItem(1), [](std::optional<std::string>) { throw std::logic_error("bad"); });
   store->writeAndWait(insertItem(2));
   EXPECT_EQ(itemIds(*store), (std::vector<std::int64_t>{1, 2}));
+}
+
+// ---------------------------------------------------------------- joinable writes
+
+// A joinable write's state in these tests: values to append to `log`.
+struct LogEntries {
+  std::vector<std::int64_t> values;
+};
+// Another kind of joinable write: never joined by LogEntries' joiners.
+struct OtherEntries {
+  std::vector<std::int64_t> values;
+};
+
+void createLog(Store& store) {
+  store.writeAndWait([](Connection& connection) {
+    connection.exec("CREATE TABLE log(seq INTEGER PRIMARY KEY AUTOINCREMENT, value INTEGER)");
+  });
+}
+
+Store::WriteFn appendAll(std::shared_ptr<LogEntries> entries) {
+  return [entries](Connection& connection) {
+    for (std::int64_t value : entries->values) {
+      connection.prepare("INSERT INTO log(value) VALUES (?1)").bind(1, value).run();
+    }
+  };
+}
+
+// The log's values in commit order.
+std::vector<std::int64_t> logValues(Store& store) {
+  std::vector<std::int64_t> values;
+  store.read([&](Connection& connection) {
+    auto query = connection.prepare("SELECT value FROM log ORDER BY seq");
+    while (query.step()) values.push_back(query.columnInt(0));
+  });
+  return values;
+}
+
+auto joinWith(std::int64_t value) {
+  return [value](LogEntries& entries) {
+    entries.values.push_back(value);
+    return true;
+  };
+}
+
+TEST(StoreWrite, ALaterItemJoinsOnlyTheWriteQueuedLastAndKeepsTheQueueOrder) {
+  TempDir dir;
+  auto store = Store::open(optionsIn(dir));
+  createLog(*store);
+  Outcomes outcomes;
+  StoreStats before = store->stats();
+  {
+    BlockedWriter blocked(*store);
+    auto first = std::make_shared<LogEntries>(LogEntries{{1}});
+    store->writeJoinable(first, appendAll(first), outcomes.doneFor(0));
+    EXPECT_TRUE(store->joinLast<LogEntries>(joinWith(2)));
+    // Another kind of write is last now: joining it would commit 99 before 3.
+    store->write(
+        [](Connection& connection) { connection.exec("INSERT INTO log(value) VALUES (3)"); },
+        outcomes.doneFor(1));
+    EXPECT_FALSE(store->joinLast<LogEntries>(joinWith(99)));
+    auto second = std::make_shared<LogEntries>(LogEntries{{4}});
+    store->writeJoinable(second, appendAll(second), outcomes.doneFor(2));
+    EXPECT_TRUE(store->joinLast<LogEntries>(joinWith(5)));
+    // A joinable write of another state type is not this one's to join.
+    EXPECT_FALSE(store->joinLast<OtherEntries>([](OtherEntries&) { return true; }));
+    // A joiner may decline (a full write): nothing is added.
+    EXPECT_FALSE(store->joinLast<LogEntries>([](LogEntries&) { return false; }));
+  }
+  store->flush();
+  auto seen = outcomes.snapshot();
+  ASSERT_EQ(seen.size(), 3u);
+  for (const auto& outcome : seen) EXPECT_EQ(outcome, std::vector<std::string>{"ok"});
+  EXPECT_EQ(logValues(*store), (std::vector<std::int64_t>{1, 2, 3, 4, 5}));
+  // The blocked write, then three: a joined item is no write of its own.
+  EXPECT_EQ(store->stats().writes - before.writes, 4u);
+}
+
+TEST(StoreWrite, NothingJoinsAWriteTheWriterHasTaken) {
+  TempDir dir;
+  auto store = Store::open(optionsIn(dir));
+  createLog(*store);
+  std::promise<void> started;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  auto entries = std::make_shared<LogEntries>(LogEntries{{1}});
+  Outcomes outcomes;
+  store->writeJoinable(
+      entries,
+      [&started, released, write = appendAll(entries)](Connection& connection) {
+        started.set_value();
+        if (released.wait_for(kHangGuard) != std::future_status::ready) {
+          throw std::runtime_error("never released");
+        }
+        write(connection);
+      },
+      outcomes.doneFor(0));
+  started.get_future().wait();
+  // Running now: an item joining it could be missed by its loop, or commit
+  // after writes queued behind it.
+  EXPECT_FALSE(store->joinLast<LogEntries>(joinWith(2)));
+  release.set_value();
+  store->flush();
+  EXPECT_EQ(outcomes.snapshot(), (std::vector<std::vector<std::string>>{{"ok"}}));
+  EXPECT_EQ(logValues(*store), (std::vector<std::int64_t>{1}));
+}
+
+// ---------------------------------------------------------------- items alone
+
+TEST(WriteEachAlone, AFailingItemFailsAloneWithSqlitesMessageAndTheOthersCommit) {
+  TempDir dir;
+  auto store = Store::open(optionsIn(dir));
+  createItems(*store);
+  store->writeAndWait(insertItem(1));
+  const std::vector<std::int64_t> ids{10, 11, 1, 12};  // 1 is taken
+  int allRuns = 0;
+  std::vector<int> oneRuns(ids.size(), 0);
+  std::vector<std::optional<std::string>> failures;
+  store->writeAndWait([&](Connection& connection) {
+    failures = writeEachAlone(
+        connection, ids.size(),
+        [&] {
+          ++allRuns;
+          for (std::int64_t id : ids) insertItem(id)(connection);
+        },
+        [&](std::size_t i) {
+          ++oneRuns[i];
+          insertItem(ids[i])(connection);
+        });
+  });
+  ASSERT_EQ(failures.size(), ids.size());
+  EXPECT_EQ(failures[0], std::nullopt);
+  EXPECT_EQ(failures[1], std::nullopt);
+  ASSERT_TRUE(failures[2].has_value());
+  EXPECT_NE(failures[2]->find("UNIQUE constraint failed: items.id"), std::string::npos)
+      << *failures[2];
+  EXPECT_EQ(failures[3], std::nullopt);
+  // All at once first (undone: 10 and 11 are not there twice), then each alone.
+  EXPECT_EQ(allRuns, 1);
+  EXPECT_EQ(oneRuns, (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_EQ(itemIds(*store), (std::vector<std::int64_t>{1, 10, 11, 12}));
+}
+
+TEST(WriteEachAlone, WhenNothingFailsEachItemRunsOnceInOneSavepoint) {
+  TempDir dir;
+  auto store = Store::open(optionsIn(dir));
+  createItems(*store);
+  int allRuns = 0;
+  int oneRuns = 0;
+  std::vector<std::optional<std::string>> failures;
+  store->writeAndWait([&](Connection& connection) {
+    failures = writeEachAlone(
+        connection, 3,
+        [&] {
+          ++allRuns;
+          for (std::int64_t id = 1; id <= 3; ++id) insertItem(id)(connection);
+        },
+        [&](std::size_t) { ++oneRuns; });
+  });
+  EXPECT_EQ(failures, (std::vector<std::optional<std::string>>(3)));
+  EXPECT_EQ(allRuns, 1);
+  EXPECT_EQ(oneRuns, 0);
+  EXPECT_EQ(itemIds(*store), (std::vector<std::int64_t>{1, 2, 3}));
 }
 
 }  // namespace
