@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -44,14 +45,47 @@ std::string envelopeBytes(const Envelope& envelope, std::uint64_t serverId) {
   return recordBytes(message);
 }
 
-std::string noticeBatchBytes(const std::vector<QueuedEnvelope>& items) {
+std::string noticeBatchBytes(const QueuedEnvelope* items, std::size_t count) {
   capnp::MallocMessageBuilder message;
-  auto list = message.initRoot<proto::cluster::NoticeBatch>().initEnvelopes(
-      static_cast<unsigned>(items.size()));
-  for (unsigned i = 0; i < items.size(); ++i) {
+  auto list =
+      message.initRoot<proto::cluster::NoticeBatch>().initEnvelopes(static_cast<unsigned>(count));
+  for (unsigned i = 0; i < count; ++i) {
     fillEnvelope(list[i], items[i].envelope, items[i].serverId);
   }
   return recordBytes(message);
+}
+
+// How many bytes of envelopes one notice batch carries at most: well under
+// the server's max_payload (1 MiB by default). A batch over it is refused by
+// libnats ("Maximum Payload Exceeded"), and its envelopes, already in the
+// stream, would reach a live phone only at its next login: an export after an
+// outage (hundreds of messages and thousands of receipts at once) did that.
+std::size_t noticeBatchLimit(natsConnection* connection) {
+  constexpr std::size_t kMost = 256 * 1024;
+  std::int64_t max = connection != nullptr ? natsConnection_GetMaxPayload(connection) : 0;
+  if (max <= 0) return kMost;
+  return std::min(kMost, static_cast<std::size_t>(max) / 2);
+}
+
+// Cuts `items` into runs, in order, each of at most about `limit` bytes once
+// encoded (always at least one envelope: a single one fits, as the stream
+// took it). Returns the end index of each run.
+std::vector<std::size_t> noticeRuns(const std::vector<QueuedEnvelope>& items, std::size_t limit) {
+  std::vector<std::size_t> ends;
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const Envelope& e = items[i].envelope;
+    // The text and data fields, plus the struct and its pointers, padded.
+    std::size_t size = e.body.size() + e.sender.size() + e.recipient.size() + e.clientMsgId.size() +
+                       e.group.size() + 160;
+    if (bytes > 0 && bytes + size > limit) {
+      ends.push_back(i);
+      bytes = 0;
+    }
+    bytes += size;
+  }
+  if (!items.empty()) ends.push_back(items.size());
+  return ends;
 }
 
 QueuedEnvelope envelopeFrom(Wire::Reader in, std::uint64_t serverId) {
@@ -172,10 +206,16 @@ PublishResult DeliveryTransport::publish(const Envelope& envelope) {
 
 void DeliveryTransport::notify(const std::string& node, const std::vector<QueuedEnvelope>& queued) {
   if (!link_.isConnected()) return;
-  std::string bytes = noticeBatchBytes(queued);
   std::string subject = nodeNoticeSubject(node);
-  natsStatus status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
-                                             static_cast<int>(bytes.size()));
+  natsStatus status = NATS_OK;
+  std::size_t begin = 0;
+  for (std::size_t end : noticeRuns(queued, noticeBatchLimit(link_.connection()))) {
+    std::string bytes = noticeBatchBytes(queued.data() + begin, end - begin);
+    begin = end;
+    status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
+                                    static_cast<int>(bytes.size()));
+    if (status != NATS_OK) break;
+  }
   if (status == NATS_OK) {
     // Out of this process before the caller acknowledges anything: a node
     // killed right after its ack must not take the notice down with it.
@@ -423,6 +463,8 @@ struct DeliveryTransport::Outbox {
     std::optional<std::string> charged;  // the node whose window counts it (set at publish)
     SendOutcome outcome;
     Clock::time_point publishedAt{};
+    std::uint64_t order = 0;  // the order of send() calls
+    std::uint64_t epoch = 0;  // the link's disconnects() when it was published
   };
   using OwnedItem = std::unique_ptr<Item>;
   struct Batch {
@@ -495,6 +537,7 @@ struct DeliveryTransport::Outbox {
     item->done = std::move(done);
     {
       std::lock_guard lock(mutex);
+      item->order = nextOrder++;
       queue.push_back(std::move(item));
     }
     wake.notify_all();
@@ -521,17 +564,19 @@ struct DeliveryTransport::Outbox {
       std::lock_guard lock(self.mutex);
       auto it = self.published.find(msg);
       if (it != self.published.end()) {
-        Item& item = *it->second;
-        if (ack != nullptr) {
-          item.outcome.published = PublishResult{ack->Sequence, ack->Duplicate};
-        } else {
-          item.outcome.error = std::string("publishing to ") + natsMsg_GetSubject(msg) + ": " +
-                               (error != nullptr && error->ErrText != nullptr
-                                    ? error->ErrText
-                                    : natsStatus_GetText(error != nullptr ? error->Err : NATS_ERR));
-        }
-        self.acked.push_back(std::move(it->second));
+        OwnedItem item = std::move(it->second);
         self.published.erase(it);
+        if (ack != nullptr) {
+          item->outcome.published = PublishResult{ack->Sequence, ack->Duplicate};
+          self.acked.push_back(std::move(item));
+        } else {
+          item->outcome.error =
+              std::string("publishing to ") + natsMsg_GetSubject(msg) + ": " +
+              (error != nullptr && error->ErrText != nullptr
+                   ? error->ErrText
+                   : natsStatus_GetText(error != nullptr ? error->Err : NATS_ERR));
+          self.failRun(std::move(item));
+        }
       }  // else: given up on already (timed out here)
     }
     natsMsg_Destroy(msg);
@@ -586,7 +631,19 @@ struct DeliveryTransport::Outbox {
       expire(lock);
       // Publish from the head while the window towards its node has room.
       for (int n = 0; n < 512 && !queue.empty() && !stopping; ++n) {
+        giveUpPublished(!link.isConnected());
         Item& head = *queue.front();
+        if (isHeld(head.envelope.recipient, lock)) {
+          // Earlier envelopes for the recipient were not published: this one
+          // must not overtake them through the stream.
+          OwnedItem item = std::move(queue.front());
+          queue.pop_front();
+          item->outcome.error = "kept behind earlier envelopes for " + item->envelope.recipient +
+                                " that are not in the stream";
+          failRun(std::move(item));
+          worked = true;
+          continue;
+        }
         if (!head.charged) {
           lock.unlock();
           auto node = cachedLocation(head.envelope.recipient);
@@ -618,12 +675,87 @@ struct DeliveryTransport::Outbox {
     }
   }
 
+  // Mutex held (released while asking `hold`): whether envelopes for
+  // `recipient` must not be published now.
+  bool isHeld(const std::string& recipient, std::unique_lock<std::mutex>& lock) {
+    auto it = failing.find(recipient);
+    if (it != failing.end() && it->second > 0) return true;
+    if (!hold) return false;
+    auto ask = hold;
+    lock.unlock();
+    bool held = ask(recipient);
+    lock.lock();
+    return held;
+  }
+
+  // Mutex held. PubAcks that can no longer come (the link was lost since the
+  // publish; `all`: it is away now) are given up at once, in the order of the
+  // sends, before any envelope sent after them fails or is published: an
+  // envelope that failed at once (or went into the stream after the return)
+  // while an earlier one waited out its PubAck time-out would otherwise be
+  // ahead of it once the sender's node moves what it kept into the stream.
+  // One that JetStream had stored after all is then in the stream twice, with
+  // one message id: the phone drops the repeat.
+  void giveUpPublished(bool all) {
+    if (published.empty()) return;
+    std::uint64_t epoch = link.disconnects();
+    if (!all && epoch == epochSeen) return;
+    epochSeen = epoch;
+    std::vector<OwnedItem> waiting;
+    for (auto it = published.begin(); it != published.end();) {
+      if (!all && it->second->epoch == epoch) {
+        ++it;
+        continue;
+      }
+      waiting.push_back(std::move(it->second));
+      it = published.erase(it);  // libnats still owns the message; its PubAck finds nothing
+    }
+    std::sort(waiting.begin(), waiting.end(),
+              [](const OwnedItem& x, const OwnedItem& y) { return x->order < y->order; });
+    for (auto& item : waiting) {
+      item->outcome.error =
+          "NATS was lost before the PubAck for an envelope to " + item->envelope.recipient;
+      ++failing[item->envelope.recipient];
+      acked.push_back(std::move(item));
+    }
+  }
+
+  // Mutex held. `failed` is not in the stream. With it fail every envelope
+  // for its recipient that still awaits its PubAck, earlier or later, in send
+  // order: the sender's node keeps them as one run, in order, and moves them
+  // into the stream in that order. (Left alone, a later one could land in the
+  // stream ahead of the kept ones, and an earlier one fail after them: a
+  // publish can fail at once while the link still counts as connected, before
+  // its earlier neighbours' PubAcks time out.) One that JetStream stores after
+  // all is in the stream twice with one message id: the phone drops the repeat.
+  void failRun(OwnedItem failed) {
+    const std::string recipient = failed->envelope.recipient;
+    std::vector<OwnedItem> run;
+    run.push_back(std::move(failed));
+    for (auto it = published.begin(); it != published.end();) {
+      if (it->second->envelope.recipient != recipient) {
+        ++it;
+        continue;
+      }
+      it->second->outcome.error = "an envelope sent with it to " + recipient + " failed";
+      run.push_back(std::move(it->second));
+      it = published.erase(it);  // libnats still owns the message; its PubAck finds nothing
+    }
+    std::sort(run.begin(), run.end(),
+              [](const OwnedItem& x, const OwnedItem& y) { return x->order < y->order; });
+    for (auto& item : run) {
+      ++failing[recipient];
+      acked.push_back(std::move(item));
+    }
+  }
+
   void publish(OwnedItem item) {
     try {
       transport.ensureStream();  // fails at once while degraded
       OwnedMsg msg = streamMessage(item->envelope);
       natsMsg* raw = msg.get();
       item->publishedAt = Clock::now();
+      item->epoch = link.disconnects();
       {
         std::lock_guard lock(mutex);
         published[raw] = std::move(item);  // before the PubAck can come in
@@ -632,7 +764,16 @@ struct DeliveryTransport::Outbox {
       jsPubOptions_Init(&options);
       options.MaxWait = link.options().operationTimeout.count();
       natsMsg* handed = msg.release();
-      natsStatus status = js_PublishMsgAsync(jetStream, &handed, &options);
+      // Only on a connection that is up: while libnats reconnects it keeps
+      // publishes in a buffer and sends them once it is back, so one given up
+      // here (and kept by the sender's node) would land in the stream after
+      // the return, ahead of earlier sends still kept, and a phone importing
+      // then would take it first. A publish just before libnats notices a
+      // dead socket is written to that socket: stored before the loss, or
+      // not at all.
+      natsStatus status = natsConnection_Status(link.connection()) == NATS_CONN_STATUS_CONNECTED
+                              ? js_PublishMsgAsync(jetStream, &handed, &options)
+                              : NATS_CONNECTION_DISCONNECTED;
       if (status == NATS_OK) return;  // libnats owns the message now
       OwnedMsg back(handed);
       std::lock_guard lock(mutex);
@@ -647,55 +788,39 @@ struct DeliveryTransport::Outbox {
       item->outcome.error = e.what();
     }
     std::lock_guard lock(mutex);
-    acked.push_back(std::move(item));
+    giveUpPublished(!link.isConnected());
+    failRun(std::move(item));
   }
 
   // PubAcks are in: tell the nodes holding the recipients (one batch per node,
   // flushed), then let each sender know, in order.
   void notice(std::deque<OwnedItem>& items) {
-    std::unordered_map<std::string, std::vector<QueuedEnvelope>> byNode;
-    std::unordered_map<std::string, std::unordered_map<std::string, std::size_t>> charges;
+    struct ToNode {
+      std::vector<QueuedEnvelope> envelopes;
+      std::vector<std::string> charged;  // per envelope: the node whose window counts it, or ""
+    };
+    std::unordered_map<std::string, ToNode> byNode;
     std::vector<std::string> uncharge;
     for (auto& item : items) {
       bool counted = item->charged && !item->charged->empty();
       if (item->outcome.published) {
         if (auto node = cachedLocation(item->envelope.recipient)) {
-          byNode[*node].push_back({item->outcome.published->serverId, item->envelope});
-          if (counted) ++charges[*node][*item->charged];
+          ToNode& to = byNode[*node];
+          to.envelopes.push_back({item->outcome.published->serverId, item->envelope});
+          to.charged.push_back(counted ? *item->charged : std::string());
           continue;
         }
       }
       if (counted) uncharge.push_back(*item->charged);
     }
     bool sent = false;
-    for (auto& [node, envelopes] : byNode) {
-      std::uint64_t id = 0;
-      {
-        std::lock_guard lock(mutex);
-        id = nextToken++;
-        Batch& batch = batches[id];
-        batch.sentAt = Clock::now();
-        batch.charges = std::move(charges[node]);
-      }
-      std::string bytes = noticeBatchBytes(envelopes);
-      std::string subject = nodeNoticeSubject(node);
-      std::string reply = prefix + "n." + std::to_string(id);
-      natsStatus status =
-          link.isConnected()
-              ? natsConnection_PublishRequest(link.connection(), subject.c_str(), reply.c_str(),
-                                              bytes.data(), static_cast<int>(bytes.size()))
-              : NATS_CONNECTION_DISCONNECTED;
-      if (status == NATS_OK) {
-        sent = true;
-        continue;
-      }
-      spdlog::debug("cluster: notices to {} not sent ({}); they wait in the stream", node,
-                    natsStatus_GetText(status));
-      std::lock_guard lock(mutex);
-      auto it = batches.find(id);
-      if (it != batches.end()) {
-        release(it->second);
-        batches.erase(it);
+    std::size_t limit = noticeBatchLimit(link.connection());
+    for (auto& [node, to] : byNode) {
+      std::size_t begin = 0;
+      for (std::size_t end : noticeRuns(to.envelopes, limit)) {
+        sent |=
+            sendBatch(node, to.envelopes.data() + begin, to.charged.data() + begin, end - begin);
+        begin = end;
       }
     }
     if (sent) {
@@ -709,7 +834,48 @@ struct DeliveryTransport::Outbox {
       for (const std::string& node : uncharge) releaseOne(node, 1);
     }
     wake.notify_all();
-    for (auto& item : items) finish(*item);
+    for (auto& item : items) {
+      finish(*item);
+      if (item->outcome.published) continue;
+      // Its `done` has run: the sender's own record of what it keeps (`hold`)
+      // covers the recipient from here on.
+      std::lock_guard lock(mutex);
+      auto it = failing.find(item->envelope.recipient);
+      if (it != failing.end() && --it->second == 0) failing.erase(it);
+    }
+  }
+
+  // One notice batch to `node`, as a request whose answer releases what it
+  // counts against the windows (`charged`, per envelope). True if published.
+  bool sendBatch(const std::string& node, const QueuedEnvelope* envelopes,
+                 const std::string* charged, std::size_t count) {
+    std::uint64_t id = 0;
+    {
+      std::lock_guard lock(mutex);
+      id = nextToken++;
+      Batch& batch = batches[id];
+      batch.sentAt = Clock::now();
+      for (std::size_t i = 0; i < count; ++i) {
+        if (!charged[i].empty()) ++batch.charges[charged[i]];
+      }
+    }
+    std::string bytes = noticeBatchBytes(envelopes, count);
+    std::string subject = nodeNoticeSubject(node);
+    std::string reply = prefix + "n." + std::to_string(id);
+    natsStatus status = link.isConnected() ? natsConnection_PublishRequest(
+                                                 link.connection(), subject.c_str(), reply.c_str(),
+                                                 bytes.data(), static_cast<int>(bytes.size()))
+                                           : NATS_CONNECTION_DISCONNECTED;
+    if (status == NATS_OK) return true;
+    spdlog::debug("cluster: notices to {} not sent ({}); they wait in the stream", node,
+                  natsStatus_GetText(status));
+    std::lock_guard lock(mutex);
+    auto it = batches.find(id);
+    if (it != batches.end()) {
+      release(it->second);
+      batches.erase(it);
+    }
+    return false;
   }
 
   static void finish(Item& item) {
@@ -783,14 +949,20 @@ struct DeliveryTransport::Outbox {
       it = removals.erase(it);
     }
     // A PubAck libnats never reported (its own time-out should have): given up.
+    std::vector<OwnedItem> late;
     for (auto it = published.begin(); it != published.end();) {
       if (now - it->second->publishedAt < 2 * link.options().operationTimeout) {
         ++it;
         continue;
       }
       it->second->outcome.error = "no PubAck for an envelope to " + it->second->envelope.recipient;
-      acked.push_back(std::move(it->second));
+      late.push_back(std::move(it->second));
       it = published.erase(it);
+    }
+    std::sort(late.begin(), late.end(),
+              [](const OwnedItem& x, const OwnedItem& y) { return x->order < y->order; });
+    for (auto& item : late) {
+      if (item) failRun(std::move(item));
     }
     if (removed.empty()) return;
     lock.unlock();
@@ -807,6 +979,7 @@ struct DeliveryTransport::Outbox {
   mutable std::mutex mutex;
   std::condition_variable wake;
   std::function<std::optional<std::string>(const std::string&)> locate;
+  std::function<bool(const std::string&)> hold;
   std::deque<OwnedItem> queue;                            // not yet published, in order
   std::unordered_map<natsMsg*, OwnedItem> published;      // waiting for their PubAcks
   std::deque<OwnedItem> acked;                            // PubAck (or failure) in
@@ -815,6 +988,11 @@ struct DeliveryTransport::Outbox {
   std::unordered_map<std::uint64_t, Removal> removals;    // removals not answered yet
   std::unordered_map<std::string, std::size_t> inWindow;  // node -> envelopes counted
   std::uint64_t nextToken = 1;
+  std::uint64_t nextOrder = 0;
+  std::uint64_t epochSeen = 0;  // the link's disconnects() giveUpPublished last acted on
+  // Recipients with envelopes that failed and whose `done` has not run yet:
+  // nothing more is published for them meanwhile.
+  std::unordered_map<std::string, std::size_t> failing;
   Clock::time_point lastExpiry{};
   bool stopping = false;
   std::unordered_map<std::string, CachedLocation> locations;  // outbox thread only
@@ -847,6 +1025,11 @@ void DeliveryTransport::setLocator(
   outbox_->locate = std::move(locate);
 }
 
+void DeliveryTransport::setHold(std::function<bool(const std::string& recipient)> hold) {
+  std::lock_guard lock(outbox_->mutex);
+  outbox_->hold = std::move(hold);
+}
+
 void DeliveryTransport::send(Envelope envelope, std::function<void(SendOutcome)> done) {
   outbox_->send(std::move(envelope), std::move(done));
 }
@@ -856,10 +1039,28 @@ std::size_t DeliveryTransport::outboxLength() const {
 }
 
 void DeliveryTransport::removeLater(std::uint64_t serverId, std::function<void()> done) {
-  outbox_->later([this, serverId, done = std::move(done)]() mutable {
+  streamRequestLater(std::string("$JS.API.STREAM.MSG.DELETE.") + kStream,
+                     "{\"seq\":" + std::to_string(serverId) + ",\"no_erase\":true}",
+                     std::move(done));
+}
+
+void DeliveryTransport::removeAllUpTo(const std::string& recipient, std::uint64_t serverId,
+                                      std::function<void()> done) {
+  // A purge of the recipient's subject below a sequence ("up to but not
+  // including"): one JetStream request for a whole import pass.
+  streamRequestLater(std::string("$JS.API.STREAM.PURGE.") + kStream,
+                     "{\"filter\":\"" + inboxSubject(recipient) +
+                         "\",\"seq\":" + std::to_string(serverId + 1) + "}",
+                     std::move(done));
+}
+
+void DeliveryTransport::streamRequestLater(std::string subject, std::string request,
+                                           std::function<void()> done) {
+  outbox_->later([this, subject = std::move(subject), request = std::move(request),
+                  done = std::move(done)]() mutable {
     Outbox& outbox = *outbox_;
     if (!link_.isConnected()) {
-      done();  // the copy stays; the next import skips or repeats it (the phone drops repeats)
+      done();  // the copies stay; the next import skips or repeats them (the phone drops repeats)
       return;
     }
     std::uint64_t token = 0;
@@ -868,8 +1069,6 @@ void DeliveryTransport::removeLater(std::uint64_t serverId, std::function<void()
       token = outbox.nextToken++;
       outbox.removals[token] = {Clock::now(), std::move(done)};
     }
-    std::string request = "{\"seq\":" + std::to_string(serverId) + ",\"no_erase\":true}";
-    std::string subject = std::string("$JS.API.STREAM.MSG.DELETE.") + kStream;
     std::string reply = outbox.prefix + "r." + std::to_string(token);
     natsStatus status =
         natsConnection_PublishRequest(link_.connection(), subject.c_str(), reply.c_str(),

@@ -158,9 +158,21 @@ class DeliveryTransport {
   // Where a phone's session is (its node), nullopt when it has none. Runs on
   // the outbox thread and may block (a KV read). Set once, before send().
   void setLocator(std::function<std::optional<std::string>(const std::string& phone)> locate);
+  // Whether envelopes for a recipient must wait out of the stream (the
+  // sender's node keeps earlier ones for it, to move them in first). Runs on
+  // the outbox thread before each publish; must not block. Set once, before send().
+  void setHold(std::function<bool(const std::string& recipient)> hold);
   // Any thread. `done` runs on the outbox thread, in the order of the sends
   // for envelopes that are published; it must not block. While the link is
   // degraded (or when the transport is destroyed first) it runs with the error.
+  // Order per recipient across a failure: once an envelope fails (not in the
+  // stream), every envelope for its recipient still awaiting its PubAck fails
+  // with it, and nothing more for that recipient is published until its
+  // `done` has run and `hold` no longer names the recipient (those fail too:
+  // "kept behind earlier envelopes ..."). PubAcks awaited when the link is
+  // lost are given up at once. Failures for a recipient are thus a run of its
+  // consecutive sends, and their `done`s run in send order. (A failed one
+  // that JetStream stored after all is there twice, under one message id.)
   void send(Envelope envelope, std::function<void(SendOutcome)> done);
   // Envelopes sent and not yet done, and those counted against a node's window.
   std::size_t outboxLength() const;
@@ -179,6 +191,12 @@ class DeliveryTransport {
   // outbox) thread once JetStream answered, or gave no answer within the
   // notice time-out (the envelope may then still be in the stream).
   void removeLater(std::uint64_t serverId, std::function<void()> done);
+  // removeLater for every envelope of `recipient` up to and including
+  // `serverId`, in one request (a purge of its subject below serverId + 1).
+  // Only for a caller that knows each of them is taken: an import that read
+  // them all and has them durable, with none held in memory.
+  void removeAllUpTo(const std::string& recipient, std::uint64_t serverId,
+                     std::function<void()> done);
 
   // Starts receiving this node's notices: `handler` runs on `thread`. Once;
   // libnats re-subscribes by itself after a reconnect. Needs no connection
@@ -210,6 +228,9 @@ class DeliveryTransport {
 
  private:
   void ensureStream();
+  // A JetStream API request from the outbox thread without waiting; `done`
+  // runs once it is answered, failed, or unanswered within the notice time-out.
+  void streamRequestLater(std::string subject, std::string request, std::function<void()> done);
   // One subscription: each message is decoded on the libnats thread (`decode`
   // throws on bytes it cannot read: the message is dropped, logged) and handed
   // to its handler on the listening network thread. A T with a `replyTo`

@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -63,10 +64,14 @@ struct NatsLink::Impl {
     }
   }
 
+  // Queued jobs first, but a periodic job that is due runs between two queued
+  // ones: a steady stream of jobs (imports asked by notices under a flood)
+  // must not starve the heartbeat, the import checks or the sweep that moves
+  // kept rows into the stream.
   void run() {
     std::unique_lock lock(mutex);
     while (!stopping) {
-      if (!jobs.empty()) {
+      if (!jobs.empty() && !periodicDue(std::chrono::steady_clock::now())) {
         auto job = std::move(jobs.front());
         jobs.pop_front();
         lock.unlock();
@@ -89,6 +94,12 @@ struct NatsLink::Impl {
       }
       if (jobs.empty() && !stopping) wake.wait_until(lock, next);
     }
+  }
+
+  // Mutex held.
+  bool periodicDue(std::chrono::steady_clock::time_point now) const {
+    return std::any_of(periodic.begin(), periodic.end(),
+                       [&](const Periodic& p) { return p.next <= now; });
   }
 };
 

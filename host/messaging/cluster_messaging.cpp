@@ -157,6 +157,12 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
       }
     }
   });
+  // Nothing is published for a phone while rows kept for it here wait to be
+  // moved into the stream (publishOrKeep).
+  node.transport().setHold([this](const std::string& phone) {
+    std::lock_guard lock(keptMutex_);
+    return keptFor_.contains(phone);
+  });
   node.transport().setLocator([this](const std::string& phone) -> std::optional<std::string> {
     auto where = cluster_->directory().location(phone);
     if (!where) return std::nullopt;
@@ -637,7 +643,7 @@ void MessagingService::importFromStream(const std::string& phone) {
   auto startedAt = StreamIntake::Clock::now();
   // A live phone takes what comes from notices: an import now could overtake
   // or repeat what memory delivers.
-  if (!intake_->beginImport(phone, epoch)) return;
+  if (!intake_->beginImport(phone, epoch, startedAt)) return;
   std::optional<std::uint64_t> readUpTo;
   struct Ending {
     StreamIntake& intake;
@@ -768,9 +774,18 @@ void MessagingService::importPasses(const std::string& phone,
       }
     });
     // Durable here first, then gone from the stream (the removals pipelined):
-    // a crash in between leaves a copy the next import skips.
-    for (const cluster::QueuedEnvelope& queued : items)
-      transport.removeLater(queued.serverId, [] {});
+    // a crash in between leaves a copy the next import skips. Every envelope
+    // of the phone up to lastRead is now durable here (this import read them
+    // all from `cursor` on; earlier imports the rest), unless it is held in
+    // memory: with none held, one purge of the phone's subject removes them.
+    // The phone is importing, so nothing is offered to it before this import
+    // ends (goLive waits for it).
+    if (!intake_->holdsAny(phone)) {
+      transport.removeAllUpTo(phone, lastRead, [] {});
+    } else {
+      for (const cluster::QueuedEnvelope& queued : items)
+        transport.removeLater(queued.serverId, [] {});
+    }
     readUpTo = lastRead;
     imported += items.size();
     for (const cluster::QueuedEnvelope& queued : items) {
@@ -826,25 +841,26 @@ void MessagingService::publishReceipt(std::string to, OutboundReceipt receipt) {
 template <class Item>
 void MessagingService::publishOrKeep(cluster::Envelope envelope, Item item) {
   std::string to = envelope.recipient;
-  if (countKept(to, false)) {
-    // Rows for this phone wait here for the stream: this one goes behind them.
-    keepForExport(std::move(to), std::move(item));
-    return;
-  }
   auto held = std::make_shared<Item>(std::move(item));
-  // On the outbox thread, in the order of the sends: must not block.
-  cluster_->transport().send(std::move(envelope), [this, held, to](cluster::SendOutcome outcome) {
-    if (outcome.published) {
-      if (held->ack) std::exchange(held->ack, nullptr)->settle();
-      return;
-    }
-    spdlog::warn("cluster: an item for {} kept on this node: {}", to, outcome.error);
-    countKept(to, true);
-    threads_.front()->post([this, held, to]() { keepForExport(to, std::move(*held)); });
-  });
+  auto keep = [this, held, to]() { keepForExport(to, std::move(*held)); };
+  // Rows for this phone wait here for the stream: this one goes behind them.
+  if (countKept(to, false, keep)) return;
+  // On the outbox thread, in the order of the sends: must not block. The
+  // outbox publishes nothing more for the phone once one failed, until this
+  // has counted it (its hold, keptFor_), so what is kept is a run of the
+  // sends, in their order.
+  cluster_->transport().send(
+      std::move(envelope), [this, held, to, keep](cluster::SendOutcome outcome) {
+        if (outcome.published) {
+          if (held->ack) std::exchange(held->ack, nullptr)->settle();
+          return;
+        }
+        spdlog::warn("cluster: an item for {} kept on this node: {}", to, outcome.error);
+        countKept(to, true, keep);
+      });
 }
 
-bool MessagingService::countKept(const std::string& phone, bool start) {
+bool MessagingService::countKept(const std::string& phone, bool start, std::function<void()> keep) {
   std::lock_guard lock(keptMutex_);
   auto it = keptFor_.find(phone);
   if (it == keptFor_.end()) {
@@ -852,6 +868,7 @@ bool MessagingService::countKept(const std::string& phone, bool start) {
     it = keptFor_.emplace(phone, 0).first;
   }
   ++it->second;
+  threads_.front()->post(std::move(keep));
   return true;
 }
 

@@ -347,9 +347,11 @@ class MessagingService final : public session::SessionBackend {
   void publishOrKeep(cluster::Envelope envelope, Item item);
   // Counts one more item kept here for `phone` (to be moved into the stream
   // by exportStranded): always when `start`, else only if the phone already
-  // has kept items (then true).
-  bool countKept(const std::string& phone, bool start);
-  // Stores the item here (a network thread), then uncounts it.
+  // has kept items (then true). When counted, `keep` (keepForExport) is
+  // posted to the first network thread under the same lock, so kept items
+  // are stored in the order they were counted (the order of the sends).
+  bool countKept(const std::string& phone, bool start, std::function<void()> keep);
+  // Stores the item here (the first network thread), then uncounts it.
   template <class Item>
   void keepForExport(std::string to, Item item);
   // Whether the store holds queued rows for `phone`.

@@ -2,12 +2,14 @@
 
 namespace switchboard::messaging {
 
-// Live before the link last went away: notices may have been lost since, and
-// rows kept elsewhere meanwhile are on their way into the stream.
+// Live before the link last went away: notices may have been lost since, so
+// the phone imports again (goLive wants an import of the current epoch).
+// Rows other nodes kept for it meanwhile need no wait: each node moves them
+// into the stream in the order they were sent, before anything sent to the
+// phone later (DeliveryTransport::setHold), so memory takes them in order.
 void StreamIntake::forgetStaleLive(Phone& p, std::uint64_t epochNow) {
   if (!p.liveEpoch || *p.liveEpoch == epochNow) return;
   p.liveEpoch.reset();
-  p.liveAt = std::max(p.liveAt, Clock::now() + kImportAfterReconnect);
 }
 
 void StreamIntake::loggedIn(const std::string& phone, std::uint64_t sessionId,
@@ -51,7 +53,7 @@ StreamIntake::Verdict StreamIntake::notice(const cluster::QueuedEnvelope& queued
     p.liveAt = std::max(p.liveAt, now);  // what was dropped is read by a later import
   }
   p.kept.push_back({queued, token});
-  if (p.importAsked) return Verdict::kept;
+  if (p.importAsked || (p.importing && p.importMayGoLive)) return Verdict::kept;
   p.importAsked = true;
   return Verdict::import;
 }
@@ -78,7 +80,8 @@ std::optional<std::vector<StreamIntake::Kept>> StreamIntake::goLive(const std::s
   return offers;
 }
 
-bool StreamIntake::beginImport(const std::string& phone, std::uint64_t epochNow) {
+bool StreamIntake::beginImport(const std::string& phone, std::uint64_t epochNow,
+                               Clock::time_point startedAt) {
   std::lock_guard lock(mutex_);
   auto it = phones_.find(phone);
   if (it == phones_.end()) return true;  // not a session here: import as asked
@@ -89,6 +92,7 @@ bool StreamIntake::beginImport(const std::string& phone, std::uint64_t epochNow)
     return false;
   }
   p.importing = true;
+  p.importMayGoLive = startedAt >= p.liveAt;
   p.importAsked = false;
   return true;
 }
@@ -100,6 +104,7 @@ void StreamIntake::endImport(const std::string& phone, std::optional<std::uint64
   if (it == phones_.end()) return;
   Phone& p = it->second;
   p.importing = false;
+  p.importMayGoLive = false;
   if (readUpTo) p.readUpTo = std::max(p.readUpTo, *readUpTo);
   while (!p.kept.empty() && p.kept.front().queued.serverId <= p.readUpTo) {
     dropped.push_back(std::move(p.kept.front()));
@@ -119,6 +124,12 @@ bool StreamIntake::inMemory(const std::string& phone, std::uint64_t serverId) {
   std::lock_guard lock(mutex_);
   auto it = phones_.find(phone);
   return it != phones_.end() && it->second.held.contains(serverId);
+}
+
+bool StreamIntake::holdsAny(const std::string& phone) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  return it != phones_.end() && !it->second.held.empty();
 }
 
 void StreamIntake::settled(const std::string& phone, std::uint64_t serverId) {

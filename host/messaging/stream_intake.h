@@ -13,9 +13,14 @@
 //   stream once the phone has it or the store does; a session that ends with
 //   it leaves it in the stream for the next import, wherever that is.
 // A phone goes live when an import that started no earlier than its `liveAt`
-// (and since the link last reconnected) has finished, with no other import
+// and in the link's current epoch (after its last disconnect, so it read what
+// was stored while notices could be lost) has finished, with no other import
 // running: the envelopes kept meanwhile and not read by that import are then
-// offered first, in arrival order. From then on no import runs for it (one
+// offered first, in arrival order. After a reconnect that needs no wait: the
+// other nodes move what they kept for the phone meanwhile into the stream in
+// sending order, ahead of anything sent to it later (DeliveryTransport::setHold),
+// so taking them from memory in arrival order keeps the order. That is state
+// (the epoch, the senders' holds), not a delay. From then on no import runs for it (one
 // could read envelopes whose notices are still on their way, and they would
 // overtake or repeat what memory delivers).
 //
@@ -73,11 +78,6 @@ class StreamIntake {
   // an older one imports again.
   Verdict notice(const cluster::QueuedEnvelope& queued, std::uint64_t epoch,
                  const BatchToken& token);
-  // How long a phone imports after the link came back before it may go live
-  // again: the other nodes move what they kept meanwhile into the stream at
-  // their own reconnect, and an import puts those in sending order; memory
-  // could not.
-  static constexpr std::chrono::seconds kImportAfterReconnect{3};
   // Listener thread, after an import that started at `startedAt` in `epoch`:
   // nullopt if the phone does not go live now; else it is live, and these
   // kept envelopes (now counted as in memory) are to be offered first.
@@ -86,12 +86,20 @@ class StreamIntake {
 
   // Around an import (worker). beginImport is false when the phone is live in
   // `epochNow` (then nothing is imported); endImport records what was read.
-  bool beginImport(const std::string& phone, std::uint64_t epochNow);
+  // While an import runs that may make the phone live (it started at or after
+  // liveAt), notices are kept without asking for another: the phone goes live
+  // after it and takes them from memory. (Asking again each time would start
+  // a new import before goLive could run, and under a steady flood the phone
+  // would import for as long as the flood lasts.)
+  bool beginImport(const std::string& phone, std::uint64_t epochNow, Clock::time_point startedAt);
   void endImport(const std::string& phone, std::optional<std::uint64_t> readUpTo);
   // Where an import of the phone starts reading (what earlier ones read).
   std::uint64_t readUpTo(const std::string& phone);
   // An import skips envelopes in memory.
   bool inMemory(const std::string& phone, std::uint64_t serverId);
+  // Whether any envelope of the phone is in memory now (an import whose
+  // phone holds none may remove what it read with one purge).
+  bool holdsAny(const std::string& phone);
   // The envelope left memory: removed from the stream, or let go.
   void settled(const std::string& phone, std::uint64_t serverId);
   // Importing phones that nothing asked to import and whose liveAt passed:
@@ -109,6 +117,7 @@ class StreamIntake {
     std::optional<std::uint64_t> liveEpoch;  // set: live in that epoch
     std::uint64_t readUpTo = 0;              // imports read every envelope up to here
     bool importing = false;                  // an import is running
+    bool importMayGoLive = false;            // ... one that started at or after liveAt
     bool importAsked = false;                // an import is asked for and not begun
     std::unordered_set<std::uint64_t> held;  // in memory (offered, not yet removed)
     std::deque<Kept> kept;

@@ -225,6 +225,35 @@ class ClusterOutage : public TwoNodeCluster {
     return out;
   }
 
+  // For a failure: the acknowledged sends the recipient lacks (first, last,
+  // how many) and how many of them wait in each node's queue.
+  std::string whereMissing(SendStream& s) const {
+    auto acked = s.acked();
+    std::set<std::uint32_t> received;
+    for (std::uint32_t seq : s.received()) received.insert(seq);
+    std::vector<std::uint32_t> missing;
+    for (const auto& [seq, id] : acked) {
+      if (!received.count(seq)) missing.push_back(seq);
+    }
+    if (missing.empty()) return "nothing missing\n";
+    std::string out = s.tag() + ": " + std::to_string(missing.size()) + " missing, " +
+                      std::to_string(missing.front()) + " to " + std::to_string(missing.back()) +
+                      "\n";
+    for (const auto* node : {a.get(), b.get()}) {
+      DatabaseFile db(node->dataDir());
+      std::size_t queued = 0;
+      for (const std::string& body :
+           db.column("SELECT body FROM queue WHERE recipient = ?", {s.to().number()})) {
+        if (body.rfind(s.tag() + " ", 0) != 0 || body == s.tag() + " hello") continue;
+        auto seq = static_cast<std::uint32_t>(std::stoul(body.substr(s.tag().size() + 1)));
+        queued += std::binary_search(missing.begin(), missing.end(), seq) ? 1 : 0;
+      }
+      out += "  in the queue of node " + node->dataDir().filename().string() + ": " +
+             std::to_string(queued) + "\n";
+    }
+    return out;
+  }
+
   static std::vector<std::size_t> answeredNow(
       const std::vector<std::unique_ptr<SendStream>>& streams) {
     std::vector<std::size_t> now;
@@ -312,7 +341,7 @@ TEST_F(ClusterOutage, NatsKilledAndRestartedMidStreamEveryAcknowledgedSendArrive
     for (std::uint32_t seq : s->received()) found += acked.count(seq);
     EXPECT_TRUE(all) << s->tag() << ": acknowledged " << acked.size() << ", received " << found
                      << "\n"
-                     << a->log() << "\n"
+                     << whereMissing(*s) << a->log() << "\n"
                      << b->log();
   }
 

@@ -120,7 +120,11 @@ void RunningHost::start() {
   if (running()) throw std::logic_error("the host is already running");
   bool firstStart = port_ == 0;
   for (int attempt = 0; attempt < 10; ++attempt) {
-    if (firstStart) port_ = freePort();
+    // freePort() may hand out the metrics port again (it was closed too).
+    if (firstStart) {
+      do port_ = freePort();
+      while (port_ == metricsPort_);
+    }
     if (spawnAndWait()) return;
     // Only "address in use" is worth retrying: on a first start with another
     // port, on a restart (the old sockets may linger) with the same one.
