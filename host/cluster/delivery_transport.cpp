@@ -223,8 +223,11 @@ void DeliveryTransport::notify(const std::string& node, const std::vector<Queued
         link_.connection(), static_cast<std::int64_t>(link_.options().operationTimeout.count()));
   }
   if (status != NATS_OK) {
-    spdlog::debug("cluster: notice to {} not sent ({}); it waits in the stream", node,
-                  natsStatus_GetText(status));
+    // With the link up, a live phone there does not learn of the envelopes
+    // until its next import (its next login): worth an operator's eye.
+    spdlog::log(link_.isConnected() ? spdlog::level::warn : spdlog::level::debug,
+                "cluster: notice to {} not sent ({}); it waits in the stream", node,
+                natsStatus_GetText(status));
   }
 }
 
@@ -867,8 +870,9 @@ struct DeliveryTransport::Outbox {
                                                  bytes.data(), static_cast<int>(bytes.size()))
                                            : NATS_CONNECTION_DISCONNECTED;
     if (status == NATS_OK) return true;
-    spdlog::debug("cluster: notices to {} not sent ({}); they wait in the stream", node,
-                  natsStatus_GetText(status));
+    spdlog::log(link.isConnected() ? spdlog::level::warn : spdlog::level::debug,
+                "cluster: notices to {} not sent ({}); they wait in the stream", node,
+                natsStatus_GetText(status));
     std::lock_guard lock(mutex);
     auto it = batches.find(id);
     if (it != batches.end()) {

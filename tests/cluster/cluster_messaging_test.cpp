@@ -655,5 +655,37 @@ TEST_F(ClusterMessaging, KillingTheRecipientsNodeWhileItDeliversFromMemoryLosesA
             << " acknowledged messages had reached bob from b's memory when it was killed\n";
 }
 
+// A phone sends with a clientMsgId on node a, then (as a client does when its
+// node dies before answering) sends the same clientMsgId again from node b.
+// The first copy was kept on a (a phone there), so the second is a new copy
+// with a new id through the stream: the recipient's node hands the phone both,
+// and the client library drops the second by (sender, clientMsgId), so the
+// application gets the message once (docs/cluster.md, "What remains", item 3).
+// The sender is given a new id for the repeat: that is the gap the doc names.
+TEST_F(ClusterMessaging, AClientMsgIdSentAgainOnTheOtherNodeReachesTheApplicationOnce) {
+  RecordingPhone bob(a->clientOptions(), "+15550009161");
+  bob.registerAndLogin(a->sms());
+  RecordingPhone alice(a->clientOptions(), "+15550009162");
+  alice.registerAndLogin(a->sms());
+  client::SendResult first = alice.client().send(bob.number(), "once", std::string("repeat-1"));
+  ASSERT_TRUE(bob.waitForMessages(1));
+
+  RecordingPhone aliceOnB(b->clientOptions(), alice.number());
+  aliceOnB.setKey(alice.key());
+  aliceOnB.login();
+  client::SendResult again = aliceOnB.client().send(bob.number(), "once", std::string("repeat-1"));
+  // Sent after the repeat, on the same node to the same phone: once it is
+  // there, the repeat has reached bob's client too.
+  aliceOnB.client().send(bob.number(), "after");
+  ASSERT_TRUE(bob.waitForMessages(2)) << a->log() << b->log();
+
+  std::vector<client::Message> got = bob.messages();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(bodiesOf(got), (std::vector<std::string>{"once", "after"}));
+  EXPECT_EQ(got[0].id, first.id);
+  EXPECT_NE(again.id, first.id)
+      << "the repeat is given the first send's id: update docs/cluster.md";
+}
+
 }  // namespace
 }  // namespace switchboard::integration
