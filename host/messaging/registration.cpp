@@ -132,7 +132,7 @@ std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::str
   auto live =
       std::make_shared<LiveSession>(*this, thread, options_.limits, ref, kj::mv(inbox), close);
   ref.session = live;
-  if (auto replaced = sessions_.attach(ref)) {
+  if (auto replaced = sessions_.attach(std::move(ref))) {
     if (replaced->threadIndex == connection.threadIndex &&
         replaced->connectionId == connection.connectionId) {
       // A second login on the same connection: end the old session, keep the
