@@ -193,12 +193,23 @@ void insertItem(Store& store, std::int64_t id) {
   });
 }
 
-TEST(ReadTransaction, ItsReadsShareOneSnapshotUntilRefreshAfterACommit) {
+// Each test's store, and a ReadTransaction on it whose snapshot predates a commit.
+class ReadTransactions : public ::testing::Test {
+ protected:
+  // Opens a transaction, takes its snapshot (no rows), then commits row 1.
+  std::unique_ptr<ReadTransaction> snapshotThenInsert() {
+    auto reads = store->readTransaction();
+    EXPECT_EQ(countItems(*store), 0);
+    insertItem(*store, 1);
+    return reads;
+  }
+
   TempDir dir;
-  auto store = openWithItems(dir);
-  auto reads = store->readTransaction();
-  EXPECT_EQ(countItems(*store), 0);
-  insertItem(*store, 1);
+  std::unique_ptr<Store> store = openWithItems(dir);
+};
+
+TEST_F(ReadTransactions, ItsReadsShareOneSnapshotUntilRefreshAfterACommit) {
+  auto reads = snapshotThenInsert();
   EXPECT_EQ(countItems(*store), 0) << "a read inside the transaction took a new snapshot";
   reads->refresh();
   EXPECT_EQ(countItems(*store), 1) << "refresh() kept a snapshot older than a commit";
@@ -206,9 +217,7 @@ TEST(ReadTransaction, ItsReadsShareOneSnapshotUntilRefreshAfterACommit) {
   EXPECT_EQ(countItems(*store), 1);
 }
 
-TEST(ReadTransaction, RefreshSeesAWriteWhoseDoneCallbackHasBegun) {
-  TempDir dir;
-  auto store = openWithItems(dir);
+TEST_F(ReadTransactions, RefreshSeesAWriteWhoseDoneCallbackHasBegun) {
   auto reads = store->readTransaction();
   EXPECT_EQ(countItems(*store), 0);  // the snapshot: before the write below
   auto doneBegan = std::make_shared<std::promise<void>>();
@@ -231,12 +240,8 @@ TEST(ReadTransaction, RefreshSeesAWriteWhoseDoneCallbackHasBegun) {
   store->flush();
 }
 
-TEST(ReadTransaction, OtherThreadsReadOutsideIt) {
-  TempDir dir;
-  auto store = openWithItems(dir);
-  auto reads = store->readTransaction();
-  EXPECT_EQ(countItems(*store), 0);
-  insertItem(*store, 1);
+TEST_F(ReadTransactions, OtherThreadsReadOutsideIt) {
+  auto reads = snapshotThenInsert();
   std::int64_t elsewhere = -1;
   std::thread other([&] { elsewhere = countItems(*store); });
   other.join();
@@ -244,37 +249,23 @@ TEST(ReadTransaction, OtherThreadsReadOutsideIt) {
   EXPECT_EQ(countItems(*store), 0);
 }
 
-TEST(ReadTransaction, EndingItLeavesNoSnapshotPinnedOnThePooledConnection) {
-  TempDir dir;
-  auto store = openWithItems(dir);
-  {
-    auto reads = store->readTransaction();
-    EXPECT_EQ(countItems(*store), 0);
-  }
-  insertItem(*store, 1);
+TEST_F(ReadTransactions, EndingItLeavesNoSnapshotPinnedOnThePooledConnection) {
+  snapshotThenInsert();  // and ended at once
   EXPECT_EQ(countItems(*store), 1) << "the transaction outlived its ReadTransaction";
 }
 
-TEST(ReadTransaction, AReadThatThrowsInsideItPropagatesAndItsSnapshotGoesOn) {
-  TempDir dir;
-  auto store = openWithItems(dir);
-  auto reads = store->readTransaction();
-  EXPECT_EQ(countItems(*store), 0);
+TEST_F(ReadTransactions, AReadThatThrowsInsideItPropagatesAndItsSnapshotGoesOn) {
+  auto reads = snapshotThenInsert();
   EXPECT_THROW(store->read([](Connection& connection) {
     connection.prepare("SELECT count(*) FROM items").step();
     throw std::runtime_error("reader gave up");
   }),
                std::runtime_error);
-  insertItem(*store, 1);
   EXPECT_EQ(countItems(*store), 0) << "the throw ended the shared snapshot";
 }
 
-TEST(ReadTransaction, ANestedOneJoinsTheOpenOneAndEndsNothing) {
-  TempDir dir;
-  auto store = openWithItems(dir);
-  auto outer = store->readTransaction();
-  EXPECT_EQ(countItems(*store), 0);
-  insertItem(*store, 1);
+TEST_F(ReadTransactions, ANestedOneJoinsTheOpenOneAndEndsNothing) {
+  auto outer = snapshotThenInsert();
   {
     auto inner = store->readTransaction();
     EXPECT_EQ(countItems(*store), 0) << "the nested one took a snapshot of its own";
@@ -287,7 +278,7 @@ TEST(ReadTransaction, ANestedOneJoinsTheOpenOneAndEndsNothing) {
   EXPECT_EQ(countItems(*store), 1);
 }
 
-TEST(ReadTransaction, ReadsOfAnotherStoreOnTheSameThreadAreNotInIt) {
+TEST(ReadTransactionStores, ReadsOfAnotherStoreOnTheSameThreadAreNotInIt) {
   TempDir dirA;
   TempDir dirB;
   auto a = openWithItems(dirA);
