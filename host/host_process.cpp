@@ -106,15 +106,18 @@ struct HostProcess::Parts {
   std::unique_ptr<net::RpcListener> adminListener;
   std::unique_ptr<admin::MetricsServer> metrics;
   asio::io_context signals;  // run() waits here
-  // SIGHUP is caught from construction on, so one sent as soon as the host
-  // answers waits for run() instead of killing the process.
+  // SIGHUP, SIGINT and SIGTERM are caught from construction on, so one sent as soon as
+  // the host answers (its admin socket exists before run()) waits for run() instead of
+  // killing the process without its clean shutdown.
   std::unique_ptr<asio::signal_set> hangup;
+  std::unique_ptr<asio::signal_set> stop;
 };
 
 HostProcess::HostProcess(HostConfig config)
     : config_(std::move(config)), live_(config_), parts_(new Parts) {
   Parts& p = *parts_;
   p.hangup = std::make_unique<asio::signal_set>(p.signals, SIGHUP);
+  p.stop = std::make_unique<asio::signal_set>(p.signals, SIGINT, SIGTERM);
   try {
     store::StoreOptions storeOptions;
     storeOptions.dataDir = config_.dataDir;
@@ -338,8 +341,7 @@ plugin::PluginManager& HostProcess::plugins() {
 }
 
 int HostProcess::run() {
-  asio::signal_set signals(parts_->signals, SIGINT, SIGTERM);
-  signals.async_wait([this](const std::error_code& error, int signal) {
+  parts_->stop->async_wait([this](const std::error_code& error, int signal) {
     if (!error) spdlog::info("signal {}: shutting down", signal);
     parts_->signals.stop();
   });
