@@ -195,7 +195,9 @@ TEST(CommandSmsSink, DestructorIsBoundedByTimeoutAndShutdownBound) {
                                            started.string() + "'\nsleep 600\n");
   {
     CommandSmsOptions options;
-    options.timeout = std::chrono::milliseconds(200);
+    // The destructor must come while the first command still runs (else the worker starts
+    // the second): 200 ms was not always enough on a loaded box, so the bound is 2 s.
+    options.timeout = std::chrono::milliseconds(2000);
     options.shutdownBound = std::chrono::milliseconds(0);
     CommandSmsSink sink({script.string()}, options);
     sink.send("+15550000001", "11111", "t");
