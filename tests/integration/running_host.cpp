@@ -157,6 +157,11 @@ bool RunningHost::spawnAndWait() {
   if (metricsPort_ != 0) byDefault("--metrics-listen", "127.0.0.1:" + std::to_string(metricsPort_));
   byDefault("--web-listen", "");  // not the shared default port: tests run side by side
   byDefault("--threads", "2");
+#if defined(__SANITIZE_ADDRESS__)
+  // A canary is a fresh process that loads the plugin; under ASan on a loaded 2-core box its
+  // start-up alone passed the 5 s default, and the host refused to start.
+  byDefault("--canary-timeout-ms", "30000");
+#endif
   // Info unless the test asks for more ("serving phones on" is logged at info).
   byDefault("--log-level", "info");
   std::vector<char*> argv;

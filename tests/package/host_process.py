@@ -47,6 +47,9 @@ class HostProcess:
         self._out = open(self.log_path, "wb")
         command = [str(binary), "--listen", f"127.0.0.1:{self.port}",
                    "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--threads", "2", *args]
+        if os.environ.get("SWITCHBOARD_SANITIZED_PRELOAD") and "--canary-timeout-ms" not in args:
+            # Under ASan a canary's start-up alone passed the 5 s default on a loaded box.
+            command += ["--canary-timeout-ms", "30000"]
         self.process = subprocess.Popen(command, cwd=self.workdir, stdout=self._out,
                                         stderr=subprocess.STDOUT, env=env)
         try:
