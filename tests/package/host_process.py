@@ -99,13 +99,15 @@ def run(command, cwd=None, env=None, timeout=600, check=True):
     return result
 
 
-def clean_env(**extra):
+def clean_env(preload=True, **extra):
     """The environment without PYTHONPATH or SWITCHBOARD_ADMIN_SOCKET, plus `extra`.
     Under scripts/sanitize the ASan runtime is preloaded (SWITCHBOARD_SANITIZED_PRELOAD):
-    Debian's python3 is not instrumented, and the installed module is."""
+    Debian's python3 is not instrumented, and the installed module is. preload=False is
+    for commands that run no instrumented code in an uninstrumented process (cpack, dpkg):
+    with the runtime preloaded, LeakSanitizer reports those tools' own leaks."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "SWITCHBOARD_ADMIN_SOCKET")}
-    if os.environ.get("SWITCHBOARD_SANITIZED_PRELOAD"):
+    if preload and os.environ.get("SWITCHBOARD_SANITIZED_PRELOAD"):
         env["LD_PRELOAD"] = os.environ["SWITCHBOARD_SANITIZED_PRELOAD"]
     env.update(extra)
     return env

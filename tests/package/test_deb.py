@@ -16,7 +16,7 @@ KINDS = ["auth", "offline", "presence", "routing"]
 
 @pytest.fixture(scope="module")
 def deb(build):
-    out = run([REPO / "scripts/package"], env=clean_env(SWITCHBOARD_BUILD=str(build)))
+    out = run([REPO / "scripts/package"], env=clean_env(preload=False, SWITCHBOARD_BUILD=str(build)))
     path = out.stdout.strip().splitlines()[-1]
     return path
 
