@@ -1,9 +1,10 @@
 #include "net/asio_stream.h"
 
-#include "net/fd_readiness.h"
-
 #include <kj/debug.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <asio/post.hpp>
 
@@ -31,7 +32,20 @@ bool isPeerGone(int error) {
 }  // namespace
 
 AsioStream::AsioStream(asio::io_context& io, int fd)
-    : descriptor_(io, fd), fd_(fd), alive_(std::make_shared<AsioStream*>(this)) {}
+    : io_(io), alive_(std::make_shared<AsioStream*>(this)), socket_(io, fd, [alive = alive_, &io] {
+        // From inside the reactor: only post the flush.
+        asio::post(io, [alive] {
+          if (AsioStream* self = *alive) {
+            self->writeWaitPending_ = false;
+            self->flush();
+          }
+        });
+      }) {
+  // Linux's TCP_INQ: each read also says what is left, so a read that emptied the socket is
+  // known without a second read() that returns EAGAIN. Not for Unix sockets (refused there).
+  int one = 1;
+  inqHint_ = ::setsockopt(socket_.fd(), SOL_TCP, TCP_INQ, &one, sizeof(one)) == 0;
+}
 
 AsioStream::~AsioStream() noexcept(false) {
   *alive_ = nullptr;
@@ -71,13 +85,22 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
     }
     if (done >= minBytes || done == maxBytes) return done;
 
-    // Here nothing is buffered. Big reads go straight to the caller's buffer; small
-    // ones read ahead through the thread's scratch buffer.
+    // Here nothing is buffered. Wait for data unless the socket may have some.
+    if (!socket_.mayRead()) {
+      return socket_.whenReadable().then([this, out, minBytes, maxBytes, done]() {
+        return readLoop(out, minBytes, maxBytes, done);
+      });
+    }
+    // Big reads go straight to the caller's buffer; small ones read ahead through the
+    // thread's scratch buffer.
     size_t wanted = maxBytes - done;
     bool direct = wanted >= kReadBufferBytes;
     kj::byte* into = direct ? out + done : threadReadScratch();
-    ssize_t n = ::read(fd_, into, direct ? wanted : kReadBufferBytes);
+    size_t asked = direct ? wanted : kReadBufferBytes;
+    bool drained = false;
+    ssize_t n = inqHint_ ? readWithHint(into, asked, drained) : ::read(socket_.fd(), into, asked);
     if (n > 0) {
+      if (drained) socket_.readDrained();
       size_t got = static_cast<size_t>(n);
       size_t taken = std::min(got, wanted);
       if (!direct) std::memcpy(out + done, into, taken);
@@ -89,13 +112,33 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
     int error = errno;
     if (error == EINTR) continue;
     if (error == EAGAIN || error == EWOULDBLOCK) {
-      return whenReadable(descriptor_).then([this, out, minBytes, maxBytes, done]() {
-        return readLoop(out, minBytes, maxBytes, done);
-      });
+      socket_.readWouldBlock();
+      continue;
     }
     if (isPeerGone(error)) return disconnected("read failed", error);
     return syscallFailure(kj::Exception::Type::FAILED, "read failed", error);
   }
+}
+
+ssize_t AsioStream::readWithHint(kj::byte* into, size_t size, bool& drained) {
+  iovec data{into, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof(control);
+  ssize_t n = ::recvmsg(socket_.fd(), &message, 0);
+  if (n <= 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
+    if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
+      int left = 0;
+      std::memcpy(&left, CMSG_DATA(c), sizeof(left));
+      // Zero: nothing queued and no end of stream or reset pending (the kernel reports 1 then).
+      drained = left == 0;
+    }
+  }
+  return n;
 }
 
 void AsioStream::keepReadAhead(const kj::byte* data, size_t size) {
@@ -113,7 +156,7 @@ void AsioStream::releaseReadBuffer() {
 }
 
 void AsioStream::abortRead() {
-  ::shutdown(fd_, SHUT_RD);
+  ::shutdown(socket_.fd(), SHUT_RD);
 }
 
 // ---------------------------------------------------------------------------------- writing
@@ -143,7 +186,7 @@ void AsioStream::shutdownWrite() {
   shutdownRequested_ = true;
   if (bufferedWriteBytes() == 0 && !writeShut_) {
     writeShut_ = true;
-    ::shutdown(fd_, SHUT_WR);
+    ::shutdown(socket_.fd(), SHUT_WR);
   }
 }
 
@@ -165,7 +208,7 @@ void AsioStream::scheduleFlush() {
   // While waiting for writability the wait's handler flushes; no second flush is needed.
   if (flushPosted_ || writeWaitPending_) return;
   flushPosted_ = true;
-  asio::post(descriptor_.get_executor(), [alive = alive_] {
+  asio::post(io_, [alive = alive_] {
     if (AsioStream* self = *alive) {
       self->flushPosted_ = false;
       self->flush();
@@ -175,8 +218,8 @@ void AsioStream::scheduleFlush() {
 
 void AsioStream::flush() {
   while (writeStart_ < writeBuffer_.size()) {
-    ssize_t n = ::send(fd_, writeBuffer_.data() + writeStart_, writeBuffer_.size() - writeStart_,
-                       MSG_NOSIGNAL);
+    ssize_t n = ::send(socket_.fd(), writeBuffer_.data() + writeStart_,
+                       writeBuffer_.size() - writeStart_, MSG_NOSIGNAL);
     if (n > 0) {
       writeStart_ += static_cast<size_t>(n);
       continue;
@@ -185,13 +228,7 @@ void AsioStream::flush() {
     if (error == EINTR) continue;
     if (error == EAGAIN || error == EWOULDBLOCK) {
       writeWaitPending_ = true;
-      descriptor_.async_wait(asio::posix::stream_descriptor::wait_write,
-                             [alive = alive_](const asio::error_code&) {
-                               if (AsioStream* self = *alive) {
-                                 self->writeWaitPending_ = false;
-                                 self->flush();
-                               }
-                             });
+      socket_.writeBlocked();
       break;
     }
     failWrites(error);
@@ -216,7 +253,7 @@ void AsioStream::flush() {
   }
   if (bufferedWriteBytes() == 0 && shutdownRequested_ && !writeShut_) {
     writeShut_ = true;
-    ::shutdown(fd_, SHUT_WR);
+    ::shutdown(socket_.fd(), SHUT_WR);
   }
 }
 
@@ -239,23 +276,23 @@ void AsioStream::failWrites(int error) {
 
 void AsioStream::getsockopt(int level, int option, void* value, kj::uint* length) {
   socklen_t socklen = *length;
-  KJ_SYSCALL(::getsockopt(fd_, level, option, value, &socklen));
+  KJ_SYSCALL(::getsockopt(socket_.fd(), level, option, value, &socklen));
   *length = socklen;
 }
 
 void AsioStream::setsockopt(int level, int option, const void* value, kj::uint length) {
-  KJ_SYSCALL(::setsockopt(fd_, level, option, value, length));
+  KJ_SYSCALL(::setsockopt(socket_.fd(), level, option, value, length));
 }
 
 void AsioStream::getsockname(struct sockaddr* addr, kj::uint* length) {
   socklen_t socklen = *length;
-  KJ_SYSCALL(::getsockname(fd_, addr, &socklen));
+  KJ_SYSCALL(::getsockname(socket_.fd(), addr, &socklen));
   *length = socklen;
 }
 
 void AsioStream::getpeername(struct sockaddr* addr, kj::uint* length) {
   socklen_t socklen = *length;
-  KJ_SYSCALL(::getpeername(fd_, addr, &socklen));
+  KJ_SYSCALL(::getpeername(socket_.fd(), addr, &socklen));
   *length = socklen;
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // A kj::AsyncIoStream over a socket registered with an Asio io_context.
 
+#include "net/socket_registration.h"
+
 #include <kj/async-io.h>
-#include <asio/posix/stream_descriptor.hpp>
 
 #include <memory>
 #include <vector>
@@ -14,10 +15,14 @@ namespace switchboard::net {
 // Ownership and threading: owns the descriptor (closed on destruction). Created, used and
 // destroyed on the thread running `io`, inside that thread's KJ event loop.
 //
-// I/O: Asio is used only for readiness (async_wait). Reads and writes are non-blocking
-// syscalls made here, so a dropped (cancelled) read promise never leaves Asio writing into
-// a freed buffer. Small reads go through a 64 KiB buffer: Cap'n Proto 0.9.2 reads each
-// message with two exact-size reads, which would otherwise cost two syscalls per message.
+// I/O: Asio's reactor is used only for readiness, through a SocketRegistration (the socket
+// is added to the epoll set once; waiting costs no system call). Reads and writes are
+// non-blocking syscalls made here, so a dropped (cancelled) read promise never leaves Asio
+// writing into a freed buffer. On TCP every read also asks the kernel what is left (TCP_INQ),
+// so after a read that emptied the socket the next one waits for a readability edge instead
+// of trying first and getting EAGAIN; on Unix sockets an EAGAIN is what says so. Small
+// reads go through a 64 KiB buffer: Cap'n Proto 0.9.2 reads each message with two exact-size
+// reads, which would otherwise cost two syscalls per message.
 // write() copies into an outgoing buffer and resolves at once while that buffer is below
 // kHighWaterBytes (later, once flushed below it, otherwise: back-pressure); the buffer is
 // flushed by a handler posted behind the current KJ drain, so the Call/Return/Finish messages
@@ -56,7 +61,7 @@ class AsioStream final : public kj::AsyncIoStream {
   void setsockopt(int level, int option, const void* value, kj::uint length) override;
   void getsockname(struct sockaddr* addr, kj::uint* length) override;
   void getpeername(struct sockaddr* addr, kj::uint* length) override;
-  kj::Maybe<int> getFd() const override { return fd_; }
+  kj::Maybe<int> getFd() const override { return socket_.fd(); }
 
   // Bytes accepted by write() and not yet handed to the kernel.
   size_t bufferedWriteBytes() const { return writeBuffer_.size() - writeStart_; }
@@ -69,6 +74,8 @@ class AsioStream final : public kj::AsyncIoStream {
 
  private:
   kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
+  // recvmsg() with the TCP_INQ hint; `drained` set when nothing is left to read.
+  ssize_t readWithHint(kj::byte* into, size_t size, bool& drained);
   void keepReadAhead(const kj::byte* data, size_t size);
   void releaseReadBuffer();
   void append(const kj::byte* data, size_t size);
@@ -77,16 +84,18 @@ class AsioStream final : public kj::AsyncIoStream {
   void flush();
   void failWrites(int error);
 
-  asio::posix::stream_descriptor descriptor_;
-  int fd_;
+  asio::io_context& io_;
   // Posted Asio handlers hold this token, cleared on destruction, instead of `this`.
   std::shared_ptr<AsioStream*> alive_;
+  SocketRegistration socket_;  // owns the descriptor
 
   // Null while nothing is buffered; not std::vector, whose zero-fill would touch every page.
   std::unique_ptr<kj::byte[]> readBuffer_;
   size_t readCapacity_ = 0;
   size_t readStart_ = 0;
   size_t readEnd_ = 0;
+
+  bool inqHint_ = false;  // TCP_INQ is on: reads say what is left
 
   std::vector<kj::byte> writeBuffer_;
   size_t writeStart_ = 0;

@@ -1,4 +1,4 @@
-// AsioStream over a socketpair, both ends on one NetworkThread.
+// AsioStream over a socketpair, both ends on one NetworkThread; and over TCP (below).
 
 #include "net/asio_stream.h"
 #include "net/network_thread.h"
@@ -6,8 +6,10 @@
 #include "wait_until.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
 #include <string>
@@ -194,6 +196,98 @@ TEST_F(AsioStreamTest, ShutdownWriteFlushesFirst) {
     });
   });
   EXPECT_EQ(received, "last words");
+}
+
+// ------------------------------------------------------------------------- over TCP
+
+// A connected TCP pair on 127.0.0.1: TCP is where AsioStream asks the kernel (TCP_INQ) whether
+// a read emptied the socket, and waits for the next edge without a read that gets EAGAIN.
+class AsioStreamTcpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    thread.start();
+    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), length), 0);
+    ASSERT_EQ(::listen(listener, 1), 0);
+    ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    peer = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(::connect(peer, reinterpret_cast<sockaddr*>(&address), length), 0);
+    int served = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    ::close(listener);
+    ASSERT_GE(served, 0);
+    thread.runSync([&] { stream = std::make_unique<AsioStream>(thread.ioContext(), served); });
+  }
+  void TearDown() override {
+    thread.runSync([&] { stream = nullptr; });
+    if (peer >= 0) ::close(peer);
+    thread.stop();
+  }
+
+  // Reads until the end of the stream; the text read, or "failed: <type>".
+  std::string readToEnd() {
+    return thread.runSync([&] {
+      return stream->readAllText().then(
+          [](kj::String text) { return std::string(text.cStr()); },
+          [](kj::Exception&& exception) {
+            return std::string(exception.getType() == kj::Exception::Type::DISCONNECTED
+                                   ? "failed: disconnected"
+                                   : "failed: other");
+          });
+    });
+  }
+
+  // Waits until `bytes` bytes (and whatever came with them) sit in the served socket.
+  void waitQueued(int bytes) {
+    int fd = thread.runSync([&] { return stream->getFd().orDefault(-1); });
+    ASSERT_TRUE(waitUntil([fd, bytes] {
+      int pending = 0;
+      return ::ioctl(fd, FIONREAD, &pending) == 0 && pending >= bytes;
+    }));
+  }
+
+  NetworkThread thread{"stream-tcp-test"};
+  std::unique_ptr<AsioStream> stream;  // loop thread only
+  int peer = -1;                       // the client end, blocking, used from the test thread
+};
+
+TEST_F(AsioStreamTcpTest, AnEndOfStreamThatCameWithTheLastDataIsSeen) {
+  // Data and FIN both queued before the first read: the read that takes the data empties the
+  // socket, and no further readiness edge will come for the FIN.
+  ASSERT_EQ(::send(peer, "goodbye", 7, MSG_NOSIGNAL), 7);
+  ASSERT_EQ(::shutdown(peer, SHUT_WR), 0);
+  waitQueued(7);
+  EXPECT_EQ(readToEnd(), "goodbye");
+}
+
+TEST_F(AsioStreamTcpTest, AResetThatCameWithTheLastDataIsSeen) {
+  ASSERT_EQ(::send(peer, "abrupt", 6, MSG_NOSIGNAL), 6);
+  waitQueued(6);
+  // Unread data on the peer's side is not needed for a reset: SO_LINGER 0 sends one.
+  linger abort{1, 0};
+  ASSERT_EQ(::setsockopt(peer, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort)), 0);
+  ::close(peer);
+  peer = -1;
+  // The reset discards what was queued, or arrives behind it: either way the read fails
+  // (after the bytes, if they were kept) and does not wait forever.
+  std::string seen = readToEnd();
+  EXPECT_TRUE(seen == "failed: disconnected" || seen == "abrupt") << seen;
+}
+
+TEST_F(AsioStreamTcpTest, MessagesArrivingOneByOneAreEachRead) {
+  // Each message empties the socket; the next must come from a readiness edge.
+  for (int i = 0; i < 20; ++i) {
+    std::string message = "message " + std::to_string(i);
+    ASSERT_EQ(::send(peer, message.data(), message.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(message.size()));
+    std::string received(message.size(), '\0');
+    thread.runSync([&] { return stream->read(received.data(), received.size()); });
+    EXPECT_EQ(received, message);
+  }
 }
 
 }  // namespace
