@@ -64,14 +64,19 @@ struct NatsLink::Impl {
     }
   }
 
-  // Queued jobs first, but a periodic job that is due runs between two queued
-  // ones: a steady stream of jobs (imports asked by notices under a flood)
-  // must not starve the heartbeat, the import checks or the sweep that moves
-  // kept rows into the stream.
+  // Queued jobs and due periodic ones take turns: after a round of periodic
+  // jobs the next queued job runs, and after a queued job the periodic jobs
+  // that are due. Neither can starve the other: a steady stream of queued
+  // jobs (imports asked by notices under a flood) the heartbeat, the import
+  // checks and the sweep that moves kept rows into the stream; periodic jobs
+  // that take longer than their interval (that sweep, under a flood) the
+  // queued imports.
   void run() {
     std::unique_lock lock(mutex);
+    bool queuedTurn = false;
     while (!stopping) {
-      if (!jobs.empty() && !periodicDue(std::chrono::steady_clock::now())) {
+      if (!jobs.empty() && (queuedTurn || !periodicDue(std::chrono::steady_clock::now()))) {
+        queuedTurn = false;
         auto job = std::move(jobs.front());
         jobs.pop_front();
         lock.unlock();
@@ -79,6 +84,7 @@ struct NatsLink::Impl {
         lock.lock();
         continue;
       }
+      queuedTurn = true;
       auto now = std::chrono::steady_clock::now();
       auto next = now + std::chrono::hours(1);
       for (std::size_t i = 0; i < periodic.size(); ++i) {

@@ -16,9 +16,10 @@
 //   their ack, requests) run on the worker thread: post() a job there, and let
 //   the job post its result back to the thread that asked.
 // The worker runs jobs one at a time in order, plus the periodic jobs given
-// to every() (heartbeats); a periodic job that is due runs before the next
-// queued job, so a steady stream of jobs cannot starve it. Destruction stops
-// the worker (jobs already posted are dropped), then closes the connection.
+// to every() (heartbeats); queued jobs and due periodic ones take turns, so
+// neither a steady stream of jobs nor a periodic job longer than its interval
+// starves the other. Destruction stops the worker (jobs already posted are
+// dropped), then closes the connection.
 #pragma once
 
 #include <atomic>

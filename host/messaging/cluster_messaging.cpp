@@ -503,18 +503,25 @@ void MessagingService::catchUp(bool reclaim) {
     }
     if (reclaim) {
       for (const session::SessionRef& ref : sessions_.all()) {
-        cluster::SessionLocation where{options_.nodeName, ref.sessionId, ref.since, 0};
-        std::optional<cluster::SessionLocation> previous;
-        if (!cluster_->directory().claim(ref.phone, where, &previous)) {
-          kick(ref, "logged in elsewhere");  // logged in elsewhere while we were away
-          continue;
+        // One phone's failure (an import timing out while JetStream comes
+        // back) must not skip the others.
+        try {
+          cluster::SessionLocation where{options_.nodeName, ref.sessionId, ref.since, 0};
+          std::optional<cluster::SessionLocation> previous;
+          if (!cluster_->directory().claim(ref.phone, where, &previous)) {
+            kick(ref, "logged in elsewhere");  // logged in elsewhere while we were away
+            continue;
+          }
+          if (previous && !previous->node.empty() && previous->node != where.node) {
+            cluster_->transport().sendKick(previous->node,
+                                           {ref.phone, previous->sessionId, "logged in elsewhere"});
+          }
+          // Notices sent while this node was cut off are lost: look for yourself.
+          importFromStream(ref.phone);
+        } catch (const std::exception& e) {
+          spdlog::warn("cluster: catching up {}: {} (its import is asked again)", ref.phone,
+                       e.what());
         }
-        if (previous && !previous->node.empty() && previous->node != where.node) {
-          cluster_->transport().sendKick(previous->node,
-                                         {ref.phone, previous->sessionId, "logged in elsewhere"});
-        }
-        // Notices sent while this node was cut off are lost: look for yourself.
-        importFromStream(ref.phone);
       }
     }
   } catch (const std::exception& e) {
