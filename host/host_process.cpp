@@ -187,12 +187,14 @@ HostProcess::HostProcess(HostConfig config)
   } catch (const std::exception& e) {
     throw HostStartError(e.what());
   }
-  spdlog::info("switchboard {} serving phones on {}{} with {} network threads, data in {}",
-               SWITCHBOARD_VERSION, p.listener->boundEndpoint(),
-               config_.tlsCert.empty() ? "" : " (TLS)", p.threads.size(), config_.dataDir.string());
   startWeb(threadPointers, gateway);
   if (!config_.cluster.empty()) startCluster();
   startAdmin();
+  // The ready line: logged once every endpoint (phones, web, admin socket, metrics) answers,
+  // so whoever waits for it (tests, operators' scripts) may use any of them.
+  spdlog::info("switchboard {} serving phones on {}{} with {} network threads, data in {}",
+               SWITCHBOARD_VERSION, p.listener->boundEndpoint(),
+               config_.tlsCert.empty() ? "" : " (TLS)", p.threads.size(), config_.dataDir.string());
 }
 
 void HostProcess::startWeb(const std::vector<net::NetworkThread*>& threads,
