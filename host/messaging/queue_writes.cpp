@@ -195,8 +195,7 @@ void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundMessa
       }
     }
   };
-  write.failures = store::writeEachAlone(
-      db, rows.size(), [&] { insert(0, rows.size()); }, [&](std::size_t i) { insert(i, i + 1); });
+  write.failures = store::writeEachAlone(db, rows.size(), insert);
 }
 
 void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundReceipt>& write) {
@@ -219,8 +218,7 @@ void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundRecei
       if (r.durability.spilledRow) *r.durability.spilledRow = db.lastInsertRowid();
     }
   };
-  write.failures = store::writeEachAlone(
-      db, rows.size(), [&] { insert(0, rows.size()); }, [&](std::size_t i) { insert(i, i + 1); });
+  write.failures = store::writeEachAlone(db, rows.size(), insert);
 }
 
 // ---------------------------------------------------------------- after the commit

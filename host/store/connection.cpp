@@ -78,12 +78,12 @@ std::optional<std::string> inSavepoint(Connection& db, const SavepointSql& savep
 }  // namespace
 
 std::vector<std::optional<std::string>> writeEachAlone(
-    Connection& db, std::size_t count, const std::function<void()>& all,
-    const std::function<void(std::size_t)>& one) {
+    Connection& db, std::size_t count,
+    const std::function<void(std::size_t first, std::size_t last)>& write) {
   std::vector<std::optional<std::string>> failures(count);
-  if (!inSavepoint(db, kAllItems, all)) return failures;
+  if (!inSavepoint(db, kAllItems, [&] { write(0, count); })) return failures;
   for (std::size_t i = 0; i < count; ++i) {
-    failures[i] = inSavepoint(db, kOneItem, [&] { one(i); });
+    failures[i] = inSavepoint(db, kOneItem, [&] { write(i, i + 1); });
   }
   return failures;
 }

@@ -117,14 +117,15 @@ class Connection {
 
 // Writes `count` items inside a write so that one failing does not fail the
 // others, at the cost of one savepoint for all of them when none fails: runs
-// `all()` in a savepoint; if it throws, rolls that back and runs `one(i)` for
-// each item in a savepoint of its own. Returns each item's error (nullopt:
-// written); `one` may therefore run for items `all` already ran for, and both
-// must leave memory right for a second run. A throw that ended the transaction
-// (a hard error: disk full, I/O error) is rethrown: the whole write fails.
-std::vector<std::optional<std::string>> writeEachAlone(Connection& db, std::size_t count,
-                                                       const std::function<void()>& all,
-                                                       const std::function<void(std::size_t)>& one);
+// `write(0, count)` (items [first, last)) in a savepoint; if it throws, rolls
+// that back and runs `write(i, i + 1)` for each item in a savepoint of its own.
+// Returns each item's error (nullopt: written). An item may therefore be
+// written twice, the first time undone: `write` must leave memory right for a
+// second run. A throw that ended the transaction (a hard error: disk full, I/O
+// error) is rethrown: the whole write fails.
+std::vector<std::optional<std::string>> writeEachAlone(
+    Connection& db, std::size_t count,
+    const std::function<void(std::size_t first, std::size_t last)>& write);
 
 struct StoreOptions {
   std::filesystem::path dataDir = "var";

@@ -473,16 +473,15 @@ TEST(WriteEachAlone, AFailingItemFailsAloneWithSqlitesMessageAndTheOthersCommit)
   std::vector<int> oneRuns(ids.size(), 0);
   std::vector<std::optional<std::string>> failures;
   store->writeAndWait([&](Connection& connection) {
-    failures = writeEachAlone(
-        connection, ids.size(),
-        [&] {
-          ++allRuns;
-          for (std::int64_t id : ids) insertItem(id)(connection);
-        },
-        [&](std::size_t i) {
-          ++oneRuns[i];
-          insertItem(ids[i])(connection);
-        });
+    failures = writeEachAlone(connection, ids.size(), [&](std::size_t first, std::size_t last) {
+      if (last - first == ids.size()) {
+        ++allRuns;
+      } else {
+        ASSERT_EQ(last, first + 1);
+        ++oneRuns[first];
+      }
+      for (std::size_t i = first; i < last; ++i) insertItem(ids[i])(connection);
+    });
   });
   ASSERT_EQ(failures.size(), ids.size());
   EXPECT_EQ(failures[0], std::nullopt);
@@ -501,21 +500,18 @@ TEST(WriteEachAlone, WhenNothingFailsEachItemRunsOnceInOneSavepoint) {
   TempDir dir;
   auto store = Store::open(optionsIn(dir));
   createItems(*store);
-  int allRuns = 0;
-  int oneRuns = 0;
+  std::vector<std::pair<std::size_t, std::size_t>> runs;
   std::vector<std::optional<std::string>> failures;
   store->writeAndWait([&](Connection& connection) {
-    failures = writeEachAlone(
-        connection, 3,
-        [&] {
-          ++allRuns;
-          for (std::int64_t id = 1; id <= 3; ++id) insertItem(id)(connection);
-        },
-        [&](std::size_t) { ++oneRuns; });
+    failures = writeEachAlone(connection, 3, [&](std::size_t first, std::size_t last) {
+      runs.emplace_back(first, last);
+      for (std::size_t id = first + 1; id <= last; ++id) {
+        insertItem(static_cast<std::int64_t>(id))(connection);
+      }
+    });
   });
   EXPECT_EQ(failures, (std::vector<std::optional<std::string>>(3)));
-  EXPECT_EQ(allRuns, 1);
-  EXPECT_EQ(oneRuns, 0);
+  EXPECT_EQ(runs, (std::vector<std::pair<std::size_t, std::size_t>>{{0, 3}}));
   EXPECT_EQ(itemIds(*store), (std::vector<std::int64_t>{1, 2, 3}));
 }
 
