@@ -180,14 +180,22 @@ bool RunningHost::spawnAndWait() {
 
   std::size_t logBefore = log().size();
   bool exited = false;
-  bool ready = waitUntil([&] {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      exited = true;
-      return true;
-    }
-    return log().find("serving phones on", logBefore) != std::string::npos;
-  });
+#if defined(__SANITIZE_ADDRESS__)
+  // Four canaries, each an ASan process of its own, took 24 s on a loaded box.
+  constexpr std::chrono::seconds kStartGuard{120};
+#else
+  constexpr std::chrono::seconds kStartGuard{30};
+#endif
+  bool ready = waitUntil(
+      [&] {
+        int status = 0;
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+          exited = true;
+          return true;
+        }
+        return log().find("serving phones on", logBefore) != std::string::npos;
+      },
+      kStartGuard);
   if (exited) return false;
   if (!ready) {
     ::kill(pid, SIGKILL);
