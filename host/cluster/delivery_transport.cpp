@@ -476,7 +476,7 @@ struct DeliveryTransport::Outbox {
   };
   struct Removal {
     Clock::time_point sentAt;
-    std::function<void()> done;
+    DeliveryTransport::RemovalDone done;
   };
   struct CachedLocation {
     std::optional<std::string> node;
@@ -594,7 +594,7 @@ struct DeliveryTransport::Outbox {
     if (subject.size() < 3) return;
     char kind = subject[0];
     std::uint64_t token = std::strtoull(std::string(subject.substr(2)).c_str(), nullptr, 10);
-    std::function<void()> done;
+    DeliveryTransport::RemovalDone done;
     {
       std::lock_guard lock(self.mutex);
       if (kind == 'n') {
@@ -611,7 +611,15 @@ struct DeliveryTransport::Outbox {
       }
     }
     self.wake.notify_all();
-    if (done) done();
+    if (done) done(reportsSuccess(msg.get()));
+  }
+
+  // JetStream's answer to a delete or purge: {"success":true,...} when done,
+  // {"error":{...}} (or an empty "no responders" status) when not.
+  static bool reportsSuccess(natsMsg* answer) {
+    std::string_view data(natsMsg_GetData(answer),
+                          static_cast<std::size_t>(natsMsg_GetDataLength(answer)));
+    return data.find("\"success\":true") != std::string_view::npos;
   }
 
   // ---- the outbox thread
@@ -943,7 +951,7 @@ struct DeliveryTransport::Outbox {
       release(it->second);
       it = batches.erase(it);
     }
-    std::vector<std::function<void()>> removed;
+    std::vector<DeliveryTransport::RemovalDone> removed;
     for (auto it = removals.begin(); it != removals.end();) {
       if (now - it->second.sentAt < timeout) {
         ++it;
@@ -970,7 +978,7 @@ struct DeliveryTransport::Outbox {
     }
     if (removed.empty()) return;
     lock.unlock();
-    for (auto& done : removed) done();
+    for (auto& done : removed) done(false);
     lock.lock();
   }
 
@@ -1042,14 +1050,14 @@ std::size_t DeliveryTransport::outboxLength() const {
   return outbox_->length();
 }
 
-void DeliveryTransport::removeLater(std::uint64_t serverId, std::function<void()> done) {
+void DeliveryTransport::removeLater(std::uint64_t serverId, RemovalDone done) {
   streamRequestLater(std::string("$JS.API.STREAM.MSG.DELETE.") + kStream,
                      "{\"seq\":" + std::to_string(serverId) + ",\"no_erase\":true}",
                      std::move(done));
 }
 
 void DeliveryTransport::removeAllUpTo(const std::string& recipient, std::uint64_t serverId,
-                                      std::function<void()> done) {
+                                      RemovalDone done) {
   // A purge of the recipient's subject below a sequence ("up to but not
   // including"): one JetStream request for a whole import pass.
   streamRequestLater(std::string("$JS.API.STREAM.PURGE.") + kStream,
@@ -1059,12 +1067,13 @@ void DeliveryTransport::removeAllUpTo(const std::string& recipient, std::uint64_
 }
 
 void DeliveryTransport::streamRequestLater(std::string subject, std::string request,
-                                           std::function<void()> done) {
+                                           RemovalDone done) {
   outbox_->later([this, subject = std::move(subject), request = std::move(request),
                   done = std::move(done)]() mutable {
     Outbox& outbox = *outbox_;
     if (!link_.isConnected()) {
-      done();  // the copies stay; the next import skips or repeats them (the phone drops repeats)
+      done(false);  // the copies stay; the next import skips or repeats them (the phone drops
+                    // repeats)
       return;
     }
     std::uint64_t token = 0;
@@ -1078,7 +1087,7 @@ void DeliveryTransport::streamRequestLater(std::string subject, std::string requ
         natsConnection_PublishRequest(link_.connection(), subject.c_str(), reply.c_str(),
                                       request.data(), static_cast<int>(request.size()));
     if (status == NATS_OK) return;
-    std::function<void()> failed;
+    RemovalDone failed;
     {
       std::lock_guard lock(outbox.mutex);
       auto it = outbox.removals.find(token);
@@ -1086,7 +1095,7 @@ void DeliveryTransport::streamRequestLater(std::string subject, std::string requ
       failed = std::move(it->second.done);
       outbox.removals.erase(it);
     }
-    failed();
+    failed(false);
   });
 }
 

@@ -187,16 +187,17 @@ class DeliveryTransport {
   void remove(std::uint64_t serverId);
   // The stream's last sequence now (0 when empty).
   std::uint64_t lastSequence();
-  // Without waiting, from any thread: `done()` runs on a libnats (or the
-  // outbox) thread once JetStream answered, or gave no answer within the
-  // notice time-out (the envelope may then still be in the stream).
-  void removeLater(std::uint64_t serverId, std::function<void()> done);
+  // Without waiting, from any thread: `done(removed)` runs on a libnats (or
+  // the outbox) thread once JetStream answered (`removed` says whether it
+  // reported success), or with false when the link was down or no answer came
+  // within the notice time-out (the envelope may then still be in the stream).
+  using RemovalDone = std::function<void(bool removed)>;
+  void removeLater(std::uint64_t serverId, RemovalDone done);
   // removeLater for every envelope of `recipient` up to and including
   // `serverId`, in one request (a purge of its subject below serverId + 1).
   // Only for a caller that knows each of them is taken: an import that read
   // them all and has them durable, with none held in memory.
-  void removeAllUpTo(const std::string& recipient, std::uint64_t serverId,
-                     std::function<void()> done);
+  void removeAllUpTo(const std::string& recipient, std::uint64_t serverId, RemovalDone done);
 
   // Starts receiving this node's notices: `handler` runs on `thread`. Once;
   // libnats re-subscribes by itself after a reconnect. Needs no connection
@@ -230,7 +231,7 @@ class DeliveryTransport {
   void ensureStream();
   // A JetStream API request from the outbox thread without waiting; `done`
   // runs once it is answered, failed, or unanswered within the notice time-out.
-  void streamRequestLater(std::string subject, std::string request, std::function<void()> done);
+  void streamRequestLater(std::string subject, std::string request, RemovalDone done);
   // One subscription: each message is decoded on the libnats thread (`decode`
   // throws on bytes it cannot read: the message is dropped, logged) and handed
   // to its handler on the listening network thread. A T with a `replyTo`

@@ -35,7 +35,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <iterator>
+#include <memory>
 #include <tuple>
 #include <unordered_set>
 
@@ -668,8 +670,33 @@ void MessagingService::importFromStream(const std::string& phone) {
 void MessagingService::importPasses(const std::string& phone,
                                     std::optional<std::uint64_t>& readUpTo) {
   cluster::DeliveryTransport& transport = cluster_->transport();
-  std::size_t imported = 0;
-  std::size_t importedMessages = 0;
+  // The import's log line ("cluster: imported ..."), written once every
+  // removal it asked for is answered: it then says whether the envelopes are
+  // gone from the stream or a copy may remain there (another node's import
+  // would take that copy too).
+  struct ImportReport {
+    std::string phone;
+    std::size_t messages = 0, receipts = 0;
+    std::atomic<std::size_t> failed{0};
+    ~ImportReport() {
+      if (messages + receipts == 0) return;
+      std::size_t left = failed.load();
+      if (left == 0) {
+        spdlog::debug("cluster: imported {} messages and {} receipts for {} from the stream",
+                      messages, receipts, phone);
+      } else {
+        spdlog::warn(
+            "cluster: imported {} messages and {} receipts for {}; {} of its removals "
+            "from the stream failed or went unanswered (copies may stay there)",
+            messages, receipts, phone, left);
+      }
+    }
+  };
+  auto report = std::make_shared<ImportReport>();
+  report->phone = phone;
+  auto removed = [report](bool ok) {
+    if (!ok) ++report->failed;
+  };
   // What earlier imports of this session read is in the store or taken (a
   // copy whose removal is still on its way must not be read again).
   std::uint64_t cursor = intake_->readUpTo(phone);
@@ -788,22 +815,20 @@ void MessagingService::importPasses(const std::string& phone,
     // The phone is importing, so nothing is offered to it before this import
     // ends (goLive waits for it).
     if (!intake_->holdsAny(phone)) {
-      transport.removeAllUpTo(phone, lastRead, [] {});
+      transport.removeAllUpTo(phone, lastRead, removed);
     } else {
       for (const cluster::QueuedEnvelope& queued : items)
-        transport.removeLater(queued.serverId, [] {});
+        transport.removeLater(queued.serverId, removed);
     }
     readUpTo = lastRead;
-    imported += items.size();
     for (const cluster::QueuedEnvelope& queued : items) {
-      if (queued.envelope.kind == cluster::Envelope::Kind::message) ++importedMessages;
+      ++(queued.envelope.kind == cluster::Envelope::Kind::message ? report->messages
+                                                                  : report->receipts);
     }
     if (read < kImportPass) break;
   }
   if (!readUpTo || *readUpTo < end) readUpTo = end;  // nothing for the phone up to there
-  if (imported == 0) return;
-  spdlog::debug("cluster: imported {} messages and {} receipts for {} from the stream",
-                importedMessages, imported - importedMessages, phone);
+  if (report->messages + report->receipts == 0) return;
   if (auto address = sessions_.locate(phone)) {
     postTo(address->threadIndex, [weak = address->session]() {
       if (auto s = weak.lock()) s->storeChanged();
@@ -958,7 +983,7 @@ void MessagingService::offerFromStream(const session::SessionAddress& address,
   here.addTask(promise.then(
       [this, phone, serverId, batchToken]() {
         cluster_->transport().removeLater(
-            serverId, [this, phone, serverId]() { intake_->settled(phone, serverId); });
+            serverId, [this, phone, serverId](bool) { intake_->settled(phone, serverId); });
       },
       [this, phone, serverId, batchToken](kj::Exception&&) { intake_->settled(phone, serverId); }));
   cluster::Envelope& e = queued.envelope;

@@ -406,11 +406,13 @@ TEST_F(ClusterOutage, ANodeKilledForGoodKeepsOnItsDiskWhatItHadImported) {
     return onB.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq",
                       {bobOnB->number()});
   };
-  // b logs an import once the envelopes are removed from the stream (until then a
-  // copy is in both places, and the phone would get it on a as well).
+  // b logs an import once NATS answered that the envelopes are removed from the
+  // stream (until then a copy is in both places, and the phone would get it on a
+  // as well).
   auto importedOnB = [&] {
     std::istringstream log(b->log());
-    std::string marker = "cluster: imported ", tail = " receipts for " + bobOnB->number();
+    std::string marker = "cluster: imported ",
+                tail = " receipts for " + bobOnB->number() + " from the stream";
     std::size_t messages = 0;
     for (std::string line; std::getline(log, line);) {
       auto at = line.find(marker);
