@@ -4,6 +4,7 @@
 #include "net/asio_stream.h"
 #include "net/asio_timer.h"
 #include "net/network_thread.h"
+#include "net/server_vat_network.h"
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/compat/tls.h>
@@ -17,9 +18,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <map>
+#include <deque>
 #include <optional>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace switchboard::net {
 namespace {
@@ -78,9 +81,10 @@ class ThrottledLog {
 
 // ----------------------------------------------------------------------------- Connection
 
-// One served connection. Destroyed on its loop thread when the peer disconnects, or by
-// disconnect()/disconnectAll(); `ending` is declared first so it runs last, after the RPC
-// state is gone.
+// One served connection, owned by its thread's ThreadState (`live`) and destroyed there, on
+// its loop thread, at the turn after it ended: the peer went (the RPC system let go of it),
+// disconnect() cut it, or its login deadline passed. `ending` is declared first so it runs
+// last, after the RPC state is gone.
 struct RpcListener::Connection {
   struct Ending {
     RpcListener& listener;
@@ -100,11 +104,11 @@ struct RpcListener::Connection {
 
   Connection(RpcListener& listener, ConnectionInfo info, std::string countedAddress,
              kj::Own<kj::AsyncIoStream> transport, capnp::Capability::Client bootstrap,
-             LimitedMessageStream::ViolationHandler onViolation)
+             LimitedMessageStream::ViolationHandler onViolation, std::function<void()> onEnded)
       : ending{listener, std::move(info), std::move(countedAddress)},
         stream(kj::mv(transport)),
         messages(*stream, listener.limits_, std::move(onViolation)),
-        network(messages, capnp::rpc::twoparty::Side::SERVER),
+        network(messages, *stream, std::move(onEnded)),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
     rpc.setFlowLimit(listener.limits_.callFlowLimitBytes / sizeof(capnp::word));
   }
@@ -112,18 +116,25 @@ struct RpcListener::Connection {
   Ending ending;
   kj::Own<kj::AsyncIoStream> stream;  // an AsioStream, or a TLS stream over one
   LimitedMessageStream messages;
-  capnp::TwoPartyVatNetwork network;
+  ServerVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
 
 // ---------------------------------------------------------------------------- ThreadState
 
 // What the listener keeps on one thread; created, used and destroyed on that thread.
+//
+// Per connection it keeps one map entry: the connection (or, with TLS, the handshake until it
+// is done) and whether it logged in. Login deadlines are one queue per thread in accept order
+// (every connection gets the same deadline, so the queue is in deadline order too) and one
+// timer for its front, not a timer per connection. A connection is dropped at the turn after
+// it was asked to be (endLater): a cut may be asked from inside a call on that very
+// connection (a kick), and the RPC system says a connection ended from inside its own code.
 struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   ThreadState(RpcListener& listener, size_t index, NetworkThread& thread)
-      : listener(listener), index(index), thread(thread), timer(thread.ioContext()) {
-    connections.emplace(static_cast<kj::TaskSet::ErrorHandler&>(*this));
-  }
+      : listener(listener), index(index), thread(thread), timer(thread.ioContext()) {}
+
+  ~ThreadState() { disconnectAll(); }
 
   void startAccepting(int fd) {
     acceptor.emplace(thread.ioContext(), fd);
@@ -138,8 +149,14 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   }
 
   void disconnectAll() {
-    connections.reset();
-    connections.emplace(static_cast<kj::TaskSet::ErrorHandler&>(*this));
+    // Moved out first: a connection's end asks endLater() for itself, which must find nothing.
+    auto doomedHandshakes = std::move(handshakes);
+    handshakes.clear();
+    doomedHandshakes.clear();
+    auto doomed = std::move(live);
+    live.clear();
+    doomed.clear();
+    deadlines.clear();
   }
 
   // At most one line per kShortageWarningInterval, however often accepting fails (with a
@@ -211,28 +228,37 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
       ::close(fd);
       return;
     }
+    uint64_t id = info.connectionId;
     if (!listener.tls_) {
       kj::Own<Connection> connection = open(info, std::move(claim), kj::mv(stream));
       if (!connection) return;
-      auto ended = connection->network.onDisconnect();
-      track(info, ended.attach(kj::mv(connection)));
+      live[id].connection = kj::mv(connection);
+      startDeadline(id);
       return;
     }
     // TLS: the handshake runs under the login deadline and the cut, like a connection; until
     // it succeeds nothing is built for the peer (no bootstrap, no RPC state, not counted).
     auto secured = kj::evalNow([&] { return listener.tls_->wrapServer(kj::mv(stream)); });
-    track(info, secured.then(
-                    [this, info, claim = std::move(claim)](
-                        kj::Own<kj::AsyncIoStream> secure) mutable -> kj::Promise<void> {
-                      kj::Own<Connection> connection = open(info, std::move(claim), kj::mv(secure));
-                      if (!connection) return kj::READY_NOW;
-                      auto ended = connection->network.onDisconnect();
-                      return ended.attach(kj::mv(connection));
-                    },
-                    [this, peer = info.peer](kj::Exception&& exception) {
-                      refusals.warn("TLS handshake with {} failed: {}", peer,
-                                    exception.getDescription().cStr());
-                    }));
+    Handshake& handshake = handshakes[id];
+    handshake.peer = info.peer;
+    handshake.done =
+        secured
+            .then(
+                [this, info, claim = std::move(claim)](kj::Own<kj::AsyncIoStream> secure) mutable {
+                  uint64_t id = info.connectionId;
+                  kj::Own<Connection> connection = open(info, std::move(claim), kj::mv(secure));
+                  if (!connection) return endLater(id);
+                  live[id].connection = kj::mv(connection);
+                  handshakesDone.push_back(id);  // its node is released at the next turn
+                  scheduleSweep();
+                },
+                [this, id, peer = info.peer](kj::Exception&& exception) {
+                  refusals.warn("TLS handshake with {} failed: {}", peer,
+                                exception.getDescription().cStr());
+                  endLater(id);
+                })
+            .eagerlyEvaluate(nullptr);
+    startDeadline(id);
   }
 
   // Builds the served connection over `stream`. Null when the bootstrap factory or the RPC
@@ -245,11 +271,13 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
       capnp::Capability::Client bootstrap = listener.bootstrapFactory_(info);
       listener.connections_.fetch_add(1);
       // From here the Connection's Ending gives the count and the claim back.
-      return kj::heap<Connection>(listener, info, claim.handOver(), kj::mv(stream),
-                                  kj::mv(bootstrap), [this, id, peer](const std::string& reason) {
-                                    refusals.warn("disconnecting {}: {}", peer, reason);
-                                    disconnect(id);
-                                  });
+      return kj::heap<Connection>(
+          listener, info, claim.handOver(), kj::mv(stream), kj::mv(bootstrap),
+          [this, id, peer](const std::string& reason) {
+            refusals.warn("disconnecting {}: {}", peer, reason);
+            endLater(id);
+          },
+          [this, id] { endLater(id); });
     } catch (std::exception& exception) {
       spdlog::warn("refused connection from {}: {}", peer, exception.what());
     } catch (kj::Exception& exception) {
@@ -258,40 +286,81 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     return {};
   }
 
-  // Serves one connection until `served` ends (the peer went, or it failed) or disconnect()
-  // cuts it, and closes it after the login deadline unless markLoggedIn() lifts that first.
-  void track(const ConnectionInfo& info, kj::Promise<void> served) {
-    uint64_t id = info.connectionId;
-    auto cut = kj::newPromiseAndFulfiller<void>();
-    Tracked& tracked = live[id];
-    tracked.cut = kj::mv(cut.fulfiller);
+  // Closes the connection after the login deadline unless markLoggedIn() lifts that first.
+  void startDeadline(uint64_t id) {
     std::chrono::milliseconds deadline = listener.limits_.loginDeadline;
-    if (deadline.count() > 0) {
-      tracked.deadline = timer.afterDelay(deadline.count() * kj::MILLISECONDS)
-                             .then([this, id, peer = info.peer, deadline] {
-                               refusals.warn("disconnecting {}: not logged in within {} ms", peer,
-                                             deadline.count());
-                               disconnect(id);
-                             })
-                             .eagerlyEvaluate(nullptr);
-    }
-    connections->add(served.exclusiveJoin(kj::mv(cut.promise)).attach(kj::defer([this, id]() {
-      live.erase(id);
-    })));
+    if (deadline.count() <= 0) return;
+    deadlines.push_back({timer.now() + deadline.count() * kj::MILLISECONDS, id});
+    if (deadlineTimerRunning) return;
+    deadlineTimerRunning = true;
+    tasks.add(expireDeadlines());
   }
 
-  void disconnect(uint64_t connectionId) {
-    auto it = live.find(connectionId);
-    if (it != live.end()) it->second.cut->fulfill();
+  // Sleeps until the front of the queue is due, cuts what is due and not logged in, and goes
+  // on while the queue is not empty.
+  kj::Promise<void> expireDeadlines() {
+    if (deadlines.empty()) {
+      deadlineTimerRunning = false;
+      return kj::READY_NOW;
+    }
+    return timer.atTime(deadlines.front().first).then([this] {
+      kj::TimePoint now = timer.now();
+      std::chrono::milliseconds deadline = listener.limits_.loginDeadline;
+      while (!deadlines.empty() && deadlines.front().first <= now) {
+        uint64_t id = deadlines.front().second;
+        deadlines.pop_front();
+        const std::string* peer = nullptr;
+        if (auto entry = live.find(id); entry != live.end()) {
+          if (!entry->second.loggedIn) peer = &entry->second.connection->ending.info.peer;
+        } else if (auto shaking = handshakes.find(id); shaking != handshakes.end()) {
+          peer = &shaking->second.peer;
+        }
+        if (peer == nullptr) continue;
+        refusals.warn("disconnecting {}: not logged in within {} ms", *peer, deadline.count());
+        endLater(id);
+      }
+      return expireDeadlines();
+    });
   }
+
+  // Drops the connection at the next turn (see the class comment). Unknown ids are ignored.
+  void endLater(uint64_t connectionId) {
+    if (!live.contains(connectionId) && !handshakes.contains(connectionId)) return;
+    toDrop.push_back(connectionId);
+    scheduleSweep();
+  }
+
+  void scheduleSweep() {
+    if (sweepScheduled) return;
+    sweepScheduled = true;
+    tasks.add(kj::evalLater([this] { sweep(); }));
+  }
+
+  void sweep() {
+    sweepScheduled = false;
+    for (uint64_t id : std::exchange(handshakesDone, {})) handshakes.erase(id);
+    for (uint64_t id : std::exchange(toDrop, {})) {
+      if (auto shaking = handshakes.find(id); shaking != handshakes.end()) {
+        Handshake doomed = std::move(shaking->second);
+        handshakes.erase(shaking);
+      }
+      auto entry = live.find(id);
+      if (entry == live.end()) continue;
+      kj::Own<Connection> doomed = kj::mv(entry->second.connection);
+      live.erase(entry);
+      // `doomed` goes here: the socket closes, the RPC state is released, the hook runs.
+    }
+  }
+
+  void disconnect(uint64_t connectionId) { endLater(connectionId); }
 
   void markLoggedIn(uint64_t connectionId) {
     auto it = live.find(connectionId);
-    if (it != live.end()) it->second.deadline = nullptr;
+    if (it != live.end()) it->second.loggedIn = true;
   }
 
   void taskFailed(kj::Exception&& exception) override {
-    spdlog::debug("connection ended with error: {}", exception.getDescription().cStr());
+    spdlog::error("listener task failed: {}", exception.getDescription().cStr());
   }
 
   RpcListener& listener;
@@ -304,14 +373,26 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   std::chrono::steady_clock::time_point nextFailureWarning;
   uint64_t pausesSinceWarning = 0;
   ThrottledLog refusals;  // lines about refused and disconnected peers
-  // What the thread holds per live connection besides the connection itself.
-  struct Tracked {
-    kj::Own<kj::PromiseFulfiller<void>> cut;  // fulfilled: the connection is dropped
-    kj::Promise<void> deadline = nullptr;     // the login deadline, while not logged in
+  // What the thread holds per live connection.
+  struct Live {
+    kj::Own<Connection> connection;
+    bool loggedIn = false;
   };
-  // Declared before `connections`: ending connections erase their entry from it.
-  std::map<uint64_t, Tracked> live;  // by connection id
-  std::optional<kj::TaskSet> connections;
+  std::unordered_map<uint64_t, Live> live;  // by connection id
+  // TLS connections whose handshake runs (or just ended: released at the next sweep).
+  struct Handshake {
+    kj::Promise<void> done = nullptr;
+    std::string peer;
+  };
+  std::unordered_map<uint64_t, Handshake> handshakes;  // by connection id
+  // Login deadlines in accept order (so in deadline order): when, and whose.
+  std::deque<std::pair<kj::TimePoint, uint64_t>> deadlines;
+  bool deadlineTimerRunning = false;
+  std::vector<uint64_t> toDrop;          // connections to drop at the next sweep
+  std::vector<uint64_t> handshakesDone;  // TLS handshakes whose node to release
+  bool sweepScheduled = false;
+  // The deadline timer and the sweep; declared last, so destroyed first.
+  kj::TaskSet tasks{static_cast<kj::TaskSet::ErrorHandler&>(*this)};
 };
 
 // ---------------------------------------------------------------------------- RpcListener

@@ -44,7 +44,7 @@ using BootstrapFactory = std::function<capnp::Capability::Client(const Connectio
 using DisconnectHook = std::function<void(const ConnectionInfo&)>;
 
 // Listens on "HOST:PORT" or a Unix socket path and serves each accepted socket as a
-// two-party Cap'n Proto RPC connection (TwoPartyVatNetwork + makeRpcServer) over AsioStream.
+// two-party Cap'n Proto RPC connection (a ServerVatNetwork + makeRpcServer) over AsioStream.
 //
 // TCP: every thread owns its own acceptor bound with SO_REUSEPORT, so the kernel spreads
 // connections and each connection lives on the thread that accepted it. Unix: one acceptor,

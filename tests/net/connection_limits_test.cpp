@@ -49,11 +49,13 @@ class EchoService final : public TestService::Server {
 // Every line logged, for the tests to look for the one about their peer.
 class LogLines final : public spdlog::sinks::base_sink<std::mutex> {
  public:
-  bool contains(const std::string& text) {
+  bool contains(const std::string& text) { return count(text) > 0; }
+  size_t count(const std::string& text) {
     std::lock_guard lock(mutex_);
+    size_t found = 0;
     for (const auto& line : lines_)
-      if (line.find(text) != std::string::npos) return true;
-    return false;
+      if (line.find(text) != std::string::npos) ++found;
+    return found;
   }
 
  protected:
@@ -367,6 +369,63 @@ TEST_F(ConnectionLimitsTest, AConnectionNotLoggedInByTheDeadlineIsClosed) {
   EXPECT_TRUE(log->contains("not logged in within 300 ms"));
   close(anonymous);
   close(loggedIn);
+}
+
+// The deadlines are one queue per thread with one timer for its front: a connection that
+// comes after the queue emptied gets its own deadline too, a logged-in one never does, and
+// one that left before its deadline is not cut (nor counted) twice.
+TEST_F(ConnectionLimitsTest, EachConnectionGetsItsOwnDeadlineWhenTheyComeAtDifferentTimes) {
+  ConnectionLimits limits;
+  // Long enough for three connects, echoes and a close on a loaded box (the leaving one must
+  // go before its deadline); not a timing assertion.
+  limits.loginDeadline = std::chrono::milliseconds(1500);
+  std::vector<ConnectionInfo> accepted;
+  std::mutex acceptedMutex;
+  size_t disconnected = 0;
+  listener.emplace(
+      std::vector<NetworkThread*>{&server}, "127.0.0.1:0",
+      [&](const ConnectionInfo& info) -> capnp::Capability::Client {
+        std::lock_guard lock(acceptedMutex);
+        accepted.push_back(info);
+        return kj::heap<EchoService>();
+      },
+      [&](const ConnectionInfo&) {
+        std::lock_guard lock(acceptedMutex);
+        ++disconnected;
+      },
+      limits);
+  auto disconnects = [&] {
+    std::lock_guard lock(acceptedMutex);
+    return disconnected;
+  };
+  auto first = connect();
+  auto loggedIn = connect();
+  auto leaving = connect();
+  ASSERT_EQ(echo(*first, "a"), "a");
+  ASSERT_EQ(echo(*loggedIn, "b"), "b");
+  ASSERT_EQ(echo(*leaving, "c"), "c");
+  {
+    std::lock_guard lock(acceptedMutex);
+    ASSERT_EQ(accepted.size(), 3u);
+    listener->markLoggedIn(accepted[1].threadIndex, accepted[1].connectionId);
+  }
+  close(leaving);  // goes before its deadline
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 1; }));
+  EXPECT_TRUE(waitUntil([&] { return disconnects() == 2; }));
+  EXPECT_EQ(echo(*first, "late"), "");
+  // The queue is empty now: a later connection starts the timer again.
+  auto later = connect();
+  ASSERT_EQ(echo(*later, "d"), "d");
+  EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 1; }));
+  EXPECT_TRUE(waitUntil([&] { return disconnects() == 3; }));
+  EXPECT_EQ(echo(*later, "late"), "");
+  EXPECT_EQ(echo(*loggedIn, "still here"), "still here");
+  EXPECT_EQ(log->count("not logged in within 1500 ms"), 2u);
+  EXPECT_EQ(disconnects(), 3u);
+  close(first);
+  close(later);
+  close(loggedIn);
+  listener.reset();  // its hooks use this test's locals: none may run after it returns
 }
 
 TEST_F(ConnectionLimitsTest, ConnectionsPerPeerAddressAreBounded) {
