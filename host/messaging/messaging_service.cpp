@@ -187,41 +187,6 @@ void MessagingService::rowsCommitted(const std::string& phone, const WriteOrigin
 
 // ---------------------------------------------------------------- taken by the phone
 
-void MessagingService::forgetRows(const std::string& phone, const char* table,
-                                  std::vector<Durability> rows) {
-  if (rows.empty()) return;
-  {
-    std::lock_guard lock(deletesMutex_);
-    ++deletesInFlight_[phone];
-  }
-  bool messages = std::string_view(table) == "queue";
-  store_.write(
-      [phone, messages, rows = std::move(rows)](store::Connection& db) {
-        auto erase = db.prepare(messages ? "DELETE FROM queue WHERE seq = ?"
-                                         : "DELETE FROM receipts_queue WHERE id = ?");
-        std::int64_t erased = 0;
-        for (const Durability& row : rows) {
-          std::int64_t key = row.spilledRow ? *row.spilledRow : static_cast<std::int64_t>(row.seq);
-          if (key == 0) continue;  // its write failed: nothing to delete
-          erase.reset();
-          erase.bind(1, key).run();
-          erased += db.changes();
-        }
-        if (messages && erased > 0) {
-          db.prepare("UPDATE users SET queued = max(queued - ?, 0) WHERE phone = ?")
-              .bind(1, erased)
-              .bind(2, phone)
-              .run();
-        }
-      },
-      [this, phone](std::optional<std::string> error) {
-        if (error) spdlog::error("forgetting rows {} has taken failed: {}", phone, *error);
-        std::lock_guard lock(deletesMutex_);
-        auto it = deletesInFlight_.find(phone);
-        if (it != deletesInFlight_.end() && --it->second == 0) deletesInFlight_.erase(it);
-      });
-}
-
 bool MessagingService::deletesInFlight(const std::string& phone) {
   std::lock_guard lock(deletesMutex_);
   return deletesInFlight_.contains(phone);

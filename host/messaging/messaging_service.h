@@ -9,7 +9,7 @@
 // broadcast, and where a message goes), queue_writes.cpp (writing what
 // waits to the store), receipts.cpp, presence.cpp,
 // directory.cpp (contacts, groups, users) and messaging_service.cpp (the
-// durable side of sessions: spills, paging, forgetting what was delivered).
+// durable side of sessions: spills, paging, what was delivered).
 //
 // Guarantees (docs/architecture.md, "Sessions and delivery"):
 //   * A send is acknowledged only once every copy is delivered to its phone
@@ -268,29 +268,39 @@ class MessagingService final : public session::SessionBackend {
   // ---- queue_writes.cpp
   // Writes items to the store (group commit), then tells the sessions
   // concerned, settles or fails each item's ack ("the message could not be
-  // stored: ..."), and pushes to phones that are away. Items of calls made
-  // while an earlier write waits share it (a QueueWrite).
+  // stored: ..."), and pushes to phones that are away.
   void storeMessages(std::vector<AddressedMessage> items, WriteOrigin origin);
   void storeReceipts(std::vector<AddressedReceipt> items, WriteOrigin origin);
+  // Deletes stored rows the phones have taken; the phone's next session pages
+  // only after this is durable.
+  void forgetRows(const std::string& phone, const char* table,
+                  std::vector<session::Durability> rows);
+  // Calls made while an earlier write of rows still waits last in the store's
+  // queue share it: a RowsWrite holds a QueueWrite of messages, one of
+  // receipts, and a ForgetWrite of rows to delete.
   template <class Item>
   struct QueueWrite;
+  struct ForgetWrite;
+  struct RowsWrite;
   template <class Item>
   void queueForWrite(std::vector<Addressed<Item>> items, WriteOrigin origin);
+  // Adds `count` items to the last queued RowsWrite (`add`), or to a new one.
+  void joinOrWrite(std::size_t count, const std::function<void(RowsWrite&)>& add);
   // On the writer thread: the rows of a write, then what follows its commit
   // (or failure, `error`).
+  void writeRows(store::Connection& db, RowsWrite& write);
   void writeRows(store::Connection& db, QueueWrite<session::OutboundMessage>& write);
   void writeRows(store::Connection& db, QueueWrite<session::OutboundReceipt>& write);
+  void eraseRows(store::Connection& db, ForgetWrite& write);
+  void written(RowsWrite& write, const std::optional<std::string>& error);
   template <class Item>
   void written(QueueWrite<Item>& write, const std::optional<std::string>& error);
+  void forgotten(ForgetWrite& write, const std::optional<std::string>& error);
 
   // ---- messaging_service.cpp
   // After a commit: the session that wrote (spillDone) or the phone's current
   // session (storeChanged) learns that rows for it are visible.
   void rowsCommitted(const std::string& phone, const WriteOrigin& origin);
-  // Deletes stored rows the phones have taken; the phone's next session pages
-  // only after this is durable.
-  void forgetRows(const std::string& phone, const char* table,
-                  std::vector<session::Durability> rows);
 
   // ---- delivery.cpp
   kj::Promise<SentMessage> acknowledged(kj::Promise<void> ack, const std::string& from,

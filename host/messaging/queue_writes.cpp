@@ -1,14 +1,17 @@
 // Writing what waits: messages and receipts that cannot be handed over in
 // memory go to the store's `queue` and `receipts_queue` (group commit), and
-// their acks settle once the rows are durable.
+// their acks settle once the rows are durable; rows the phones have taken are
+// deleted.
 //
-// Writes of queued items join (Store::joinLast): the items of every
-// storeMessages call made while an earlier write of messages still waits last
-// in the store's queue are written by that write. A burst of sends to phones
-// that are away therefore costs one savepoint per write and one count update
-// per recipient, not one of each per message; and since only the queue's last
-// write is joined, every item commits where a write of its own would have.
-// One item failing still fails it alone (store::writeEachAlone).
+// Writes of rows join (Store::joinLast): the items of every storeMessages,
+// storeReceipts and forgetRows call made while an earlier write of rows still
+// waits last in the store's queue are written by that write. A burst of sends
+// to phones that are away, and the deletes and receipts of a drain, therefore
+// cost one savepoint per write and one count update per recipient, not one of
+// each per item; and since only the queue's last write is joined, every item
+// commits where a write of its own would have. Within a write, rows are
+// inserted and deleted a chunk per statement (store/multi_row.h). One item
+// failing still fails it alone (store::writeEachAlone).
 
 #include <spdlog/spdlog.h>
 
@@ -20,12 +23,14 @@
 #include "messaging/messaging_service.h"
 #include "notify/push_sink.h"
 #include "plugin/plugin_manager.h"
+#include "store/multi_row.h"
 #include "store/store.h"
 #include "switchboard/plugin_api.h"
 
 namespace switchboard::messaging {
 
 using plugin::OfflinePlugin;
+using session::Durability;
 using session::OutboundMessage;
 using session::OutboundReceipt;
 
@@ -78,6 +83,36 @@ struct MessagingService::QueueWrite {
   }
 };
 
+// Rows the phones have taken, to delete: each call's rows with its phone.
+struct MessagingService::ForgetWrite {
+  struct Part {
+    std::string phone;
+    bool messages = true;  // rows of `queue`; else of `receipts_queue`
+    std::vector<Durability> rows;
+  };
+  std::vector<Part> parts;
+  std::size_t count = 0;  // rows in all parts
+};
+
+// One store write of rows: what its calls asked to insert and to delete.
+// The inserts run first: a delete may be for a row this same write inserts
+// (an item a session wrote, then delivered before the write ran).
+struct MessagingService::RowsWrite {
+  QueueWrite<OutboundMessage> messages;
+  QueueWrite<OutboundReceipt> receipts;
+  ForgetWrite forgets;
+
+  std::size_t count() const { return messages.count + receipts.count + forgets.count; }
+  template <class Item>
+  QueueWrite<Item>& of() {
+    if constexpr (std::is_same_v<Item, OutboundMessage>) {
+      return messages;
+    } else {
+      return receipts;
+    }
+  }
+};
+
 namespace {
 
 // Binds a row's holder: the session holding it, or NULL.
@@ -86,6 +121,26 @@ void bindHolder(store::Statement& statement, int index, std::uint64_t holder) {
     statement.bindNull(index);
   } else {
     statement.bind(index, static_cast<std::int64_t>(holder));
+  }
+}
+
+// The row of a stored item: the one it was paged from, or the one its
+// session's write made (0: that write failed, there is none).
+std::int64_t rowOf(const Durability& durability) {
+  return durability.spilledRow ? *durability.spilledRow : static_cast<std::int64_t>(durability.seq);
+}
+
+// A row that failed is not there: a delete later in the same write (or any
+// other) must not take its rowid, which another row may have been given.
+template <class Write>
+void forgetFailedRows(Write& write) {
+  std::size_t i = 0;
+  for (auto& part : write.parts) {
+    for (auto& entry : part.items) {
+      const auto& spilled = entry.item.durability.spilledRow;
+      if (i < write.failures.size() && write.failures[i] && spilled) *spilled = 0;
+      ++i;
+    }
   }
 }
 
@@ -107,22 +162,49 @@ void MessagingService::storeReceipts(std::vector<AddressedReceipt> items, WriteO
 template <class Item>
 void MessagingService::queueForWrite(std::vector<Addressed<Item>> items, WriteOrigin origin) {
   std::size_t count = items.size();
-  bool joined = store_.joinLast<QueueWrite<Item>>([&](QueueWrite<Item>& write) {
-    if (write.count + count > kMaxJoinedItems) return false;
-    write.count += count;
-    write.parts.push_back({std::move(items), std::move(origin)});
+  joinOrWrite(count, [&](RowsWrite& write) {
+    QueueWrite<Item>& queued = write.of<Item>();
+    queued.count += count;
+    queued.parts.push_back({std::move(items), std::move(origin)});
+  });
+}
+
+void MessagingService::forgetRows(const std::string& phone, const char* table,
+                                  std::vector<Durability> rows) {
+  if (rows.empty()) return;
+  {
+    std::lock_guard lock(deletesMutex_);
+    ++deletesInFlight_[phone];
+  }
+  bool messages = std::string_view(table) == "queue";
+  std::size_t count = rows.size();
+  joinOrWrite(count, [&](RowsWrite& write) {
+    write.forgets.count += count;
+    write.forgets.parts.push_back({phone, messages, std::move(rows)});
+  });
+}
+
+void MessagingService::joinOrWrite(std::size_t count, const std::function<void(RowsWrite&)>& add) {
+  bool joined = store_.joinLast<RowsWrite>([&](RowsWrite& write) {
+    if (write.count() + count > kMaxJoinedItems) return false;
+    add(write);
     return true;
   });
   if (joined) return;
-  auto write = std::make_shared<QueueWrite<Item>>();
-  write->count = count;
-  write->parts.push_back({std::move(items), std::move(origin)});
+  auto write = std::make_shared<RowsWrite>();
+  add(*write);
   store_.writeJoinable(
       write, [this, write](store::Connection& db) { writeRows(db, *write); },
       [this, write](std::optional<std::string> error) { written(*write, error); });
 }
 
 // ---------------------------------------------------------------- the rows
+
+void MessagingService::writeRows(store::Connection& db, RowsWrite& write) {
+  if (write.messages.count > 0) writeRows(db, write.messages);
+  if (write.receipts.count > 0) writeRows(db, write.receipts);
+  if (write.forgets.count > 0) eraseRows(db, write.forgets);
+}
 
 void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundMessage>& write) {
   auto rows = write.rows();
@@ -151,77 +233,121 @@ void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundMessa
       }
     }
 
-    auto insertRow = db.prepare(
-        "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
-        "expires_ms, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    auto dedup = db.prepare(
-        "INSERT OR IGNORE INTO dedup(sender, client_msg_id, server_id, sent_ms) "
-        "VALUES (?, ?, ?, ?)");
+    // The plugin first, for every row: its expiry goes into the row.
     for (std::size_t i = first; i < last; ++i) {
       AddressedMessage& entry = *rows[i].entry;
       OutboundMessage& m = entry.item;
       Count& c = counts[entry.recipient];
       std::uint64_t queued = c.before + ++c.placed;
-      if (m.expiresAt == 0) {
-        OfflinePlugin::QueuePolicy policy;
-        policy.expiresAtMs = fallbackExpiry;
-        auto asked = plugins_.call<OfflinePlugin>([&](OfflinePlugin& offline) {
-          return offline.onQueued(entry.recipient, m.from, queued);
-        });
-        if (asked.ok()) policy = std::move(*asked.value);
-        if (policy.expiresAtMs <= now) policy.expiresAtMs = fallbackExpiry;
-        m.expiresAt = policy.expiresAtMs;
-        if (policy.push) write.pushes.push_back({i, entry.recipient, policy.pushText, queued});
-      }
-      insertRow.reset();
-      insertRow.bind(1, entry.recipient)
-          .bind(2, static_cast<std::int64_t>(m.id))
-          .bind(3, m.from)
-          .bind(4, static_cast<std::int64_t>(m.group))
-          .bind(5, m.clientMsgId)
-          .bindBlob(6, m.body)
-          .bind(7, m.timestamp)
-          .bind(8, m.expiresAt);
-      bindHolder(insertRow, 9, rows[i].holder);
-      insertRow.run();
-      if (m.durability.spilledRow) *m.durability.spilledRow = db.lastInsertRowid();
-      if (m.from != MessageIds::kSystemName) {
-        dedup.reset();
-        dedup.bind(1, m.from)
-            .bind(2, m.clientMsgId)
-            .bind(3, static_cast<std::int64_t>(m.id))
-            .bind(4, m.timestamp)
-            .run();
-      }
+      if (m.expiresAt != 0) continue;
+      OfflinePlugin::QueuePolicy policy;
+      policy.expiresAtMs = fallbackExpiry;
+      auto asked = plugins_.call<OfflinePlugin>([&](OfflinePlugin& offline) {
+        return offline.onQueued(entry.recipient, m.from, queued);
+      });
+      if (asked.ok()) policy = std::move(*asked.value);
+      if (policy.expiresAtMs <= now) policy.expiresAtMs = fallbackExpiry;
+      m.expiresAt = policy.expiresAtMs;
+      if (policy.push) write.pushes.push_back({i, entry.recipient, policy.pushText, queued});
     }
+
+    store::insertRows(
+        db,
+        "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
+        "expires_ms, holder)",
+        9, last - first,
+        [&](store::Statement& insert, int at, std::size_t row) {
+          const auto& r = rows[first + row];
+          const OutboundMessage& m = r.entry->item;
+          insert.bind(at, r.entry->recipient)
+              .bind(at + 1, static_cast<std::int64_t>(m.id))
+              .bind(at + 2, m.from)
+              .bind(at + 3, static_cast<std::int64_t>(m.group))
+              .bind(at + 4, m.clientMsgId)
+              .bindBlob(at + 5, m.body)
+              .bind(at + 6, m.timestamp)
+              .bind(at + 7, m.expiresAt);
+          bindHolder(insert, at + 8, r.holder);
+        },
+        [&](std::size_t row, std::int64_t seq) {
+          const OutboundMessage& m = rows[first + row].entry->item;
+          if (m.durability.spilledRow) *m.durability.spilledRow = seq;
+        });
+
+    // A dedup row per message a phone sent (not the operator's).
+    std::vector<const OutboundMessage*> sent;
+    sent.reserve(last - first);
+    for (std::size_t i = first; i < last; ++i) {
+      const OutboundMessage& m = rows[i].entry->item;
+      if (m.from != MessageIds::kSystemName) sent.push_back(&m);
+    }
+    store::insertRows(db, "INSERT OR IGNORE INTO dedup(sender, client_msg_id, server_id, sent_ms)",
+                      4, sent.size(), [&](store::Statement& insert, int at, std::size_t row) {
+                        const OutboundMessage& m = *sent[row];
+                        insert.bind(at, m.from)
+                            .bind(at + 1, m.clientMsgId)
+                            .bind(at + 2, static_cast<std::int64_t>(m.id))
+                            .bind(at + 3, m.timestamp);
+                      });
   };
   write.failures = store::writeEachAlone(db, rows.size(), insert);
+  forgetFailedRows(write);
 }
 
 void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundReceipt>& write) {
   auto rows = write.rows();
   auto insert = [&](std::size_t first, std::size_t last) {
-    auto insertRow = db.prepare(
-        "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms, holder) "
-        "VALUES (?, ?, ?, ?, ?, ?)");
-    for (std::size_t i = first; i < last; ++i) {
-      AddressedReceipt& entry = *rows[i].entry;
-      OutboundReceipt& r = entry.item;
-      insertRow.reset();
-      insertRow.bind(1, entry.recipient)
-          .bind(2, static_cast<std::int64_t>(r.messageId))
-          .bind(3, r.by)
-          .bind(4, static_cast<std::int64_t>(r.kind))
-          .bind(5, r.timestamp);
-      bindHolder(insertRow, 6, rows[i].holder);
-      insertRow.run();
-      if (r.durability.spilledRow) *r.durability.spilledRow = db.lastInsertRowid();
-    }
+    store::insertRows(
+        db, "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms, holder)", 6,
+        last - first,
+        [&](store::Statement& row, int at, std::size_t index) {
+          const auto& r = rows[first + index];
+          const OutboundReceipt& tick = r.entry->item;
+          row.bind(at, r.entry->recipient)
+              .bind(at + 1, static_cast<std::int64_t>(tick.messageId))
+              .bind(at + 2, tick.by)
+              .bind(at + 3, static_cast<std::int64_t>(tick.kind))
+              .bind(at + 4, tick.timestamp);
+          bindHolder(row, at + 5, r.holder);
+        },
+        [&](std::size_t index, std::int64_t id) {
+          const OutboundReceipt& tick = rows[first + index].entry->item;
+          if (tick.durability.spilledRow) *tick.durability.spilledRow = id;
+        });
   };
   write.failures = store::writeEachAlone(db, rows.size(), insert);
+  forgetFailedRows(write);
+}
+
+void MessagingService::eraseRows(store::Connection& db, ForgetWrite& write) {
+  // Each phone's rows of `queue` (its count moves once), then every row of
+  // `receipts_queue`.
+  std::unordered_map<std::string_view, std::vector<std::int64_t>> messages;
+  std::vector<std::int64_t> receipts;
+  for (const ForgetWrite::Part& part : write.parts) {
+    std::vector<std::int64_t>& keys = part.messages ? messages[part.phone] : receipts;
+    for (const Durability& row : part.rows) {
+      if (std::int64_t key = rowOf(row); key != 0) keys.push_back(key);
+    }
+  }
+  for (const auto& [phone, keys] : messages) {
+    std::int64_t erased = store::deleteRows(db, "queue", "seq", keys);
+    if (erased == 0) continue;
+    db.prepare("UPDATE users SET queued = max(queued - ?, 0) WHERE phone = ?")
+        .bind(1, erased)
+        .bind(2, phone)
+        .run();
+  }
+  store::deleteRows(db, "receipts_queue", "id", receipts);
 }
 
 // ---------------------------------------------------------------- after the commit
+
+void MessagingService::written(RowsWrite& write, const std::optional<std::string>& error) {
+  if (write.messages.count > 0) written(write.messages, error);
+  if (write.receipts.count > 0) written(write.receipts, error);
+  if (write.forgets.count > 0) forgotten(write.forgets, error);
+}
 
 template <class Item>
 void MessagingService::written(QueueWrite<Item>& write, const std::optional<std::string>& error) {
@@ -290,6 +416,15 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
       ++counters_.pushes;
       push_.notify(std::move(push.phone), std::move(push.text), push.queued);
     }
+  }
+}
+
+void MessagingService::forgotten(ForgetWrite& write, const std::optional<std::string>& error) {
+  std::lock_guard lock(deletesMutex_);
+  for (const ForgetWrite::Part& part : write.parts) {
+    if (error) spdlog::error("forgetting rows {} has taken failed: {}", part.phone, *error);
+    auto it = deletesInFlight_.find(part.phone);
+    if (it != deletesInFlight_.end() && --it->second == 0) deletesInFlight_.erase(it);
   }
 }
 

@@ -45,7 +45,7 @@ struct CachedStatement {
 // stale.
 class StatementCache {
  public:
-  static constexpr std::size_t kMaxEntries = 64;
+  static constexpr std::size_t kMaxEntries = 128;
 
   // `counters` (may be null) must outlive the cache.
   StatementCache(sqlite3* db, StatementCacheCounters* counters);
