@@ -7,6 +7,7 @@
 
 #include "messaging/stream_intake.h"
 #include "net/network_thread.h"
+#include "store/multi_row.h"
 #include "store/store.h"
 
 namespace switchboard::messaging {
@@ -41,7 +42,7 @@ void MessagingService::loadDedupRows() {
   store_.read([&](store::Connection& db) {
     auto newest = db.prepare(
         "SELECT sender, client_msg_id, server_id, sent_ms FROM "
-        "(SELECT * FROM dedup ORDER BY sent_ms DESC LIMIT ?) ORDER BY sent_ms");
+        "(SELECT rowid AS written, * FROM dedup ORDER BY rowid DESC LIMIT ?) ORDER BY written");
     newest.bind(1, static_cast<std::int64_t>(options_.dedupEntries + 1));
     while (newest.step()) {
       rows.push_back(
@@ -290,8 +291,9 @@ void MessagingService::sweepExpired() {
             .run();
         db.prepare("DELETE FROM queue WHERE expires_ms <= ?").bind(1, now).run();
         int messages = db.changes();
-        db.prepare("DELETE FROM dedup WHERE sent_ms <= ?").bind(1, horizon).run();
-        db.prepare("DELETE FROM receipts_queue WHERE at_ms <= ?").bind(1, horizon).run();
+        // These two go in write order (no index by time: migration 4).
+        store::deleteOldestRows(db, "dedup", "rowid", "sent_ms", horizon);
+        store::deleteOldestRows(db, "receipts_queue", "id", "at_ms", horizon);
         if (messages > 0) spdlog::info("expired {} queued messages", messages);
       },
       [](std::optional<std::string> error) {

@@ -74,4 +74,16 @@ std::int64_t deleteRows(Connection& db, std::string_view table, std::string_view
   return deleted;
 }
 
+std::int64_t deleteOldestRows(Connection& db, std::string_view table, std::string_view rowid,
+                              std::string_view time, std::int64_t horizon) {
+  std::string t(table);
+  std::string r(rowid);
+  // The first row still young, else one past the last row: everything before it goes.
+  std::string sql = "DELETE FROM " + t + " WHERE " + r + " < coalesce((SELECT " + r + " FROM " + t +
+                    " WHERE " + std::string(time) + " > ?1 ORDER BY " + r +
+                    " LIMIT 1), (SELECT max(" + r + ") FROM " + t + ") + 1)";
+  db.prepare(sql).bind(1, horizon).run();
+  return db.changes();
+}
+
 }  // namespace switchboard::store

@@ -42,4 +42,11 @@ void insertRows(Connection& db, std::string_view head, int columns, std::size_t 
 std::int64_t deleteRows(Connection& db, std::string_view table, std::string_view key,
                         std::span<const std::int64_t> keys);
 
+// Deletes the oldest rows of `table` by `rowid` (its rowid or an alias of it)
+// up to the first whose `time` column is after `horizon`: for a table whose
+// rows are written in about the order of their times. Visits the rows it
+// deletes and one more, with no index on `time`. Returns how many went.
+std::int64_t deleteOldestRows(Connection& db, std::string_view table, std::string_view rowid,
+                              std::string_view time, std::int64_t horizon);
+
 }  // namespace switchboard::store

@@ -5,6 +5,7 @@
 
 #include <set>
 #include <string>
+#include <vector>
 
 #include "store/database_handle.h"
 #include "store/store.h"
@@ -90,6 +91,42 @@ TEST(Migrations, ReopeningAnUpToDateDatabaseChangesNothing) {
     users = query.columnInt(0);
   });
   EXPECT_EQ(users, 1);
+}
+
+TEST(Migrations, Version4DropsTheTimeIndexesAndKeepsEveryRowOfAVersion3Database) {
+  TempDir dir;
+  std::filesystem::path file = optionsIn(dir).dataDir / "switchboard.db";
+  std::filesystem::create_directories(file.parent_path());
+  {
+    DatabaseHandle db = openDatabase(file, AccessMode::kReadWrite);
+    applyMigrations(db.get(), file, storeMigrations().first(3));
+    ASSERT_EQ(readSchemaVersion(db.get()), 3);
+    Connection connection(db.get());
+    connection.exec(
+        "INSERT INTO dedup(sender, client_msg_id, server_id, sent_ms) VALUES "
+        "('+1', 'a', 11, 100), ('+1', 'b', 12, 200), ('+2', 'a', 13, 300)");
+    connection.exec(
+        "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms) VALUES "
+        "('+1', 11, '+3', 0, 100), ('+1', 12, '+3', 1, 200)");
+  }
+  auto store = Store::open(optionsIn(dir));
+  EXPECT_EQ(store->schemaVersion(), 4);
+  std::set<std::string> indexes = namesOfType(*store, "index");
+  EXPECT_FALSE(indexes.count("dedup_by_time"));
+  EXPECT_FALSE(indexes.count("receipts_queue_by_time"));
+  EXPECT_TRUE(indexes.count("receipts_queue_by_recipient"));
+  std::vector<std::string> dedup;
+  std::vector<std::int64_t> receipts;
+  store->read([&](Connection& connection) {
+    auto rows = connection.prepare(
+        "SELECT sender || ' ' || client_msg_id || ' ' || server_id || ' ' || sent_ms FROM dedup "
+        "ORDER BY rowid");
+    while (rows.step()) dedup.push_back(rows.columnText(0));
+    auto ticks = connection.prepare("SELECT server_id FROM receipts_queue ORDER BY id");
+    while (ticks.step()) receipts.push_back(ticks.columnInt(0));
+  });
+  EXPECT_EQ(dedup, (std::vector<std::string>{"+1 a 11 100", "+1 b 12 200", "+2 a 13 300"}));
+  EXPECT_EQ(receipts, (std::vector<std::int64_t>{11, 12}));
 }
 
 TEST(Migrations, DatabaseFromANewerBinaryIsRefused) {

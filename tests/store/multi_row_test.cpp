@@ -1,7 +1,8 @@
 // Statements over many rows (store/multi_row.h): every row is written once, in
 // order, whatever the count (chunks of each size and a remainder), each learns
 // its AUTOINCREMENT rowid (also after the table's largest row was deleted), a
-// failing row fails with SQLite's message, and deletes take exactly their keys.
+// failing row fails with SQLite's message, deletes take exactly their keys, and
+// the oldest rows go up to the first young one.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -133,6 +134,36 @@ TEST(MultiRow, DeleteTakesExactlyItsKeysAndCountsThoseThatWereThere) {
   auto rows = rowsOf(*store);
   ASSERT_EQ(rows.size(), 66u);
   for (const Row& row : rows) EXPECT_NE(row.n % 3, 0) << row.name;
+}
+
+TEST(MultiRow, TheOldestRowsGoUpToTheFirstYoungOneWhateverIsLeft) {
+  TempDir dir;
+  auto store = openWithRows(dir);
+  // n is the row's time: 10, 20, ..., 100.
+  store->writeAndWait([](Connection& db) {
+    for (int i = 1; i <= 10; ++i) {
+      db.prepare("INSERT INTO rows(name, n) VALUES (?, ?)")
+          .bind(1, "t" + std::to_string(i))
+          .bind(2, std::int64_t{i * 10})
+          .run();
+    }
+  });
+  auto sweep = [&](std::int64_t horizon) {
+    std::int64_t deleted = -1;
+    store->writeAndWait(
+        [&](Connection& db) { deleted = deleteOldestRows(db, "rows", "seq", "n", horizon); });
+    return deleted;
+  };
+  EXPECT_EQ(sweep(5), 0);   // nothing is that old
+  EXPECT_EQ(sweep(30), 3);  // 10, 20, 30
+  EXPECT_EQ(sweep(30), 0);  // again: nothing more
+  EXPECT_EQ(sweep(75), 4);  // 40 .. 70
+  auto left = rowsOf(*store);
+  ASSERT_EQ(left.size(), 3u);
+  EXPECT_EQ(left.front().n, 80);
+  EXPECT_EQ(sweep(1000), 3);  // every row old: all go
+  EXPECT_TRUE(rowsOf(*store).empty());
+  EXPECT_EQ(sweep(1000), 0);  // an empty table
 }
 
 }  // namespace
