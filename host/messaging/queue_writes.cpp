@@ -130,6 +130,26 @@ std::int64_t rowOf(const Durability& durability) {
   return durability.spilledRow ? *durability.spilledRow : static_cast<std::int64_t>(durability.seq);
 }
 
+// Inserts a write's rows [first, last) of `rows`: `bindItem(statement, at,
+// entry)` binds an item's columns from `at` on; its holder goes last. Each
+// item a session wrote learns its row.
+template <class Row, class BindItem>
+void insertQueued(store::Connection& db, std::string_view head, int columns,
+                  const std::vector<Row>& rows, std::size_t first, std::size_t last,
+                  const BindItem& bindItem) {
+  store::insertRows(
+      db, head, columns, last - first,
+      [&](store::Statement& insert, int at, std::size_t row) {
+        const Row& r = rows[first + row];
+        bindItem(insert, at, *r.entry);
+        bindHolder(insert, at + columns - 1, r.holder);
+      },
+      [&](std::size_t row, std::int64_t rowid) {
+        const auto& spilled = rows[first + row].entry->item.durability.spilledRow;
+        if (spilled) *spilled = rowid;
+      });
+}
+
 // A row that failed is not there: a delete later in the same write (or any
 // other) must not take its rowid, which another row may have been given.
 template <class Write>
@@ -251,28 +271,21 @@ void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundMessa
       if (policy.push) write.pushes.push_back({i, entry.recipient, policy.pushText, queued});
     }
 
-    store::insertRows(
-        db,
-        "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
-        "expires_ms, holder)",
-        9, last - first,
-        [&](store::Statement& insert, int at, std::size_t row) {
-          const auto& r = rows[first + row];
-          const OutboundMessage& m = r.entry->item;
-          insert.bind(at, r.entry->recipient)
-              .bind(at + 1, static_cast<std::int64_t>(m.id))
-              .bind(at + 2, m.from)
-              .bind(at + 3, static_cast<std::int64_t>(m.group))
-              .bind(at + 4, m.clientMsgId)
-              .bindBlob(at + 5, m.body)
-              .bind(at + 6, m.timestamp)
-              .bind(at + 7, m.expiresAt);
-          bindHolder(insert, at + 8, r.holder);
-        },
-        [&](std::size_t row, std::int64_t seq) {
-          const OutboundMessage& m = rows[first + row].entry->item;
-          if (m.durability.spilledRow) *m.durability.spilledRow = seq;
-        });
+    insertQueued(db,
+                 "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
+                 "expires_ms, holder)",
+                 9, rows, first, last,
+                 [](store::Statement& insert, int at, const AddressedMessage& entry) {
+                   const OutboundMessage& m = entry.item;
+                   insert.bind(at, entry.recipient)
+                       .bind(at + 1, static_cast<std::int64_t>(m.id))
+                       .bind(at + 2, m.from)
+                       .bind(at + 3, static_cast<std::int64_t>(m.group))
+                       .bind(at + 4, m.clientMsgId)
+                       .bindBlob(at + 5, m.body)
+                       .bind(at + 6, m.timestamp)
+                       .bind(at + 7, m.expiresAt);
+                 });
 
     // A dedup row per message a phone sent (not the operator's).
     std::vector<const OutboundMessage*> sent;
@@ -297,22 +310,15 @@ void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundMessa
 void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundReceipt>& write) {
   auto rows = write.rows();
   auto insert = [&](std::size_t first, std::size_t last) {
-    store::insertRows(
+    insertQueued(
         db, "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms, holder)", 6,
-        last - first,
-        [&](store::Statement& row, int at, std::size_t index) {
-          const auto& r = rows[first + index];
-          const OutboundReceipt& tick = r.entry->item;
-          row.bind(at, r.entry->recipient)
+        rows, first, last, [](store::Statement& insert, int at, const AddressedReceipt& entry) {
+          const OutboundReceipt& tick = entry.item;
+          insert.bind(at, entry.recipient)
               .bind(at + 1, static_cast<std::int64_t>(tick.messageId))
               .bind(at + 2, tick.by)
               .bind(at + 3, static_cast<std::int64_t>(tick.kind))
               .bind(at + 4, tick.timestamp);
-          bindHolder(row, at + 5, r.holder);
-        },
-        [&](std::size_t index, std::int64_t id) {
-          const OutboundReceipt& tick = rows[first + index].entry->item;
-          if (tick.durability.spilledRow) *tick.durability.spilledRow = id;
         });
   };
   write.failures = store::writeEachAlone(db, rows.size(), insert);
