@@ -136,7 +136,8 @@ void storeCommits(PrometheusText& out, const store::StoreStats& stats) {
 }
 
 // Only with --cluster: a single node has no cluster metrics at all.
-void clusterMetrics(PrometheusText& out, const cluster::ClusterNode& node) {
+void clusterMetrics(PrometheusText& out, cluster::ClusterNode& node,
+                    const messaging::MessagingCounters& c) {
   auto status = node.status();
   gauge(out, "switchboard_cluster_degraded",
         "1 while this node has lost NATS and serves only its own sessions",
@@ -148,6 +149,18 @@ void clusterMetrics(PrometheusText& out, const cluster::ClusterNode& node) {
   counter(out, "switchboard_cluster_heartbeat_errors_total",
           "Heartbeats refused while connected (a name clash, JetStream errors)",
           status.heartbeatErrors);
+  auto outbox = node.transport().counts();
+  counter(out, "switchboard_cluster_published_total",
+          "Messages and receipts put into the cluster's stream by the outbox", outbox.published);
+  counter(out, "switchboard_cluster_kept_total",
+          "Messages and receipts for phones elsewhere kept in this node's store",
+          c.clusterKept.load());
+  counter(out, "switchboard_cluster_waited_total",
+          "Items that waited in the outbox while kept rows for their phone moved into the stream",
+          outbox.waited);
+  counter(out, "switchboard_cluster_rechecks_total",
+          "Rechecks sent for notice batches that got no answer (a notice may be lost)",
+          outbox.rechecks);
 }
 
 }  // namespace
@@ -187,7 +200,7 @@ std::string renderHostMetrics(const HostView& host) {
           push.sent);
   counter(out, "switchboard_push_failed_total", "Push notifications given up on", push.failed);
   gauge(out, "switchboard_uptime_seconds", "Seconds since the host started", host.uptimeSeconds());
-  if (host.cluster != nullptr) clusterMetrics(out, *host.cluster);
+  if (host.cluster != nullptr) clusterMetrics(out, *host.cluster, c);
   return out.text();
 }
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -115,7 +116,9 @@ std::string messageId(const Envelope& envelope) {
   if (!envelope.exactlyOnceKey.empty()) return envelope.exactlyOnceKey;
   switch (envelope.kind) {
     case Envelope::Kind::message:
-      return "m/" + encodeKeyToken(envelope.sender) + "/" + encodeKeyToken(envelope.clientMsgId);
+      // The recipient too: a group send puts one copy per member into the stream.
+      return "m/" + encodeKeyToken(envelope.sender) + "/" + encodeKeyToken(envelope.recipient) +
+             "/" + encodeKeyToken(envelope.clientMsgId);
     case Envelope::Kind::delivered:
     case Envelope::Kind::read:
       // The reader too: every member of a group receipts the same message id.
@@ -139,6 +142,10 @@ std::string inboxSubject(const std::string& recipient) {
 
 std::string nodeNoticeSubject(const std::string& node) {
   return "sb.node." + encodeKeyToken(node) + ".inbox";
+}
+
+std::string nodeRecheckSubject(const std::string& node) {
+  return "sb.node." + encodeKeyToken(node) + ".recheck";
 }
 
 std::string nodeKickSubject(const std::string& node) {
@@ -315,21 +322,29 @@ void DeliveryTransport::onMessage(natsConnection*, natsSubscription*, natsMsg* r
   static_cast<Listener*>(listener)->onMessage(msg.get());
 }
 
+namespace {
+NoticeBatch noticeBatchFrom(const void* data, std::size_t size) {
+  RecordReader reader(data, size);
+  NoticeBatch batch;
+  for (auto in : reader.get<proto::cluster::NoticeBatch>().getEnvelopes()) {
+    batch.items.push_back(envelopeFrom(in, 0));
+  }
+  return batch;
+}
+}  // namespace
+
 void DeliveryTransport::listen(net::NetworkThread& thread,
                                std::function<void(NoticeBatch)> handler) {
-  subscribe<NoticeBatch>(
-      nodeNoticeSubject(options_.node), thread,
-      [](const void* data, std::size_t size) {
-        RecordReader reader(data, size);
-        NoticeBatch batch;
-        for (auto in : reader.get<proto::cluster::NoticeBatch>().getEnvelopes()) {
-          batch.items.push_back(envelopeFrom(in, 0));
-        }
-        return batch;
-      },
-      std::move(handler));
+  subscribe<NoticeBatch>(nodeNoticeSubject(options_.node), thread, &noticeBatchFrom,
+                         std::move(handler));
   // Nothing is dropped for being slow: the senders' windows bound what waits.
   natsSubscription_SetPendingLimits(listeners_.back()->subscription, -1, -1);
+}
+
+void DeliveryTransport::listenRechecks(net::NetworkThread& thread,
+                                       std::function<void(NoticeBatch)> handler) {
+  subscribe<NoticeBatch>(nodeRecheckSubject(options_.node), thread, &noticeBatchFrom,
+                         std::move(handler));
 }
 
 // ---------------------------------------------------------------- kick notices
@@ -468,11 +483,19 @@ struct DeliveryTransport::Outbox {
     Clock::time_point publishedAt{};
     std::uint64_t order = 0;  // the order of send() calls
     std::uint64_t epoch = 0;  // the link's disconnects() when it was published
+    bool noticed = true;      // false: a duplicate whose first copy is gone (not noticed)
   };
   using OwnedItem = std::unique_ptr<Item>;
+  // What a notice batch or a recheck named: enough to recheck it.
+  struct Noticed {
+    std::string recipient;
+    std::uint64_t serverId = 0;
+  };
   struct Batch {
     Clock::time_point sentAt;
     std::unordered_map<std::string, std::size_t> charges;  // node -> envelopes
+    std::vector<Noticed> noticed;
+    int rechecks = 0;  // 0: a notice batch; else the how-many-th recheck this is
   };
   struct Removal {
     Clock::time_point sentAt;
@@ -524,9 +547,13 @@ struct DeliveryTransport::Outbox {
       for (auto& item : queue) left.push_back(std::move(item));
       for (auto& [msg, item] : published) left.push_back(std::move(item));
       for (auto& item : acked) left.push_back(std::move(item));
+      for (auto& [recipient, waiting] : parked) {
+        for (auto& item : waiting) left.push_back(std::move(item));
+      }
       queue.clear();
       published.clear();
       acked.clear();
+      parked.clear();
     }
     for (auto& item : left) {
       if (!item->outcome.published) item->outcome.error = "the node is shutting down";
@@ -556,7 +583,9 @@ struct DeliveryTransport::Outbox {
 
   std::size_t length() const {
     std::lock_guard lock(mutex);
-    return queue.size() + published.size() + acked.size();
+    std::size_t waiting = 0;
+    for (const auto& [recipient, items] : parked) waiting += items.size();
+    return queue.size() + published.size() + acked.size() + waiting;
   }
 
   // ---- on libnats threads
@@ -640,19 +669,30 @@ struct DeliveryTransport::Outbox {
         worked = true;
       }
       expire(lock);
+      worked |= sendRechecks(lock);
+      worked |= lookAgainAtParked(lock);
       // Publish from the head while the window towards its node has room.
       for (int n = 0; n < 512 && !queue.empty() && !stopping; ++n) {
         giveUpPublished(!link.isConnected());
         Item& head = *queue.front();
-        if (isHeld(head.envelope.recipient, lock)) {
-          // Earlier envelopes for the recipient were not published: this one
-          // must not overtake them through the stream.
+        const std::string recipient = head.envelope.recipient;
+        auto waitingFor = parked.find(recipient);
+        DeliveryTransport::Hold held =
+            waitingFor != parked.end() ? DeliveryTransport::Hold::wait : isHeld(recipient, lock);
+        if (held != DeliveryTransport::Hold::publish) {
           OwnedItem item = std::move(queue.front());
           queue.pop_front();
-          item->outcome.error = "kept behind earlier envelopes for " + item->envelope.recipient +
-                                " that are not in the stream";
-          failRun(std::move(item));
           worked = true;
+          if (held == DeliveryTransport::Hold::wait) {
+            // Behind the recipient's kept rows, which are moving into the
+            // stream: it waits here, in order, and is published after them.
+            ++waited;
+            parked[recipient].push_back(std::move(item));
+            continue;
+          }
+          // Earlier envelopes for the recipient were not published: this one
+          // must not overtake them through the stream.
+          keepBehind(std::move(item));
           continue;
         }
         if (!head.charged) {
@@ -672,7 +712,7 @@ struct DeliveryTransport::Outbox {
         lock.lock();
         worked = true;
       }
-      if (!worked && acked.empty() && jobs.empty() && !stopping) {
+      if (!worked && acked.empty() && jobs.empty() && !lookAgain && !stopping) {
         wake.wait_for(lock, std::chrono::milliseconds(100));
       }
     }
@@ -686,17 +726,59 @@ struct DeliveryTransport::Outbox {
     }
   }
 
-  // Mutex held (released while asking `hold`): whether envelopes for
-  // `recipient` must not be published now.
-  bool isHeld(const std::string& recipient, std::unique_lock<std::mutex>& lock) {
+  // Mutex held (released while asking `hold`): what to do with envelopes
+  // for `recipient` now.
+  DeliveryTransport::Hold isHeld(const std::string& recipient, std::unique_lock<std::mutex>& lock) {
     auto it = failing.find(recipient);
-    if (it != failing.end() && it->second > 0) return true;
-    if (!hold) return false;
+    if (it != failing.end() && it->second > 0) return DeliveryTransport::Hold::keep;
+    if (!hold) return DeliveryTransport::Hold::publish;
     auto ask = hold;
     lock.unlock();
-    bool held = ask(recipient);
+    DeliveryTransport::Hold held = ask(recipient);
     lock.lock();
     return held;
+  }
+
+  // Mutex held. Not in the stream, behind envelopes for its recipient that
+  // are not either: it fails, and the sender's node keeps it behind them.
+  // (None of the recipient's awaits a PubAck: the first failure failed them
+  // all, and nothing was published for it since.)
+  void keepBehind(OwnedItem item) {
+    item->outcome.error = "kept behind earlier envelopes for " + item->envelope.recipient +
+                          " that are not in the stream";
+    ++failing[item->envelope.recipient];
+    acked.push_back(std::move(item));
+  }
+
+  // Mutex held (released while asking `hold`). Envelopes that wait for their
+  // recipient's kept rows: once those are in the stream they go back to the
+  // head of the queue, in order (nothing for the recipient was published
+  // meanwhile, and what was sent later is behind them); if the rows stay
+  // kept (the move failed, NATS went away) they are kept too, behind them.
+  bool lookAgainAtParked(std::unique_lock<std::mutex>& lock) {
+    lookAgain = false;
+    if (parked.empty()) return false;
+    std::vector<std::string> recipients;
+    for (const auto& [recipient, items] : parked) recipients.push_back(recipient);
+    bool moved = false;
+    for (const std::string& recipient : recipients) {
+      DeliveryTransport::Hold held = isHeld(recipient, lock);
+      if (held == DeliveryTransport::Hold::wait) continue;
+      auto it = parked.find(recipient);
+      if (it == parked.end()) continue;
+      std::deque<OwnedItem> waiting = std::move(it->second);
+      parked.erase(it);
+      moved = true;
+      if (held == DeliveryTransport::Hold::keep) {
+        for (auto& item : waiting) keepBehind(std::move(item));
+        continue;
+      }
+      for (auto item = waiting.rbegin(); item != waiting.rend(); ++item) {
+        (*item)->charged.reset();  // where the recipient is: asked again
+        queue.push_front(std::move(*item));
+      }
+    }
+    return moved;
   }
 
   // Mutex held. PubAcks that can no longer come (the link was lost since the
@@ -806,6 +888,12 @@ struct DeliveryTransport::Outbox {
   // PubAcks are in: tell the nodes holding the recipients (one batch per node,
   // flushed), then let each sender know, in order.
   void notice(std::deque<OwnedItem>& items) {
+    for (auto& item : items) {
+      if (item->outcome.published && item->outcome.published->duplicate &&
+          item->envelope.kind == Envelope::Kind::message) {
+        readBackStored(*item);
+      }
+    }
     struct ToNode {
       std::vector<QueuedEnvelope> envelopes;
       std::vector<std::string> charged;  // per envelope: the node whose window counts it, or ""
@@ -814,7 +902,7 @@ struct DeliveryTransport::Outbox {
     std::vector<std::string> uncharge;
     for (auto& item : items) {
       bool counted = item->charged && !item->charged->empty();
-      if (item->outcome.published) {
+      if (item->outcome.published && item->noticed) {
         if (auto node = cachedLocation(item->envelope.recipient)) {
           ToNode& to = byNode[*node];
           to.envelopes.push_back({item->outcome.published->serverId, item->envelope});
@@ -846,6 +934,7 @@ struct DeliveryTransport::Outbox {
     }
     wake.notify_all();
     for (auto& item : items) {
+      if (item->outcome.published) ++publishedCount;
       finish(*item);
       if (item->outcome.published) continue;
       // Its `done` has run: the sender's own record of what it keeps (`hold`)
@@ -853,6 +942,42 @@ struct DeliveryTransport::Outbox {
       std::lock_guard lock(mutex);
       auto it = failing.find(item->envelope.recipient);
       if (it != failing.end() && --it->second == 0) failing.erase(it);
+    }
+  }
+
+  // A message whose PubAck says duplicate (sent before with the same
+  // clientMsgId, perhaps on another node that died before answering): the
+  // copy the stream holds carries the id its sender was first given. It is
+  // read back by its sequence (a round trip, for duplicates only); its id and
+  // time are reported to the sender, and it is what the recipient's node is
+  // noticed of. A copy gone already (taken by the phone) is not noticed again.
+  void readBackStored(Item& item) {
+    PublishResult& result = *item.outcome.published;
+    jsDirectGetMsgOptions options;
+    jsDirectGetMsgOptions_Init(&options);
+    options.Sequence = result.serverId;
+    natsMsg* raw = nullptr;
+    natsStatus status = js_DirectGetMsg(&raw, jetStream, kStream, nullptr, &options);
+    OwnedMsg msg(raw);
+    if (status != NATS_OK) {
+      spdlog::debug("cluster: duplicate of {} from {}: the first copy is gone ({})",
+                    item.envelope.clientMsgId, item.envelope.sender, natsStatus_GetText(status));
+      item.noticed = false;
+      return;
+    }
+    try {
+      QueuedEnvelope stored =
+          envelopeFrom(natsMsg_GetData(msg.get()),
+                       static_cast<std::size_t>(natsMsg_GetDataLength(msg.get())), result.serverId);
+      if (stored.envelope.sender != item.envelope.sender ||
+          stored.envelope.clientMsgId != item.envelope.clientMsgId) {
+        return;  // not the same message (cannot happen with its key): leave it alone
+      }
+      result.storedMessageId = stored.envelope.messageId;
+      result.storedSentAtMs = stored.envelope.sentAtMs;
+      item.envelope = std::move(stored.envelope);
+    } catch (const std::exception& e) {
+      spdlog::warn("cluster: reading back envelope {}: {}", result.serverId, e.what());
     }
   }
 
@@ -868,6 +993,7 @@ struct DeliveryTransport::Outbox {
       batch.sentAt = Clock::now();
       for (std::size_t i = 0; i < count; ++i) {
         if (!charged[i].empty()) ++batch.charges[charged[i]];
+        batch.noticed.push_back({envelopes[i].envelope.recipient, envelopes[i].serverId});
       }
     }
     std::string bytes = noticeBatchBytes(envelopes, count);
@@ -879,15 +1005,93 @@ struct DeliveryTransport::Outbox {
                                            : NATS_CONNECTION_DISCONNECTED;
     if (status == NATS_OK) return true;
     spdlog::log(link.isConnected() ? spdlog::level::warn : spdlog::level::debug,
-                "cluster: notices to {} not sent ({}); they wait in the stream", node,
-                natsStatus_GetText(status));
+                "cluster: notices to {} not sent ({}); they wait in the stream, rechecked later",
+                node, natsStatus_GetText(status));
     std::lock_guard lock(mutex);
     auto it = batches.find(id);
     if (it != batches.end()) {
       release(it->second);
+      recheckLater(it->second);
       batches.erase(it);
     }
     return false;
+  }
+
+  // Mutex held. A notice batch (or recheck) that got no answer: its
+  // envelopes are rechecked once the link is up, unless that was the last try.
+  void recheckLater(Batch& batch) {
+    if (batch.rechecks >= kRecheckAttempts) {
+      spdlog::warn(
+          "cluster: {} envelopes noticed without an answer after {} rechecks; they wait in "
+          "the stream for their phones' next login",
+          batch.noticed.size(), batch.rechecks);
+      return;
+    }
+    toRecheck.push_back({std::move(batch.noticed), batch.rechecks + 1});
+  }
+
+  // Outbox thread: one recheck to `node`, as a request like a notice batch
+  // (a recheck that gets no answer is rechecked again, up to the last try).
+  void sendRecheck(const std::string& node, const QueuedEnvelope* envelopes, std::size_t count,
+                   int attempt) {
+    std::uint64_t id = 0;
+    {
+      std::lock_guard guard(mutex);
+      id = nextToken++;
+      Batch& batch = batches[id];
+      batch.sentAt = Clock::now();
+      batch.rechecks = attempt;
+      for (std::size_t i = 0; i < count; ++i) {
+        batch.noticed.push_back({envelopes[i].envelope.recipient, envelopes[i].serverId});
+      }
+      ++rechecksSent;
+    }
+    std::string bytes = noticeBatchBytes(envelopes, count);
+    std::string subject = nodeRecheckSubject(node);
+    std::string reply = prefix + "n." + std::to_string(id);
+    spdlog::info("cluster: {} notices to {} not answered; recheck {} sent", count, node, attempt);
+    natsStatus status =
+        natsConnection_PublishRequest(link.connection(), subject.c_str(), reply.c_str(),
+                                      bytes.data(), static_cast<int>(bytes.size()));
+    if (status == NATS_OK) return;
+    std::lock_guard guard(mutex);
+    auto it = batches.find(id);
+    if (it != batches.end()) {
+      recheckLater(it->second);
+      batches.erase(it);
+    }
+  }
+
+  // Outbox thread, mutex held (released while sending): the rechecks due, to
+  // the nodes holding their phones now, as requests. A recheck names envelopes
+  // (recipient and server id) whose notice may be lost; that node looks in the
+  // stream for those phones if they are live there and it holds none of them.
+  bool sendRechecks(std::unique_lock<std::mutex>& lock) {
+    if (toRecheck.empty() || !link.isConnected()) return false;
+    std::vector<PendingRecheck> due;
+    due.swap(toRecheck);
+    lock.unlock();
+    for (PendingRecheck& pending : due) {
+      std::unordered_map<std::string, std::vector<QueuedEnvelope>> byNode;
+      for (Noticed& noticed : pending.noticed) {
+        auto node = cachedLocation(noticed.recipient);
+        if (!node) continue;  // no session anywhere: its next login imports it
+        QueuedEnvelope queued;
+        queued.serverId = noticed.serverId;
+        queued.envelope.recipient = std::move(noticed.recipient);
+        byNode[*node].push_back(std::move(queued));
+      }
+      std::size_t limit = noticeBatchLimit(link.connection());
+      for (auto& [node, envelopes] : byNode) {
+        std::size_t begin = 0;
+        for (std::size_t end : noticeRuns(envelopes, limit)) {
+          sendRecheck(node, envelopes.data() + begin, end - begin, pending.attempt);
+          begin = end;
+        }
+      }
+    }
+    lock.lock();
+    return true;
   }
 
   static void finish(Item& item) {
@@ -949,6 +1153,7 @@ struct DeliveryTransport::Outbox {
         continue;
       }
       release(it->second);
+      recheckLater(it->second);
       it = batches.erase(it);
     }
     std::vector<DeliveryTransport::RemovalDone> removed;
@@ -991,12 +1196,23 @@ struct DeliveryTransport::Outbox {
   mutable std::mutex mutex;
   std::condition_variable wake;
   std::function<std::optional<std::string>(const std::string&)> locate;
-  std::function<bool(const std::string&)> hold;
-  std::deque<OwnedItem> queue;                            // not yet published, in order
-  std::unordered_map<natsMsg*, OwnedItem> published;      // waiting for their PubAcks
-  std::deque<OwnedItem> acked;                            // PubAck (or failure) in
-  std::deque<std::function<void()>> jobs;                 // removals and answers to send
-  std::unordered_map<std::uint64_t, Batch> batches;       // notice batches not answered yet
+  std::function<DeliveryTransport::Hold(const std::string&)> hold;
+  std::deque<OwnedItem> queue;  // not yet published, in order
+  // Recipient -> envelopes waiting for its kept rows to move (Hold::wait), in order.
+  std::unordered_map<std::string, std::deque<OwnedItem>> parked;
+  std::uint64_t waited = 0;                           // envelopes ever parked (mutex)
+  bool lookAgain = false;                             // holdChanged() since the last look
+  std::atomic<std::uint64_t> publishedCount{0};       // outbox thread writes
+  std::unordered_map<natsMsg*, OwnedItem> published;  // waiting for their PubAcks
+  std::deque<OwnedItem> acked;                        // PubAck (or failure) in
+  std::deque<std::function<void()>> jobs;             // removals and answers to send
+  std::unordered_map<std::uint64_t, Batch> batches;   // notice batches not answered yet
+  struct PendingRecheck {
+    std::vector<Noticed> noticed;
+    int attempt = 1;
+  };
+  std::vector<PendingRecheck> toRecheck;  // batches unanswered, to recheck when connected
+  std::uint64_t rechecksSent = 0;
   std::unordered_map<std::uint64_t, Removal> removals;    // removals not answered yet
   std::unordered_map<std::string, std::size_t> inWindow;  // node -> envelopes counted
   std::uint64_t nextToken = 1;
@@ -1037,9 +1253,26 @@ void DeliveryTransport::setLocator(
   outbox_->locate = std::move(locate);
 }
 
-void DeliveryTransport::setHold(std::function<bool(const std::string& recipient)> hold) {
+void DeliveryTransport::setHold(std::function<Hold(const std::string& recipient)> hold) {
   std::lock_guard lock(outbox_->mutex);
   outbox_->hold = std::move(hold);
+}
+
+void DeliveryTransport::holdChanged() {
+  {
+    std::lock_guard lock(outbox_->mutex);
+    outbox_->lookAgain = true;
+  }
+  outbox_->wake.notify_all();
+}
+
+DeliveryTransport::Counts DeliveryTransport::counts() const {
+  Counts counts;
+  counts.published = outbox_->publishedCount.load();
+  std::lock_guard lock(outbox_->mutex);
+  counts.waited = outbox_->waited;
+  counts.rechecks = outbox_->rechecksSent;
+  return counts;
 }
 
 void DeliveryTransport::send(Envelope envelope, std::function<void(SendOutcome)> done) {

@@ -12,9 +12,12 @@
 //   were made), and each one's `done` runs once its PubAck is in and the node
 //   holding the recipient has been sent a live notice (flushed). That is the
 //   sending side's fast path; see "The outbox" below.
-// - Exactly once: the publish carries Nats-Msg-Id = sender + clientMsgId, so
-//   a retry within the stream's duplicate window is not stored again and gets
-//   the first copy's server id back (duplicate = true).
+// - Exactly once: the publish carries Nats-Msg-Id = sender + recipient +
+//   clientMsgId (the recipient because a group send puts one copy per member
+//   into the stream), so a retry within the stream's duplicate window is not
+//   stored again and gets the first copy's server id back (duplicate = true);
+//   send() reads that copy back and reports the message id it carries
+//   (storedMessageId), and notices it rather than the repeat.
 // - Order per (sender, recipient): one node publishes one sender's envelopes
 //   in the order it acknowledges them (send() is one FIFO, publish() runs on
 //   the serial worker), JetStream numbers them in that order. Rows a node
@@ -42,6 +45,19 @@
 //   and the phones' sends wait for their acks. A batch not answered within
 //   `noticeTimeout` (the node stopped, or is gone: "no responders" answers at
 //   once) stops counting.
+// - Lost notices: a notice batch not answered within `noticeTimeout` (lost
+//   on the way, the answer lost, or never sent because the link blinked
+//   after the PubAck) is *rechecked*: the outbox sends the node holding each
+//   phone now a recheck (a request on sb.node.<node>.recheck naming the
+//   envelopes by recipient and server id), again after each `noticeTimeout`
+//   without an answer, up to kRecheckAttempts times. The receiving node looks
+//   in the stream for a live phone that does not hold them (an import), so
+//   a lost notice costs seconds, not the phone's next login. Notices cost
+//   nothing more when nothing is lost: the answers already exist.
+// - Kept rows moving: while the sender's node moves rows it kept for a
+//   recipient into the stream, `hold` says Hold::wait and the recipient's
+//   envelopes wait in the outbox (in memory, in order, out of the FIFO so
+//   other recipients go on); once the rows are in, they are published first.
 //
 // Blocking calls (publish, pending, remove) belong on the link's worker
 // thread. listen() delivers notices on the given network thread.
@@ -116,6 +132,12 @@ struct QueuedEnvelope {
 struct PublishResult {
   std::uint64_t serverId = 0;
   bool duplicate = false;  // the same exactly-once key was published before
+  // send() of a message that is a duplicate: the message id and time of the
+  // copy the stream holds (read back by its sequence), which the sender was
+  // given when it first sent it (perhaps on another node). 0 when that copy
+  // has left the stream already (taken), or for anything else.
+  std::uint64_t storedMessageId = 0;
+  std::int64_t storedSentAtMs = 0;
 };
 
 // Live notices as a node receives them: envelopes in the order their PubAcks
@@ -126,6 +148,9 @@ struct NoticeBatch {
   std::vector<QueuedEnvelope> items;
   std::string replyTo{};
 };
+
+// How many times a sender rechecks a notice batch that got no answer.
+inline constexpr int kRecheckAttempts = 3;
 
 // How long a node trusts what `locate` said about a phone.
 inline constexpr std::chrono::milliseconds kLocationCacheTtl{1000};
@@ -158,10 +183,22 @@ class DeliveryTransport {
   // Where a phone's session is (its node), nullopt when it has none. Runs on
   // the outbox thread and may block (a KV read). Set once, before send().
   void setLocator(std::function<std::optional<std::string>(const std::string& phone)> locate);
-  // Whether envelopes for a recipient must wait out of the stream (the
-  // sender's node keeps earlier ones for it, to move them in first). Runs on
-  // the outbox thread before each publish; must not block. Set once, before send().
-  void setHold(std::function<bool(const std::string& recipient)> hold);
+  // What the outbox does with an envelope for a recipient whose earlier
+  // items the sender's node keeps out of the stream (to move them in first).
+  enum class Hold {
+    publish,  // nothing kept: publish it
+    wait,     // kept rows are being moved into the stream: it waits here, in
+              // memory and in order (the recipient's later envelopes behind it)
+    keep,     // kept rows wait for NATS: it fails ("kept behind ..."), and the
+              // sender's node keeps it too, behind them
+  };
+  // Asked on the outbox thread before each publish, and again for envelopes
+  // that wait, until it says publish or keep; must not block. Set once,
+  // before send().
+  void setHold(std::function<Hold(const std::string& recipient)> hold);
+  // The answer of `hold` changed for some recipient: envelopes that wait are
+  // looked at again now (else within 100 ms). Any thread, never blocks.
+  void holdChanged();
   // Any thread. `done` runs on the outbox thread, in the order of the sends
   // for envelopes that are published; it must not block. While the link is
   // degraded (or when the transport is destroyed first) it runs with the error.
@@ -176,6 +213,14 @@ class DeliveryTransport {
   void send(Envelope envelope, std::function<void(SendOutcome)> done);
   // Envelopes sent and not yet done, and those counted against a node's window.
   std::size_t outboxLength() const;
+
+  // What the outbox did, since start (for metrics and tests; any thread).
+  struct Counts {
+    std::uint64_t published = 0;  // envelopes in the stream through the outbox (PubAck in)
+    std::uint64_t waited = 0;     // envelopes that waited for kept rows to move (Hold::wait)
+    std::uint64_t rechecks = 0;   // rechecks sent for notice batches that got no answer
+  };
+  Counts counts() const;
 
   // A batch, flushed, asking for no answer: when it returns NATS has
   // the notice (or it failed, logged). A no-op while degraded (the stream has
@@ -204,6 +249,10 @@ class DeliveryTransport {
   // (it takes effect when NATS is reachable). The subscription has no pending
   // limit: the senders' windows bound it.
   void listen(net::NetworkThread& thread, std::function<void(NoticeBatch)> handler);
+  // Rechecks (see "The outbox" above): `handler` runs on `thread` with the
+  // envelopes a sender noticed here without getting an answer (recipient and
+  // server id only); it answers with answerNotices(replyTo). Once.
+  void listenRechecks(net::NetworkThread& thread, std::function<void(NoticeBatch)> handler);
   // Answers a batch's sender (any thread, never blocks; nothing when
   // `replyTo` is empty or NATS is away).
   void answerNotices(const std::string& replyTo);
@@ -265,5 +314,6 @@ class DeliveryTransport {
 std::string inboxSubject(const std::string& recipient);
 std::string nodeNoticeSubject(const std::string& node);
 std::string nodeKickSubject(const std::string& node);
+std::string nodeRecheckSubject(const std::string& node);
 
 }  // namespace switchboard::cluster

@@ -111,6 +111,18 @@ struct NatsLink::Impl {
 
 // ---------------------------------------------------------------- connection
 
+namespace {
+// On a libnats thread: what the server reported without closing the
+// connection (a permissions violation: that publish was dropped; a slow
+// consumer), worth an operator's eye.
+void reportAsyncError(natsConnection* connection, natsSubscription*, natsStatus status, void*) {
+  const char* detail = nullptr;
+  natsConnection_GetLastError(connection, &detail);
+  spdlog::warn("cluster: NATS reported: {} ({})", natsStatus_GetText(status),
+               detail != nullptr ? detail : "");
+}
+}  // namespace
+
 NatsLink::NatsLink(NatsLinkOptions options, net::NetworkThread& owner)
     : options_(std::move(options)), owner_(owner), impl_(new Impl) {
   auto colon = options_.url.rfind(':');
@@ -132,6 +144,7 @@ NatsLink::NatsLink(NatsLinkOptions options, net::NetworkThread& owner)
   natsOptions_SetReconnectedCB(opts, &NatsLink::onConnected, this);
   natsOptions_SetRetryOnFailedConnect(opts, true, &NatsLink::onConnected, this);
   natsOptions_SetClosedCB(opts, &NatsLink::onClosed, this);
+  natsOptions_SetErrorHandler(opts, &reportAsyncError, nullptr);
 
   natsStatus status = natsConnection_Connect(&impl_->connection, opts);
   if (status != NATS_OK && status != NATS_NOT_YET_CONNECTED) {

@@ -160,10 +160,14 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
     }
   });
   // Nothing is published for a phone while rows kept for it here wait to be
-  // moved into the stream (publishOrKeep).
+  // moved into the stream (publishOrKeep): its items are kept behind them, or,
+  // while the rows are moving, wait in the outbox for them.
   node.transport().setHold([this](const std::string& phone) {
+    using Hold = cluster::DeliveryTransport::Hold;
     std::lock_guard lock(keptMutex_);
-    return keptFor_.contains(phone);
+    auto it = keptFor_.find(phone);
+    if (it == keptFor_.end()) return Hold::publish;
+    return it->second.moving ? Hold::wait : Hold::keep;
   });
   node.transport().setLocator([this](const std::string& phone) -> std::optional<std::string> {
     auto where = cluster_->directory().location(phone);
@@ -173,6 +177,8 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
   net::NetworkThread& listener = *threads_.front();
   node.transport().listen(listener,
                           [this](cluster::NoticeBatch batch) { noticesArrived(std::move(batch)); });
+  node.transport().listenRechecks(
+      listener, [this](cluster::NoticeBatch batch) { recheckArrived(std::move(batch)); });
   node.transport().listenPresence(
       listener, [this](cluster::PresenceNotice notice) { presenceFromElsewhere(notice); });
   // Watches of every node on the directory: a lost kick notice cannot leave a
@@ -532,18 +538,46 @@ void MessagingService::catchUp(bool reclaim) {
 }
 
 void MessagingService::exportStranded(const std::string& phone) {
-  // Sends to the phone are kept here behind its rows (keptFor_) until none is
-  // left and none is on its way to the store. Under a steady stream of sends
-  // this may take a few rounds; past them the next sweep goes on.
+  // Sends to the phone were kept here behind its rows (keptFor_). From now
+  // until the rows are in the stream, later ones wait in the outbox instead
+  // (`moving`, Hold::wait): what is still on its way to the store is written,
+  // the rows move, and then the outbox publishes what waited, in order, so
+  // the phone's traffic is back on the stream however steady it is. If the
+  // move stops short (NATS went away, a publish failed), what waited is kept
+  // behind the rows, as before, and the next sweep tries again.
+  struct Moving {
+    MessagingService& service;
+    const std::string& phone;
+    bool marked = false;
+    ~Moving() {
+      if (!marked) return;
+      {
+        std::lock_guard lock(service.keptMutex_);
+        auto it = service.keptFor_.find(phone);
+        if (it != service.keptFor_.end()) it->second.moving = false;
+      }
+      service.cluster_->transport().holdChanged();
+    }
+  } moving{*this, phone};
+  {
+    std::lock_guard lock(keptMutex_);
+    auto it = keptFor_.find(phone);
+    if (it != keptFor_.end()) {
+      it->second.moving = true;
+      moving.marked = true;
+    }
+  }
   for (int round = 0; round < 20; ++round) {
     exportRows(phone);
     {
       std::lock_guard lock(keptMutex_);
       auto it = keptFor_.find(phone);
       if (it == keptFor_.end()) return;
-      if (it->second == 0 && !rowsFor(phone)) {
+      if (it->second.writing == 0 && !rowsFor(phone)) {
         keptFor_.erase(it);
-        return;
+        spdlog::info("cluster: kept rows for {} are in the stream; its items take the stream again",
+                     phone);
+        return;  // ~Moving tells the outbox
       }
     }
     store_.writeAndWait([](store::Connection&) {});  // what was kept meanwhile is written
@@ -874,34 +908,56 @@ template <class Item>
 void MessagingService::publishOrKeep(cluster::Envelope envelope, Item item) {
   std::string to = envelope.recipient;
   auto held = std::make_shared<Item>(std::move(item));
-  auto keep = [this, held, to]() { keepForExport(to, std::move(*held)); };
-  // Rows for this phone wait here for the stream: this one goes behind them.
-  if (countKept(to, false, keep)) return;
-  // On the outbox thread, in the order of the sends: must not block. The
-  // outbox publishes nothing more for the phone once one failed, until this
-  // has counted it (its hold, keptFor_), so what is kept is a run of the
-  // sends, in their order.
-  cluster_->transport().send(
-      std::move(envelope), [this, held, to, keep](cluster::SendOutcome outcome) {
-        if (outcome.published) {
-          if (held->ack) std::exchange(held->ack, nullptr)->settle();
-          return;
+  // Every item goes through the outbox, kept or not: what it does not publish
+  // (NATS away, or behind items kept for the phone: its `hold`) comes back
+  // failed, on the outbox thread, in the order of the sends, and is counted
+  // and kept here in that order. (Keeping some straight from here, behind
+  // rows kept for the phone, could store one ahead of earlier sends the
+  // outbox still held.)
+  cluster_->transport().send(std::move(envelope), [this, held, to](cluster::SendOutcome outcome) {
+    if (outcome.published) {
+      if constexpr (std::is_same_v<Item, OutboundMessage>) {
+        const cluster::PublishResult& result = *outcome.published;
+        if (result.storedMessageId != 0 && result.storedMessageId != held->id) {
+          rememberStoredInstead(held->id, {result.storedMessageId, result.storedSentAtMs});
         }
-        spdlog::warn("cluster: an item for {} kept on this node: {}", to, outcome.error);
-        countKept(to, true, keep);
-      });
+      }
+      if (held->ack) std::exchange(held->ack, nullptr)->settle();
+      return;
+    }
+    countKept(to, outcome.error, [this, held, to]() { keepForExport(to, std::move(*held)); });
+  });
 }
 
-bool MessagingService::countKept(const std::string& phone, bool start, std::function<void()> keep) {
+void MessagingService::rememberStoredInstead(std::uint64_t chosenId, SentMessage stored) {
+  spdlog::info("cluster: message {} was in the stream already as {}; its sender is answered so",
+               chosenId, stored.id);
+  std::lock_guard lock(storedInsteadMutex_);
+  storedInstead_[chosenId] = stored;
+}
+
+SentMessage MessagingService::answeredWith(SentMessage sent) {
+  std::lock_guard lock(storedInsteadMutex_);
+  auto it = storedInstead_.find(sent.id);
+  if (it == storedInstead_.end()) return sent;
+  SentMessage stored = it->second;
+  storedInstead_.erase(it);
+  return stored;
+}
+
+void MessagingService::countKept(const std::string& phone, const std::string& why,
+                                 std::function<void()> keep) {
   std::lock_guard lock(keptMutex_);
   auto it = keptFor_.find(phone);
   if (it == keptFor_.end()) {
-    if (!start) return false;
-    it = keptFor_.emplace(phone, 0).first;
+    spdlog::warn("cluster: items for {} kept on this node from now on: {}", phone, why);
+    it = keptFor_.emplace(phone, Kept{}).first;
+  } else {
+    spdlog::debug("cluster: an item for {} kept on this node: {}", phone, why);
   }
-  ++it->second;
+  ++it->second.writing;
+  ++counters_.clusterKept;
   threads_.front()->post(std::move(keep));
-  return true;
 }
 
 template <class Item>
@@ -918,7 +974,7 @@ void MessagingService::keepForExport(std::string to, Item item) {
                [this, to](std::optional<std::string>) {
                  std::lock_guard lock(keptMutex_);
                  auto it = keptFor_.find(to);
-                 if (it != keptFor_.end() && it->second > 0) --it->second;
+                 if (it != keptFor_.end() && it->second.writing > 0) --it->second.writing;
                });
 }
 
@@ -954,6 +1010,28 @@ void MessagingService::noticesArrived(cluster::NoticeBatch batch) {
   for (std::string& phone : imports) {
     cluster_->link().post([this, phone = std::move(phone)]() { importFromStream(phone); });
   }
+}
+
+// A sender got no answer for these notices: they may be lost on the way. A
+// phone here that holds none of them looks in the stream (StreamIntake::recheck).
+void MessagingService::recheckArrived(cluster::NoticeBatch batch) {
+  std::unordered_map<std::string, std::vector<std::uint64_t>> byPhone;
+  for (const cluster::QueuedEnvelope& queued : batch.items) {
+    byPhone[queued.envelope.recipient].push_back(queued.serverId);
+  }
+  std::uint64_t epoch = cluster_->link().disconnects();
+  for (auto& [phone, ids] : byPhone) {
+    if (!intake_->recheck(phone, ids, epoch)) continue;
+    spdlog::info("cluster: notices for {} may be lost; it imports from the stream", phone);
+    cluster_->link().post([this, phone]() {
+      try {
+        importFromStream(phone);
+      } catch (const std::exception& e) {
+        spdlog::debug("cluster: import for {}: {}", phone, e.what());
+      }
+    });
+  }
+  cluster_->transport().answerNotices(batch.replyTo);
 }
 
 void MessagingService::goLive(const std::string& phone, StreamIntake::Clock::time_point startedAt,

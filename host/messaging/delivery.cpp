@@ -96,8 +96,11 @@ kj::Promise<SentMessage> MessagingService::acknowledged(kj::Promise<void> ack,
                                                         const std::string& clientMsgId,
                                                         SentMessage sent) {
   return ack.then([this, from, clientMsgId, sent]() {
-    dedup_.remember(from, clientMsgId, sent);
-    return sent;
+    // In a cluster the stream may have held this message already, sent first
+    // on another node: the sender is answered with that copy's id.
+    SentMessage answer = cluster_ ? answeredWith(sent) : sent;
+    dedup_.remember(from, clientMsgId, answer);
+    return answer;
   });
 }
 

@@ -105,6 +105,9 @@ struct MessagingCounters {
   std::atomic<std::uint64_t> pushes{0};
   std::atomic<std::uint64_t> queueAlerts{0};
   std::atomic<std::uint64_t> slowConsumerKicks{0};
+  // Cluster mode: items for phones elsewhere kept in this node's store (NATS
+  // away, or behind such items), to be moved into the stream later.
+  std::atomic<std::uint64_t> clusterKept{0};
 };
 
 // Where a connection is, so a session made on it can be found and closed.
@@ -355,12 +358,12 @@ class MessagingService final : public session::SessionBackend {
   // fails the item is stored here instead.
   template <class Item>
   void publishOrKeep(cluster::Envelope envelope, Item item);
-  // Counts one more item kept here for `phone` (to be moved into the stream
-  // by exportStranded): always when `start`, else only if the phone already
-  // has kept items (then true). When counted, `keep` (keepForExport) is
-  // posted to the first network thread under the same lock, so kept items
-  // are stored in the order they were counted (the order of the sends).
-  bool countKept(const std::string& phone, bool start, std::function<void()> keep);
+  // Outbox thread: counts one more item kept here for `phone` (the outbox did
+  // not publish it, `why`), to be moved into the stream by exportStranded,
+  // and posts `keep` (keepForExport) to the first network thread under the
+  // same lock, so kept items are stored in the order the outbox failed them
+  // (the order of the sends).
+  void countKept(const std::string& phone, const std::string& why, std::function<void()> keep);
   // Stores the item here (the first network thread), then uncounts it.
   template <class Item>
   void keepForExport(std::string to, Item item);
@@ -370,6 +373,9 @@ class MessagingService final : public session::SessionBackend {
   // live here are offered to their sessions in memory, the others wait for an
   // import (see StreamIntake).
   void noticesArrived(cluster::NoticeBatch batch);
+  // A recheck from a sender whose notices got no answer (listener thread):
+  // phones here that may have missed them import (StreamIntake::recheck).
+  void recheckArrived(cluster::NoticeBatch batch);
   // Listener thread: offers one envelope from the stream to the phone's
   // session; once the phone or the store has it, it leaves the stream.
   void offerFromStream(const session::SessionAddress& address, cluster::QueuedEnvelope queued,
@@ -478,9 +484,24 @@ class MessagingService final : public session::SessionBackend {
   std::unique_ptr<StreamIntake> intake_;     // cluster mode only
   // Phones this node keeps rows for, for the stream (NATS was away), with the
   // count of such writes not yet committed: later items for them are kept
-  // too, until exportStranded has moved them all, so none overtakes another.
+  // too, so none overtakes another, until exportStranded moves them. While it
+  // does (`moving`), later items wait in the outbox instead (Hold::wait), and
+  // are published once the rows are all in the stream.
+  struct Kept {
+    std::size_t writing = 0;  // kept items not yet committed
+    bool moving = false;      // exportStranded is moving the rows into the stream
+  };
+  // Cluster mode: sends whose message the stream held already (a repeated
+  // clientMsgId, first sent on a node that died before answering): the id
+  // and time of that copy, which the sender is answered with instead of the
+  // ones chosen here. Written by the outbox before the ack settles, taken by
+  // acknowledged() (answeredWith).
+  std::mutex storedInsteadMutex_;
+  std::unordered_map<std::uint64_t, SentMessage> storedInstead_;
+  void rememberStoredInstead(std::uint64_t chosenId, SentMessage stored);
+  SentMessage answeredWith(SentMessage sent);
   std::mutex keptMutex_;
-  std::unordered_map<std::string, std::size_t> keptFor_;
+  std::unordered_map<std::string, Kept> keptFor_;
   // Group id -> the record revision the store's copy matches (worker only).
   std::unordered_map<std::uint64_t, std::uint64_t> syncedGroups_;
 };

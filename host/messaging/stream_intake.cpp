@@ -1,5 +1,7 @@
 #include "messaging/stream_intake.h"
 
+#include <algorithm>
+
 namespace switchboard::messaging {
 
 // Live before the link last went away: notices may have been lost since, so
@@ -136,6 +138,26 @@ void StreamIntake::settled(const std::string& phone, std::uint64_t serverId) {
   std::lock_guard lock(mutex_);
   auto it = phones_.find(phone);
   if (it != phones_.end()) it->second.held.erase(serverId);
+}
+
+bool StreamIntake::recheck(const std::string& phone, const std::vector<std::uint64_t>& serverIds,
+                           std::uint64_t epochNow) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it == phones_.end()) return false;  // its next login imports what waits
+  Phone& p = it->second;
+  bool missing = std::any_of(serverIds.begin(), serverIds.end(), [&](std::uint64_t id) {
+    return id > p.readUpTo && !p.held.contains(id);
+  });
+  if (!missing) return false;  // each is in memory here, or imported
+  // Taken and removed already (the answer was lost or late) looks the same:
+  // the import then finds nothing and the phone goes live again.
+  forgetStaleLive(p, epochNow);
+  p.liveEpoch.reset();
+  p.liveAt = std::max(p.liveAt, Clock::now());
+  if (p.importAsked || p.importing) return false;  // `due` asks once that one ends
+  p.importAsked = true;
+  return true;
 }
 
 std::vector<std::string> StreamIntake::due(Clock::time_point now, std::uint64_t epochNow) {

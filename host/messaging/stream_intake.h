@@ -102,6 +102,14 @@ class StreamIntake {
   bool holdsAny(const std::string& phone);
   // The envelope left memory: removed from the stream, or let go.
   void settled(const std::string& phone, std::uint64_t serverId);
+  // Listener thread. A sender got no answer for notices of these envelopes
+  // of the phone (a recheck): if it holds none of them in memory and imports
+  // have not read them all, a notice may be lost. The phone then imports
+  // again (live or not) and goes live only after an import that starts from
+  // now, which reads the stream from where its imports stopped; true when an
+  // import is to be asked now (the caller imports it).
+  bool recheck(const std::string& phone, const std::vector<std::uint64_t>& serverIds,
+               std::uint64_t epochNow);
   // Importing phones that nothing asked to import and whose liveAt passed:
   // each is now asked for (the caller imports them).
   std::vector<std::string> due(Clock::time_point now, std::uint64_t epochNow);

@@ -433,6 +433,37 @@ TEST_F(ClusterMessaging, AGroupMadeOnAIsListedUsedAndChangedFromB) {
             (std::vector<std::string>{alice.number(), carol.number()}));
 }
 
+// A group send puts one copy per member on another node into the stream, each
+// under its own exactly-once key (the recipient is in it): with one key for all
+// of them JetStream stored the first copy only, and a member away took nothing
+// at its next login.
+TEST_F(ClusterMessaging, AGroupMessageReachesEveryMemberThatWasAwayOnTheOtherNode) {
+  RecordingPhone alice(a->clientOptions(), "+15550009141");
+  alice.registerAndLogin(a->sms());
+  std::vector<std::string> away = {"+15550009142", "+15550009143", "+15550009144"};
+  std::vector<std::string> keys;
+  for (const std::string& number : away) {
+    RecordingPhone member(b->clientOptions(), number);
+    member.registerAndLogin(b->sms());
+    keys.push_back(member.key());
+    member.client().logout();
+  }
+  std::uint64_t group = alice.client().createGroup("away", away);
+  auto sent = alice.client().sendGroup(group, "to everyone away");
+
+  for (std::size_t i = 0; i < away.size(); ++i) {
+    RecordingPhone member(b->clientOptions(), away[i]);
+    member.setKey(keys[i]);
+    member.login();
+    ASSERT_TRUE(member.waitForMessages(1)) << away[i] << "\n" << b->log();
+    auto received = member.messages();
+    ASSERT_EQ(received.size(), 1u) << away[i];
+    EXPECT_EQ(received[0].id, sent.id);
+    EXPECT_EQ(received[0].group, group);
+    EXPECT_EQ(received[0].body, "to everyone away");
+  }
+}
+
 TEST_F(ClusterMessaging, PresenceAndTypingCrossNodesBetweenMutualContacts) {
   RecordingPhone alice(a->clientOptions(), "+15550009081");
   RecordingPhone bob(b->clientOptions(), "+15550009082");
@@ -661,7 +692,8 @@ TEST_F(ClusterMessaging, KillingTheRecipientsNodeWhileItDeliversFromMemoryLosesA
 // with a new id through the stream: the recipient's node hands the phone both,
 // and the client library drops the second by (sender, clientMsgId), so the
 // application gets the message once (docs/cluster.md, "What remains", item 3).
-// The sender is given a new id for the repeat: that is the gap the doc names.
+// The sender is given a new id for the repeat: the first copy never was in the
+// stream, so b cannot know it (the gap the doc names).
 TEST_F(ClusterMessaging, AClientMsgIdSentAgainOnTheOtherNodeReachesTheApplicationOnce) {
   RecordingPhone bob(a->clientOptions(), "+15550009161");
   bob.registerAndLogin(a->sms());
@@ -685,6 +717,47 @@ TEST_F(ClusterMessaging, AClientMsgIdSentAgainOnTheOtherNodeReachesTheApplicatio
   EXPECT_EQ(got[0].id, first.id);
   EXPECT_NE(again.id, first.id)
       << "the repeat is given the first send's id: update docs/cluster.md";
+}
+
+// Sender dedup across nodes: alice sends clientMsgId C to bob (away: the
+// message waits in the stream) on a, then sends C again on b, as a client
+// whose node died before answering would. b's publish is a duplicate in the
+// stream; b reads the stored copy back and answers alice with the first id
+// (not the one it chose), so her ticks match; bob gets the message once. A
+// third send of C on b is answered from b's dedup cache with the same id.
+TEST_F(ClusterMessaging, AClientMsgIdSentAgainOnTheOtherNodeIsAnsweredWithTheFirstId) {
+  std::string bobKey;
+  {
+    RecordingPhone bob(b->clientOptions(), "+15550009171");
+    bob.registerAndLogin(b->sms());
+    bobKey = bob.key();
+    bob.client().logout();
+  }
+  RecordingPhone alice(a->clientOptions(), "+15550009172");
+  alice.registerAndLogin(a->sms());
+  client::SendResult first = alice.client().send("+15550009171", "once", std::string("repeat-2"));
+
+  RecordingPhone aliceOnB(b->clientOptions(), alice.number());
+  aliceOnB.setKey(alice.key());
+  aliceOnB.login();
+  client::SendResult again =
+      aliceOnB.client().send("+15550009171", "once", std::string("repeat-2"));
+  EXPECT_EQ(again.id, first.id) << b->log();
+  EXPECT_EQ(again.timestamp, first.timestamp);
+  client::SendResult third =
+      aliceOnB.client().send("+15550009171", "once", std::string("repeat-2"));
+  EXPECT_EQ(third.id, first.id);
+  aliceOnB.client().send("+15550009171", "after");
+
+  RecordingPhone bob(a->clientOptions(), "+15550009171");
+  bob.setKey(bobKey);
+  bob.login();
+  ASSERT_TRUE(bob.waitForMessages(2)) << a->log() << b->log();
+  std::vector<client::Message> got = bob.messages();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(bodiesOf(got), (std::vector<std::string>{"once", "after"}));
+  EXPECT_EQ(got[0].id, first.id);
+  EXPECT_TRUE(aliceOnB.waitForReceipt(first.id, client::ReceiptKind::delivered));
 }
 
 }  // namespace

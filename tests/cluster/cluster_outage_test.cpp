@@ -46,8 +46,10 @@ class SendStream {
   static constexpr std::size_t kWindow = 8;
   static constexpr std::size_t kAhead = 256;
 
-  SendStream(RecordingPhone& from, RecordingPhone& to, std::string tag)
-      : from_(from), to_(to), tag_(std::move(tag)) {}
+  // `ahead`: how many sends the stream may make that the recipient does not
+  // have yet (kAhead, or more for a sender that does not wait for it).
+  SendStream(RecordingPhone& from, RecordingPhone& to, std::string tag, std::size_t ahead = kAhead)
+      : from_(from), to_(to), tag_(std::move(tag)), ahead_(ahead) {}
   ~SendStream() { stop(); }
 
   // A first message, sent alone and received, before the stream: the sender's
@@ -69,7 +71,7 @@ class SendStream {
   // Every send made is answered and the next waits for the recipient to catch
   // up (kAhead): while NATS is away a stream across nodes ends up here.
   bool waitingForRecipient() const {
-    return answered_ == next_ && next_ + 1 >= to_.messageCount() + kAhead;
+    return answered_ == next_ && next_ + 1 >= to_.messageCount() + ahead_;
   }
   std::size_t acknowledged() const {
     std::lock_guard lock(mutex_);
@@ -111,11 +113,11 @@ class SendStream {
     std::uint32_t next = 0;
     while (!stopping_ || !inFlight.empty()) {
       // The hello is the recipient's first message.
-      bool recipientBehind = to_.messageCount() + kAhead <= next + 1;
+      bool recipientBehind = to_.messageCount() + ahead_ <= next + 1;
       if (!stopping_ && inFlight.size() < kWindow && !(recipientBehind && !inFlight.empty())) {
         // Sends in flight are answered first: a stream that waits for its
         // recipient has every send answered (waitingForRecipient).
-        if (!waitUntil([&] { return stopping_ || to_.messageCount() + kAhead > next + 1; },
+        if (!waitUntil([&] { return stopping_ || to_.messageCount() + ahead_ > next + 1; },
                        std::chrono::seconds(60))) {
           std::lock_guard lock(mutex_);
           otherFailures_.push_back(tag_ + " " + std::to_string(next) +
@@ -161,6 +163,7 @@ class SendStream {
   RecordingPhone& from_;
   RecordingPhone& to_;
   std::string tag_;
+  std::size_t ahead_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> answered_{0};
   std::atomic<std::uint32_t> next_{0};
@@ -173,6 +176,9 @@ class SendStream {
 
 class ClusterOutage : public TwoNodeCluster {
  protected:
+  // Sends each stream has answered in each phase of a test.
+  static constexpr std::size_t kPerPhase = 30;
+
   static std::size_t count(const RunningHost& node, const std::string& text) {
     std::string log = node.log();
     std::size_t n = 0;
@@ -254,6 +260,68 @@ class ClusterOutage : public TwoNodeCluster {
     return out;
   }
 
+  // Every acknowledged send of each stream reached its recipient (counts
+  // first), once, with the acknowledged id, and in send order. `madeAtKill`
+  // and `madeAtReturn` (sends made when NATS went and came back, per stream)
+  // only explain an order failure.
+  void expectEachAcknowledgedSendOnceInOrder(
+      const std::vector<std::unique_ptr<SendStream>>& streams,
+      std::map<std::string, std::uint32_t>& madeAtKill,
+      std::map<std::string, std::uint32_t>& madeAtReturn) const {
+    // Counts first: every acknowledged send reaches its recipient.
+    for (auto& s : streams) {
+      auto acked = s->acked();
+      ASSERT_GT(acked.size(), 3 * kPerPhase / 2) << s->tag();
+      bool all = waitUntil(
+          [&] {
+            std::size_t found = 0;
+            for (std::uint32_t seq : s->received()) found += acked.count(seq);
+            return found >= acked.size();
+          },
+          std::chrono::seconds(60));
+      std::size_t found = 0;
+      for (std::uint32_t seq : s->received()) found += acked.count(seq);
+      EXPECT_TRUE(all) << s->tag() << ": acknowledged " << acked.size() << ", received " << found
+                       << "\n"
+                       << whereMissing(*s) << a->log() << "\n"
+                       << b->log();
+    }
+
+    // Then contents: each once, with the acknowledged id, and in send order.
+    for (auto& s : streams) {
+      auto acked = s->acked();
+      std::vector<std::uint32_t> received = s->received();
+      std::map<std::uint32_t, int> seen;
+      for (std::uint32_t seq : received) ++seen[seq];
+      for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << s->tag() << " " << seq;
+      std::map<std::string, std::uint64_t> idOf;
+      for (const auto& m : s->to().messages()) {
+        if (m.from == s->from().number()) idOf[m.body] = m.id;
+      }
+      for (const auto& [seq, id] : acked) {
+        EXPECT_EQ(idOf[s->tag() + " " + std::to_string(seq)], id) << s->tag() << " " << seq;
+      }
+      std::vector<std::uint32_t> ackedInArrival;
+      for (std::uint32_t seq : received) {
+        if (acked.count(seq)) ackedInArrival.push_back(seq);
+      }
+      auto inversion = std::is_sorted_until(ackedInArrival.begin(), ackedInArrival.end());
+      if (inversion != ackedInArrival.end()) {
+        auto at = static_cast<std::size_t>(inversion - ackedInArrival.begin());
+        std::string around;
+        for (std::size_t i = at >= 12 ? at - 12 : 0; i < std::min(at + 12, ackedInArrival.size());
+             ++i) {
+          around +=
+              (i == at ? "[" : "") + std::to_string(ackedInArrival[i]) + (i == at ? "] " : " ");
+        }
+        ADD_FAILURE() << s->tag() << ": acknowledged sends arrived out of order: " << *inversion
+                      << " after " << *(inversion - 1) << " (arrivals " << around
+                      << "); sends made when NATS was killed: " << madeAtKill[s->tag()]
+                      << ", when it was started again: " << madeAtReturn[s->tag()];
+      }
+    }
+  }
+
   static std::vector<std::size_t> answeredNow(
       const std::vector<std::unique_ptr<SendStream>>& streams) {
     std::vector<std::size_t> now;
@@ -284,7 +352,6 @@ TEST_F(ClusterOutage, NatsKilledAndRestartedMidStreamEveryAcknowledgedSendArrive
   } stopper{streams};
   for (auto& s : streams) s->start();
 
-  constexpr std::size_t kPerPhase = 30;
   std::vector<std::size_t> zero(streams.size(), 0);
   ASSERT_TRUE(eachAnswers(streams, zero, kPerPhase)) << "the streams did not get going\n"
                                                      << state(streams);
@@ -326,57 +393,78 @@ TEST_F(ClusterOutage, NatsKilledAndRestartedMidStreamEveryAcknowledgedSendArrive
               << " answered while degraded), " << refused << " refused\n";
   }
 
-  // Counts first: every acknowledged send reaches its recipient.
-  for (auto& s : streams) {
-    auto acked = s->acked();
-    ASSERT_GT(acked.size(), 3 * kPerPhase / 2) << s->tag();
-    bool all = waitUntil(
-        [&] {
-          std::size_t found = 0;
-          for (std::uint32_t seq : s->received()) found += acked.count(seq);
-          return found >= acked.size();
-        },
-        std::chrono::seconds(60));
-    std::size_t found = 0;
-    for (std::uint32_t seq : s->received()) found += acked.count(seq);
-    EXPECT_TRUE(all) << s->tag() << ": acknowledged " << acked.size() << ", received " << found
-                     << "\n"
-                     << whereMissing(*s) << a->log() << "\n"
-                     << b->log();
-  }
+  expectEachAcknowledgedSendOnceInOrder(streams, madeAtKill, madeAtReturn);
+}
 
-  // Then contents: each once, with the acknowledged id, and in send order.
-  for (auto& s : streams) {
-    auto acked = s->acked();
-    std::vector<std::uint32_t> received = s->received();
-    std::map<std::uint32_t, int> seen;
-    for (std::uint32_t seq : received) ++seen[seq];
-    for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << s->tag() << " " << seq;
-    std::map<std::string, std::uint64_t> idOf;
-    for (const auto& m : s->to().messages()) {
-      if (m.from == s->from().number()) idOf[m.body] = m.id;
+// Sticky keeping, gone (docs/cluster.md, "NATS away"). Alice on a sends to Bob
+// on b without waiting for him (8 sends in flight, as fast as they are
+// answered), before, during and after an outage of NATS. While NATS is away a
+// keeps her sends in its store. Once it is back a moves those rows into the
+// stream while her later sends wait in its outbox, and then her flow goes
+// through the stream again: the outbox puts hundreds of her sends into it, and
+// a's count of kept items stops growing. (Before, a kept every later send too
+// for as long as her flow lasted: each sweep found more rows.) Every
+// acknowledged send still reaches Bob once, in order.
+TEST_F(ClusterOutage, ASteadyFlowKeptWhileNatsWasAwayGoesBackToTheStreamOnceTheRowsMoved) {
+  RecordingPhone alice(a->clientOptions(), "+15550009121");
+  RecordingPhone bob(b->clientOptions(), "+15550009122");
+  alice.registerAndLogin(a->sms());
+  bob.registerAndLogin(b->sms());
+  std::vector<std::unique_ptr<SendStream>> streams;
+  streams.push_back(std::make_unique<SendStream>(alice, bob, "alice>bob", std::size_t{1} << 30));
+  struct Stopper {
+    std::vector<std::unique_ptr<SendStream>>& streams;
+    ~Stopper() {
+      for (auto& s : streams) s->stop();
     }
-    for (const auto& [seq, id] : acked) {
-      EXPECT_EQ(idOf[s->tag() + " " + std::to_string(seq)], id) << s->tag() << " " << seq;
-    }
-    std::vector<std::uint32_t> ackedInArrival;
-    for (std::uint32_t seq : received) {
-      if (acked.count(seq)) ackedInArrival.push_back(seq);
-    }
-    auto inversion = std::is_sorted_until(ackedInArrival.begin(), ackedInArrival.end());
-    if (inversion != ackedInArrival.end()) {
-      auto at = static_cast<std::size_t>(inversion - ackedInArrival.begin());
-      std::string around;
-      for (std::size_t i = at >= 12 ? at - 12 : 0; i < std::min(at + 12, ackedInArrival.size());
-           ++i) {
-        around += (i == at ? "[" : "") + std::to_string(ackedInArrival[i]) + (i == at ? "] " : " ");
-      }
-      ADD_FAILURE() << s->tag() << ": acknowledged sends arrived out of order: " << *inversion
-                    << " after " << *(inversion - 1) << " (arrivals " << around
-                    << "); sends made when NATS was killed: " << madeAtKill[s->tag()]
-                    << ", when it was started again: " << madeAtReturn[s->tag()];
-    }
-  }
+  } stopper{streams};
+  streams.front()->start();
+  ASSERT_TRUE(eachAnswers(streams, {0}, kPerPhase)) << state(streams);
+
+  std::map<std::string, std::uint32_t> madeAtKill, madeAtReturn;
+  madeAtKill["alice>bob"] = streams.front()->made();
+  nats.kill();
+  ASSERT_TRUE(waitUntil([&] { return count(*a, "cluster: lost NATS") > 0; })) << a->log();
+  // Hundreds of her sends kept on a while NATS is away.
+  constexpr std::size_t kWhileAway = 500;
+  ASSERT_TRUE(eachAnswers(streams, answeredNow(streams), kWhileAway))
+      << "sends stopped while degraded\n"
+      << state(streams);
+  auto metric = [&](const std::string& name) {
+    std::optional<double> value = a->metric(name);
+    EXPECT_TRUE(value) << name;
+    return static_cast<std::uint64_t>(value.value_or(0));
+  };
+  EXPECT_GE(metric("switchboard_cluster_kept_total"), kWhileAway);
+
+  madeAtReturn["alice>bob"] = streams.front()->made();
+  std::uint64_t publishedAtReturn = metric("switchboard_cluster_published_total");
+  nats.start();
+  // Her flow goes on, and goes back to the stream: the outbox puts hundreds of
+  // her sends into it (before the fix it put none while the flow lasted).
+  constexpr std::size_t kThroughTheStream = 300;
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        return metric("switchboard_cluster_published_total") >=
+               publishedAtReturn + kThroughTheStream;
+      },
+      std::chrono::seconds(60)))
+      << "the flow did not go back to the stream\n"
+      << state(streams);
+  EXPECT_EQ(count(*a, "cluster: kept rows for " + bob.number() + " are in the stream"), 1u)
+      << a->log();
+  // From here on nothing of hers is kept on a.
+  std::uint64_t kept = metric("switchboard_cluster_kept_total");
+  std::uint64_t published = metric("switchboard_cluster_published_total");
+  ASSERT_TRUE(eachAnswers(streams, answeredNow(streams), kThroughTheStream)) << state(streams);
+  streams.front()->stop();
+  EXPECT_EQ(metric("switchboard_cluster_kept_total"), kept);
+  EXPECT_GE(metric("switchboard_cluster_published_total"), published + kThroughTheStream);
+  std::cout << "kept on a: " << kept << ", waited in a's outbox while the rows moved: "
+            << metric("switchboard_cluster_waited_total") << ", acknowledged "
+            << streams.front()->acknowledged() << "\n";
+
+  expectEachAcknowledgedSendOnceInOrder(streams, madeAtKill, madeAtReturn);
 }
 
 // Node b dies for good (kill -9, never restarted) holding messages for bob that

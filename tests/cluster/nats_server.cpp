@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <stdexcept>
 #include <vector>
 
@@ -28,7 +29,7 @@ bool accepts(std::uint16_t port) {
 }
 }  // namespace
 
-NatsServer::NatsServer() : port_(freePort()) {}
+NatsServer::NatsServer(std::string config) : config_(std::move(config)), port_(freePort()) {}
 
 NatsServer::~NatsServer() {
   if (running()) signalAndWait(SIGKILL);
@@ -41,6 +42,12 @@ void NatsServer::start() {
   std::string log = (dir_.path() / "nats.log").string();
   std::vector<std::string> args = {"nats-server", "-a",  "127.0.0.1", "-p", port,
                                    "-js",         "-sd", store,       "-l", log};
+  if (!config_.empty()) {
+    std::string path = (dir_.path() / "nats.conf").string();
+    std::ofstream(path) << config_;
+    args.push_back("-c");
+    args.push_back(path);
+  }
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -73,6 +80,10 @@ void NatsServer::signalAndWait(int signal) {
 
 std::string NatsServer::url() const {
   return "nats://127.0.0.1:" + std::to_string(port_);
+}
+
+std::string NatsServer::url(const std::string& user, const std::string& password) const {
+  return "nats://" + user + ":" + password + "@127.0.0.1:" + std::to_string(port_);
 }
 
 }  // namespace switchboard::testing

@@ -5,7 +5,9 @@
 // restart is the same server coming back with its data, as in production.
 // start() returns once the port accepts connections; stop() is SIGTERM and
 // wait, kill() is SIGKILL and wait. The destructor kills it and removes the
-// directory. One test thread drives it.
+// directory. One test thread drives it. `config` (nats-server's configuration
+// syntax, e.g. an authorization block with users and their permissions) is
+// given to it as its configuration file; the flags above still apply.
 #pragma once
 
 #include <sys/types.h>
@@ -19,7 +21,7 @@ namespace switchboard::testing {
 
 class NatsServer {
  public:
-  NatsServer();
+  explicit NatsServer(std::string config = {});
   ~NatsServer();
   NatsServer(const NatsServer&) = delete;
   NatsServer& operator=(const NatsServer&) = delete;
@@ -30,12 +32,15 @@ class NatsServer {
   bool running() const { return pid_ > 0; }
 
   std::string url() const;  // nats://127.0.0.1:PORT
+  // nats://USER:PASSWORD@127.0.0.1:PORT, for a user of `config`.
+  std::string url(const std::string& user, const std::string& password) const;
   std::uint16_t port() const { return port_; }
 
  private:
   void signalAndWait(int signal);
 
   TempDir dir_;
+  std::string config_;
   std::uint16_t port_;
   pid_t pid_ = -1;
 };
