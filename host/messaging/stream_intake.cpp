@@ -146,10 +146,13 @@ bool StreamIntake::recheck(const std::string& phone, const std::vector<std::uint
   auto it = phones_.find(phone);
   if (it == phones_.end()) return false;  // its next login imports what waits
   Phone& p = it->second;
+  // Notices kept while importing arrived: their batch waits for an import.
+  std::unordered_set<std::uint64_t> kept;
+  for (const Kept& k : p.kept) kept.insert(k.queued.serverId);
   bool missing = std::any_of(serverIds.begin(), serverIds.end(), [&](std::uint64_t id) {
-    return id > p.readUpTo && !p.held.contains(id);
+    return id > p.readUpTo && !p.held.contains(id) && !kept.contains(id);
   });
-  if (!missing) return false;  // each is in memory here, or imported
+  if (!missing) return false;  // each is in memory here, kept, or imported
   // Taken and removed already (the answer was lost or late) looks the same:
   // the import then finds nothing and the phone goes live again.
   forgetStaleLive(p, epochNow);

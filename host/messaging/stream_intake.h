@@ -103,8 +103,10 @@ class StreamIntake {
   // The envelope left memory: removed from the stream, or let go.
   void settled(const std::string& phone, std::uint64_t serverId);
   // Listener thread. A sender got no answer for notices of these envelopes
-  // of the phone (a recheck): if it holds none of them in memory and imports
-  // have not read them all, a notice may be lost. The phone then imports
+  // of the phone (a recheck): if one of them is neither in memory, nor kept
+  // (its notice came while the phone imports: the batch waits for that
+  // import, which may take longer than the sender waits), nor read by an
+  // import, its notice may be lost. The phone then imports
   // again (live or not) and goes live only after an import that starts from
   // now, which reads the stream from where its imports stopped; true when an
   // import is to be asked now (the caller imports it).
