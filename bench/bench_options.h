@@ -21,6 +21,7 @@ struct BenchOptions {
   bool json = false;
   double seconds = 5;  // measured window (throughput, latency, groups; swap per phase)
   double warmupSeconds = 0.5;
+  double holdSeconds = 1;    // connect: how long the sessions stay idle after the last login
   std::uint32_t window = 8;  // messages in flight per pair until the partner has them
   std::uint32_t pairs = 64;  // pairs carrying the load in latency, swap and dbsize
   std::uint32_t bodyBytes = 64;

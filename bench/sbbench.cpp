@@ -183,7 +183,9 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
   }
   out.registerSpanNs = registerEnd - registerStart;
   out.loginSpanNs = loginEnd - loginStart;
-  if (options.scenario == "connect") std::this_thread::sleep_for(std::chrono::seconds(1));
+  if (options.scenario == "connect") {
+    std::this_thread::sleep_for(std::chrono::duration<double>(options.holdSeconds));
+  }
   rememberServerTree(server.process->pid());
   out.loaded = sampleServer(server, out.loadedEach);
 
@@ -443,6 +445,9 @@ int main(int argc, char** argv) {
   app.add_flag("--pin", o.pin, "server on CPU 0, workers on CPU 1");
   app.add_flag("--json", o.json, "print one JSON object");
   app.add_option("--seconds", o.seconds, "measured window (per phase for swap)");
+  app.add_option("--hold", o.holdSeconds,
+                 "connect: seconds the sessions stay idle before the memory sample (time for "
+                 "a profiler's snapshot)");
   app.add_option("--warmup", o.warmupSeconds, "seconds of load before the window opens");
   app.add_option("--window", o.window, "messages in flight per pair until received");
   app.add_option("--pairs", o.pairs, "pairs carrying the load in latency, swap and dbsize");

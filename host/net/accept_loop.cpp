@@ -5,6 +5,7 @@
 #include <cerrno>
 
 #include "net/asio_timer.h"
+#include "net/endpoint.h"
 #include "net/fd_readiness.h"
 
 namespace switchboard::net {
@@ -12,7 +13,8 @@ namespace {
 
 // One acceptor's loop; lives as long as the promise that runs it.
 struct AcceptLoop {
-  AcceptLoop(asio::posix::stream_descriptor& acceptor, std::function<void(int fd)> serve,
+  AcceptLoop(asio::posix::stream_descriptor& acceptor,
+             std::function<void(int fd, std::string peer)> serve,
              std::function<void(int error)> failed)
       : acceptor(acceptor),
         serve(std::move(serve)),
@@ -20,7 +22,7 @@ struct AcceptLoop {
         timer(static_cast<asio::io_context&>(acceptor.get_executor().context())) {}
 
   asio::posix::stream_descriptor& acceptor;
-  std::function<void(int fd)> serve;
+  std::function<void(int fd, std::string peer)> serve;
   std::function<void(int error)> failed;
   AsioTimer timer;
 
@@ -28,10 +30,12 @@ struct AcceptLoop {
     return whenReadable(acceptor).then([this]() -> kj::Promise<void> {
       // A bounded batch per wake-up keeps one busy listener from starving the loop.
       for (int i = 0; i < 64; ++i) {
-        int fd =
-            ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        sockaddr_storage peer{};
+        socklen_t length = sizeof(peer);
+        int fd = ::accept4(acceptor.native_handle(), reinterpret_cast<sockaddr*>(&peer), &length,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-          serve(fd);
+          serve(fd, describeAddress(peer));
           continue;
         }
         int error = errno;
@@ -49,7 +53,7 @@ struct AcceptLoop {
 }  // namespace
 
 kj::Promise<void> acceptConnections(asio::posix::stream_descriptor& acceptor,
-                                    std::function<void(int fd)> serve,
+                                    std::function<void(int fd, std::string peer)> serve,
                                     std::function<void(int error)> failed) {
   auto loop = kj::heap<AcceptLoop>(acceptor, std::move(serve), std::move(failed));
   auto running = loop->next();

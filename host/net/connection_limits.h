@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace switchboard::net {
 
@@ -40,6 +41,8 @@ struct ConnectionLimits {
 // A capnp::MessageStream over a kj::AsyncIoStream that reads with the limits' ReaderOptions
 // and counts the peer's calls in flight: +1 for each incoming Call or Bootstrap, -1 for each
 // Return handed to the stream for writing. Used and destroyed on the stream's thread.
+// It reads capnp's framing itself: an idle connection's pending read holds the 8 bytes of the
+// next message's first word and no MessageReader until a whole message is in.
 //
 // A violation (a message too large or too deep to read, a malformed segment table, one call
 // too many in flight) fails the read with a FAILED kj::Exception carrying the reason and
@@ -66,11 +69,23 @@ class LimitedMessageStream final : public capnp::MessageStream {
   size_t callsInFlight() const { return callsInFlight_; }
 
  private:
+  // capnp's own bound on the segments of one message (serialize.c++).
+  static constexpr uint32_t kMaxSegments = 512;
+
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readAfterFirstWord();
+  // Reads segments of these sizes (in words) into one array; `sizes` is copied at once.
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readSegments(
+      kj::ArrayPtr<const uint32_t> sizes);
+  kj::Exception tooLarge(uint64_t words);
+  kj::Exception unreadable(kj::Exception&& exception);
   void countIncoming(capnp::MessageReader& reader);
   void countOutgoing(kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments);
   kj::Exception violation(std::string reason);
 
-  capnp::AsyncIoMessageStream inner_;
+  kj::AsyncIoStream& stream_;
+  capnp::AsyncIoMessageStream inner_;  // writes
+  // The first word of the message being read: its segment count and first segment's size.
+  capnp::_::WireValue<uint32_t> firstWord_[2];
   capnp::ReaderOptions readerOptions_;
   size_t maxCallsInFlight_;
   ViolationHandler onViolation_;

@@ -191,18 +191,15 @@ uint16_t localPort(int fd) {
   return 0;
 }
 
-std::string describePeer(int fd) {
-  sockaddr_storage storage{};
-  socklen_t length = sizeof(storage);
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) return "unknown";
+std::string describeAddress(const sockaddr_storage& storage) {
   char text[INET6_ADDRSTRLEN] = {};
   if (storage.ss_family == AF_INET) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+    auto* in = reinterpret_cast<const sockaddr_in*>(&storage);
     ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
     return std::string(text) + ":" + std::to_string(ntohs(in->sin_port));
   }
   if (storage.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage);
     ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
     return "[" + std::string(text) + "]:" + std::to_string(ntohs(in6->sin6_port));
   }

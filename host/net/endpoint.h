@@ -1,7 +1,9 @@
 #pragma once
 // Endpoint text ("HOST:PORT" or a Unix socket path) and the raw socket calls behind it.
 
+#include <sys/socket.h>
 #include <cstdint>
+
 #include <string>
 #include <string_view>
 
@@ -36,7 +38,9 @@ int openListeningSocket(const Endpoint& endpoint, bool reusePort);
 int startConnect(const Endpoint& endpoint);
 void finishConnect(int fd, const Endpoint& endpoint);
 
-uint16_t localPort(int fd);        // 0 for non-IP sockets
-std::string describePeer(int fd);  // "1.2.3.4:5678", "[::1]:5678" or "unix"
+uint16_t localPort(int fd);  // 0 for non-IP sockets
+// An address as accept4() or getpeername() fill it in, as text: "1.2.3.4:5678", "[::1]:5678"
+// or "unix".
+std::string describeAddress(const sockaddr_storage& address);
 
 }  // namespace switchboard::net

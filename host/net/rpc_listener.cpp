@@ -82,9 +82,9 @@ class ThrottledLog {
 // ----------------------------------------------------------------------------- Connection
 
 // One served connection, owned by its thread's ThreadState (`live`) and destroyed there, on
-// its loop thread, at the turn after it ended: the peer went (the RPC system let go of it),
-// disconnect() cut it, or its login deadline passed. `ending` is declared first so it runs
-// last, after the RPC state is gone.
+// its loop thread, at the turn after the thread's RPC system let go of it (the peer went, or
+// disconnect() or the login deadline cut it). `ending` is declared first so it runs last,
+// after the RPC state is gone.
 struct RpcListener::Connection {
   struct Ending {
     RpcListener& listener;
@@ -103,43 +103,61 @@ struct RpcListener::Connection {
   };
 
   Connection(RpcListener& listener, ConnectionInfo info, std::string countedAddress,
-             kj::Own<kj::AsyncIoStream> transport, capnp::Capability::Client bootstrap,
+             kj::Own<kj::AsyncIoStream> transport, int fd, capnp::Capability::Client bootstrap,
              LimitedMessageStream::ViolationHandler onViolation, std::function<void()> onEnded)
       : ending{listener, std::move(info), std::move(countedAddress)},
         stream(kj::mv(transport)),
         messages(*stream, listener.limits_, std::move(onViolation)),
-        network(messages, *stream, std::move(onEnded)),
-        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
-    rpc.setFlowLimit(listener.limits_.callFlowLimitBytes / sizeof(capnp::word));
-  }
+        served(messages, *stream, fd, kj::mv(bootstrap), std::move(onEnded)) {}
 
   Ending ending;
   kj::Own<kj::AsyncIoStream> stream;  // an AsioStream, or a TLS stream over one
   LimitedMessageStream messages;
-  ServerVatNetwork network;
-  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+  ServedConnection served;
 };
 
 // ---------------------------------------------------------------------------- ThreadState
 
 // What the listener keeps on one thread; created, used and destroyed on that thread.
 //
-// Per connection it keeps one map entry: the connection (or, with TLS, the handshake until it
-// is done) and whether it logged in. Login deadlines are one queue per thread in accept order
+// One RpcSystem serves every connection of the thread, over a ServerVatNetwork. Per
+// connection the thread keeps one map entry: the connection (or, with TLS, the handshake until
+// it is done) and whether it logged in. Login deadlines are one queue per thread in accept order
 // (every connection gets the same deadline, so the queue is in deadline order too) and one
 // timer for its front, not a timer per connection. A connection is dropped at the turn after
 // it was asked to be (endLater): a cut may be asked from inside a call on that very
 // connection (a kick), and the RPC system says a connection ended from inside its own code.
 struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   ThreadState(RpcListener& listener, size_t index, NetworkThread& thread)
-      : listener(listener), index(index), thread(thread), timer(thread.ioContext()) {}
+      : listener(listener), index(index), thread(thread), timer(thread.ioContext()) {
+    openRpc();
+  }
 
-  ~ThreadState() { disconnectAll(); }
+  ~ThreadState() { closeRpc(); }
+
+  void openRpc() {
+    network.emplace();
+    rpc.emplace(capnp::makeRpcServer(*network, *network));
+    rpc->setFlowLimit(listener.limits_.callFlowLimitBytes / sizeof(capnp::word));
+  }
+
+  // Every connection ends: the RPC system goes first (it lets go of them all), then they do.
+  void closeRpc() {
+    rpc.reset();
+    network.reset();
+    auto doomedHandshakes = std::move(handshakes);
+    handshakes.clear();
+    doomedHandshakes.clear();
+    auto doomed = std::move(live);
+    live.clear();
+    doomed.clear();
+    deadlines.clear();
+  }
 
   void startAccepting(int fd) {
     acceptor.emplace(thread.ioContext(), fd);
     acceptTask = acceptConnections(
-        *acceptor, [this](int accepted) { serve(accepted); },
+        *acceptor, [this](int accepted, std::string peer) { serve(accepted, std::move(peer)); },
         [this](int error) { reportFailure(error); });
   }
 
@@ -149,14 +167,8 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   }
 
   void disconnectAll() {
-    // Moved out first: a connection's end asks endLater() for itself, which must find nothing.
-    auto doomedHandshakes = std::move(handshakes);
-    handshakes.clear();
-    doomedHandshakes.clear();
-    auto doomed = std::move(live);
-    live.clear();
-    doomed.clear();
-    deadlines.clear();
+    closeRpc();
+    openRpc();
   }
 
   // At most one line per kShortageWarningInterval, however often accepting fails (with a
@@ -201,12 +213,12 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     std::string handOver() { return std::exchange(address, {}); }
   };
 
-  void serve(int fd) {
+  void serve(int fd, std::string peer) {
     if (listener.endpoint_.kind == Endpoint::Kind::kTcp) {
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    ConnectionInfo info{describePeer(fd), index, listener.nextConnectionId_.fetch_add(1) + 1,
+    ConnectionInfo info{std::move(peer), index, listener.nextConnectionId_.fetch_add(1) + 1,
                         &listener};
     const ConnectionLimits& limits = listener.limits_;
     PeerClaim claim;
@@ -230,8 +242,10 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     }
     uint64_t id = info.connectionId;
     if (!listener.tls_) {
-      kj::Own<Connection> connection = open(info, std::move(claim), kj::mv(stream));
+      int socket = fd;
+      kj::Own<Connection> connection = open(info, std::move(claim), kj::mv(stream), socket);
       if (!connection) return;
+      network->add(connection->served);
       live[id].connection = kj::mv(connection);
       startDeadline(id);
       return;
@@ -244,10 +258,13 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     handshake.done =
         secured
             .then(
-                [this, info, claim = std::move(claim)](kj::Own<kj::AsyncIoStream> secure) mutable {
+                [this, info, claim = std::move(claim),
+                 socket = fd](kj::Own<kj::AsyncIoStream> secure) mutable {
                   uint64_t id = info.connectionId;
-                  kj::Own<Connection> connection = open(info, std::move(claim), kj::mv(secure));
+                  kj::Own<Connection> connection =
+                      open(info, std::move(claim), kj::mv(secure), socket);
                   if (!connection) return endLater(id);
+                  network->add(connection->served);
                   live[id].connection = kj::mv(connection);
                   handshakesDone.push_back(id);  // its node is released at the next turn
                   scheduleSweep();
@@ -264,7 +281,7 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   // Builds the served connection over `stream`. Null when the bootstrap factory or the RPC
   // set-up refuses it: logged, and the stream (so the socket) and the claim are released.
   kj::Own<Connection> open(const ConnectionInfo& info, PeerClaim claim,
-                           kj::Own<kj::AsyncIoStream> stream) {
+                           kj::Own<kj::AsyncIoStream> stream, int fd) {
     uint64_t id = info.connectionId;
     std::string peer = info.peer;
     try {
@@ -272,7 +289,7 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
       listener.connections_.fetch_add(1);
       // From here the Connection's Ending gives the count and the claim back.
       return kj::heap<Connection>(
-          listener, info, claim.handOver(), kj::mv(stream), kj::mv(bootstrap),
+          listener, info, claim.handOver(), kj::mv(stream), fd, kj::mv(bootstrap),
           [this, id, peer](const std::string& reason) {
             refusals.warn("disconnecting {}: {}", peer, reason);
             endLater(id);
@@ -346,9 +363,16 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
       }
       auto entry = live.find(id);
       if (entry == live.end()) continue;
+      ServedConnection& served = entry->second.connection->served;
+      if (served.heldByRpc()) {
+        // The RPC system lets go of it once its read sees the cut (then this runs again).
+        served.cut();
+        continue;
+      }
+      network->forget(served);
       kj::Own<Connection> doomed = kj::mv(entry->second.connection);
       live.erase(entry);
-      // `doomed` goes here: the socket closes, the RPC state is released, the hook runs.
+      // `doomed` goes here: the socket closes, the hook runs.
     }
   }
 
@@ -391,8 +415,11 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   std::vector<uint64_t> toDrop;          // connections to drop at the next sweep
   std::vector<uint64_t> handshakesDone;  // TLS handshakes whose node to release
   bool sweepScheduled = false;
-  // The deadline timer and the sweep; declared last, so destroyed first.
+  // The deadline timer and the sweep.
   kj::TaskSet tasks{static_cast<kj::TaskSet::ErrorHandler&>(*this)};
+  // The thread's RPC system over its network (closeRpc() destroys them before `live`).
+  std::optional<ServerVatNetwork> network;
+  std::optional<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
 };
 
 // ---------------------------------------------------------------------------- RpcListener

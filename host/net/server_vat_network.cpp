@@ -2,6 +2,7 @@
 
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <utility>
 
@@ -10,28 +11,28 @@ namespace switchboard::net {
 // ----------------------------------------------------------------------------- messages
 
 // A message the RPC system builds and sends. Refcounted because the RPC system may keep it
-// after send() (and after the network is gone); only send() touches the network.
-class ServerVatNetwork::OutgoingMessage final : public capnp::OutgoingRpcMessage,
+// after send() (and after the connection is gone); only send() touches the connection.
+class ServedConnection::OutgoingMessage final : public capnp::OutgoingRpcMessage,
                                                 public kj::Refcounted {
  public:
-  OutgoingMessage(ServerVatNetwork& network, uint firstSegmentWords)
-      : network_(network),
+  OutgoingMessage(ServedConnection& connection, uint firstSegmentWords)
+      : connection_(connection),
         message_(firstSegmentWords == 0 ? capnp::SUGGESTED_FIRST_SEGMENT_WORDS
                                         : firstSegmentWords) {}
 
   capnp::AnyPointer::Builder getBody() override { return message_.getRoot<capnp::AnyPointer>(); }
-  void send() override { network_.send(kj::addRef(*this)); }
+  void send() override { connection_.send(kj::addRef(*this)); }
   size_t sizeInWords() override { return message_.sizeInWords(); }
   kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments() {
     return message_.getSegmentsForOutput();
   }
 
  private:
-  ServerVatNetwork& network_;
+  ServedConnection& connection_;
   capnp::MallocMessageBuilder message_;
 };
 
-class ServerVatNetwork::IncomingMessage final : public capnp::IncomingRpcMessage {
+class ServedConnection::IncomingMessage final : public capnp::IncomingRpcMessage {
  public:
   explicit IncomingMessage(kj::Own<capnp::MessageReader> message) : message_(kj::mv(message)) {}
   capnp::AnyPointer::Reader getBody() override { return message_->getRoot<capnp::AnyPointer>(); }
@@ -41,46 +42,55 @@ class ServerVatNetwork::IncomingMessage final : public capnp::IncomingRpcMessage
   kj::Own<capnp::MessageReader> message_;
 };
 
-void ServerVatNetwork::EndedDisposer::disposeImpl(void*) const {
-  if (network_.ended_) return;
-  network_.ended_ = true;
-  if (network_.onEnded_) network_.onEnded_();
-}
+// --------------------------------------------------------------------------- connection
 
-// ------------------------------------------------------------------------------ network
-
-ServerVatNetwork::ServerVatNetwork(capnp::MessageStream& messages, kj::AsyncIoStream& transport,
+ServedConnection::ServedConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport,
+                                   int fd, capnp::Capability::Client bootstrap,
                                    std::function<void()> onEnded)
-    : messages_(messages), transport_(transport), onEnded_(std::move(onEnded)) {}
+    : messages_(messages),
+      transport_(transport),
+      fd_(fd),
+      bootstrap_(kj::mv(bootstrap)),
+      onEnded_(std::move(onEnded)) {}
 
-ServerVatNetwork::~ServerVatNetwork() noexcept(false) = default;
-
-kj::Maybe<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> ServerVatNetwork::connect(
-    capnp::rpc::twoparty::VatId::Reader hostId) {
-  // Only the RPC system's bootstrap()/restore() of a remote vat call this; the server end
-  // never does. As in TwoPartyVatNetwork: our own side is "ourselves" (null).
-  if (hostId.getSide() == capnp::rpc::twoparty::Side::SERVER) return nullptr;
-  KJ_FAIL_REQUIRE("the server end of a connection does not connect out");
+ServedConnection::~ServedConnection() noexcept(false) {
+  KJ_ASSERT(!held_, "a connection destroyed while the RPC system holds it");
 }
 
-kj::Promise<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> ServerVatNetwork::accept() {
-  if (accepted_) return kj::NEVER_DONE;  // a node with no exception slot
-  accepted_ = true;
+void ServedConnection::EndedDisposer::disposeImpl(void*) const {
+  if (!connection_.held_) return;
+  connection_.held_ = false;
+  if (connection_.onEnded_) connection_.onEnded_();
+}
+
+kj::Own<capnp::TwoPartyVatNetworkBase::Connection> ServedConnection::handOver() {
+  held_ = true;
   return kj::Own<capnp::TwoPartyVatNetworkBase::Connection>(this, endedDisposer_);
 }
 
-kj::Own<capnp::RpcFlowController> ServerVatNetwork::newStream() {
+void ServedConnection::cut() {
+  if (cut_) return;
+  cut_ = true;
+  ::shutdown(fd_, SHUT_RDWR);
+  KJ_IF_MAYBE (waiting, written_) {
+    (*waiting)->fulfill();
+    written_ = nullptr;
+  }
+}
+
+kj::Own<capnp::RpcFlowController> ServedConnection::newStream() {
   return capnp::RpcFlowController::newVariableWindowController(*this);
 }
 
-size_t ServerVatNetwork::getWindow() {
+size_t ServedConnection::getWindow() {
   KJ_IF_MAYBE (size, messages_.getSendBufferSize()) {
     return static_cast<size_t>(*size);
   }
   return capnp::RpcFlowController::DEFAULT_WINDOW_SIZE;
 }
 
-capnp::rpc::twoparty::VatId::Reader ServerVatNetwork::getPeerVatId() {
+capnp::rpc::twoparty::VatId::Reader ServedConnection::getPeerVatId() {
+  if (network_ != nullptr) network_->asking_ = this;
   // The peer is always the client vat. Built once per process; only ever read.
   static const capnp::rpc::twoparty::VatId::Reader client = [] {
     static capnp::MallocMessageBuilder builder(4);
@@ -91,12 +101,12 @@ capnp::rpc::twoparty::VatId::Reader ServerVatNetwork::getPeerVatId() {
   return client;
 }
 
-kj::Own<capnp::OutgoingRpcMessage> ServerVatNetwork::newOutgoingMessage(uint firstSegmentWordSize) {
+kj::Own<capnp::OutgoingRpcMessage> ServedConnection::newOutgoingMessage(uint firstSegmentWordSize) {
   return kj::refcounted<OutgoingMessage>(*this, firstSegmentWordSize);
 }
 
 kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>
-ServerVatNetwork::receiveIncomingMessage() {
+ServedConnection::receiveIncomingMessage() {
   return messages_.tryReadMessage(nullptr, capnp::ReaderOptions())
       .then([](kj::Maybe<capnp::MessageReaderAndFds>&& read)
                 -> kj::Maybe<kj::Own<capnp::IncomingRpcMessage>> {
@@ -108,15 +118,13 @@ ServerVatNetwork::receiveIncomingMessage() {
       });
 }
 
-// ------------------------------------------------------------------------------ writing
-
-void ServerVatNetwork::send(kj::Own<OutgoingMessage> message) {
-  if (writeFailed_ || shuttingDown_) return;
+void ServedConnection::send(kj::Own<OutgoingMessage> message) {
+  if (writeFailed_ || shuttingDown_ || cut_) return;
   outbox_.add(kj::mv(message));
   if (!writing_) writeQueued();
 }
 
-void ServerVatNetwork::writeQueued() {
+void ServedConnection::writeQueued() {
   writing_ = true;
   auto batch = kj::heapArray<kj::Own<OutgoingMessage>>(outbox_.size());
   for (size_t i = 0; i < batch.size(); ++i) batch[i] = kj::mv(outbox_[i]);
@@ -126,48 +134,97 @@ void ServerVatNetwork::writeQueued() {
   kj::Promise<void> written = kj::evalNow([&] { return messages_.writeMessages(segments); });
   writes_.add(written.attach(kj::mv(segments), kj::mv(batch))
                   .then(
-                      [this]() -> kj::Promise<void> {
+                      [this]() {
                         writing_ = false;
-                        if (outbox_.size() > 0) {
+                        if (outbox_.size() > 0 && !cut_) {
                           writeQueued();
                         } else {
-                          KJ_IF_MAYBE (waiting, written_) {
-                            (*waiting)->fulfill();
-                            written_ = nullptr;
-                          }
+                          queueWritten();
                         }
-                        return kj::READY_NOW;
                       },
-                      [this](kj::Exception&& exception) -> kj::Promise<void> {
+                      [this](kj::Exception&& exception) {
                         // Nobody waits on a write: make the connection end through its read.
                         writing_ = false;
                         writeFailed_ = true;
                         outbox_.clear();
                         spdlog::debug("RPC write failed: {}", exception.getDescription().cStr());
                         transport_.abortRead();
-                        KJ_IF_MAYBE (waiting, written_) {
-                          (*waiting)->fulfill();
-                          written_ = nullptr;
-                        }
-                        return kj::READY_NOW;
+                        queueWritten();
                       }));
 }
 
-kj::Promise<void> ServerVatNetwork::shutdown() {
+void ServedConnection::queueWritten() {
+  KJ_IF_MAYBE (waiting, written_) {
+    (*waiting)->fulfill();
+    written_ = nullptr;
+  }
+}
+
+kj::Promise<void> ServedConnection::shutdown() {
   // The RPC system sends its Abort and then shuts down: the queue (Abort included) goes out
-  // first, then the sending side ends.
-  kj::Promise<void> queueWritten = kj::READY_NOW;
+  // first, then the sending side ends. A cut connection has no sending side left.
+  shuttingDown_ = true;
+  if (cut_) return kj::READY_NOW;
+  kj::Promise<void> queueDone = kj::READY_NOW;
   if (writing_) {
     auto paf = kj::newPromiseAndFulfiller<void>();
     written_ = kj::mv(paf.fulfiller);
-    queueWritten = kj::mv(paf.promise);
+    queueDone = kj::mv(paf.promise);
   }
-  shuttingDown_ = true;
-  return queueWritten.then([this]() { return messages_.end(); });
+  return queueDone.then([this]() -> kj::Promise<void> {
+    if (cut_) return kj::READY_NOW;
+    return messages_.end();
+  });
 }
 
-void ServerVatNetwork::taskFailed(kj::Exception&& exception) {
+void ServedConnection::taskFailed(kj::Exception&& exception) {
   spdlog::debug("RPC write task failed: {}", exception.getDescription().cStr());
+}
+
+// ------------------------------------------------------------------------------ network
+
+void ServerVatNetwork::add(ServedConnection& connection) {
+  connection.network_ = this;
+  KJ_IF_MAYBE (acceptor, acceptor_) {
+    auto fulfiller = kj::mv(*acceptor);
+    acceptor_ = nullptr;
+    fulfiller->fulfill(connection.handOver());
+    return;
+  }
+  waiting_.push_back(&connection);
+}
+
+void ServerVatNetwork::forget(ServedConnection& connection) {
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+    if (*it != &connection) continue;
+    waiting_.erase(it);
+    return;
+  }
+}
+
+kj::Maybe<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> ServerVatNetwork::connect(
+    capnp::rpc::twoparty::VatId::Reader hostId) {
+  // Only the RPC system's bootstrap()/restore() of a remote vat call this; the server end
+  // never does. As in TwoPartyVatNetwork: our own side is "ourselves" (null).
+  if (hostId.getSide() == capnp::rpc::twoparty::Side::SERVER) return nullptr;
+  KJ_FAIL_REQUIRE("the server end of a connection does not connect out");
+}
+
+kj::Promise<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> ServerVatNetwork::accept() {
+  if (!waiting_.empty()) {
+    ServedConnection& next = *waiting_.front();
+    waiting_.pop_front();
+    return next.handOver();
+  }
+  auto paf = kj::newPromiseAndFulfiller<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>>();
+  acceptor_ = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+capnp::Capability::Client ServerVatNetwork::createFor(capnp::rpc::twoparty::VatId::Reader) {
+  ServedConnection* asking = std::exchange(asking_, nullptr);
+  KJ_REQUIRE(asking != nullptr, "a bootstrap asked for without its connection's VatId");
+  return asking->bootstrap_;
 }
 
 }  // namespace switchboard::net

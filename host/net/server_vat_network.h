@@ -1,5 +1,6 @@
 #pragma once
-// The server end of one Cap'n Proto RPC connection, as the VatNetwork its RpcSystem runs on.
+// The server ends of a network thread's Cap'n Proto RPC connections, as the VatNetwork one
+// RpcSystem per thread serves them all through.
 
 #include <capnp/message.h>
 #include <capnp/rpc-twoparty.h>
@@ -7,18 +8,19 @@
 #include <kj/async-io.h>
 #include <kj/vector.h>
 
+#include <deque>
 #include <functional>
 
 namespace switchboard::net {
 
-// A capnp VatNetwork holding exactly one connection, the server side of a two-party RPC
-// connection: what capnp::TwoPartyVatNetwork(stream, Side::SERVER) is, with the same bytes on
-// the wire (the peer is the CLIENT vat; a bootstrap is answered with the RpcSystem's
-// bootstrap capability), built for what an idle connection holds. TwoPartyVatNetwork 0.9.2
-// keeps, per connection, a kj::Maybe<kj::Exception> for a failed write, a forked disconnect
-// promise and its fulfiller, a never-fulfilled second accept(), a canceler node around every
-// pending read and the resolved node of the last write: five of them with room for a
-// kj::Exception (~400 bytes each). This one keeps none of them.
+class ServerVatNetwork;
+
+// The server end of one two-party RPC connection: what capnp::TwoPartyVatNetwork(stream,
+// Side::SERVER) is to its RpcSystem, with the same bytes on the wire (the peer is the CLIENT
+// vat), but as one connection of a ServerVatNetwork that many share, and without what
+// TwoPartyVatNetwork 0.9.2 keeps per connection for nothing: a kj::Maybe<kj::Exception> for a
+// failed write, a forked disconnect promise, a canceler node around every pending read and
+// the resolved node of the last write, each with room for a kj::Exception (~400 bytes).
 //
 // Reading: one message at a time from `messages` (a LimitedMessageStream on the phone port),
 // as the RPC system asks; the end of the stream ends the connection.
@@ -27,39 +29,40 @@ namespace switchboard::net {
 // (a TLS stream must not) and nothing is held once the queue is empty. A failed write shuts the
 // reading side of `transport` (abortRead), so the RPC system's pending read ends and the
 // connection with it (TwoPartyVatNetwork cancels the read for the same reason).
-// The end: accept() hands the RPC system the connection once (later calls never resolve);
-// when the RPC system lets go of it, after disconnecting and shutting down, `onEnded` runs,
-// once. The owner then destroys the RpcSystem and this network, but not from inside onEnded:
-// that runs inside the RPC system's own code.
+// Cutting: cut() shuts the socket `fd` both ways at once (the peer sees it close; the pending
+// read ends, so the RPC system lets go) and makes shutdown() skip the queue.
+// The end: once the RPC system lets go of the connection (after disconnecting and shutting
+// down) `onEnded` runs, once. The owner destroys the connection after that, or before the
+// network ever handed it to the RPC system (ServerVatNetwork::forget), but not from inside
+// onEnded (that runs inside the RPC system's own code) and never while heldByRpc().
 //
-// Created, used and destroyed on the connection's loop thread; `messages` and `transport`
-// must outlive it.
-class ServerVatNetwork final : public capnp::TwoPartyVatNetworkBase,
-                               private capnp::TwoPartyVatNetworkBase::Connection,
+// Created, used and destroyed on the network's loop thread; `messages` and `transport` must
+// outlive it.
+class ServedConnection final : public capnp::TwoPartyVatNetworkBase::Connection,
                                private capnp::RpcFlowController::WindowGetter,
                                private kj::TaskSet::ErrorHandler {
  public:
-  ServerVatNetwork(capnp::MessageStream& messages, kj::AsyncIoStream& transport,
-                   std::function<void()> onEnded);
-  ~ServerVatNetwork() noexcept(false);
-  ServerVatNetwork(const ServerVatNetwork&) = delete;
-  ServerVatNetwork& operator=(const ServerVatNetwork&) = delete;
+  ServedConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport, int fd,
+                   capnp::Capability::Client bootstrap, std::function<void()> onEnded);
+  ~ServedConnection() noexcept(false);
+  ServedConnection(const ServedConnection&) = delete;
+  ServedConnection& operator=(const ServedConnection&) = delete;
 
-  // TwoPartyVatNetworkBase (the VatNetwork).
-  kj::Maybe<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> connect(
-      capnp::rpc::twoparty::VatId::Reader hostId) override;
-  kj::Promise<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> accept() override;
+  // The RPC system holds it: from ServerVatNetwork::accept() handing it over until onEnded.
+  bool heldByRpc() const { return held_; }
+  void cut();
 
  private:
+  friend class ServerVatNetwork;
   class OutgoingMessage;
   class IncomingMessage;
   class EndedDisposer final : public kj::Disposer {
    public:
-    explicit EndedDisposer(ServerVatNetwork& network) : network_(network) {}
+    explicit EndedDisposer(ServedConnection& connection) : connection_(connection) {}
     void disposeImpl(void* pointer) const override;
 
    private:
-    ServerVatNetwork& network_;
+    ServedConnection& connection_;
   };
 
   // TwoPartyVatNetworkBase::Connection.
@@ -73,21 +76,61 @@ class ServerVatNetwork final : public capnp::TwoPartyVatNetworkBase,
   // kj::TaskSet::ErrorHandler, for the writes.
   void taskFailed(kj::Exception&& exception) override;
 
+  kj::Own<capnp::TwoPartyVatNetworkBase::Connection> handOver();
   void send(kj::Own<OutgoingMessage> message);
   void writeQueued();
+  void queueWritten();
 
   capnp::MessageStream& messages_;
   kj::AsyncIoStream& transport_;
+  const int fd_;
+  capnp::Capability::Client bootstrap_;
   std::function<void()> onEnded_;
   EndedDisposer endedDisposer_{*this};
-  bool accepted_ = false;
-  bool ended_ = false;
-  bool writing_ = false;                         // a writeMessages() is in flight
-  bool writeFailed_ = false;                     // later messages are dropped
-  bool shuttingDown_ = false;                    // end the stream once the queue is written
-  kj::Vector<kj::Own<OutgoingMessage>> outbox_;  // sent while writing_
+  ServerVatNetwork* network_ = nullptr;  // set by add(): getPeerVatId() tells it who asks
+  bool held_ = false;
+  bool writing_ = false;       // a writeMessages() is in flight
+  bool writeFailed_ = false;   // later messages are dropped
+  bool shuttingDown_ = false;  // nothing more is queued
+  bool cut_ = false;
+  kj::Vector<kj::Own<OutgoingMessage>> outbox_;             // sent while writing_
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> written_;  // shutdown() waits for the queue
   kj::TaskSet writes_{*this};
+};
+
+// One network thread's server side of every RPC connection it serves, and the bootstrap
+// factory of the one RpcSystem made over it (makeRpcServer(network, network)): an RpcSystem
+// per connection (capnp's own object, its task set and connection map, the eager node of its
+// accept loop) cost ~900 bytes per idle connection. add() hands a connection to the RPC
+// system's accept loop; each bootstrap the peer asks for is that connection's `bootstrap`
+// (capnp asks the connection for the peer's VatId just before it asks the factory, and only
+// then: capnp 0.9.2's RpcConnectionState::handleBootstrap).
+//
+// Created, used and destroyed on its loop thread; destroy the RpcSystem first.
+class ServerVatNetwork final : public capnp::TwoPartyVatNetworkBase,
+                               public capnp::BootstrapFactory<capnp::rpc::twoparty::VatId> {
+ public:
+  ServerVatNetwork() = default;
+  ServerVatNetwork(const ServerVatNetwork&) = delete;
+  ServerVatNetwork& operator=(const ServerVatNetwork&) = delete;
+
+  // Hands `connection` to the RPC system (now, or at its next accept()).
+  void add(ServedConnection& connection);
+  // Takes back a connection the RPC system has not accepted yet (before destroying it).
+  void forget(ServedConnection& connection);
+
+  kj::Maybe<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> connect(
+      capnp::rpc::twoparty::VatId::Reader hostId) override;
+  kj::Promise<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> accept() override;
+  capnp::Capability::Client createFor(capnp::rpc::twoparty::VatId::Reader clientId) override;
+
+ private:
+  friend class ServedConnection;
+
+  std::deque<ServedConnection*> waiting_;  // added, not yet accepted
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>>>>
+      acceptor_;                        // the RPC system's pending accept()
+  ServedConnection* asking_ = nullptr;  // whose bootstrap createFor() gives
 };
 
 }  // namespace switchboard::net

@@ -135,7 +135,7 @@ struct WebServer::ThreadState final : private kj::TaskSet::ErrorHandler {
   void startAccepting(int fd) {
     acceptor.emplace(thread.ioContext(), fd);
     acceptTask = net::acceptConnections(
-        *acceptor, [this](int accepted) { serve(accepted); },
+        *acceptor, [this](int accepted, std::string peer) { serve(accepted, std::move(peer)); },
         [this](int error) { reportFailure(error); });
   }
 
@@ -155,12 +155,12 @@ struct WebServer::ThreadState final : private kj::TaskSet::ErrorHandler {
                  std::strerror(error), net::kAcceptBackoff.count());
   }
 
-  void serve(int fd) {
+  void serve(int fd, std::string peer) {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     auto stream = kj::heap<net::AsioStream>(thread.ioContext(), fd);
     const kj::AsyncIoStream* key = stream.get();
-    peers[key] = net::describePeer(fd);
+    peers[key] = std::move(peer);
     connections->add(
         http.listenHttp(kj::mv(stream)).attach(kj::defer([this, key] { peers.erase(key); })));
   }

@@ -8,6 +8,7 @@
 #include "wait_until.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -346,6 +347,57 @@ TEST_F(RpcTest, ListeningOnABusyPortGivesAClearError) {
   // The first listener is unharmed.
   TestClient client(clientThread, busy);
   EXPECT_EQ(client.echo("still listening"), "still listening");
+}
+
+// One RpcSystem serves every connection of a thread: each bootstrap a peer asks for is still
+// its own connection's (many connecting at once, and a second bootstrap on one connection),
+// and after disconnectAll() new connections are served again.
+TEST_F(RpcTest, EveryBootstrapIsItsOwnConnectionsWithOneRpcSystemPerThread) {
+  listen({&serverA});
+  const std::string endpoint = listener->boundEndpoint();
+  constexpr int kClients = 100;
+  std::vector<kj::Own<RpcConnection>> connections;  // loop thread only
+  // Per client: its own address as it sees it, and the peer each bootstrap's server saw.
+  std::vector<std::string> own(kClients), first(kClients), second(kClients);
+  auto peerOf = [](capnp::Capability::Client bootstrap) {
+    return bootstrap.castAs<TestService>().whoAmIRequest().send().then(
+        [](capnp::Response<TestService::WhoAmIResults>&& response) {
+          return std::string(response.getPeer().cStr());
+        });
+  };
+  clientThread.runSync([&] {
+    auto all = kj::heapArrayBuilder<kj::Promise<void>>(kClients);
+    for (int i = 0; i < kClients; ++i) {
+      all.add(RpcConnection::connect(clientThread, endpoint)
+                  .then([&, i](kj::Own<RpcConnection> connection) {
+                    sockaddr_in local{};
+                    kj::uint length = sizeof(local);
+                    connection->stream().getsockname(reinterpret_cast<sockaddr*>(&local), &length);
+                    own[i] = "127.0.0.1:" + std::to_string(ntohs(local.sin_port));
+                    auto asked = peerOf(connection->bootstrap());
+                    auto askedAgain = peerOf(connection->bootstrap());
+                    connections.push_back(kj::mv(connection));
+                    return asked.then(
+                        [&, i, askedAgain = kj::mv(askedAgain)](std::string peer) mutable {
+                          first[i] = peer;
+                          return askedAgain.then([&, i](std::string again) { second[i] = again; });
+                        });
+                  }));
+    }
+    return kj::joinPromises(all.finish());
+  });
+  for (int i = 0; i < kClients; ++i) {
+    EXPECT_EQ(first[i], own[i]) << "client " << i;
+    EXPECT_EQ(second[i], own[i]) << "client " << i;
+  }
+  EXPECT_EQ(listener->connectionCount(), static_cast<size_t>(kClients));
+
+  listener->disconnectAll();
+  EXPECT_EQ(listener->connectionCount(), 0u);
+  clientThread.runSync([&] { connections.clear(); });
+  TestClient later(clientThread, endpoint);
+  EXPECT_EQ(later.echo("served again"), "served again");
+  EXPECT_EQ(listener->connectionCount(), 1u);
 }
 
 TEST_F(RpcTest, StopAcceptingKeepsLiveConnectionsThenDisconnectAllDropsThem) {
