@@ -1023,7 +1023,7 @@ void MessagingService::recheckArrived(cluster::NoticeBatch batch) {
   for (auto& [phone, ids] : byPhone) {
     if (!intake_->recheck(phone, ids, epoch)) continue;
     spdlog::info("cluster: notices for {} may be lost; it imports from the stream", phone);
-    cluster_->link().post([this, phone]() {
+    cluster_->link().post([this, phone = phone]() {
       try {
         importFromStream(phone);
       } catch (const std::exception& e) {
