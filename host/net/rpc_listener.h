@@ -86,11 +86,14 @@ class RpcListener {
 
   // Closes the acceptors; live connections keep being served.
   void stopAccepting();
-  // Drops every live connection (peers see the socket close); accepting is unaffected.
+  // Drops every live connection at once (peers see the socket close; the thread's RPC system
+  // is made anew); accepting is unaffected.
   void disconnectAll();
-  // Drops one connection (the peer sees the socket close; the disconnect hook runs). Any
-  // thread, while the listener exists; runs at once on the connection's own thread, else is
-  // posted there. An unknown or already ended connection is ignored.
+  // Drops one connection: at the next turn of its loop the socket is shut both ways (the peer
+  // sees it close), and once the thread's RPC system has let go of it (its pending read saw
+  // the shutdown) its state is released and the disconnect hook runs. Any thread, while the
+  // listener exists; asked at once on the connection's own thread, else posted there. An
+  // unknown or already ended connection is ignored.
   void disconnect(size_t threadIndex, uint64_t connectionId);
   // Lifts the login deadline of one connection: it has proved who it is. Same threading as
   // disconnect(); an unknown connection is ignored.
