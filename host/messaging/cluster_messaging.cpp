@@ -425,9 +425,33 @@ void MessagingService::locationChanged(const std::string& phone,
   // Only a newer login than the session here wins, as a claim does: an older
   // record is one this session's own claim is about to replace.
   if (!ref || where->atMs <= ref->since) return;
-  spdlog::info("cluster: {} logged in on {}; closing its session {} here", phone, where->node,
-               ref->sessionId);
-  kick(*ref, "logged in elsewhere");
+  // A new device verified elsewhere sends its kick notice ("replaced by a new
+  // device") before its login writes this record, but the notice is handled
+  // on the listener thread and this watch on a thread of its own, so on a
+  // busy node this may come first: then name the reason the notice would.
+  std::string reason =
+      deviceReplacedElsewhere(phone) ? "replaced by a new device" : "logged in elsewhere";
+  spdlog::info("cluster: {} logged in on {}; closing its session {} here ({})", phone, where->node,
+               ref->sessionId, reason);
+  kick(*ref, reason);
+}
+
+bool MessagingService::deviceReplacedElsewhere(const std::string& phone) {
+  std::optional<cluster::UserEntry> user;
+  try {
+    user = cluster_->directory().user(phone);
+  } catch (const std::exception& e) {
+    spdlog::debug("cluster: reading the user {}: {}", phone, e.what());
+  }
+  if (!user) return false;
+  // This node's copy is the key its session logged in with (a login makes the
+  // copy match the cluster's first; a new device here closes the session).
+  bool replaced = false;
+  store_.read([&](store::Connection& db) {
+    auto row = db.prepare("SELECT key_hash FROM devices WHERE phone = ?").bind(1, phone);
+    replaced = row.step() && row.columnBlob(0) != user->keyHash;
+  });
+  return replaced;
 }
 
 // ---------------------------------------------------------------- presence

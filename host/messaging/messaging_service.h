@@ -427,6 +427,9 @@ class MessagingService final : public session::SessionBackend {
   // notice or not. Thread-safe.
   void locationChanged(const std::string& phone,
                        const std::optional<cluster::SessionLocation>& where);
+  // Watch thread: whether the cluster's key for `phone` is no longer the one
+  // this node's copy holds (a new device was verified on another node).
+  bool deviceReplacedElsewhere(const std::string& phone);
 
   // ---- cluster_groups.cpp: groups in cluster mode. The directory.cpp and
   // delivery.cpp entry points validate their arguments as on one node, then

@@ -55,6 +55,46 @@ TEST_F(ClusterWatch, ALoginElsewhereWhoseKickNoticeIsLostStillClosesTheOldSessio
   EXPECT_NE(a->log().find("logged in on b; closing its session"), std::string::npos) << a->log();
 }
 
+// A new device verified on b writes the phone's user (a new key) and then its
+// login claims the phone; b's "replaced by a new device" notice is sent before
+// both, but a handles it on its listener thread and the watch on a thread of
+// its own, so on a busy node the watch may come first (seen once as a failure
+// of ClusterMessaging.ANewDeviceOnBReplacesTheDeviceOnAEverywhere in a parallel
+// run). Here the notice never comes: the watch closes the session, naming the
+// new device, because the cluster's key is no longer the one a's copy holds.
+TEST_F(ClusterWatch, ANewDeviceElsewhereWhoseNoticeComesAfterItsLoginIsNamedAsTheReason) {
+  RecordingPhone phone(a->clientOptions(), "+15550009302");
+  phone.registerAndLogin(a->sms());
+
+  net::NetworkThread thread("other-node");
+  thread.start();
+  {
+    cluster::NatsLinkOptions options;
+    options.url = nats.url();
+    options.clientName = "other-node";
+    cluster::NatsLink link(options, thread);
+    ASSERT_TRUE(waitUntil([&] { return link.isConnected(); }));
+    cluster::ClusterDirectory directory(link);
+    ASSERT_TRUE(waitUntil([&] {
+      auto where = directory.location(phone.number());
+      return where && where->node == "a";
+    }));
+    auto user = directory.user(phone.number());
+    ASSERT_TRUE(user);
+    user->keyHash = std::string(user->keyHash.size(), '\x5a');
+    user->deviceName = "new device on b";
+    ASSERT_TRUE(directory.writeUser(*user));
+    cluster::SessionLocation elsewhere{"b", 4243, cluster::wallClockMs() + 1, 0};
+    ASSERT_TRUE(directory.claim(phone.number(), elsewhere));
+  }
+  thread.stop();
+
+  ASSERT_TRUE(waitUntil([&] { return !phone.kicks().empty() && !phone.client().isLoggedIn(); }))
+      << "the session on node a was not closed\n"
+      << a->log();
+  EXPECT_EQ(phone.kicks(), std::vector<std::string>{"replaced by a new device"});
+}
+
 bool sawPresence(const RecordingPhone& watcher, const std::string& phone,
                  client::PresenceState state) {
   for (const auto& update : watcher.presence()) {
