@@ -4,7 +4,9 @@
 // removed on one node is gone from the other node's copy of the list.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +22,39 @@
 namespace switchboard::integration {
 namespace {
 
-class ClusterWatch : public TwoNodeCluster {};
+class ClusterWatch : public TwoNodeCluster {
+ protected:
+  // Runs `write` against the cluster's directory from a NATS connection of
+  // its own (standing in for another node), once `phone`'s login on a has
+  // claimed it, so what `write` claims replaces that claim rather than racing it.
+  void asAnotherNode(const RecordingPhone& phone,
+                     const std::function<void(cluster::ClusterDirectory&)>& write) {
+    net::NetworkThread thread("other-node");
+    thread.start();
+    {
+      cluster::NatsLinkOptions options;
+      options.url = nats.url();
+      options.clientName = "other-node";
+      cluster::NatsLink link(options, thread);
+      ASSERT_TRUE(waitUntil([&] { return link.isConnected(); }));
+      cluster::ClusterDirectory directory(link);
+      ASSERT_TRUE(waitUntil([&] {
+        auto where = directory.location(phone.number());
+        return where && where->node == "a";
+      }));
+      write(directory);
+    }
+    thread.stop();
+  }
+
+  // Waits for a to close `phone`'s session; the kick reasons it was told.
+  std::vector<std::string> kicksOnceClosed(RecordingPhone& phone) {
+    EXPECT_TRUE(waitUntil([&] { return !phone.kicks().empty() && !phone.client().isLoggedIn(); }))
+        << "the session on node a was not closed\n"
+        << a->log();
+    return phone.kicks();
+  }
+};
 
 // The claim a node makes at a login, written straight into sb_sessions: what
 // node b would have written for a login whose kick notice to a was lost.
@@ -28,30 +62,12 @@ TEST_F(ClusterWatch, ALoginElsewhereWhoseKickNoticeIsLostStillClosesTheOldSessio
   RecordingPhone phone(a->clientOptions(), "+15550009301");
   phone.registerAndLogin(a->sms());
 
-  net::NetworkThread thread("other-node");
-  thread.start();
-  {
-    cluster::NatsLinkOptions options;
-    options.url = nats.url();
-    options.clientName = "other-node";
-    cluster::NatsLink link(options, thread);
-    ASSERT_TRUE(waitUntil([&] { return link.isConnected(); }));
-    cluster::ClusterDirectory directory(link);
-    // The session on a claimed the phone at its login; wait for that claim,
-    // so the one below replaces it rather than racing it.
-    ASSERT_TRUE(waitUntil([&] {
-      auto where = directory.location(phone.number());
-      return where && where->node == "a";
-    }));
+  asAnotherNode(phone, [&](cluster::ClusterDirectory& directory) {
     cluster::SessionLocation elsewhere{"b", 4242, cluster::wallClockMs() + 1, 0};
     ASSERT_TRUE(directory.claim(phone.number(), elsewhere));
-  }
-  thread.stop();
-
-  ASSERT_TRUE(waitUntil([&] { return !phone.kicks().empty() && !phone.client().isLoggedIn(); }))
-      << "the session on node a was not closed\n"
-      << a->log();
-  EXPECT_EQ(phone.kicks(), std::vector<std::string>{"logged in elsewhere"});
+  });
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(kicksOnceClosed(phone), std::vector<std::string>{"logged in elsewhere"});
   EXPECT_NE(a->log().find("logged in on b; closing its session"), std::string::npos) << a->log();
 }
 
@@ -66,19 +82,7 @@ TEST_F(ClusterWatch, ANewDeviceElsewhereWhoseNoticeComesAfterItsLoginIsNamedAsTh
   RecordingPhone phone(a->clientOptions(), "+15550009302");
   phone.registerAndLogin(a->sms());
 
-  net::NetworkThread thread("other-node");
-  thread.start();
-  {
-    cluster::NatsLinkOptions options;
-    options.url = nats.url();
-    options.clientName = "other-node";
-    cluster::NatsLink link(options, thread);
-    ASSERT_TRUE(waitUntil([&] { return link.isConnected(); }));
-    cluster::ClusterDirectory directory(link);
-    ASSERT_TRUE(waitUntil([&] {
-      auto where = directory.location(phone.number());
-      return where && where->node == "a";
-    }));
+  asAnotherNode(phone, [&](cluster::ClusterDirectory& directory) {
     auto user = directory.user(phone.number());
     ASSERT_TRUE(user);
     user->keyHash = std::string(user->keyHash.size(), '\x5a');
@@ -86,13 +90,9 @@ TEST_F(ClusterWatch, ANewDeviceElsewhereWhoseNoticeComesAfterItsLoginIsNamedAsTh
     ASSERT_TRUE(directory.writeUser(*user));
     cluster::SessionLocation elsewhere{"b", 4243, cluster::wallClockMs() + 1, 0};
     ASSERT_TRUE(directory.claim(phone.number(), elsewhere));
-  }
-  thread.stop();
-
-  ASSERT_TRUE(waitUntil([&] { return !phone.kicks().empty() && !phone.client().isLoggedIn(); }))
-      << "the session on node a was not closed\n"
-      << a->log();
-  EXPECT_EQ(phone.kicks(), std::vector<std::string>{"replaced by a new device"});
+  });
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(kicksOnceClosed(phone), std::vector<std::string>{"replaced by a new device"});
 }
 
 bool sawPresence(const RecordingPhone& watcher, const std::string& phone,
