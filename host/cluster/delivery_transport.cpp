@@ -985,19 +985,28 @@ struct DeliveryTransport::Outbox {
   // counts against the windows (`charged`, per envelope). True if published.
   bool sendBatch(const std::string& node, const QueuedEnvelope* envelopes,
                  const std::string* charged, std::size_t count) {
+    return request(nodeNoticeSubject(node), node, envelopes, charged, count, 0);
+  }
+
+  // A notice batch or a recheck (`attempt` > 0; `charged` null) to `node`'s
+  // `subject`, as a request answered on this outbox's "n." subjects; one not
+  // published is rechecked later (recheckLater). True if published.
+  bool request(const std::string& subject, const std::string& node, const QueuedEnvelope* envelopes,
+               const std::string* charged, std::size_t count, int attempt) {
     std::uint64_t id = 0;
     {
       std::lock_guard lock(mutex);
       id = nextToken++;
       Batch& batch = batches[id];
       batch.sentAt = Clock::now();
+      batch.rechecks = attempt;
       for (std::size_t i = 0; i < count; ++i) {
-        if (!charged[i].empty()) ++batch.charges[charged[i]];
+        if (charged != nullptr && !charged[i].empty()) ++batch.charges[charged[i]];
         batch.noticed.push_back({envelopes[i].envelope.recipient, envelopes[i].serverId});
       }
+      if (attempt > 0) ++rechecksSent;
     }
     std::string bytes = noticeBatchBytes(envelopes, count);
-    std::string subject = nodeNoticeSubject(node);
     std::string reply = prefix + "n." + std::to_string(id);
     natsStatus status = link.isConnected() ? natsConnection_PublishRequest(
                                                  link.connection(), subject.c_str(), reply.c_str(),
@@ -1034,32 +1043,8 @@ struct DeliveryTransport::Outbox {
   // (a recheck that gets no answer is rechecked again, up to the last try).
   void sendRecheck(const std::string& node, const QueuedEnvelope* envelopes, std::size_t count,
                    int attempt) {
-    std::uint64_t id = 0;
-    {
-      std::lock_guard guard(mutex);
-      id = nextToken++;
-      Batch& batch = batches[id];
-      batch.sentAt = Clock::now();
-      batch.rechecks = attempt;
-      for (std::size_t i = 0; i < count; ++i) {
-        batch.noticed.push_back({envelopes[i].envelope.recipient, envelopes[i].serverId});
-      }
-      ++rechecksSent;
-    }
-    std::string bytes = noticeBatchBytes(envelopes, count);
-    std::string subject = nodeRecheckSubject(node);
-    std::string reply = prefix + "n." + std::to_string(id);
     spdlog::info("cluster: {} notices to {} not answered; recheck {} sent", count, node, attempt);
-    natsStatus status =
-        natsConnection_PublishRequest(link.connection(), subject.c_str(), reply.c_str(),
-                                      bytes.data(), static_cast<int>(bytes.size()));
-    if (status == NATS_OK) return;
-    std::lock_guard guard(mutex);
-    auto it = batches.find(id);
-    if (it != batches.end()) {
-      recheckLater(it->second);
-      batches.erase(it);
-    }
+    request(nodeRecheckSubject(node), node, envelopes, nullptr, count, attempt);
   }
 
   // Outbox thread, mutex held (released while sending): the rechecks due, to
