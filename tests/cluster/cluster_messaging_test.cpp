@@ -15,7 +15,6 @@
 #include "cluster/delivery_transport.h"
 #include "cluster/nats_link.h"
 #include "nats_server.h"
-#include "net/network_thread.h"
 #include "recording_phone.h"
 #include "running_host.h"
 #include "two_node_cluster.h"
@@ -345,14 +344,7 @@ TEST_F(ClusterMessaging, WhatANodeHandsBackLateIsDeliveredInTheOrderItWasSent) {
   auto two = alice.client().send("+15550009092", "two");
   ASSERT_LT(one.id, two.id);
 
-  net::NetworkThread thread("handing-back");
-  thread.start();
-  {
-    cluster::NatsLinkOptions options;
-    options.url = nats.url();
-    options.clientName = "handing-back";
-    cluster::NatsLink link(options, thread);
-    ASSERT_TRUE(waitUntil([&] { return link.isConnected(); }));
+  withOwnLink("handing-back", [&](cluster::NatsLink& link) {
     cluster::DeliveryTransport transport(link, {"b"});
     cluster::Envelope zero;
     zero.sender = alice.number();
@@ -363,8 +355,8 @@ TEST_F(ClusterMessaging, WhatANodeHandsBackLateIsDeliveredInTheOrderItWasSent) {
     zero.messageId = one.id - 1;           // alice's number, a sequence she never used
     zero.exactlyOnceKey = "x/1/" + std::to_string(zero.messageId);
     EXPECT_FALSE(transport.publish(zero).duplicate);
-  }
-  thread.stop();
+  });
+  ASSERT_FALSE(HasFatalFailure());
 
   RecordingPhone bobOnA(a->clientOptions(), "+15550009092");
   bobOnA.setKey(bobKey);

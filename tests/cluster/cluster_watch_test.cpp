@@ -14,7 +14,6 @@
 #include "cluster/cluster_records.h"
 #include "cluster/nats_link.h"
 #include "nats_server.h"
-#include "net/network_thread.h"
 #include "recording_phone.h"
 #include "running_host.h"
 #include "two_node_cluster.h"
@@ -29,22 +28,14 @@ class ClusterWatch : public TwoNodeCluster {
   // claimed it, so what `write` claims replaces that claim rather than racing it.
   void asAnotherNode(const RecordingPhone& phone,
                      const std::function<void(cluster::ClusterDirectory&)>& write) {
-    net::NetworkThread thread("other-node");
-    thread.start();
-    {
-      cluster::NatsLinkOptions options;
-      options.url = nats.url();
-      options.clientName = "other-node";
-      cluster::NatsLink link(options, thread);
-      ASSERT_TRUE(waitUntil([&] { return link.isConnected(); }));
+    withOwnLink("other-node", [&](cluster::NatsLink& link) {
       cluster::ClusterDirectory directory(link);
       ASSERT_TRUE(waitUntil([&] {
         auto where = directory.location(phone.number());
         return where && where->node == "a";
       }));
       write(directory);
-    }
-    thread.stop();
+    });
   }
 
   // Waits for a to close `phone`'s session; the kick reasons it was told.
