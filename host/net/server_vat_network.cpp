@@ -72,10 +72,7 @@ void ServedConnection::cut() {
   if (cut_) return;
   cut_ = true;
   ::shutdown(fd_, SHUT_RDWR);
-  KJ_IF_MAYBE (waiting, written_) {
-    (*waiting)->fulfill();
-    written_ = nullptr;
-  }
+  queueWritten();  // nothing more goes out: a shutdown() waiting for the queue goes on
 }
 
 kj::Own<capnp::RpcFlowController> ServedConnection::newStream() {
