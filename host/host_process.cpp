@@ -18,6 +18,7 @@
 #include "cluster/cluster_node.h"
 #include "messaging/gateway_server.h"
 #include "messaging/messaging_service.h"
+#include "net/direct_client.h"
 #include "net/network_thread.h"
 #include "net/rpc_listener.h"
 #include "net/tls_context.h"
@@ -171,7 +172,7 @@ HostProcess::HostProcess(HostConfig config)
   // reconnects at once can log in before the listener's constructor has returned.
   auto gateway = [this](const net::ConnectionInfo& info) {
     messaging::ConnectionContext connection{info.threadIndex, info.connectionId, info.peer};
-    return capnp::Capability::Client(
+    return net::serveDirectly<proto::Gateway>(
         kj::heap<messaging::GatewayServer>(*parts_->messaging, connection, info.listener));
   };
   net::ConnectionLimits phoneLimits;

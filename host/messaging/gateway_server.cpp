@@ -2,6 +2,7 @@
 
 #include "messaging/field_rules.h"
 #include "messaging/session_server.h"
+#include "net/direct_client.h"
 #include "net/rpc_listener.h"
 
 namespace switchboard::messaging {
@@ -31,6 +32,11 @@ constexpr capnp::MessageSize kSessionSize{2, 1};
 GatewayServer::GatewayServer(MessagingService& service, ConnectionContext connection,
                              net::RpcListener* listener)
     : service_(service), connection_(std::move(connection)), listener_(listener) {}
+
+proto::Session::Client GatewayServer::sessionCapability(
+    std::shared_ptr<session::LiveSession> session) {
+  return net::serveDirectly<proto::Session>(kj::heap<SessionServer>(service_, std::move(session)));
+}
 
 void GatewayServer::loggedIn() const {
   if (listener_) listener_->markLoggedIn(connection_.threadIndex, connection_.connectionId);
@@ -69,16 +75,14 @@ kj::Promise<void> GatewayServer::login(LoginContext context) {
                         std::string(reinterpret_cast<const char*>(key.begin()), key.size()),
                         params.getInbox(), connection_)
         .then([this, context](std::shared_ptr<session::LiveSession> session) mutable {
-          context.getResults(kSessionSize)
-              .setSession(kj::heap<SessionServer>(service_, std::move(session)));
+          context.getResults(kSessionSize).setSession(sessionCapability(std::move(session)));
           loggedIn();
         });
   }
   auto session = service_.login(params.getPhone(),
                                 std::string(reinterpret_cast<const char*>(key.begin()), key.size()),
                                 params.getInbox(), connection_);
-  context.getResults(kSessionSize)
-      .setSession(kj::heap<SessionServer>(service_, std::move(session)));
+  context.getResults(kSessionSize).setSession(sessionCapability(std::move(session)));
   loggedIn();
   return kj::READY_NOW;
 }

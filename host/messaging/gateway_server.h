@@ -31,6 +31,9 @@ class GatewayServer final : public proto::Gateway::Server {
   kj::Promise<void> login(LoginContext context) override;
 
  private:
+  // The Session capability of a new session: held for the connection's life, so served
+  // directly (net/direct_client.h), not through capnp's LocalClient.
+  proto::Session::Client sessionCapability(std::shared_ptr<session::LiveSession> session);
   // The login succeeded: the connection has proved who it is.
   void loggedIn() const;
 

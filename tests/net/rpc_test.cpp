@@ -1,5 +1,6 @@
 // Cap'n Proto RPC end to end over RpcListener / RpcConnection.
 
+#include "net/direct_client.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
 #include "net/rpc_listener.h"
@@ -30,11 +31,16 @@ std::atomic<int> hangingCalls{0};
 
 class TestServiceImpl final : public TestService::Server {
  public:
-  explicit TestServiceImpl(ConnectionInfo info) : info_(std::move(info)) { ++liveServers; }
+  // `direct`: capabilities it hands out (child()) are served directly too.
+  explicit TestServiceImpl(ConnectionInfo info, bool direct = false)
+      : info_(std::move(info)), direct_(direct) {
+    ++liveServers;
+  }
   ~TestServiceImpl() { --liveServers; }
 
   kj::Promise<void> echo(EchoContext context) override {
-    context.getResults().setText(context.getParams().getText());
+    std::string text = context.getParams().getText();
+    context.getResults().setText(name_.empty() ? text : name_ + ":" + text);
     return kj::READY_NOW;
   }
 
@@ -57,6 +63,24 @@ class TestServiceImpl final : public TestService::Server {
     return kj::READY_NOW;
   }
 
+  // A new service whose echo says its name first: "name:text".
+  kj::Promise<void> child(ChildContext context) override {
+    auto child = kj::heap<TestServiceImpl>(info_, direct_);
+    child->name_ = context.getParams().getName();
+    if (direct_) {
+      context.getResults().setChild(serveDirectly<TestService>(kj::mv(child)));
+    } else {
+      context.getResults().setChild(kj::mv(child));
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> fail(FailContext context) override {
+    std::string why = context.getParams().getWhy();
+    if (!context.getParams().getLater()) KJ_FAIL_REQUIRE("failed at once", why);
+    return kj::evalLater([why]() -> kj::Promise<void> { KJ_FAIL_REQUIRE("failed later", why); });
+  }
+
   kj::Promise<void> whoAmI(WhoAmIContext context) override {
     auto results = context.getResults();
     results.setPeer(info_.peer);
@@ -67,11 +91,16 @@ class TestServiceImpl final : public TestService::Server {
 
  private:
   ConnectionInfo info_;
+  bool direct_ = false;
+  std::string name_;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> hangers_;
 };
 
-BootstrapFactory testBootstrap() {
-  return [](const ConnectionInfo& info) -> capnp::Capability::Client {
+// `direct`: the bootstrap is served through serveDirectly (direct_client.h), as the host's
+// Gateway and Session are, instead of capnp's LocalClient.
+BootstrapFactory testBootstrap(bool direct) {
+  return [direct](const ConnectionInfo& info) -> capnp::Capability::Client {
+    if (direct) return serveDirectly<TestService>(kj::heap<TestServiceImpl>(info, true));
     return kj::heap<TestServiceImpl>(info);
   };
 }
@@ -117,7 +146,8 @@ class TestClient {
   std::optional<TestService::Client> service_;  // loop thread only
 };
 
-class RpcTest : public ::testing::Test {
+// Every test runs twice: the bootstrap through capnp's LocalClient, and served directly.
+class RpcTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     ASSERT_EQ(liveServers.load(), 0);
@@ -134,7 +164,7 @@ class RpcTest : public ::testing::Test {
   void listen(std::vector<NetworkThread*> threads, const std::string& endpoint = "127.0.0.1:0",
               ConnectionLimits limits = {}) {
     listener.emplace(
-        std::move(threads), endpoint, testBootstrap(),
+        std::move(threads), endpoint, testBootstrap(GetParam()),
         [this](const ConnectionInfo&) { ++disconnects; }, limits);
   }
 
@@ -145,7 +175,7 @@ class RpcTest : public ::testing::Test {
   std::optional<RpcListener> listener;  // declared after the threads: destroyed before them
 };
 
-TEST_F(RpcTest, EchoWithClientAndServerOnTheSameThread) {
+TEST_P(RpcTest, EchoWithClientAndServerOnTheSameThread) {
   listen({&serverA});
   ASSERT_NE(listener->port(), 0);
   TestClient client(serverA, listener->boundEndpoint());
@@ -153,7 +183,7 @@ TEST_F(RpcTest, EchoWithClientAndServerOnTheSameThread) {
   EXPECT_EQ(listener->connectionCount(), 1u);
 }
 
-TEST_F(RpcTest, EchoWithClientAndServerOnDifferentThreads) {
+TEST_P(RpcTest, EchoWithClientAndServerOnDifferentThreads) {
   listen({&serverA});
   TestClient client(clientThread, listener->boundEndpoint());
   EXPECT_EQ(client.echo("across threads"), "across threads");
@@ -170,7 +200,7 @@ TEST_F(RpcTest, EchoWithClientAndServerOnDifferentThreads) {
   EXPECT_EQ(std::get<2>(who), 1u);
 }
 
-TEST_F(RpcTest, UnixSocketEndpoint) {
+TEST_P(RpcTest, UnixSocketEndpoint) {
   std::string path = "/tmp/switchboard-net-test-" + std::to_string(::getpid()) + ".sock";
   listen({&serverA, &serverB}, path);
   EXPECT_EQ(listener->port(), 0);
@@ -182,7 +212,7 @@ TEST_F(RpcTest, UnixSocketEndpoint) {
   EXPECT_NE(::access(path.c_str(), F_OK), 0) << "socket file left behind";
 }
 
-TEST_F(RpcTest, ManyConcurrentConnectionsAcrossThreads) {
+TEST_P(RpcTest, ManyConcurrentConnectionsAcrossThreads) {
   listen({&serverA, &serverB});
   constexpr int kClients = 300;
   constexpr int kCallsEach = 5;
@@ -250,7 +280,7 @@ TEST_F(RpcTest, ManyConcurrentConnectionsAcrossThreads) {
   EXPECT_TRUE(waitUntil([&] { return disconnects.load() == kClients; }));
 }
 
-TEST_F(RpcTest, PeerDisconnectingMidCallReleasesTheServerSide) {
+TEST_P(RpcTest, PeerDisconnectingMidCallReleasesTheServerSide) {
   listen({&serverA});
   auto client = std::make_unique<TestClient>(clientThread, listener->boundEndpoint());
   std::optional<kj::Promise<void>> hang;  // loop thread only
@@ -279,7 +309,7 @@ TEST_F(RpcTest, PeerDisconnectingMidCallReleasesTheServerSide) {
   clientThread.runSync([&] { hang.reset(); });
 }
 
-TEST_F(RpcTest, CancelledCallLeavesTheConnectionWorking) {
+TEST_P(RpcTest, CancelledCallLeavesTheConnectionWorking) {
   listen({&serverA});
   TestClient client(clientThread, listener->boundEndpoint());
   clientThread.runSync([&] {
@@ -304,7 +334,7 @@ TEST_F(RpcTest, CancelledCallLeavesTheConnectionWorking) {
   EXPECT_EQ(listener->connectionCount(), 1u);
 }
 
-TEST_F(RpcTest, LargeMessagesRoundTrip) {
+TEST_P(RpcTest, LargeMessagesRoundTrip) {
   // Larger than the phone port's limits allow (connection_limits_test.cpp tests those).
   ConnectionLimits limits;
   limits.maxMessageBytes = 8 << 20;
@@ -335,11 +365,11 @@ TEST_F(RpcTest, LargeMessagesRoundTrip) {
   EXPECT_EQ(intact, 6);
 }
 
-TEST_F(RpcTest, ListeningOnABusyPortGivesAClearError) {
+TEST_P(RpcTest, ListeningOnABusyPortGivesAClearError) {
   listen({&serverA, &serverB});
   std::string busy = listener->boundEndpoint();
   try {
-    RpcListener second({&serverB}, busy, testBootstrap());
+    RpcListener second({&serverB}, busy, testBootstrap(GetParam()));
     FAIL() << "second listener on " << busy << " succeeded";
   } catch (std::runtime_error& error) {
     EXPECT_EQ(std::string(error.what()), "cannot listen on " + busy + ": Address already in use");
@@ -352,7 +382,7 @@ TEST_F(RpcTest, ListeningOnABusyPortGivesAClearError) {
 // One RpcSystem serves every connection of a thread: each bootstrap a peer asks for is still
 // its own connection's (many connecting at once, and a second bootstrap on one connection),
 // and after disconnectAll() new connections are served again.
-TEST_F(RpcTest, EveryBootstrapIsItsOwnConnectionsWithOneRpcSystemPerThread) {
+TEST_P(RpcTest, EveryBootstrapIsItsOwnConnectionsWithOneRpcSystemPerThread) {
   listen({&serverA});
   const std::string endpoint = listener->boundEndpoint();
   constexpr int kClients = 100;
@@ -400,7 +430,7 @@ TEST_F(RpcTest, EveryBootstrapIsItsOwnConnectionsWithOneRpcSystemPerThread) {
   EXPECT_EQ(listener->connectionCount(), 1u);
 }
 
-TEST_F(RpcTest, StopAcceptingKeepsLiveConnectionsThenDisconnectAllDropsThem) {
+TEST_P(RpcTest, StopAcceptingKeepsLiveConnectionsThenDisconnectAllDropsThem) {
   listen({&serverA});
   std::string endpoint = listener->boundEndpoint();
   TestClient client(clientThread, endpoint);
@@ -424,7 +454,7 @@ TEST_F(RpcTest, StopAcceptingKeepsLiveConnectionsThenDisconnectAllDropsThem) {
   EXPECT_THROW(client.echo("gone"), std::runtime_error);
 }
 
-TEST_F(RpcTest, DisconnectOneConnectionById) {
+TEST_P(RpcTest, DisconnectOneConnectionById) {
   listen({&serverA});
   TestClient kept(clientThread, listener->boundEndpoint());
   TestClient cut(clientThread, listener->boundEndpoint());
@@ -445,6 +475,67 @@ TEST_F(RpcTest, DisconnectOneConnectionById) {
   EXPECT_TRUE(waitUntil([&] { return listener->connectionCount() == 0; }));
   EXPECT_THROW(kept.echo("gone too"), std::runtime_error);
 }
+
+TEST_P(RpcTest, ACallPipelinedOnAReturnedCapabilityReachesIt) {
+  listen({&serverA});
+  TestClient client(clientThread, listener->boundEndpoint());
+  std::string echoed = clientThread.runSync([&] {
+    auto request = client.service().childRequest();
+    request.setName("kid");
+    auto child = request.send().getChild();  // not waited for: the echo is pipelined
+    auto echo = child.echoRequest();
+    echo.setText("hi");
+    return echo.send().then([](capnp::Response<TestService::EchoResults>&& response) {
+      return std::string(response.getText().cStr());
+    });
+  });
+  EXPECT_EQ(echoed, "kid:hi");
+  EXPECT_EQ(client.echo("parent"), "parent");
+  client.close();
+  EXPECT_TRUE(waitUntil([] { return liveServers.load() == 0; }));
+}
+
+TEST_P(RpcTest, AFailingCallCarriesItsErrorAndTheConnectionGoesOn) {
+  listen({&serverA});
+  TestClient client(clientThread, listener->boundEndpoint());
+  for (bool later : {false, true}) {
+    std::string error = clientThread.runSync([&] {
+      auto request = client.service().failRequest();
+      request.setWhy("the reason");
+      request.setLater(later);
+      return request.send().then(
+          [](auto&&) -> std::string { return "returned"; },
+          [](kj::Exception&& e) -> std::string { return e.getDescription().cStr(); });
+    });
+    EXPECT_NE(error.find(later ? "failed later" : "failed at once"), std::string::npos) << error;
+    EXPECT_NE(error.find("the reason"), std::string::npos) << error;
+  }
+  EXPECT_EQ(client.echo("after"), "after");
+}
+
+TEST(DirectClient, CallsMadeInProcessReachTheServer) {
+  NetworkThread thread("direct");
+  thread.start();
+  std::string echoed = thread.runSync([&] {
+    auto service = serveDirectly<TestService>(kj::heap<TestServiceImpl>(ConnectionInfo{}, true));
+    auto request = service.childRequest();
+    request.setName("local");
+    auto echo = request.send().getChild().echoRequest();
+    echo.setText("call");
+    return echo.send()
+        .then([](capnp::Response<TestService::EchoResults>&& response) {
+          return std::string(response.getText().cStr());
+        })
+        .attach(kj::mv(service));
+  });
+  EXPECT_EQ(echoed, "local:call");
+  EXPECT_TRUE(waitUntil([] { return liveServers.load() == 0; }));
+}
+
+INSTANTIATE_TEST_SUITE_P(LocalAndDirect, RpcTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Direct" : "LocalClient";
+                         });
 
 }  // namespace
 }  // namespace switchboard::net

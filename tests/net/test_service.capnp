@@ -7,4 +7,7 @@ interface TestService {
   hang @1 () -> ();
   release @2 () -> (released :UInt32);
   whoAmI @3 () -> (peer :Text, threadIndex :UInt32, connectionId :UInt64);
+
+  child @4 (name :Text) -> (child :TestService);
+  fail @5 (why :Text, later :Bool) -> ();
 }
