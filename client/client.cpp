@@ -542,9 +542,17 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     request.setTo(to);
     request.setClientMsgId(clientMsgId);
     request.setBody(dataOf(body));
-    return request.send().then([clientMsgId = std::move(clientMsgId)](auto&& response) {
-      return SendResult{response.getId(), response.getTimestamp(), clientMsgId};
-    });
+    return request.send().then(
+        [this, to = std::move(to), clientMsgId = std::move(clientMsgId)](auto&& response) {
+          SendResult result{response.getId(), response.getTimestamp(), clientMsgId,
+                            response.getDeliveredAt()};
+          // The "delivered" tick rode in the reply: reported like one that came alone.
+          if (result.deliveredAt != 0) {
+            emit(receiptCallback, "onReceipt",
+                 Receipt{result.id, std::move(to), ReceiptKind::delivered, result.deliveredAt});
+          }
+          return result;
+        });
   }
 };
 

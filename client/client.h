@@ -89,6 +89,10 @@ struct SendResult {
   std::uint64_t id = 0;
   std::int64_t timestamp = 0;
   std::string clientMsgId;  // the one sent (generated when none was given)
+  // When the message was delivered, if the server put the "delivered" tick in
+  // the reply (ms since the epoch; 0: the tick comes later as a Receipt). The
+  // client also reports such a tick to onReceipt, as if it had come alone.
+  std::int64_t deliveredAt = 0;
 };
 
 struct ServerInfo {

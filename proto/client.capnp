@@ -59,7 +59,8 @@ interface Gateway {
 # ---------------------------------------------------------------- the session
 
 interface Session {
-  send @0 (to :Text, clientMsgId :Text, body :Data) -> (id :UInt64, timestamp :Int64);
+  send @0 (to :Text, clientMsgId :Text, body :Data)
+      -> (id :UInt64, timestamp :Int64, deliveredAt :Int64);
   # Sends `body` to the phone `to`. Returning is the "sent" tick: the message
   # is either delivered (the recipient's Inbox.deliver returned) or durably
   # queued, and will not be lost, even if the server is killed. To an online
@@ -69,6 +70,14 @@ interface Session {
   # the epoch. The sender is the session's phone; a message cannot name
   # another. Messages from one sender to one recipient arrive in the order
   # they were sent.
+  #
+  # The "delivered" tick: when the return comes because the message was
+  # delivered, `deliveredAt` is the time of delivery (ms since the epoch) and
+  # this return is the tick: no Inbox.receipt(delivered) follows for it. When
+  # `deliveredAt` is 0 the tick comes later as Inbox.receipt(delivered) (or
+  # is queued for the sender's next login). A re-send answered from the first
+  # send repeats the first return's `deliveredAt`, so a return that was lost
+  # loses no tick, as long as the phone re-sends (see below).
   #
   # Re-sending: re-send with the same `clientMsgId` when a send did not
   # return (a timeout, a dropped connection). Re-sending an acknowledged
@@ -87,8 +96,9 @@ interface Session {
   # Tells the senders of messages `ids` (which this phone received) that they
   # were read. The senders get Inbox.receipt, now or on their next login;
   # returning means each receipt was shown to its sender or is durably queued.
-  # Phones send only `read`: the server makes the "delivered" receipt itself
-  # when Inbox.deliver returns, so a `delivered` receipt from a phone is
+  # Phones send only `read`: the server makes the "delivered" tick itself
+  # when Inbox.deliver returns (in the reply to `send`, or as an
+  # Inbox.receipt), so a `delivered` receipt from a phone is
   # checked and then ignored (the sender never sees the same tick twice).
   # A message id names its sender; an id this server never issued, one that
   # names no registered sender, or one of the phone's own messages is refused
@@ -132,8 +142,9 @@ interface Inbox {
   # Session.send): drop repeats by `id` and by (`from`, `clientMsgId`).
 
   receipt @1 (receipts :List(Receipt));
-  # Delivered/read ticks for messages this phone sent. The server sends the
-  # "delivered" tick after the reply to the send, but a "read" tick (it comes
+  # Delivered/read ticks for messages this phone sent. A "delivered" tick that
+  # did not ride in the reply to the send (Session.send: `deliveredAt`) comes
+  # here, after that reply, but a "read" tick (it comes
   # from another phone's connection) can arrive just before that reply: keep
   # a tick for an id not known yet until the reply names it.
 

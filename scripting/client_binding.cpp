@@ -111,6 +111,7 @@ py::dict toPython(const client::SendResult& s) {
   out["id"] = s.id;
   out["timestamp"] = s.timestamp;
   out["client_msg_id"] = s.clientMsgId;
+  out["delivered_at"] = s.deliveredAt;
   return out;
 }
 

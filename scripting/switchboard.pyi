@@ -111,7 +111,10 @@ class Client:
     def send(
         self, to: str, body: Union[bytes, str], client_msg_id: Optional[str] = None
     ) -> Json:
-        """Returns id, timestamp, client_msg_id once the server has the message."""
+        """Returns id, timestamp, client_msg_id, delivered_at once the server has the message.
+
+        delivered_at (ms) is non-zero when the "delivered" tick came in the reply;
+        that tick is also queued for next_receipt, as if it had come alone."""
     def send_group(
         self, group: int, body: Union[bytes, str], client_msg_id: Optional[str] = None
     ) -> Json: ...

@@ -22,9 +22,13 @@
 
 namespace switchboard::messaging {
 
+// The reply to a send. `deliveredAt` (ms since the epoch) is set when the
+// "delivered" tick rode in the first reply (so a re-send repeats it); 0 when the
+// tick comes, or came, as a receipt of its own.
 struct SentMessage {
   std::uint64_t id = 0;
   std::int64_t timestamp = 0;
+  std::int64_t deliveredAt = 0;
 };
 
 class DedupCache {

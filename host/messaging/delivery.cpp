@@ -91,11 +91,12 @@ std::optional<SentMessage> MessagingService::findDuplicate(const std::string& fr
   return stored;
 }
 
-kj::Promise<SentMessage> MessagingService::acknowledged(kj::Promise<void> ack,
+kj::Promise<SentMessage> MessagingService::acknowledged(kj::Promise<std::int64_t> ack,
                                                         const std::string& from,
                                                         const std::string& clientMsgId,
                                                         SentMessage sent) {
-  return ack.then([this, from, clientMsgId, sent]() {
+  return ack.then([this, from, clientMsgId, sent](std::int64_t deliveredAt) mutable {
+    sent.deliveredAt = deliveredAt;
     // In a cluster the stream may have held this message already, sent first
     // on another node: the sender is answered with that copy's id.
     SentMessage answer = cluster_ ? answeredWith(sent) : sent;
@@ -151,7 +152,7 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
   }
 
   SentMessage sent{ids_.next(sender.ref().number), nowMs()};
-  auto [promise, ack] = DeliveryAck::make(sender.thread(), 1);
+  auto [promise, ack] = DeliveryAck::makeForSend(sender.thread(), 1);
   ack->listen(sender.weak_from_this(), {to});
   OutboundMessage message;
   message.id = sent.id;
@@ -214,7 +215,7 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
 
   SentMessage sent{ids_.next(sender.ref().number), nowMs()};
   auto [promise, ack] =
-      DeliveryAck::make(sender.thread(), static_cast<std::uint32_t>(recipients.size()));
+      DeliveryAck::makeForSend(sender.thread(), static_cast<std::uint32_t>(recipients.size()));
   ack->listen(sender.weak_from_this(), recipients);
   FanOut fanOut(threads_.size());
   for (const std::string& recipient : recipients) {

@@ -208,12 +208,13 @@ void MessagingService::messagesDelivered(const LiveSession& session,
       tick.kind = ReceiptKind::delivered;
       tick.timestamp = now;
       if (ack) {
-        // The "sent" reply goes out first, then this tick.
-        ack->afterResolved(
-            [this, to = m.from, tick]() mutable { routeReceipt(to, std::move(tick)); });
-      } else {
-        routeReceipt(m.from, std::move(tick));
+        // The tick rides in the sender's reply, or goes out after it.
+        ack->settleDelivered(now, [this, to = std::move(m.from), tick = std::move(tick)]() mutable {
+          routeReceipt(to, std::move(tick));
+        });
+        continue;
       }
+      routeReceipt(m.from, std::move(tick));
     }
     if (ack) ack->settle();
   }

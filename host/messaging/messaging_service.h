@@ -306,7 +306,7 @@ class MessagingService final : public session::SessionBackend {
   void rowsCommitted(const std::string& phone, const WriteOrigin& origin);
 
   // ---- delivery.cpp
-  kj::Promise<SentMessage> acknowledged(kj::Promise<void> ack, const std::string& from,
+  kj::Promise<SentMessage> acknowledged(kj::Promise<std::int64_t> ack, const std::string& from,
                                         const std::string& clientMsgId, SentMessage sent);
   std::optional<SentMessage> findDuplicate(const std::string& from, const std::string& clientMsgId);
 

@@ -5,9 +5,11 @@
 namespace switchboard::messaging {
 namespace {
 
-// send/sendGroup results: (id, timestamp). Stated, because without a size
-// hint Cap'n Proto zero-fills an 8 KiB first segment for every reply.
-constexpr capnp::MessageSize kSentSize{2, 0};
+// send results (id, timestamp, deliveredAt) and sendGroup's (id, timestamp).
+// Stated, because without a size hint Cap'n Proto zero-fills an 8 KiB first
+// segment for every reply.
+constexpr capnp::MessageSize kSentSize{3, 0};
+constexpr capnp::MessageSize kGroupSentSize{2, 0};
 
 std::string text(capnp::Text::Reader reader) {
   return std::string(reader.cStr(), reader.size());
@@ -54,6 +56,7 @@ kj::Promise<void> SessionServer::send(SendContext context) {
         auto results = context.getResults(kSentSize);
         results.setId(sent.id);
         results.setTimestamp(sent.timestamp);
+        results.setDeliveredAt(sent.deliveredAt);
       });
 }
 
@@ -63,7 +66,7 @@ kj::Promise<void> SessionServer::sendGroup(SendGroupContext context) {
   return service_
       .sendGroup(live(), params.getGroup(), text(params.getClientMsgId()), bytes(params.getBody()))
       .then([context](SentMessage sent) mutable {
-        auto results = context.getResults(kSentSize);
+        auto results = context.getResults(kGroupSentSize);
         results.setId(sent.id);
         results.setTimestamp(sent.timestamp);
       });

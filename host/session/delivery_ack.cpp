@@ -6,14 +6,14 @@
 
 namespace switchboard::session {
 
-DeliveryAck::DeliveryAck(net::NetworkThread& owner, std::uint32_t copies,
-                         kj::Own<kj::PromiseFulfiller<void>> fulfiller)
-    : owner_(owner), remaining_(copies), fulfiller_(kj::mv(fulfiller)) {}
+DeliveryAck::DeliveryAck(net::NetworkThread& owner, std::uint32_t copies, bool tickMayRide,
+                         kj::Own<kj::PromiseFulfiller<std::int64_t>> fulfiller)
+    : owner_(owner), remaining_(copies), tickMayRide_(tickMayRide), fulfiller_(kj::mv(fulfiller)) {}
 
 DeliveryAck::~DeliveryAck() {
   if (fulfiller_.get() == nullptr || owner_.isCurrent()) return;
   // Unsettled and released elsewhere: the fulfiller belongs to the owner's loop.
-  auto orphan = std::make_shared<kj::Own<kj::PromiseFulfiller<void>>>(kj::mv(fulfiller_));
+  auto orphan = std::make_shared<kj::Own<kj::PromiseFulfiller<std::int64_t>>>(kj::mv(fulfiller_));
   owner_.post([orphan]() {
     if (orphan->get() != nullptr && (*orphan)->isWaiting()) {
       (*orphan)->reject(KJ_EXCEPTION(FAILED, "the server stopped before the message was durable"));
@@ -24,8 +24,16 @@ DeliveryAck::~DeliveryAck() {
 
 std::pair<kj::Promise<void>, std::shared_ptr<DeliveryAck>> DeliveryAck::make(
     net::NetworkThread& owner, std::uint32_t copies) {
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  return {kj::mv(paf.promise), std::make_shared<DeliveryAck>(owner, copies, kj::mv(paf.fulfiller))};
+  auto paf = kj::newPromiseAndFulfiller<std::int64_t>();
+  return {paf.promise.ignoreResult(),
+          std::make_shared<DeliveryAck>(owner, copies, false, kj::mv(paf.fulfiller))};
+}
+
+std::pair<kj::Promise<std::int64_t>, std::shared_ptr<DeliveryAck>> DeliveryAck::makeForSend(
+    net::NetworkThread& owner, std::uint32_t copies) {
+  auto paf = kj::newPromiseAndFulfiller<std::int64_t>();
+  return {kj::mv(paf.promise),
+          std::make_shared<DeliveryAck>(owner, copies, copies == 1, kj::mv(paf.fulfiller))};
 }
 
 void DeliveryAck::listen(std::weak_ptr<AckListener> listener, std::vector<std::string> recipients) {
@@ -42,9 +50,17 @@ void DeliveryAck::settle() {
   }
 }
 
-void DeliveryAck::afterResolved(std::function<void()> after) {
-  std::lock_guard lock(errorMutex_);
-  after_.push_back(std::move(after));
+void DeliveryAck::settleDelivered(std::int64_t atMs, std::function<void()> tickOtherwise) {
+  {
+    std::lock_guard lock(errorMutex_);
+    if (tickMayRide_) {
+      deliveredAt_ = atMs;
+      tickOtherwise_ = std::move(tickOtherwise);
+    } else {
+      after_.push_back(std::move(tickOtherwise));
+    }
+  }
+  settle();
 }
 
 void DeliveryAck::fail(const std::string& error) {
@@ -56,20 +72,31 @@ void DeliveryAck::fail(const std::string& error) {
 }
 
 void DeliveryAck::finishOnOwner() {
-  if (auto listener = listener_.lock()) listener->acknowledged(recipients_);
+  auto listener = listener_.lock();
+  if (listener) listener->acknowledged(recipients_);
+  // A send's listener is its sender's session: the reply reaches only a live one.
+  bool replyArrives = listener && !listener->ended();
   if (fulfiller_.get() == nullptr) return;
   std::optional<std::string> error;
   std::vector<std::function<void()>> after;
+  std::int64_t tickInReply = 0;
   {
     std::lock_guard lock(errorMutex_);
     error = error_;
     after.swap(after_);
+    // A reply that cannot arrive (the sender's session ended, or the call was
+    // cancelled) cannot carry the tick; it is sent (or queued) on its own.
+    if (deliveredAt_ != 0 && replyArrives && fulfiller_->isWaiting()) {
+      tickInReply = deliveredAt_;
+    } else if (tickOtherwise_) {
+      after.push_back(std::move(tickOtherwise_));
+    }
   }
   if (error) {
     fulfiller_->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                                      kj::heapString(error->data(), error->size())));
   } else {
-    fulfiller_->fulfill();
+    fulfiller_->fulfill(kj::cp(tickInReply));
   }
   if (!after.empty()) {
     // evalLast: once every event the resolution set off has run, the RPC

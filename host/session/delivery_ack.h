@@ -3,10 +3,17 @@
 // delivered to its phone or durable in the store, and rejects if a copy could
 // be neither (the store refused the write).
 //
+// The "delivered" tick of a one-copy send rides in the send's reply when the
+// copy was delivered (not stored) and the sender is still waiting for the
+// reply: the promise then yields the delivery time and no separate receipt is
+// made. Otherwise the tick goes out on its own, after the reply (see
+// settleDelivered).
+//
 // Threads: made on the caller's network thread, whose loop owns the promise.
-// settle() and fail() may be called from any thread, once per copy; the last
-// one resolves the promise on the owner's thread (directly when already there,
-// otherwise by one post). `onSettled`, when set, runs there too, just before.
+// settle(), settleDelivered() and fail() may be called from any thread, once
+// per copy; the last one resolves the promise on the owner's thread (directly
+// when already there, otherwise by one post). The listener, when set, is told
+// there too, just before.
 //
 // A copy that is never settled (a bug, or shutdown) leaves the promise to be
 // rejected when the ack is destroyed; the fulfiller is always destroyed on the
@@ -35,6 +42,8 @@ namespace switchboard::session {
 class AckListener {
  public:
   virtual void acknowledged(const std::vector<std::string>& recipients) = 0;
+  // An ended listener (the sender's session) gets no more replies.
+  virtual bool ended() const = 0;
 
  protected:
   ~AckListener() = default;
@@ -42,8 +51,8 @@ class AckListener {
 
 class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
  public:
-  DeliveryAck(net::NetworkThread& owner, std::uint32_t copies,
-              kj::Own<kj::PromiseFulfiller<void>> fulfiller);
+  DeliveryAck(net::NetworkThread& owner, std::uint32_t copies, bool tickMayRide,
+              kj::Own<kj::PromiseFulfiller<std::int64_t>> fulfiller);
   ~DeliveryAck();
   DeliveryAck(const DeliveryAck&) = delete;
   DeliveryAck& operator=(const DeliveryAck&) = delete;
@@ -52,13 +61,20 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
   // calling thread (which must be `owner`'s).
   static std::pair<kj::Promise<void>, std::shared_ptr<DeliveryAck>> make(net::NetworkThread& owner,
                                                                          std::uint32_t copies);
+  // The same for a send: the promise yields the time (ms since the epoch) the
+  // one copy was delivered when that tick rides in the reply, and 0 when it
+  // does not (the copy was stored, the send had several copies, or nobody
+  // waited for the reply any more).
+  static std::pair<kj::Promise<std::int64_t>, std::shared_ptr<DeliveryAck>> makeForSend(
+      net::NetworkThread& owner, std::uint32_t copies);
 
-  // One copy is delivered or durable.
+  // One copy is durable (or needs no tick).
   void settle();
-  // Runs `after` on the owner's thread once the promise has resolved and its
-  // reply had its turn (a "delivered" receipt must not overtake the "sent"
-  // reply of the same send). Call before the last settle().
-  void afterResolved(std::function<void()> after);
+  // One copy reached its phone at `atMs`. If the tick cannot ride in the reply,
+  // `tickOtherwise` (which sends the "delivered" receipt) runs on the owner's
+  // thread once the promise has resolved and its reply had its turn (a
+  // "delivered" receipt must not overtake the "sent" reply of the same send).
+  void settleDelivered(std::int64_t atMs, std::function<void()> tickOtherwise);
   // One copy could not be made durable; the promise rejects with `error` (the
   // first one reported) once every copy is settled or failed.
   void fail(const std::string& error);
@@ -72,12 +88,17 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
 
   net::NetworkThread& owner_;
   std::atomic<std::uint32_t> remaining_;
+  const bool tickMayRide_;  // one copy, and the reply can carry its tick
   std::mutex errorMutex_;
   std::optional<std::string> error_;
-  kj::Own<kj::PromiseFulfiller<void>> fulfiller_;  // owner thread only
+  kj::Own<kj::PromiseFulfiller<std::int64_t>> fulfiller_;  // owner thread only
   std::weak_ptr<AckListener> listener_;
   std::vector<std::string> recipients_;
-  std::vector<std::function<void()>> after_;  // guarded by errorMutex_
+  // Guarded by errorMutex_: the delivered copy's tick, when it may ride in the
+  // reply (and what sends it otherwise), and what runs after the reply.
+  std::int64_t deliveredAt_ = 0;
+  std::function<void()> tickOtherwise_;
+  std::vector<std::function<void()>> after_;
 };
 
 }  // namespace switchboard::session

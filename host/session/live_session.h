@@ -139,7 +139,7 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
   std::uint64_t id() const { return ref_.sessionId; }
   const SessionRef& ref() const { return ref_; }
   net::NetworkThread& thread() const { return thread_; }
-  bool ended() const { return ended_; }
+  bool ended() const override { return ended_; }
   std::size_t queueLength() const;
 
   // Starts delivering: pages what was queued while the phone was away. With

@@ -207,6 +207,50 @@ TEST(Delivery, ThePhoneSeesOneDeliveredTickPerMessageEvenWhenItSendsOne) {
   EXPECT_EQ(read, 1u);
 }
 
+// To an online phone the "delivered" tick rides in the send's reply; to an
+// offline one it comes alone, once the phone has the message. Either way the
+// sender sees it once, and a re-send repeats the first reply.
+TEST(Delivery, TheDeliveredTickRidesInTheReplyWhenTheRecipientIsOnline) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550003101");
+  a.registerAndLogin(host.sms());
+  std::string bKey;
+  client::SendResult online;
+  {
+    RecordingPhone b(host.clientOptions(), "+15550003102");
+    b.registerAndLogin(host.sms());
+    bKey = b.key();
+    online = a.client().send(b.number(), "while you are here", "online-1");
+    EXPECT_GE(online.deliveredAt, online.timestamp);
+    ASSERT_TRUE(b.waitForMessages(1));
+    auto again = a.client().send(b.number(), "while you are here", "online-1");
+    EXPECT_EQ(again.id, online.id);
+    EXPECT_EQ(again.deliveredAt, online.deliveredAt);
+    fence(a, b, "fence");
+    EXPECT_EQ(b.messages().size(), 2u);  // the re-send delivered nothing
+  }
+  auto offline = a.client().send("+15550003102", "while you are away", "offline-1");
+  EXPECT_EQ(offline.deliveredAt, 0);
+  RecordingPhone b(host.clientOptions(), "+15550003102");
+  b.setKey(bKey);
+  b.login();
+  ASSERT_TRUE(b.waitForMessages(1));
+  ASSERT_TRUE(a.waitForReceipt(offline.id, ReceiptKind::delivered));
+  // The fence's tick rode in its reply as well; exactly one tick per message.
+  std::map<std::uint64_t, int> ticks;
+  for (const auto& r : a.receipts()) {
+    if (r.kind == ReceiptKind::delivered) ++ticks[r.id];
+  }
+  ASSERT_EQ(ticks.size(), 3u);
+  EXPECT_EQ(ticks[online.id], 2);  // the re-send's reply repeats it: the client reports both
+  for (const auto& [id, count] : ticks) {
+    if (id != online.id) {
+      EXPECT_EQ(count, 1) << id;
+    }
+  }
+}
+
 TEST(Delivery, TypingCarriesTheTypersOwnPresence) {
   RunningHost host;
   host.start();

@@ -8,6 +8,8 @@ def test_message_between_two_python_clients(register):
     bob = register("+15550003002")
     sent = alice.send("+15550003002", "hi bob")
     assert sent["id"] > 0
+    # Bob is online: the "delivered" tick rides in the reply.
+    assert sent["delivered_at"] >= sent["timestamp"]
     message = bob.next_message(timeout=20)
     assert message is not None, "bob got nothing"
     assert message["from"] == "+15550003001"
@@ -16,12 +18,13 @@ def test_message_between_two_python_clients(register):
     assert message["id"] == sent["id"]
 
     bob.receipt([message["id"]], "read")
-    kinds = set()
+    kinds = []
     while "read" not in kinds:
         receipt = alice.next_receipt(timeout=20)
         assert receipt is not None, f"alice saw only {kinds}"
         assert receipt["id"] == sent["id"]
-        kinds.add(receipt["kind"])
+        kinds.append(receipt["kind"])
+    assert kinds == ["delivered", "read"]
 
 
 def test_kick_is_seen_by_the_client(admin, register):

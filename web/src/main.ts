@@ -464,7 +464,14 @@ async function transmit(m: StoredMessage): Promise<void> {
             })
             .promise(),
     );
-    const updated = await store.markSent(m.uid, sent.id.toString(), Number(sent.timestamp));
+    // A send's reply may carry the "delivered" tick too (deliveredAt non-zero).
+    const delivered = "deliveredAt" in sent && sent.deliveredAt !== 0n;
+    const updated = await store.markSent(
+      m.uid,
+      sent.id.toString(),
+      Number(sent.timestamp),
+      delivered ? "delivered" : "sent",
+    );
     if (updated) updateTick(updated);
   } catch (error) {
     // Not connected: stays pending and goes out after the next login (same clientMsgId, so

@@ -183,20 +183,26 @@ export class Store {
     return done(tx);
   }
 
-  // The send returned: the server id and time, and the "sent" tick (ticks only go up).
+  // The send returned: the server id and time, and the "sent" tick, or "delivered" when the
+  // reply carried that one too (ticks only go up).
   // Ticks for server ids this phone does not know yet: a receipt may arrive just before
   // the reply to its send (the reader's receipt and the send's reply travel separately).
   // markSent applies them. Bounded: the oldest go first.
   private earlyTicks = new Map<string, Tick>();
 
-  async markSent(uid: string, sid: string, ts: number): Promise<StoredMessage | undefined> {
+  async markSent(
+    uid: string,
+    sid: string,
+    ts: number,
+    tick: "sent" | "delivered",
+  ): Promise<StoredMessage | undefined> {
     const tx = this.db.transaction("messages", "readwrite");
     const messages = tx.objectStore("messages");
     const m: StoredMessage | undefined = await request(messages.get(uid));
     if (!m) return undefined;
     m.sid = sid;
     m.ts = ts;
-    if (tickRank[m.tick] < tickRank.sent) m.tick = "sent";
+    if (tickRank[m.tick] < tickRank[tick]) m.tick = tick;
     const early = this.earlyTicks.get(sid);
     if (early !== undefined) {
       this.earlyTicks.delete(sid);
