@@ -157,7 +157,10 @@ kj::Promise<void> AdminServer::user(UserContext context) {
 
 kj::Promise<void> AdminServer::deleteUser(DeleteUserContext context) {
   std::string phone = requireAdminPhone(context.getParams().getPhone());
-  return writeDone([this, phone](UserAdmin::Done done) { users_.remove(phone, std::move(done)); })
+  // The removed key is never answered from memory again (messaging/known_users.h).
+  return writeDone([this, phone](UserAdmin::Done done) {
+           users_.remove(phone, host_.messaging.knownUsers().keyChange(phone, std::move(done)));
+         })
       .then([this, phone]() {
         host_.messaging.forgetUser(phone);
         host_.messaging.kick(phone, "account deleted by an operator");
@@ -166,8 +169,9 @@ kj::Promise<void> AdminServer::deleteUser(DeleteUserContext context) {
 
 kj::Promise<void> AdminServer::revokeKey(RevokeKeyContext context) {
   std::string phone = requireAdminPhone(context.getParams().getPhone());
-  return writeDone(
-             [this, phone](UserAdmin::Done done) { users_.revokeKey(phone, std::move(done)); })
+  return writeDone([this, phone](UserAdmin::Done done) {
+           users_.revokeKey(phone, host_.messaging.knownUsers().keyChange(phone, std::move(done)));
+         })
       .then([this, phone]() { host_.messaging.kick(phone, "device key revoked"); });
 }
 

@@ -145,6 +145,8 @@ class MessagingService final : public session::SessionBackend {
   const MessagingOptions& options() const { return options_; }
   const MessagingCounters& counters() const { return counters_; }
   session::SessionTable& sessions() { return sessions_; }
+  // Operators' writes to a phone's device bracket themselves with its key changes.
+  KnownUsers& knownUsers() { return knownUsers_; }
   std::size_t dedupEntries() const { return dedup_.size(); }
 
   // ---- Gateway (registration.cpp)

@@ -22,11 +22,22 @@ namespace {
 
 constexpr std::size_t kKeyBytes = 32;
 
-std::string keyHash(std::string_view key) {
-  std::string hash(crypto_generichash_BYTES, '\0');
-  crypto_generichash(reinterpret_cast<unsigned char*>(hash.data()), hash.size(),
-                     reinterpret_cast<const unsigned char*>(key.data()), key.size(), nullptr, 0);
+static_assert(crypto_generichash_BYTES == std::tuple_size_v<KnownUsers::KeyHash>);
+
+KnownUsers::KeyHash keyHash(std::string_view key) {
+  KnownUsers::KeyHash hash;
+  crypto_generichash(hash.data(), hash.size(), reinterpret_cast<const unsigned char*>(key.data()),
+                     key.size(), nullptr, 0);
   return hash;
+}
+
+// As the store keeps it (a blob).
+std::string hashBytes(const KnownUsers::KeyHash& hash) {
+  return std::string(reinterpret_cast<const char*>(hash.data()), hash.size());
+}
+
+bool sameHash(const KnownUsers::KeyHash& a, const void* b) {
+  return sodium_memcmp(a.data(), b, a.size()) == 0;
 }
 
 template <class R>
@@ -59,66 +70,98 @@ kj::Promise<std::string> MessagingService::verify(std::string phone, std::string
   std::string key(kKeyBytes, '\0');
   randombytes_buf(key.data(), key.size());
   if (cluster_) {
-    std::string hash = keyHash(key);  // before `key` moves
+    std::string hash = hashBytes(keyHash(key));  // before `key` moves
     return verifyClustered(phone, std::move(hash), deviceName, std::move(key));
   }
   std::int64_t now = nowMs();
-  return writeDurably(store_,
-                      [phone, hash = keyHash(key), deviceName, now](store::Connection& db) {
-                        // A new user gets the next number (1 is "system").
-                        db.prepare(
-                              "INSERT OR IGNORE INTO users(phone, created_ms, number) VALUES "
-                              "(?, ?, (SELECT COALESCE(MAX(number), 1) + 1 FROM users))")
-                            .bind(1, phone)
-                            .bind(2, now)
-                            .run();
-                        db.prepare(
-                              "INSERT OR REPLACE INTO devices(phone, key_hash, device_name, "
-                              "created_ms) VALUES (?, ?, ?, ?)")
-                            .bind(1, phone)
-                            .bindBlob(2, hash)
-                            .bind(3, deviceName)
-                            .bind(4, now)
-                            .run();
-                      })
-      .then([this, phone, key = std::move(key)]() {
-        ++counters_.registrations;
-        // The old device's key no longer matches; its live session must go too.
-        kick(phone, "replaced by a new device");
-        return key;
-      });
+  // The old device's key must never be answered from memory once the new one
+  // is in (known_users.h): no login remembers this phone's key until the write
+  // is over.
+  knownUsers_.beginKeyChange(phone);
+  return writeDurably(
+             store_,
+             [phone, hash = hashBytes(keyHash(key)), deviceName, now](store::Connection& db) {
+               // A new user gets the next number (1 is "system").
+               db.prepare(
+                     "INSERT OR IGNORE INTO users(phone, created_ms, number) VALUES "
+                     "(?, ?, (SELECT COALESCE(MAX(number), 1) + 1 FROM users))")
+                   .bind(1, phone)
+                   .bind(2, now)
+                   .run();
+               db.prepare(
+                     "INSERT OR REPLACE INTO devices(phone, key_hash, device_name, "
+                     "created_ms) VALUES (?, ?, ?, ?)")
+                   .bind(1, phone)
+                   .bindBlob(2, hash)
+                   .bind(3, deviceName)
+                   .bind(4, now)
+                   .run();
+             })
+      .then(
+          [this, phone, key = std::move(key)]() {
+            knownUsers_.endKeyChange(phone);
+            ++counters_.registrations;
+            // The old device's key no longer matches; its live session must go too.
+            kick(phone, "replaced by a new device");
+            return key;
+          },
+          [this, phone](kj::Exception&& exception) -> std::string {
+            knownUsers_.endKeyChange(phone);
+            kj::throwFatalException(kj::mv(exception));
+          });
 }
+
+namespace {
+
+// The user number of `phone` if `key` is its device key. Single node
+// (`remembered` set): from the device remembered at an earlier login
+// (known_users.h); a key that does not match it is checked against the store
+// all the same, and a match read there is remembered.
+std::optional<std::uint64_t> checkKey(store::Store& store, KnownUsers* remembered,
+                                      const std::string& phone, std::string_view key) {
+  if (key.size() != kKeyBytes) return std::nullopt;
+  KnownUsers::KeyHash hash = keyHash(key);
+  std::uint64_t epoch = 0;
+  if (remembered) {
+    auto device = remembered->deviceOf(phone);
+    if (device && sameHash(device->keyHash, hash.data())) return device->number;
+    epoch = remembered->keyEpoch();
+  }
+  std::optional<std::uint64_t> number;
+  store.read([&](store::Connection& db) {
+    auto row = db.prepare(
+                     "SELECT d.key_hash, u.number FROM devices d JOIN users u ON u.phone = d.phone "
+                     "WHERE d.phone = ?")
+                   .bind(1, phone);
+    if (!row.step()) return;
+    std::string stored = row.columnBlob(0);
+    if (stored.size() != hash.size() || !sameHash(hash, stored.data())) return;
+    number = static_cast<std::uint64_t>(row.columnInt(1));
+  });
+  if (number && remembered) remembered->rememberDevice(phone, {*number, hash}, epoch);
+  return number;
+}
+
+}  // namespace
 
 std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::string key,
                                                      proto::Inbox::Client inbox,
                                                      const ConnectionContext& connection) {
   requirePhone(phone, "phone");
-  // The login's reads (the key, then the first pages of its queues and who
-  // watches its presence) are one read transaction: SQLite takes and drops a
-  // WAL read mark per transaction, two fcntl calls each.
+  // The login's reads (the key unless it is remembered, then the first pages
+  // of its queues and who watches its presence) are one read transaction:
+  // SQLite takes and drops a WAL read mark per transaction, two fcntl calls each.
   auto reads = store_.readTransaction();
-  std::optional<std::string> stored;
-  std::uint64_t number = 0;
-  store_.read([&](store::Connection& db) {
-    auto row = db.prepare(
-                     "SELECT d.key_hash, u.number FROM devices d JOIN users u ON u.phone = d.phone "
-                     "WHERE d.phone = ?")
-                   .bind(1, phone);
-    if (row.step()) {
-      stored = row.columnBlob(0);
-      number = static_cast<std::uint64_t>(row.columnInt(1));
-    }
-  });
-  std::string hash = keyHash(key);
-  if (key.size() != kKeyBytes || !stored || stored->size() != hash.size() ||
-      sodium_memcmp(stored->data(), hash.data(), hash.size()) != 0) {
+  std::optional<std::uint64_t> number =
+      checkKey(store_, cluster_ ? nullptr : &knownUsers_, phone, key);
+  if (!number) {
     ++counters_.failedLogins;
     refuse("invalid device key for " + phone);
   }
 
   session::SessionRef ref;
   ref.phone = phone;
-  ref.number = number;
+  ref.number = *number;
   ref.sessionId = sessions_.nextSessionId();
   ref.threadIndex = connection.threadIndex;
   ref.connectionId = connection.connectionId;

@@ -109,9 +109,14 @@ TEST_F(AdminUsersTest, DeleteRemovesTheUserAndEverythingQueuedForIt) {
   EXPECT_EQ(user(kAlice).queued, 1u);
 
   auto inbox = std::make_shared<InboxLog>();
-  client->login(phones(), kBob, client->registerPhone(phones(), kBob), inbox);
+  auto bobsKey = client->registerPhone(phones(), kBob);
+  client->login(phones(), kBob, bobsKey, inbox);
   deleteUser(kBob);
   ASSERT_TRUE(waitUntil([&] { return inbox->kickCount() == 1; }));
+  // Bob's key, remembered from his login (messaging/known_users.h), went with him.
+  EXPECT_THAT(
+      refusal([&] { client->login(phones(), kBob, bobsKey, std::make_shared<InboxLog>()); }),
+      HasSubstr("invalid device key for " + kBob));
   deleteUser(kAlice);
   EXPECT_THAT(refusal([&] { user(kAlice); }), HasSubstr("no user " + kAlice));
   EXPECT_TRUE(users("").empty());

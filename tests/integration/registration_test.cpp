@@ -79,5 +79,49 @@ TEST(Registration, ANewDeviceKicksTheOldSessionAndRevokesItsKey) {
   EXPECT_TRUE(fresh.kicks().empty());
 }
 
+// A key that logged in before is checked from memory at its next logins
+// (messaging/known_users.h): a new device must still refuse it at once, on the
+// connection that verified the new device and on any other.
+TEST(Registration, AKeyCheckedFromMemoryIsRefusedOnceANewDeviceIsIn) {
+  RunningHost host;
+  host.start();
+  const std::string number = "+15550000105";
+  client::Client first(host.clientOptions());
+  std::string oldKey = registerPhone(first, host.sms(), number, "old phone");
+  first.login(number, oldKey);  // read from the store, remembered
+  first.logout();
+  client::Client second(host.clientOptions());
+  second.login(number, oldKey);  // checked from memory
+  ASSERT_TRUE(second.isLoggedIn());
+  second.logout();
+
+  // A wrong key while one is remembered: the same refusal as ever.
+  client::Client wrong(host.clientOptions());
+  std::string refusedWrong = refusal([&] { wrong.login(number, std::string(32, 'x')); });
+  EXPECT_NE(refusedWrong.find("invalid device key for " + number), std::string::npos)
+      << refusedWrong;
+
+  client::Client fresh(host.clientOptions());
+  std::string newKey = registerPhone(fresh, host.sms(), number, "new phone");
+  // As soon as verify returned, without waiting for anything else.
+  std::string sameConnection = refusal([&] { fresh.login(number, oldKey); });
+  EXPECT_NE(sameConnection.find("invalid device key for " + number), std::string::npos)
+      << sameConnection;
+  client::Client other(host.clientOptions());
+  std::string otherConnection = refusal([&] { other.login(number, oldKey); });
+  EXPECT_NE(otherConnection.find("invalid device key for " + number), std::string::npos)
+      << otherConnection;
+
+  // The new key logs in on both, the second time from memory; the old one stays refused.
+  fresh.login(number, newKey);
+  EXPECT_TRUE(fresh.isLoggedIn());
+  fresh.logout();
+  other.login(number, newKey);
+  EXPECT_TRUE(other.isLoggedIn());
+  client::Client late(host.clientOptions());
+  std::string lateRefusal = refusal([&] { late.login(number, oldKey); });
+  EXPECT_NE(lateRefusal.find("invalid device key for " + number), std::string::npos) << lateRefusal;
+}
+
 }  // namespace
 }  // namespace switchboard::integration
