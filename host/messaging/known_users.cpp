@@ -59,12 +59,16 @@ void KnownUsers::beginKeyChange(const std::string& phone) {
   devices_.erase(phone);
 }
 
-void KnownUsers::endKeyChange(const std::string& phone) {
+void KnownUsers::endKeyChange(const std::string& phone, std::optional<Device> committed) {
   std::unique_lock lock(mutex_);
   ++keyEpoch_;
-  devices_.erase(phone);
   auto it = changing_.find(phone);
   if (it != changing_.end() && --it->second == 0) changing_.erase(it);
+  if (committed) {
+    devices_[phone] = *committed;
+  } else {
+    devices_.erase(phone);
+  }
 }
 
 KnownUsers::WriteDone KnownUsers::keyChange(const std::string& phone, WriteDone done) {

@@ -12,12 +12,12 @@
 // being accepted from here: every write that replaces or removes a phone's
 // device (verify's new device, an operator's revoke or delete) is bracketed by
 // beginKeyChange() before it is queued and endKeyChange() once it committed or
-// failed. From begin to end nothing of the phone is answered or remembered,
-// so logins read the store, which is right before and after the commit; and a
-// login's read that may predate a change (keyEpoch() moved since it was taken)
-// is not remembered. A change whose end never comes (its promise was dropped)
-// leaves the phone read from the store: safe, only slower. A cluster's nodes
-// change each other's devices, so cluster mode does not use these.
+// failed (a new device is remembered then: the next login needs no read). From begin to end nothing
+// of the phone is answered or remembered, so logins read the store, which is right before and after
+// the commit; and a login's read that may predate a change (keyEpoch() moved since it was taken) is
+// not remembered. A change whose end never comes (its promise was dropped) leaves the phone read
+// from the store: safe, only slower. A cluster's nodes change each other's devices, so cluster mode
+// does not use these.
 #pragma once
 
 #include <array>
@@ -52,7 +52,10 @@ class KnownUsers {
   // unless a key change began or ended since, or one of the phone's is in flight.
   void rememberDevice(const std::string& phone, const Device& device, std::uint64_t epoch);
   void beginKeyChange(const std::string& phone);
-  void endKeyChange(const std::string& phone);
+  // `committed`: the device the change wrote, given on the store's writer
+  // thread right after its commit (so in commit order): the store holds
+  // exactly it from then until the next change commits, so it is remembered.
+  void endKeyChange(const std::string& phone, std::optional<Device> committed = std::nullopt);
   // For a store write with a done callback: begins the change now and returns
   // `done` wrapped to end it first (the store calls it after the commit or the
   // failure, whatever became of whoever waited).

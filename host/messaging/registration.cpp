@@ -75,12 +75,13 @@ kj::Promise<std::string> MessagingService::verify(std::string phone, std::string
   }
   std::int64_t now = nowMs();
   // The old device's key must never be answered from memory once the new one
-  // is in (known_users.h): no login remembers this phone's key until the write
-  // is over.
+  // is in (known_users.h): from here until the write is over no login
+  // remembers this phone's key; once it committed the new one is remembered.
   knownUsers_.beginKeyChange(phone);
-  return writeDurably(
+  KnownUsers::Device device{0, keyHash(key)};
+  return writeDurably<KnownUsers::Device>(
              store_,
-             [phone, hash = hashBytes(keyHash(key)), deviceName, now](store::Connection& db) {
+             [phone, device, deviceName, now](store::Connection& db) mutable {
                // A new user gets the next number (1 is "system").
                db.prepare(
                      "INSERT OR IGNORE INTO users(phone, created_ms, number) VALUES "
@@ -92,14 +93,20 @@ kj::Promise<std::string> MessagingService::verify(std::string phone, std::string
                      "INSERT OR REPLACE INTO devices(phone, key_hash, device_name, "
                      "created_ms) VALUES (?, ?, ?, ?)")
                    .bind(1, phone)
-                   .bindBlob(2, hash)
+                   .bindBlob(2, hashBytes(device.keyHash))
                    .bind(3, deviceName)
                    .bind(4, now)
                    .run();
+               auto user = db.prepare("SELECT number FROM users WHERE phone = ?").bind(1, phone);
+               if (user.step()) device.number = static_cast<std::uint64_t>(user.columnInt(0));
+               return device;
+             },
+             // On the writer thread, in commit order (the failure is below).
+             [this, phone](KnownUsers::Device& committed) {
+               knownUsers_.endKeyChange(phone, committed);
              })
       .then(
-          [this, phone, key = std::move(key)]() {
-            knownUsers_.endKeyChange(phone);
+          [this, phone, key = std::move(key)](KnownUsers::Device) {
             ++counters_.registrations;
             // The old device's key no longer matches; its live session must go too.
             kick(phone, "replaced by a new device");
