@@ -16,8 +16,11 @@ struct BenchOptions {
   std::uint64_t count = 0;
   std::string peer = "switchboard";  // or mosquitto, ejabberd
   std::string transport = "tcp";     // Switchboard phones: tcp, or ws (the web endpoint)
-  int procs = 1;                     // worker processes
-  bool pin = false;                  // server on CPU 0, workers on CPU 1
+  // Switchboard phones: full (capnp's RpcSystem per phone, phone_load.h) or lean (rpc.capnp
+  // frames on one epoll loop, lean_phone.h; connect, throughput and latency over tcp).
+  std::string generator = "full";
+  int procs = 1;     // worker processes
+  bool pin = false;  // server on CPU 0, workers on CPU 1
   bool json = false;
   double seconds = 5;  // measured window (throughput, latency, groups; swap per phase)
   double warmupSeconds = 0.5;

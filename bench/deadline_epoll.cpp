@@ -34,6 +34,13 @@ void DeadlineEpoll::add(int fd, std::uint32_t events, void* data) {
   ::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev);
 }
 
+void DeadlineEpoll::modify(int fd, std::uint32_t events, void* data) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = data;
+  ::epoll_ctl(epoll_, EPOLL_CTL_MOD, fd, &ev);
+}
+
 void DeadlineEpoll::remove(int fd) {
   ::epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
 }

@@ -23,6 +23,8 @@ class DeadlineEpoll {
 
   // epoll_ctl on the set; `data` comes back in the events of wait().
   void add(int fd, std::uint32_t events, void* data);
+  // Changes the events watched for `fd` (added before).
+  void modify(int fd, std::uint32_t events, void* data);
   void remove(int fd);
 
   // Waits until something in the set is ready or `deadlineNs` passes; fills `events` with

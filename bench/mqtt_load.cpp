@@ -12,6 +12,7 @@
 #include "peer_load.h"
 #include "phone_load.h"
 #include "server_process.h"
+#include "source_socket.h"
 
 namespace switchboard::bench {
 
@@ -47,6 +48,7 @@ class MqttClients final : public PeerClients {
     std::size_t handshakeLimit =
         std::max<std::size_t>(1, 40 / static_cast<std::size_t>(options_.procs));
     std::int64_t start = monotonicNs();
+    std::int64_t cpuStart = processCpuNs();
     for (std::size_t i = 0; i < count; ++i) {
       while (pending_ >= handshakeLimit) poll(monotonicNs() + 5000000);
       auto client = std::make_unique<Client>();
@@ -61,8 +63,7 @@ class MqttClients final : public PeerClients {
       mosquitto_connect_callback_set(client->handle, &MqttClients::onConnect);
       mosquitto_subscribe_callback_set(client->handle, &MqttClients::onSubscribe);
       mosquitto_message_callback_set(client->handle, &MqttClients::onMessage);
-      std::uint32_t host = 0x7f000002u + static_cast<std::uint32_t>(options_.workerIndex) * 4000 +
-                           static_cast<std::uint32_t>(i % 4000);
+      std::uint32_t host = sourceHostOf(options_.workerIndex, static_cast<std::uint32_t>(i));
       char source[32];
       std::snprintf(source, sizeof(source), "127.%u.%u.%u", (host >> 16) & 255, (host >> 8) & 255,
                     host & 255);
@@ -90,6 +91,7 @@ class MqttClients final : public PeerClients {
     ready.set("register_failures", 0);
     ready.set("login_start_ns", start);
     ready.set("login_end_ns", monotonicNs());
+    ready.set("login_cpu_us", static_cast<double>(processCpuNs() - cpuStart) / 1000.0);
     ready.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
   }
 
@@ -125,7 +127,8 @@ class MqttClients final : public PeerClients {
     }
   }
 
-  bool send(std::uint32_t flow, const std::string& body, std::int64_t& sentNs) override {
+  bool send(std::uint32_t flow, std::uint32_t, const std::string& body,
+            std::int64_t& sentNs) override {
     Client& sender = *clients_[flow * 2];
     if (sender.handle == nullptr) return false;
     char topic[48];

@@ -53,7 +53,7 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
     auto sendOne = [&](std::uint32_t flow, std::int64_t intendedNs) {
       std::uint32_t seq = ledger.sent(flow);
       std::int64_t sentNs = 0;
-      if (!clients.send(flow, ledger.nextBody(flow, intendedNs), sentNs)) {
+      if (!clients.send(flow, seq, ledger.nextBody(flow, intendedNs), sentNs)) {
         ledger.sendFailed(flow);
         return false;
       }
@@ -68,6 +68,9 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
     clients.arrived = [&](const char* data, std::size_t size, std::int64_t readNs) {
       auto flow = ledger.received(data, size, readNs);
       if (flow && running && closedLoop) pump(*flow);
+    };
+    clients.acked = [&](std::uint32_t flow, std::uint32_t seq, bool ok) {
+      if (ledger.acked(flow, seq, ok) && running && closedLoop) pump(flow);
     };
     // Waits that only watch for a command from the other thread: the next 5 ms boundary, so
     // the timer is re-armed once per 5 ms and not per wait.
@@ -110,7 +113,9 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
     ledger.closeWindow(monotonicNs());
     std::int64_t deadline = monotonicNs() + 10 * kSecond;
     while (!ledger.idle() && monotonicNs() < deadline) clients.poll(soon());
-    result.set_value(ledger.result());
+    ReportFields fields = ledger.result();
+    clients.addResult(fields);
+    result.set_value(fields);
   });
 
   auto readyFuture = ready.get_future();

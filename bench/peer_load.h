@@ -13,8 +13,9 @@
 
 namespace switchboard::bench {
 
-// One worker's clients of a peer server, driven from one thread. For `connect` there are
-// options.count / procs idle clients; otherwise two per flow: 2f sends, 2f+1 receives.
+// One worker's clients of a server (a peer's, or Switchboard's lean phones), driven from one
+// thread. For `connect` there are options.count / procs idle clients; otherwise two per
+// flow: 2f sends, 2f+1 receives.
 class PeerClients {
  public:
   virtual ~PeerClients() = default;
@@ -25,11 +26,19 @@ class PeerClients {
   // message a receiver gets goes to arrived(), with the clock read just after its bytes
   // were read from the socket.
   virtual void poll(std::int64_t deadlineNs) = 0;
-  // Sends `body` from flow's sender to flow's receiver; false if it could not be queued.
-  // `sentNs` is the clock read just before the bytes were written to the socket.
-  virtual bool send(std::uint32_t flow, const std::string& body, std::int64_t& sentNs) = 0;
+  // Sends `body` (message `seq` of `flow`) from flow's sender to flow's receiver; false if it
+  // could not be queued. `sentNs` is the clock read just before the bytes were written to
+  // the socket.
+  virtual bool send(std::uint32_t flow, std::uint32_t seq, const std::string& body,
+                    std::int64_t& sentNs) = 0;
+  // Adds the clients' own figures to a worker's result (failures a protocol check found).
+  virtual void addResult(ReportFields&) {}
 
   std::function<void(const char* data, std::size_t size, std::int64_t readNs)> arrived;
+  // A server that acknowledges sends (Switchboard's "sent" tick) reports each answer here:
+  // message `seq` of `flow` was acknowledged (ok) or refused or lost with its connection.
+  // Clients of servers without acknowledgements never call it.
+  std::function<void(std::uint32_t flow, std::uint32_t seq, bool ok)> acked;
 };
 
 // Runs the ready / go / stop protocol for `clients`: the load loop on a thread of its own,

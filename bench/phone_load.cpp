@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "code_log.h"
 #include "delivery_ledger.h"
 #include "net/asio_stream.h"
 #include "net/network_thread.h"
@@ -31,6 +32,7 @@
 #include "offer_schedule.h"
 #include "report_fields.h"
 #include "server_process.h"
+#include "source_socket.h"
 #include "stamped_stream.h"
 #include "switchboard/proto/client.capnp.h"
 #include "websocket_rpc.h"
@@ -114,25 +116,9 @@ struct Connection {
 kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockaddr_in& server,
                                              std::uint32_t sourceHost, bool directWrites,
                                              bool webSocket, const net::ClientTls* tls) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return KJ_EXCEPTION(DISCONNECTED, "socket() failed", strerror(errno));
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  sockaddr_in source{};
-  source.sin_family = AF_INET;
-  source.sin_addr.s_addr = htonl(sourceHost);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0) {
-    int error = errno;
-    ::close(fd);
-    return KJ_EXCEPTION(DISCONNECTED, "bind() failed", strerror(error));
-  }
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&server), sizeof(server)) != 0 &&
-      errno != EINPROGRESS) {
-    int error = errno;
-    ::close(fd);
-    return KJ_EXCEPTION(DISCONNECTED, "connect() failed", strerror(error));
-  }
+  std::string error;
+  int fd = connectFromSource(server, sourceHost, error);
+  if (fd < 0) return KJ_EXCEPTION(DISCONNECTED, "connection failed", error);
   // The stream is made at once, without waiting for the handshake first: its first
   // write finds the socket still connecting (EAGAIN) and waits for writability itself,
   // and a refused connect fails that write. So each phone's fd is registered with epoll
@@ -164,23 +150,15 @@ kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockadd
 
 // ---------------------------------------------------------------- registration codes
 
-// Reads registration codes out of the host's log, where the development SMS sink prints
-// "sms (dev sink) to PHONE: code CODE: ...". Polls the file while someone waits.
+// Registration codes from the host's log (CodeLog), waited for: polls the file while
+// someone waits.
 class CodeBook {
  public:
-  CodeBook(asio::io_context& io, std::string path) : io_(io), path_(std::move(path)) {}
-  ~CodeBook() {
-    if (fd_ >= 0) ::close(fd_);
-  }
+  CodeBook(asio::io_context& io, std::string path) : io_(io), log_(std::move(path)) {}
 
   kj::Promise<std::string> code(const std::string& phone, std::int64_t deadlineNs) {
-    scan();
-    auto it = codes_.find(phone);
-    if (it != codes_.end()) {
-      std::string found = it->second;
-      codes_.erase(it);
-      return found;
-    }
+    log_.scan();
+    if (auto found = log_.take(phone)) return kj::mv(*found);
     if (monotonicNs() > deadlineNs) {
       return KJ_EXCEPTION(FAILED, "no registration code in the host log", phone);
     }
@@ -190,39 +168,8 @@ class CodeBook {
   }
 
  private:
-  void scan() {
-    if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) return;
-    char chunk[65536];
-    while (true) {
-      ssize_t n = ::read(fd_, chunk, sizeof(chunk));
-      if (n <= 0) break;
-      pending_.append(chunk, static_cast<size_t>(n));
-    }
-    static const std::string kMarker = "sms (dev sink) to ";
-    size_t start = 0;
-    size_t newline;
-    while ((newline = pending_.find('\n', start)) != std::string::npos) {
-      std::string_view line(pending_.data() + start, newline - start);
-      auto at = line.find(kMarker);
-      if (at != std::string_view::npos) {
-        auto rest = line.substr(at + kMarker.size());
-        auto colon = rest.find(": code ");
-        if (colon != std::string_view::npos) {
-          auto code = rest.substr(colon + 7, 5);
-          codes_[std::string(rest.substr(0, colon))] = std::string(code);
-        }
-      }
-      start = newline + 1;
-    }
-    pending_.erase(0, start);
-  }
-
   asio::io_context& io_;
-  std::string path_;
-  int fd_ = -1;
-  std::string pending_;
-  std::map<std::string, std::string> codes_;
+  CodeLog log_;
 };
 
 // ---------------------------------------------------------------- routes
@@ -322,6 +269,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
             if (!phones_[i].key.empty() && !offlineAtStart(i)) online.push_back(i);
           }
           loginStartNs_ = monotonicNs();
+          loginCpuStartNs_ = processCpuNs();
           return forEach(
               online, [this](std::uint32_t i) { return loginPhone(i); }, loggedIn_, loginFailures_);
         })
@@ -330,6 +278,8 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
           setupFields_.set("login_failures", loginFailures_);
           setupFields_.set("login_start_ns", loginStartNs_);
           setupFields_.set("login_end_ns", monotonicNs());
+          setupFields_.set("login_cpu_us",
+                           static_cast<double>(processCpuNs() - loginCpuStartNs_) / 1000.0);
           setupFields_.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
           if (servers_.size() > 1) {
             std::vector<std::uint64_t> perNode(servers_.size(), 0);
@@ -477,13 +427,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
     for (std::uint32_t r = 0; r < receivers; ++r) phones_[firstReceiver + r].receiver = true;
   }
 
-  std::uint32_t sourceHost() {
-    // 127.0.0.2 and up, a different block per worker: each source address has its own
-    // ephemeral port range towards the server.
-    std::uint32_t offset =
-        static_cast<std::uint32_t>(options_.workerIndex) * 4000 + (connectionCounter_++ % 4000);
-    return 0x7f000002u + offset;
-  }
+  std::uint32_t sourceHost() { return sourceHostOf(options_.workerIndex, connectionCounter_++); }
 
   void fail(const std::string& why) {
     if (firstFailure_.empty()) {
@@ -804,7 +748,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   std::uint64_t registered_ = 0, registerFailures_ = 0, loggedIn_ = 0, loginFailures_ = 0;
   std::uint64_t hellos_ = 0, helloFailures_ = 0, registerRetries_ = 0;
   std::string firstRetry_;
-  std::int64_t loginStartNs_ = 0;
+  std::int64_t loginStartNs_ = 0, loginCpuStartNs_ = 0;
   ReportFields setupFields_;
   std::string firstFailure_;
 

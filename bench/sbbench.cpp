@@ -35,6 +35,7 @@
 #include "bench_options.h"
 #include "database_files.h"
 #include "latency_histogram.h"
+#include "lean_phone.h"
 #include "mqtt_load.h"
 #include "peer_servers.h"
 #include "phone_load.h"
@@ -116,6 +117,7 @@ void addFields(ReportFields& into, const ReportFields& from) {
 int workerBody(const BenchOptions& options, WorkerLink& link) {
   if (options.peer == "mosquitto") return runMqttWorker(options, link);
   if (options.peer == "ejabberd") return runXmppWorker(options, link);
+  if (options.generator == "lean") return runLeanPhoneWorker(options, link);
   return runPhoneWorker(options, link);
 }
 
@@ -306,7 +308,15 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
   double windowS = static_cast<double>(run.windowNs) / kSecond;
   double cpuS = run.windowEnd.cpuSeconds - run.windowStart.cpuSeconds;
   r.set(prefix + "failures", s.number("register_failures") + s.number("login_failures") +
-                                 s.number("hello_failures") + x.number("send_errors"));
+                                 s.number("hello_failures") + x.number("send_errors") +
+                                 x.number("protocol_errors"));
+  if (o.peer == "switchboard" && o.generator == "lean") {
+    // The lean phones' own checks of every RPC message (lean_phone.cpp), counted in failures.
+    r.set(prefix + "protocol_errors", x.number("protocol_errors"));
+    r.set(prefix + "receipts", x.number("receipts"));
+    r.set(prefix + "sent", x.number("sent"));
+    r.set(prefix + "delivered_total", x.number("delivered_total"));
+  }
   if (s.text("first_failure") != "none" && !s.text("first_failure").empty()) {
     r.set(prefix + "first_failure", s.text("first_failure"));
   } else if (x.text("first_failure") != "none" && !x.text("first_failure").empty()) {
@@ -326,6 +336,10 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
     r.set(prefix + "sessions", sessions);
     r.set(prefix + "logins_per_s",
           sessions * kSecond / std::max<double>(1, static_cast<double>(run.loginSpanNs)));
+    // The load generator's own CPU (its worker processes, summed) per login: how much of the
+    // shared CPUs the generator took from the server while logins/s was measured.
+    r.set(prefix + "generator_cpu_us_per_login",
+          sessions > 0 ? s.number("login_cpu_us") / sessions : 0);
     double rss = static_cast<double>(run.loaded.rssBytes) - static_cast<double>(run.base.rssBytes);
     double tcpMem =
         static_cast<double>(run.loaded.tcpMemBytes) - static_cast<double>(run.base.tcpMemBytes);
@@ -411,11 +425,12 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
 
 void printHuman(const BenchOptions& o, const ReportFields& r) {
   std::cout << "sbbench " << o.scenario << " " << o.count << " against " << o.peer << " ("
-            << o.procs << " worker process" << (o.procs > 1 ? "es" : "") << ", "
+            << r.text("generator") << " generator, " << o.procs << " worker process"
+            << (o.procs > 1 ? "es" : "") << ", "
             << (o.pin ? "pinned: server CPU 0, workers CPU 1" : "unpinned") << ")\n";
   for (const auto& [k, v] : r.items()) {
     if (k == "scenario" || k == "peer" || k == "count" || k == "procs" || k == "pinned" ||
-        k == "tls")
+        k == "tls" || k == "generator")
       continue;
     std::cout << "  " << k << std::string(k.size() < 36 ? 36 - k.size() : 1, ' ') << v << "\n";
   }
@@ -441,6 +456,10 @@ int main(int argc, char** argv) {
   app.add_option("--transport", o.transport,
                  "Switchboard phones over tcp (the phone port) or ws (WebSocket, /rpc)")
       ->check(CLI::IsMember({"tcp", "ws"}));
+  app.add_option("--generator", o.generator,
+                 "Switchboard phones: full (capnp's RpcSystem per phone) or lean (Cap'n Proto RPC "
+                 "frames on one epoll loop; connect, throughput, latency over tcp)")
+      ->check(CLI::IsMember({"full", "lean"}));
   app.add_option("--procs", o.procs, "worker processes")->check(CLI::Range(1, 32));
   app.add_flag("--pin", o.pin, "server on CPU 0, workers on CPU 1");
   app.add_flag("--json", o.json, "print one JSON object");
@@ -474,6 +493,13 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", o.tlsCert, "the Switchboard host serves TLS with this certificate");
   app.add_option("--tls-key", o.tlsKey, "... and this key");
   CLI11_PARSE(app, argc, argv);
+  if (o.generator == "lean" &&
+      (o.peer != "switchboard" || o.transport != "tcp" || !o.tlsCa.empty() || o.clusterNodes > 0 ||
+       (o.scenario != "connect" && o.scenario != "throughput" && o.scenario != "latency"))) {
+    std::cerr << "sbbench: --generator lean runs connect, throughput and latency against one "
+                 "Switchboard host over plain tcp\n";
+    return 2;
+  }
   if (o.tlsCa.empty() != o.tlsCert.empty() || o.tlsCa.empty() != o.tlsKey.empty()) {
     std::cerr << "sbbench: --tls-ca, --tls-cert and --tls-key go together\n";
     return 2;
@@ -512,6 +538,10 @@ int main(int argc, char** argv) {
   ReportFields r;
   r.set("scenario", o.scenario);
   r.set("peer", o.peer);
+  // Who made the load: Switchboard's full or lean phones, or the peer's client.
+  r.set("generator", o.peer == "mosquitto"  ? "libmosquitto"
+                     : o.peer == "ejabberd" ? "xmpp"
+                                            : o.generator);
   r.set("count", o.count);
   r.set("procs", o.procs);
   r.set("pinned", o.pin ? 1 : 0);

@@ -64,6 +64,10 @@ ProcSample sampleProcs(const std::vector<pid_t>& roots);
 // written into a message body by one process is comparable in another.
 std::int64_t monotonicNs();
 
+// CPU time (user + system) of the calling process, all its threads, in ns
+// (CLOCK_PROCESS_CPUTIME_ID): what a load generator's own work cost.
+std::int64_t processCpuNs();
+
 // Sets this process's soft RLIMIT_NOFILE to its hard limit; returns the new soft limit.
 std::uint64_t raiseFileLimit();
 

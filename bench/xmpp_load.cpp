@@ -23,6 +23,7 @@
 #include "peer_servers.h"
 #include "phone_load.h"
 #include "server_process.h"
+#include "source_socket.h"
 
 namespace switchboard::bench {
 
@@ -138,6 +139,7 @@ class XmppClients final : public PeerClients {
     std::size_t count = usersOfWorker(options_, options_.workerIndex);
     std::size_t limit = std::max<std::uint32_t>(1, options_.concurrency / 2);
     std::int64_t start = monotonicNs();
+    std::int64_t cpuStart = processCpuNs();
     for (std::size_t i = 0; i < count; ++i) {
       while (handshaking_ >= limit) poll(monotonicNs() + 5000000);
       auto client = std::make_unique<XmppClient>();
@@ -154,6 +156,7 @@ class XmppClients final : public PeerClients {
     ready.set("login_failures", static_cast<std::uint64_t>(count) - online_);
     ready.set("login_start_ns", start);
     ready.set("login_end_ns", monotonicNs());
+    ready.set("login_cpu_us", static_cast<double>(processCpuNs() - cpuStart) / 1000.0);
     ready.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
   }
 
@@ -168,7 +171,8 @@ class XmppClients final : public PeerClients {
     }
   }
 
-  bool send(std::uint32_t flow, const std::string& body, std::int64_t& sentNs) override {
+  bool send(std::uint32_t flow, std::uint32_t, const std::string& body,
+            std::int64_t& sentNs) override {
     XmppClient& sender = *clients_[flow * 2];
     XmppClient& receiver = *clients_[flow * 2 + 1];
     if (sender.step != XmppClient::Step::online) return false;
@@ -181,25 +185,16 @@ class XmppClients final : public PeerClients {
 
  private:
   bool open(XmppClient& client) {
-    client.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(client.fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-    ::setsockopt(client.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    sockaddr_in source{};
-    source.sin_family = AF_INET;
-    source.sin_addr.s_addr =
-        htonl(0x7f000002u + static_cast<std::uint32_t>(options_.workerIndex) * 4000 +
-              static_cast<std::uint32_t>(client.index % 4000));
     sockaddr_in server{};
     server.sin_family = AF_INET;
     server.sin_port = htons(static_cast<uint16_t>(options_.serverPort));
     ::inet_pton(AF_INET, options_.serverHost.c_str(), &server.sin_addr);
-    if (::bind(client.fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0 ||
-        (::connect(client.fd, reinterpret_cast<sockaddr*>(&server), sizeof(server)) != 0 &&
-         errno != EINPROGRESS)) {
-      fail("connect: " + std::string(strerror(errno)));
-      ::close(client.fd);
-      client.fd = -1;
+    std::string error;
+    client.fd = connectFromSource(
+        server, sourceHostOf(options_.workerIndex, static_cast<std::uint32_t>(client.index)),
+        error);
+    if (client.fd < 0) {
+      fail(error);
       client.step = XmppClient::Step::failed;
       return false;
     }

@@ -7,7 +7,8 @@ An ARG --tls-throwaway becomes --tls-ca/--tls-cert/--tls-key of a CA and server 
 made by openssl in a temporary directory (the phones then speak TLS to the phone port), and
 the report must say "tls": 1.
 
-Each KEY must be present; KEY>=N also needs the value to be at least N, KEY==N exactly N. The object must
+Each KEY must be present; KEY>=N also needs the value to be at least N, KEY==N exactly N
+(KEY==OTHER: the same value as the report's OTHER; KEY==text: that text). The object must
 have no "error" and no lost, duplicated or reordered messages. Where a latency is reported
 both from the actual send (PREFIXp50_us) and from the intended send (PREFIXintended_p50_us),
 the second can never be the smaller: a message is sent at or after its intended time, and
@@ -34,6 +35,16 @@ def latency_order_problems(report):
         elif intended < report[actual_key]:
             problems.append(f"{key} = {intended} is below {actual_key} = {report[actual_key]}")
     return problems
+
+
+def expected_value(report, text):
+    """What KEY==text asks for: another key's value, a number, or the text itself."""
+    if text in report:
+        return report[text]
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def throwaway_tls(directory):
@@ -82,8 +93,8 @@ def main():
             problems.append(f"missing {key}")
         elif minimum and not report[key] >= float(minimum):
             problems.append(f"{key} = {report[key]}, expected at least {minimum}")
-        elif exact and report[key] != float(exact):
-            problems.append(f"{key} = {report[key]}, expected {exact}")
+        elif exact and report[key] != expected_value(report, exact):
+            problems.append(f"{key} = {report[key]}, expected {exact} = {expected_value(report, exact)}")
     for key, value in report.items():
         if key.endswith(("lost", "duplicated", "reordered")) and value != 0:
             problems.append(f"{key} = {value}")

@@ -1,0 +1,16 @@
+// sbbench's lean Switchboard phones: the phone protocol spoken frame by frame, many phones
+// on one epoll loop, without capnp's RpcSystem (sbbench --generator lean).
+#pragma once
+
+#include "bench_options.h"
+#include "worker_link.h"
+
+namespace switchboard::bench {
+
+// Runs one worker's share of `connect`, `throughput` or `latency` against one Switchboard
+// host over TCP with lean phones (rpc_frames.h): the same phones, numbers, registration,
+// login, messages, ledger and figures as the full phones of phone_load.h, with a generator
+// that costs about what the MQTT one does. Returns the process exit code.
+int runLeanPhoneWorker(const BenchOptions& options, WorkerLink& link);
+
+}  // namespace switchboard::bench
