@@ -193,11 +193,9 @@ class LeanPhones final : public PeerClients {
     std::vector<LeanPhone*> registered;
     for (LeanPhone* phone : all)
       if (phone->stage == Stage::registered) registered.push_back(phone);
-    ready.set("login_start_ns", monotonicNs());
-    std::int64_t cpuStart = processCpuNs();
+    LoginClock logins;
     runSetup(registered, &LeanPhones::startLogin);
-    ready.set("login_end_ns", monotonicNs());
-    ready.set("login_cpu_us", static_cast<double>(processCpuNs() - cpuStart) / 1000.0);
+    logins.report(ready);
     ready.set("registered", registered_);
     ready.set("register_failures", registerFailures_);
     ready.set("logged_in", loggedIn_);
@@ -700,10 +698,7 @@ class LeanPhones final : public PeerClients {
 }  // namespace
 
 int runLeanPhoneWorker(const BenchOptions& options, WorkerLink& link) {
-  raiseFileLimit();
-  std::size_t flows = peerFlows(options);
-  LeanPhones phones(options, flows);
-  return runPeerWorker(options, link, phones, flows);
+  return runPeerWorkerWith<LeanPhones>(options, link);
 }
 
 }  // namespace switchboard::bench

@@ -47,8 +47,7 @@ class MqttClients final : public PeerClients {
     // mosquitto listens with a backlog of 100: keep handshakes well below it across workers.
     std::size_t handshakeLimit =
         std::max<std::size_t>(1, 40 / static_cast<std::size_t>(options_.procs));
-    std::int64_t start = monotonicNs();
-    std::int64_t cpuStart = processCpuNs();
+    LoginClock logins;
     for (std::size_t i = 0; i < count; ++i) {
       while (pending_ >= handshakeLimit) poll(monotonicNs() + 5000000);
       auto client = std::make_unique<Client>();
@@ -89,9 +88,7 @@ class MqttClients final : public PeerClients {
     ready.set("logged_in", connected_);
     ready.set("login_failures", static_cast<std::uint64_t>(count) - connected_);
     ready.set("register_failures", 0);
-    ready.set("login_start_ns", start);
-    ready.set("login_end_ns", monotonicNs());
-    ready.set("login_cpu_us", static_cast<double>(processCpuNs() - cpuStart) / 1000.0);
+    logins.report(ready);
     ready.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
   }
 
@@ -212,10 +209,7 @@ class MqttClients final : public PeerClients {
 }  // namespace
 
 int runMqttWorker(const BenchOptions& options, WorkerLink& link) {
-  raiseFileLimit();
-  std::size_t flows = peerFlows(options);
-  MqttClients clients(options, flows);
-  return runPeerWorker(options, link, clients, flows);
+  return runPeerWorkerWith<MqttClients>(options, link);
 }
 
 }  // namespace switchboard::bench

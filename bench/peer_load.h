@@ -9,6 +9,7 @@
 #include "bench_options.h"
 #include "delivery_ledger.h"
 #include "report_fields.h"
+#include "server_process.h"
 #include "worker_link.h"
 
 namespace switchboard::bench {
@@ -50,5 +51,15 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
 
 // The number of flows (pairs) one worker carries for `options`.
 std::size_t peerFlows(const BenchOptions& options);
+
+// A worker whose load `Clients` carries (a PeerClients constructed from the options and the
+// worker's number of flows): raises the open-files limit, then runPeerWorker.
+template <class Clients>
+int runPeerWorkerWith(const BenchOptions& options, WorkerLink& link) {
+  raiseFileLimit();
+  std::size_t flows = peerFlows(options);
+  Clients clients(options, flows);
+  return runPeerWorker(options, link, clients, flows);
+}
 
 }  // namespace switchboard::bench

@@ -268,18 +268,14 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
           for (std::uint32_t i = 0; i < phones_.size(); ++i) {
             if (!phones_[i].key.empty() && !offlineAtStart(i)) online.push_back(i);
           }
-          loginStartNs_ = monotonicNs();
-          loginCpuStartNs_ = processCpuNs();
+          logins_.restart();
           return forEach(
               online, [this](std::uint32_t i) { return loginPhone(i); }, loggedIn_, loginFailures_);
         })
         .then([this]() {
           setupFields_.set("logged_in", loggedIn_);
           setupFields_.set("login_failures", loginFailures_);
-          setupFields_.set("login_start_ns", loginStartNs_);
-          setupFields_.set("login_end_ns", monotonicNs());
-          setupFields_.set("login_cpu_us",
-                           static_cast<double>(processCpuNs() - loginCpuStartNs_) / 1000.0);
+          logins_.report(setupFields_);
           setupFields_.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
           if (servers_.size() > 1) {
             std::vector<std::uint64_t> perNode(servers_.size(), 0);
@@ -748,7 +744,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   std::uint64_t registered_ = 0, registerFailures_ = 0, loggedIn_ = 0, loginFailures_ = 0;
   std::uint64_t hellos_ = 0, helloFailures_ = 0, registerRetries_ = 0;
   std::string firstRetry_;
-  std::int64_t loginStartNs_ = 0, loginCpuStartNs_ = 0;
+  LoginClock logins_;
   ReportFields setupFields_;
   std::string firstFailure_;
 

@@ -34,6 +34,17 @@ std::int64_t processCpuNs() {
   return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+void LoginClock::restart() {
+  startNs_ = monotonicNs();
+  cpuStartNs_ = processCpuNs();
+}
+
+void LoginClock::report(ReportFields& ready) const {
+  ready.set("login_start_ns", startNs_);
+  ready.set("login_end_ns", monotonicNs());
+  ready.set("login_cpu_us", static_cast<double>(processCpuNs() - cpuStartNs_) / 1000.0);
+}
+
 std::uint64_t raiseFileLimit() {
   rlimit limit{};
   getrlimit(RLIMIT_NOFILE, &limit);

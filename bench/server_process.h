@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "report_fields.h"
+
 namespace switchboard::bench {
 
 // One server child process the benchmark started and will stop.
@@ -67,6 +69,19 @@ std::int64_t monotonicNs();
 // CPU time (user + system) of the calling process, all its threads, in ns
 // (CLOCK_PROCESS_CPUTIME_ID): what a load generator's own work cost.
 std::int64_t processCpuNs();
+
+// A generator's logins, timed: the wall clock (CLOCK_MONOTONIC) and the process's CPU from
+// construction (or restart()) to report(), which sets login_start_ns, login_end_ns and
+// login_cpu_us in a worker's "ready" fields (sbbench sums the CPU over workers).
+class LoginClock {
+ public:
+  LoginClock() { restart(); }
+  void restart();
+  void report(ReportFields& ready) const;
+
+ private:
+  std::int64_t startNs_ = 0, cpuStartNs_ = 0;
+};
 
 // Sets this process's soft RLIMIT_NOFILE to its hard limit; returns the new soft limit.
 std::uint64_t raiseFileLimit();

@@ -138,8 +138,7 @@ class XmppClients final : public PeerClients {
   void setup(ReportFields& ready) override {
     std::size_t count = usersOfWorker(options_, options_.workerIndex);
     std::size_t limit = std::max<std::uint32_t>(1, options_.concurrency / 2);
-    std::int64_t start = monotonicNs();
-    std::int64_t cpuStart = processCpuNs();
+    LoginClock logins;
     for (std::size_t i = 0; i < count; ++i) {
       while (handshaking_ >= limit) poll(monotonicNs() + 5000000);
       auto client = std::make_unique<XmppClient>();
@@ -154,9 +153,7 @@ class XmppClients final : public PeerClients {
     ready.set("register_failures", 0);
     ready.set("logged_in", online_);
     ready.set("login_failures", static_cast<std::uint64_t>(count) - online_);
-    ready.set("login_start_ns", start);
-    ready.set("login_end_ns", monotonicNs());
-    ready.set("login_cpu_us", static_cast<double>(processCpuNs() - cpuStart) / 1000.0);
+    logins.report(ready);
     ready.set("first_failure", firstFailure_.empty() ? "none" : firstFailure_);
   }
 
@@ -346,10 +343,7 @@ class XmppClients final : public PeerClients {
 }  // namespace
 
 int runXmppWorker(const BenchOptions& options, WorkerLink& link) {
-  raiseFileLimit();
-  std::size_t flows = peerFlows(options);
-  XmppClients clients(options, flows);
-  return runPeerWorker(options, link, clients, flows);
+  return runPeerWorkerWith<XmppClients>(options, link);
 }
 
 void startEjabberd(const BenchOptions& options, const fs::path& runDir, PeerServer& server) {
