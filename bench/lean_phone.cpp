@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "code_log.h"
@@ -131,6 +132,8 @@ struct LeanPhone {
   std::uint32_t gateway = 0;           // the Gateway's import id while registering
   std::optional<std::uint32_t> session;
   std::uint32_t inboxRefs = 0;  // references to the Inbox the server holds
+  // Ids of its sends whose reply said Inbox.receipt(delivered) will bring the tick.
+  std::unordered_set<std::uint64_t> awaitingTick;
 };
 
 // ---------------------------------------------------------------- the fleet
@@ -145,7 +148,8 @@ struct LeanPhone {
 // Every answer is checked: a Return that is an exception, names a question not asked, or
 // lacks the capability it should carry; a call on anything but the Inbox or of a method the
 // Inbox does not have; a Finish or Release the phone did not expect; a delivery from a phone
-// that is not its partner; an Abort or a closed connection. During setup such a failure
+// that is not its partner; a delivered tick that is not owed (checkReceipts); an Abort or
+// a closed connection. During setup such a failure
 // fails that phone's registration or login; after it, it counts in protocol_errors (and in
 // sbbench's failures). A refused or lost send also counts as a send error in the ledger.
 class LeanPhones final : public PeerClients {
@@ -245,7 +249,10 @@ class LeanPhones final : public PeerClients {
   void addResult(ReportFields& r) override {
     r.set("protocol_errors", protocolErrors_);
     r.set("disconnects", disconnects_);
-    r.set("receipts", receipts_);
+    std::uint64_t awaiting = 0;
+    for (const auto& phone : phones_) awaiting += phone->awaitingTick.size();
+    r.set("delivered_ticks", deliveredTicks_);
+    r.set("ticks_awaited", awaiting);
     if (!firstFailure_.empty()) r.set("first_failure", firstFailure_);
   }
 
@@ -540,6 +547,11 @@ class LeanPhones final : public PeerClients {
       case Asked::send: {
         auto sent = results.getContent().getAs<proto::Session::SendResults>();
         bool ok = sent.getId() != 0;
+        if (ok && sent.getDeliveredAt() != 0) {
+          ++deliveredTicks_;  // the reply is the tick
+        } else if (ok) {
+          phone.awaitingTick.insert(sent.getId());  // Inbox.receipt(delivered) follows
+        }
         if (acked) acked(question.flow, question.seq, ok);
         if (!ok) return violation(phone, "send returned message id 0");
         return phone.fd >= 0;
@@ -584,7 +596,11 @@ class LeanPhones final : public PeerClients {
         }
       }
     } else if (method == protocol_.receipt) {
-      receipts_ += content.getAs<proto::Inbox::ReceiptParams>().getReceipts().size();
+      std::string problem = checkReceipts(phone, content.getAs<proto::Inbox::ReceiptParams>());
+      if (!problem.empty()) {
+        frames_.emptyReturn(phone.output, id);
+        return violation(phone, problem);
+      }
     } else if (method == protocol_.kicked) {
       ++disconnects_;
       fail(std::string("kicked: ") +
@@ -595,6 +611,28 @@ class LeanPhones final : public PeerClients {
     }
     frames_.emptyReturn(phone.output, id);
     return true;
+  }
+
+  // Books the delivered ticks of an Inbox.receipt call; says what is wrong with it, if
+  // anything. The phones send no read receipts, so every tick is "delivered", by the
+  // partner, for a send whose reply said the tick would follow (deliveredAt 0), once: a
+  // tick for a send whose reply was the tick, a second one, or one before the reply is a
+  // tick the protocol says never comes.
+  std::string checkReceipts(LeanPhone& phone, proto::Inbox::ReceiptParams::Reader params) {
+    for (auto receipt : params.getReceipts()) {
+      auto by = receipt.getBy();
+      if (receipt.getKind() != proto::ReceiptKind::DELIVERED ||
+          std::string_view(by.cStr(), by.size()) != phone.partner) {
+        return std::string("a receipt for ") + phone.number + " that is not its partner's " +
+               "delivered tick (by " + by.cStr() + ")";
+      }
+      if (phone.awaitingTick.erase(receipt.getId()) == 0) {
+        return "a delivered tick for message " + std::to_string(receipt.getId()) +
+               " that was not awaiting one";
+      }
+      ++deliveredTicks_;
+    }
+    return {};
   }
 
   // A check failed. During setup the phone's step fails (false: its connection is closed);
@@ -691,7 +729,7 @@ class LeanPhones final : public PeerClients {
   std::vector<LeanPhone*> dirty_;         // with output for the end of the turn
   std::uint32_t connections_ = 0;
   std::uint64_t registered_ = 0, registerFailures_ = 0, loggedIn_ = 0, loginFailures_ = 0;
-  std::uint64_t protocolErrors_ = 0, disconnects_ = 0, receipts_ = 0;
+  std::uint64_t protocolErrors_ = 0, disconnects_ = 0, deliveredTicks_ = 0;
   std::string firstFailure_;
 };
 

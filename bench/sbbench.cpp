@@ -313,7 +313,10 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
   if (o.peer == "switchboard" && o.generator == "lean") {
     // The lean phones' own checks of every RPC message (lean_phone.cpp), counted in failures.
     r.set(prefix + "protocol_errors", x.number("protocol_errors"));
-    r.set(prefix + "receipts", x.number("receipts"));
+    // Delivered ticks: in send's reply (deliveredAt) or by Inbox.receipt; still awaited when
+    // the run stopped.
+    r.set(prefix + "delivered_ticks", x.number("delivered_ticks"));
+    r.set(prefix + "ticks_awaited", x.number("ticks_awaited"));
     r.set(prefix + "sent", x.number("sent"));
     r.set(prefix + "delivered_total", x.number("delivered_total"));
   }
