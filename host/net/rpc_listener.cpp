@@ -136,7 +136,7 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   ~ThreadState() { closeRpc(); }
 
   void openRpc() {
-    network.emplace();
+    network.emplace(timer);
     rpc.emplace(capnp::makeRpcServer(*network, *network));
     rpc->setFlowLimit(listener.limits_.callFlowLimitBytes / sizeof(capnp::word));
   }
@@ -390,7 +390,7 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   RpcListener& listener;
   const size_t index;
   NetworkThread& thread;
-  AsioTimer timer;  // the login deadlines
+  AsioTimer timer;  // the login deadlines and the network's flushes of held Finishes
   std::optional<asio::posix::stream_descriptor> acceptor;
   kj::Promise<void> acceptTask = nullptr;
   // Rate limit for the line about failing accepts (out of descriptors, say).

@@ -1,5 +1,6 @@
 #include "net/server_vat_network.h"
 
+#include <capnp/rpc.capnp.h>
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -22,6 +23,9 @@ class ServedConnection::OutgoingMessage final : public capnp::OutgoingRpcMessage
 
   capnp::AnyPointer::Builder getBody() override { return message_.getRoot<capnp::AnyPointer>(); }
   void send() override { connection_.send(kj::addRef(*this)); }
+  bool isFinish() {
+    return message_.getRoot<capnp::rpc::Message>().which() == capnp::rpc::Message::FINISH;
+  }
   size_t sizeInWords() override { return message_.sizeInWords(); }
   kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments() {
     return message_.getSegmentsForOutput();
@@ -54,6 +58,7 @@ ServedConnection::ServedConnection(capnp::MessageStream& messages, kj::AsyncIoSt
       onEnded_(std::move(onEnded)) {}
 
 ServedConnection::~ServedConnection() noexcept(false) {
+  if (finishesHeld_) network_->forgetHeld(*this);
   KJ_ASSERT(!held_, "a connection destroyed while the RPC system holds it");
 }
 
@@ -117,8 +122,19 @@ ServedConnection::receiveIncomingMessage() {
 
 void ServedConnection::send(kj::Own<OutgoingMessage> message) {
   if (writeFailed_ || shuttingDown_ || cut_) return;
+  bool finish = message->isFinish();
   outbox_.add(kj::mv(message));
-  if (!writing_) writeQueued();
+  if (writing_) return;
+  if (finish && network_ != nullptr) {
+    network_->holdFinishes(*this);  // out with the next message, or at the flush
+    return;
+  }
+  writeQueued();
+}
+
+void ServedConnection::flushFinishes() {
+  finishesHeld_ = false;
+  if (!writing_ && !writeFailed_ && !cut_ && outbox_.size() > 0) writeQueued();
 }
 
 void ServedConnection::writeQueued() {
@@ -179,6 +195,34 @@ void ServedConnection::taskFailed(kj::Exception&& exception) {
 }
 
 // ------------------------------------------------------------------------------ network
+
+ServerVatNetwork::~ServerVatNetwork() noexcept(false) {
+  // Connections may outlive the network (the RPC system and its network go first).
+  for (ServedConnection* connection : holding_) connection->finishesHeld_ = false;
+}
+
+void ServerVatNetwork::holdFinishes(ServedConnection& connection) {
+  if (connection.finishesHeld_) return;
+  connection.finishesHeld_ = true;
+  holding_.push_back(&connection);
+  if (flushArmed_) return;
+  flushArmed_ = true;
+  flushes_.add(timer_.afterDelay(kFinishDelay).then([this]() {
+    flushArmed_ = false;
+    std::vector<ServedConnection*> due;
+    due.swap(holding_);
+    for (ServedConnection* connection : due) connection->flushFinishes();
+  }));
+}
+
+void ServerVatNetwork::forgetHeld(ServedConnection& connection) {
+  connection.finishesHeld_ = false;
+  std::erase(holding_, &connection);
+}
+
+void ServerVatNetwork::taskFailed(kj::Exception&& exception) {
+  spdlog::warn("RPC network: flushing held Finishes failed: {}", exception.getDescription().cStr());
+}
 
 void ServerVatNetwork::add(ServedConnection& connection) {
   connection.network_ = this;

@@ -6,10 +6,12 @@
 #include <capnp/rpc-twoparty.h>
 #include <capnp/serialize-async.h>
 #include <kj/async-io.h>
+#include <kj/timer.h>
 #include <kj/vector.h>
 
 #include <deque>
 #include <functional>
+#include <vector>
 
 namespace switchboard::net {
 
@@ -26,7 +28,11 @@ class ServerVatNetwork;
 // as the RPC system asks; the end of the stream ends the connection.
 // Writing: a message sent while a write is in flight waits in a queue, and the queue goes out
 // in one writeMessages() once that write completes, so the stream never sees overlapping writes
-// (a TLS stream must not) and nothing is held once the queue is empty. A failed write shuts the
+// (a TLS stream must not) and nothing is held once the queue is empty. A Finish (the server's
+// "done with the answer to my call", e.g. once a phone's Inbox.deliver returned) is not urgent:
+// it waits in the queue for the connection's next message, or for the network's next flush
+// (within ServerVatNetwork::kFinishDelay), like TCP's delayed ACK, so a phone that gets a stream
+// of deliveries costs one write per delivery instead of two. A failed write shuts the
 // reading side of `transport` (abortRead), so the RPC system's pending read ends and the
 // connection with it (TwoPartyVatNetwork cancels the read for the same reason).
 // Cutting: cut() shuts the socket `fd` both ways at once (the peer sees it close; the pending
@@ -80,6 +86,8 @@ class ServedConnection final : public capnp::TwoPartyVatNetworkBase::Connection,
   void send(kj::Own<OutgoingMessage> message);
   void writeQueued();
   void queueWritten();
+  // Writes the queue if it holds only Finishes waiting for a flush.
+  void flushFinishes();
 
   capnp::MessageStream& messages_;
   kj::AsyncIoStream& transport_;
@@ -93,7 +101,8 @@ class ServedConnection final : public capnp::TwoPartyVatNetworkBase::Connection,
   bool writeFailed_ = false;   // later messages are dropped
   bool shuttingDown_ = false;  // nothing more is queued
   bool cut_ = false;
-  kj::Vector<kj::Own<OutgoingMessage>> outbox_;             // sent while writing_
+  bool finishesHeld_ = false;  // in network_'s list of connections with Finishes to flush
+  kj::Vector<kj::Own<OutgoingMessage>> outbox_;             // sent while writing_, Finishes
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> written_;  // shutdown() waits for the queue
   kj::TaskSet writes_{*this};
 };
@@ -108,9 +117,15 @@ class ServedConnection final : public capnp::TwoPartyVatNetworkBase::Connection,
 //
 // Created, used and destroyed on its loop thread; destroy the RpcSystem first.
 class ServerVatNetwork final : public capnp::TwoPartyVatNetworkBase,
-                               public capnp::BootstrapFactory<capnp::rpc::twoparty::VatId> {
+                               public capnp::BootstrapFactory<capnp::rpc::twoparty::VatId>,
+                               private kj::TaskSet::ErrorHandler {
  public:
-  ServerVatNetwork() = default;
+  // The longest a Finish waits for its connection's next message (ServedConnection).
+  static constexpr kj::Duration kFinishDelay = 100 * kj::MILLISECONDS;
+
+  // `timer` (the thread's) times the flushes of held Finishes.
+  explicit ServerVatNetwork(kj::Timer& timer) : timer_(timer) {}
+  ~ServerVatNetwork() noexcept(false);
   ServerVatNetwork(const ServerVatNetwork&) = delete;
   ServerVatNetwork& operator=(const ServerVatNetwork&) = delete;
 
@@ -127,6 +142,15 @@ class ServerVatNetwork final : public capnp::TwoPartyVatNetworkBase,
  private:
   friend class ServedConnection;
 
+  // Held Finishes: `connection` has some; all go out at the next flush.
+  void holdFinishes(ServedConnection& connection);
+  void forgetHeld(ServedConnection& connection);
+  void taskFailed(kj::Exception&& exception) override;
+
+  kj::Timer& timer_;
+  std::vector<ServedConnection*> holding_;  // finishesHeld_ is set on each
+  bool flushArmed_ = false;
+  kj::TaskSet flushes_{*this};
   std::deque<ServedConnection*> waiting_;  // added, not yet accepted
   kj::Maybe<kj::Own<kj::PromiseFulfiller<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>>>>
       acceptor_;                        // the RPC system's pending accept()

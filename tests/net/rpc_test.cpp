@@ -1,5 +1,6 @@
 // Cap'n Proto RPC end to end over RpcListener / RpcConnection.
 
+#include "net/asio_stream.h"
 #include "net/direct_client.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
@@ -8,12 +9,18 @@
 #include "test_service.capnp.h"
 #include "wait_until.h"
 
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <kj/debug.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <set>
@@ -81,6 +88,16 @@ class TestServiceImpl final : public TestService::Server {
     return kj::evalLater([why]() -> kj::Promise<void> { KJ_FAIL_REQUIRE("failed later", why); });
   }
 
+  kj::Promise<void> callBack(CallBackContext context) override {
+    auto params = context.getParams();
+    // Kept: dropping it would send a Release after the call, and a Release goes out at once.
+    targets_.push_back(params.getTarget());
+    auto request = targets_.back().echoRequest();
+    request.setText(params.getText());
+    calls_.add(request.send().ignoreResult());
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> whoAmI(WhoAmIContext context) override {
     auto results = context.getResults();
     results.setPeer(info_.peer);
@@ -94,6 +111,66 @@ class TestServiceImpl final : public TestService::Server {
   bool direct_ = false;
   std::string name_;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> hangers_;
+  std::vector<TestService::Client> targets_;
+  struct : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&&) override {}
+  } ignoreFailures_;
+  kj::TaskSet calls_{ignoreFailures_};
+};
+
+// A client-side stream that counts the RPC messages the server sends, by kind.
+class FrameTap final : public kj::AsyncIoStream {
+ public:
+  explicit FrameTap(kj::Own<kj::AsyncIoStream> inner) : inner_(kj::mv(inner)) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
+    return inner_->tryRead(buffer, minBytes, maxBytes).then([this, buffer](size_t n) {
+      auto* bytes = static_cast<const kj::byte*>(buffer);
+      pending_.insert(pending_.end(), bytes, bytes + n);
+      parse();
+      return n;
+    });
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_->write(buffer, size);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+
+  // Messages received so far, in order (capnp::rpc::Message::Which).
+  const std::vector<capnp::rpc::Message::Which>& received() const { return received_; }
+
+ private:
+  // Takes every whole frame (segment table, then segments) off the front of pending_.
+  void parse() {
+    while (pending_.size() >= 4) {
+      uint32_t segments = read32(0) + 1;
+      size_t header = (4 + 4 * segments + 7) / 8 * 8;
+      if (pending_.size() < header) return;
+      size_t words = 0;
+      for (uint32_t i = 0; i < segments; ++i) words += read32(4 + 4 * i);
+      size_t total = header + words * sizeof(capnp::word);
+      if (pending_.size() < total) return;
+      auto frame = kj::heapArray<capnp::word>(total / sizeof(capnp::word));
+      std::memcpy(frame.begin(), pending_.data(), total);
+      capnp::FlatArrayMessageReader reader(frame);
+      received_.push_back(reader.getRoot<capnp::rpc::Message>().which());
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(total));
+    }
+  }
+  uint32_t read32(size_t at) const {
+    uint32_t value;
+    std::memcpy(&value, pending_.data() + at, sizeof(value));
+    return value;  // little-endian, as capnp's framing is on this machine
+  }
+
+  kj::Own<kj::AsyncIoStream> inner_;
+  std::vector<kj::byte> pending_;
+  std::vector<capnp::rpc::Message::Which> received_;
 };
 
 // `direct`: the bootstrap is served through serveDirectly (direct_client.h), as the host's
@@ -144,6 +221,20 @@ class TestClient {
   NetworkThread& thread_;
   kj::Own<RpcConnection> connection_;           // loop thread only
   std::optional<TestService::Client> service_;  // loop thread only
+};
+
+// The client's side of callBack(): an echo that counts its calls.
+class CountingEcho final : public TestService::Server {
+ public:
+  explicit CountingEcho(std::atomic<int>& calls) : calls_(calls) {}
+  kj::Promise<void> echo(EchoContext context) override {
+    ++calls_;
+    context.getResults().setText(context.getParams().getText());
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::atomic<int>& calls_;
 };
 
 // Every test runs twice: the bootstrap through capnp's LocalClient, and served directly.
@@ -307,6 +398,48 @@ TEST_P(RpcTest, PeerDisconnectingMidCallReleasesTheServerSide) {
   });
   EXPECT_EQ(outcome, "disconnected");
   clientThread.runSync([&] { hang.reset(); });
+}
+
+// The server holds its Finish of a call it made for the connection's next message; with no
+// next message, the network's flush sends it (ServerVatNetwork::kFinishDelay).
+TEST_P(RpcTest, AHeldFinishGoesOutWithoutAnotherMessage) {
+  listen({&serverA});
+  std::optional<RpcConnection> connection;  // loop thread only
+  FrameTap* tap = nullptr;
+  std::atomic<int> echoed{0};
+  clientThread.runSync([&] {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(listener->port());
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    KJ_SYSCALL(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)));
+    KJ_SYSCALL(::fcntl(fd, F_SETFL, O_NONBLOCK));
+    auto stream = kj::heap<FrameTap>(kj::heap<AsioStream>(clientThread.ioContext(), fd));
+    tap = stream.get();
+    connection.emplace(kj::mv(stream));
+  });
+  std::string answer = clientThread.runSync([&] {
+    auto request = connection->bootstrapAs<TestService>().callBackRequest();
+    request.setTarget(kj::heap<CountingEcho>(echoed));
+    request.setText("back");
+    return request.send().then([](auto&&) { return std::string("returned"); });
+  });
+  EXPECT_EQ(answer, "returned");
+  ASSERT_TRUE(waitUntil([&] { return echoed.load() == 1; }));
+  auto finishes = [&] {
+    return clientThread.runSync([&] {
+      const auto& got = tap->received();
+      return std::count(got.begin(), got.end(), capnp::rpc::Message::FINISH);
+    });
+  };
+  // The server's only call (echo on our target) is finished, by the flush.
+  ASSERT_TRUE(waitUntil([&] { return finishes() == 1; }));
+  clientThread.runSync([&] {
+    const auto& got = tap->received();
+    EXPECT_EQ(got.back(), capnp::rpc::Message::FINISH);  // nothing else came after it
+    connection.reset();
+  });
 }
 
 TEST_P(RpcTest, CancelledCallLeavesTheConnectionWorking) {

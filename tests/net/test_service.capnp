@@ -10,4 +10,8 @@ interface TestService {
 
   child @4 (name :Text) -> (child :TestService);
   fail @5 (why :Text, later :Bool) -> ();
+
+  callBack @6 (target :TestService, text :Text) -> ();
+  # Returns at once, then calls target.echo(text): the server's Finish of that call is the last
+  # message it sends on the connection.
 }
