@@ -211,33 +211,6 @@ PublishResult DeliveryTransport::publish(const Envelope& envelope) {
   return result;
 }
 
-void DeliveryTransport::notify(const std::string& node, const std::vector<QueuedEnvelope>& queued) {
-  if (!link_.isConnected()) return;
-  std::string subject = nodeNoticeSubject(node);
-  natsStatus status = NATS_OK;
-  std::size_t begin = 0;
-  for (std::size_t end : noticeRuns(queued, noticeBatchLimit(link_.connection()))) {
-    std::string bytes = noticeBatchBytes(queued.data() + begin, end - begin);
-    begin = end;
-    status = natsConnection_Publish(link_.connection(), subject.c_str(), bytes.data(),
-                                    static_cast<int>(bytes.size()));
-    if (status != NATS_OK) break;
-  }
-  if (status == NATS_OK) {
-    // Out of this process before the caller acknowledges anything: a node
-    // killed right after its ack must not take the notice down with it.
-    status = natsConnection_FlushTimeout(
-        link_.connection(), static_cast<std::int64_t>(link_.options().operationTimeout.count()));
-  }
-  if (status != NATS_OK) {
-    // With the link up, a live phone there does not learn of the envelopes
-    // until its next import (its next login): worth an operator's eye.
-    spdlog::log(link_.isConnected() ? spdlog::level::warn : spdlog::level::debug,
-                "cluster: notice to {} not sent ({}); it waits in the stream", node,
-                natsStatus_GetText(status));
-  }
-}
-
 std::vector<QueuedEnvelope> DeliveryTransport::pending(const std::string& recipient,
                                                        std::uint64_t afterId, std::size_t limit) {
   ensureStream();
@@ -263,6 +236,27 @@ std::vector<QueuedEnvelope> DeliveryTransport::pending(const std::string& recipi
     from = serverId + 1;
   }
   return out;
+}
+
+std::vector<std::uint64_t> DeliveryTransport::stillStored(const std::string& recipient,
+                                                          std::vector<std::uint64_t> serverIds) {
+  std::sort(serverIds.begin(), serverIds.end());
+  serverIds.erase(std::unique(serverIds.begin(), serverIds.end()), serverIds.end());
+  std::vector<std::uint64_t> stored;
+  auto next = serverIds.begin();
+  while (next != serverIds.end()) {
+    // The recipient's first envelope at or after the next id asked about:
+    // every id asked about below it is gone.
+    auto first = pending(recipient, *next - std::min<std::uint64_t>(*next, 1), 1);
+    if (first.empty()) break;  // none of the rest is there
+    std::uint64_t found = first.front().serverId;
+    next = std::lower_bound(next, serverIds.end(), found);
+    if (next != serverIds.end() && *next == found) {
+      stored.push_back(found);
+      ++next;
+    }
+  }
+  return stored;
 }
 
 void DeliveryTransport::remove(std::uint64_t serverId) {
@@ -1266,6 +1260,27 @@ void DeliveryTransport::send(Envelope envelope, std::function<void(SendOutcome)>
 
 std::size_t DeliveryTransport::outboxLength() const {
   return outbox_->length();
+}
+
+void DeliveryTransport::notify(const std::string& node, const std::vector<QueuedEnvelope>& queued) {
+  // As requests, like the outbox's notice batches (counted against no
+  // window): one that gets no answer, or is not sent, is rechecked.
+  bool sent = false;
+  std::size_t begin = 0;
+  for (std::size_t end : noticeRuns(queued, noticeBatchLimit(link_.connection()))) {
+    sent |= outbox_->request(nodeNoticeSubject(node), node, queued.data() + begin, nullptr,
+                             end - begin, 0);
+    begin = end;
+  }
+  if (!sent) return;
+  // Out of this process before the caller acknowledges anything: a node
+  // killed right after its ack must not take the notice down with it.
+  natsStatus status = natsConnection_FlushTimeout(
+      link_.connection(), static_cast<std::int64_t>(link_.options().operationTimeout.count()));
+  if (status != NATS_OK) {
+    spdlog::debug("cluster: notice to {} not flushed ({}); rechecked if not answered", node,
+                  natsStatus_GetText(status));
+  }
 }
 
 void DeliveryTransport::removeLater(std::uint64_t serverId, RemovalDone done) {

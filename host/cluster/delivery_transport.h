@@ -222,9 +222,11 @@ class DeliveryTransport {
   };
   Counts counts() const;
 
-  // A batch, flushed, asking for no answer: when it returns NATS has
-  // the notice (or it failed, logged). A no-op while degraded (the stream has
-  // the envelope).
+  // Notices of envelopes put into the stream without the outbox (rows moved
+  // in): batches, flushed, as requests like the outbox's (counted against no
+  // window), so one that gets no answer within `noticeTimeout`, or could not
+  // be sent (degraded), is rechecked like theirs. Any thread; when it returns
+  // NATS has the notice, or its recheck is due.
   void notify(const std::string& node, const std::vector<QueuedEnvelope>& queued);
   // What waits for `recipient` with a server id above `afterId`, oldest first.
   std::vector<QueuedEnvelope> pending(const std::string& recipient, std::uint64_t afterId,
@@ -232,6 +234,11 @@ class DeliveryTransport {
   void remove(std::uint64_t serverId);
   // The stream's last sequence now (0 when empty).
   std::uint64_t lastSequence();
+  // Which of `serverIds` (envelopes of `recipient`) are still in the stream,
+  // in ascending order: the others were removed (taken) or expired. One direct
+  // get per id found, plus one per run of ids gone (usually one in all).
+  std::vector<std::uint64_t> stillStored(const std::string& recipient,
+                                         std::vector<std::uint64_t> serverIds);
   // Without waiting, from any thread: `done(removed)` runs on a libnats (or
   // the outbox) thread once JetStream answered (`removed` says whether it
   // reported success), or with false when the link was down or no answer came

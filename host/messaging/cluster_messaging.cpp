@@ -1036,26 +1036,65 @@ void MessagingService::noticesArrived(cluster::NoticeBatch batch) {
   }
 }
 
-// A sender got no answer for these notices: they may be lost on the way. A
-// phone here that holds none of them looks in the stream (StreamIntake::recheck).
+// A sender got no answer for these notices: they may be lost on the way, or
+// their batch's answer was only late (it waits for every envelope in it, and
+// one phone's may be kept while it imports, for seconds under a flood). A
+// phone here that cannot account for one of them (StreamIntake::unaccounted)
+// and finds it still in the stream lost its notice, and imports; one taken
+// already is gone from the stream. (Sending a live phone back to importing
+// for every late answer stalled it, and made more answers late: a cascade of
+// rechecks that gave the saturated cross-node run its seconds-long tail.)
+// The stream is read on the worker; the decision is made back here, in the
+// order of the notices.
 void MessagingService::recheckArrived(cluster::NoticeBatch batch) {
+  using Doubts = std::vector<std::pair<std::string, std::vector<std::uint64_t>>>;
   std::unordered_map<std::string, std::vector<std::uint64_t>> byPhone;
   for (const cluster::QueuedEnvelope& queued : batch.items) {
     byPhone[queued.envelope.recipient].push_back(queued.serverId);
   }
-  std::uint64_t epoch = cluster_->link().disconnects();
+  Doubts doubts;
   for (auto& [phone, ids] : byPhone) {
-    if (!intake_->recheck(phone, ids, epoch)) continue;
-    spdlog::info("cluster: notices for {} may be lost; it imports from the stream", phone);
-    cluster_->link().post([this, phone = phone]() {
-      try {
-        importFromStream(phone);
-      } catch (const std::exception& e) {
-        spdlog::debug("cluster: import for {}: {}", phone, e.what());
-      }
-    });
+    std::vector<std::uint64_t> unaccounted = intake_->unaccounted(phone, ids);
+    if (unaccounted.empty()) {
+      spdlog::debug("cluster: recheck for {}: nothing lost ({} in memory, kept or imported)", phone,
+                    ids.size());
+      continue;
+    }
+    doubts.emplace_back(phone, std::move(unaccounted));
   }
-  cluster_->transport().answerNotices(batch.replyTo);
+  if (doubts.empty()) {
+    cluster_->transport().answerNotices(batch.replyTo);
+    return;
+  }
+  cluster_->link().post([this, doubts = std::move(doubts), replyTo = batch.replyTo]() mutable {
+    for (auto& [phone, ids] : doubts) {
+      try {
+        ids = cluster_->transport().stillStored(phone, std::move(ids));
+      } catch (const std::exception& e) {
+        // Cannot tell: taken to be lost (an import finds what is there).
+        spdlog::debug("cluster: recheck for {}: reading the stream: {}", phone, e.what());
+      }
+    }
+    threads_.front()->post([this, doubts = std::move(doubts), replyTo]() {
+      std::uint64_t epoch = cluster_->link().disconnects();
+      for (auto& [phone, stored] : doubts) {
+        if (stored.empty()) {
+          spdlog::debug("cluster: recheck for {}: nothing lost (taken already)", phone);
+          continue;
+        }
+        if (!intake_->recheck(phone, stored, epoch)) continue;
+        spdlog::info("cluster: notices for {} may be lost; it imports from the stream", phone);
+        cluster_->link().post([this, phone = phone]() {
+          try {
+            importFromStream(phone);
+          } catch (const std::exception& e) {
+            spdlog::debug("cluster: import for {}: {}", phone, e.what());
+          }
+        });
+      }
+      cluster_->transport().answerNotices(replyTo);
+    });
+  });
 }
 
 void MessagingService::goLive(const std::string& phone, StreamIntake::Clock::time_point startedAt,

@@ -140,21 +140,33 @@ void StreamIntake::settled(const std::string& phone, std::uint64_t serverId) {
   if (it != phones_.end()) it->second.held.erase(serverId);
 }
 
-bool StreamIntake::recheck(const std::string& phone, const std::vector<std::uint64_t>& serverIds,
+std::vector<std::uint64_t> StreamIntake::unaccountedIn(
+    const Phone& p, const std::vector<std::uint64_t>& serverIds) {
+  std::unordered_set<std::uint64_t> kept;
+  for (const Kept& k : p.kept) kept.insert(k.queued.serverId);
+  std::vector<std::uint64_t> out;
+  for (std::uint64_t id : serverIds) {
+    if (id > p.readUpTo && !p.held.contains(id) && !kept.contains(id)) out.push_back(id);
+  }
+  return out;
+}
+
+std::vector<std::uint64_t> StreamIntake::unaccounted(const std::string& phone,
+                                                     const std::vector<std::uint64_t>& serverIds) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it == phones_.end()) return {};
+  return unaccountedIn(it->second, serverIds);
+}
+
+bool StreamIntake::recheck(const std::string& phone, const std::vector<std::uint64_t>& stillStored,
                            std::uint64_t epochNow) {
   std::lock_guard lock(mutex_);
   auto it = phones_.find(phone);
   if (it == phones_.end()) return false;  // its next login imports what waits
   Phone& p = it->second;
-  // Notices kept while importing arrived: their batch waits for an import.
-  std::unordered_set<std::uint64_t> kept;
-  for (const Kept& k : p.kept) kept.insert(k.queued.serverId);
-  bool missing = std::any_of(serverIds.begin(), serverIds.end(), [&](std::uint64_t id) {
-    return id > p.readUpTo && !p.held.contains(id) && !kept.contains(id);
-  });
-  if (!missing) return false;  // each is in memory here, kept, or imported
-  // Taken and removed already (the answer was lost or late) looks the same:
-  // the import then finds nothing and the phone goes live again.
+  // Its notice may have come since the caller looked.
+  if (unaccountedIn(p, stillStored).empty()) return false;
   forgetStaleLive(p, epochNow);
   p.liveEpoch.reset();
   p.liveAt = std::max(p.liveAt, Clock::now());

@@ -102,15 +102,24 @@ class StreamIntake {
   bool holdsAny(const std::string& phone);
   // The envelope left memory: removed from the stream, or let go.
   void settled(const std::string& phone, std::uint64_t serverId);
-  // Listener thread. A sender got no answer for notices of these envelopes
-  // of the phone (a recheck): if one of them is neither in memory, nor kept
+  // A sender got no answer for notices of these envelopes of the phone (a
+  // recheck). Those this node cannot account for: neither in memory, nor kept
   // (its notice came while the phone imports: the batch waits for that
   // import, which may take longer than the sender waits), nor read by an
-  // import, its notice may be lost. The phone then imports
-  // again (live or not) and goes live only after an import that starts from
-  // now, which reads the stream from where its imports stopped; true when an
-  // import is to be asked now (the caller imports it).
-  bool recheck(const std::string& phone, const std::vector<std::uint64_t>& serverIds,
+  // import. Empty when the phone has no session here (its next login imports
+  // what waits). One not accounted for was either taken and removed already
+  // (its batch's answer was late, not lost: a batch is answered once every
+  // envelope in it is, and another phone's may have been kept) or its notice
+  // is lost; only the stream tells the two apart (the caller asks it).
+  std::vector<std::uint64_t> unaccounted(const std::string& phone,
+                                         const std::vector<std::uint64_t>& serverIds);
+  // Listener thread, with envelopes of the phone a recheck named that are
+  // still in the stream: if one of them is still not accounted for, its
+  // notice may be lost. The phone then imports again (live or not) and goes
+  // live only after an import that starts from now, which reads the stream
+  // from where its imports stopped; true when an import is to be asked now
+  // (the caller imports it).
+  bool recheck(const std::string& phone, const std::vector<std::uint64_t>& stillStored,
                std::uint64_t epochNow);
   // Importing phones that nothing asked to import and whose liveAt passed:
   // each is now asked for (the caller imports them).
@@ -134,6 +143,8 @@ class StreamIntake {
   };
 
   static void forgetStaleLive(Phone& p, std::uint64_t epochNow);
+  static std::vector<std::uint64_t> unaccountedIn(const Phone& p,
+                                                  const std::vector<std::uint64_t>& serverIds);
 
   std::mutex mutex_;
   std::unordered_map<std::string, Phone> phones_;

@@ -8,7 +8,17 @@
 // a sends b is dropped by the server (a permissions violation, which closes no
 // connection) while a's PubAcks, b's own notices to a and a's rechecks (another
 // subject) go through.
+//
+// A late answer is not a lost notice: when every answer b sends a is dropped
+// instead (b may not publish on a's answer subjects), a rechecks envelopes the
+// phone on b has long taken, and b must not send that live phone back to
+// importing (which, for every late answer under load, stalled phones for
+// seconds and made more answers late).
+//
+// Rows moved into the stream (kept while NATS was away) are noticed the same
+// way, as requests: a notice of them that is lost is rechecked too.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <memory>
 #include <string>
@@ -25,6 +35,15 @@ authorization {
   users = [
     {user: a, password: apass, permissions: {publish: {deny: ["sb.node.b.inbox"]}}}
     {user: b, password: bpass}
+  ]
+}
+)";
+
+constexpr const char* kDropAnswersFromB = R"(
+authorization {
+  users = [
+    {user: a, password: apass}
+    {user: b, password: bpass, permissions: {publish: {deny: ["sb.node.a.answer.n.>"]}}}
   ]
 }
 )";
@@ -86,6 +105,94 @@ TEST(ClusterLostNotice, AMessageWhoseNoticeIsLostReachesTheLivePhoneWithoutALogi
   ASSERT_EQ(received.size(), 2u);
   EXPECT_EQ(received[1].body, "so is this one's");
   EXPECT_EQ(received[1].id, second.id);
+}
+
+TEST(ClusterLostNotice, ARecheckOfEnvelopesTheLivePhoneTookAlreadyLeavesItLive) {
+  switchboard::testing::NatsServer nats(kDropAnswersFromB);
+  nats.start();
+  auto a = startNode("a", nats.url("a", "apass"));
+  auto b = startNode("b", nats.url("b", "bpass"));
+
+  RecordingPhone bob(b->clientOptions(), "+15550009141");
+  bob.registerAndLogin(b->sms());
+  ASSERT_TRUE(waitUntil([&] {
+    return count(*b, "cluster: " + bob.number() + " takes notices in memory") > 0;
+  })) << b->log();
+  RecordingPhone alice(a->clientOptions(), "+15550009142");
+  alice.registerAndLogin(a->sms());
+
+  // Bob takes it from memory; b's answer to a's notice batch is dropped.
+  client::SendResult sent = alice.client().send(bob.number(), "taken at once");
+  ASSERT_TRUE(bob.waitForMessages(1)) << b->log();
+  ASSERT_TRUE(waitUntil([&] { return count(*b, "Permissions Violation") > 0; })) << b->log();
+
+  // a rechecks the batch that got no answer; b finds the envelope taken (gone
+  // from the stream) or still on its way out of memory: nothing lost.
+  ASSERT_TRUE(waitUntil([&] {
+    return count(*b, "cluster: recheck for " + bob.number() + ": nothing lost") > 0;
+  })) << a->log()
+      << "\n"
+      << b->log();
+  EXPECT_GE(a->metric("switchboard_cluster_rechecks_total").value_or(0), 1.0);
+  EXPECT_EQ(count(*b, "cluster: notices for " + bob.number() + " may be lost"), 0u) << b->log();
+
+  // Bob is still live on b: the next message comes from memory too, with no
+  // import and no second login.
+  std::size_t imports = count(*b, "for " + bob.number() + " from the stream");
+  client::SendResult second = alice.client().send(bob.number(), "and this one");
+  ASSERT_TRUE(bob.waitForMessages(2)) << b->log();
+  std::vector<client::Message> received = bob.messages();
+  ASSERT_EQ(received.size(), 2u);
+  EXPECT_EQ(received[0].id, sent.id);
+  EXPECT_EQ(received[1].id, second.id);
+  EXPECT_EQ(received[1].body, "and this one");
+  EXPECT_EQ(count(*b, "for " + bob.number() + " from the stream"), imports) << b->log();
+  EXPECT_EQ(b->metric("switchboard_logins_total").value_or(0), 1.0);
+  EXPECT_EQ(bob.disconnects(), 0u);
+}
+
+TEST(ClusterLostNotice, RowsMovedIntoTheStreamWhoseNoticeIsLostReachTheLivePhone) {
+  switchboard::testing::NatsServer nats(kDropAsNoticesToB);
+  nats.start();
+  auto a = startNode("a", nats.url("a", "apass"));
+  auto b = startNode("b", nats.url("b", "bpass"));
+
+  RecordingPhone bob(b->clientOptions(), "+15550009151");
+  bob.registerAndLogin(b->sms());
+  const std::string live = "cluster: " + bob.number() + " takes notices in memory";
+  ASSERT_TRUE(waitUntil([&] { return count(*b, live) > 0; })) << b->log();
+  RecordingPhone alice(a->clientOptions(), "+15550009152");
+  alice.registerAndLogin(a->sms());
+  alice.client().send(bob.number(), "before the outage");  // rechecked: its notice is dropped
+  ASSERT_TRUE(bob.waitForMessages(1)) << a->log() << "\n" << b->log();
+
+  nats.stop();
+  ASSERT_TRUE(waitUntil([&] { return a->log().find("cluster: lost NATS") != std::string::npos; }))
+      << a->log();
+  // Kept in a's store: durable, so acknowledged.
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(alice.client().send(bob.number(), "kept " + std::to_string(i)).id);
+  }
+  // b is back and bob live again (his import after the return found nothing)
+  // before a moves its rows into the stream: only the notice of the move can
+  // tell b of them, and nats-server drops it.
+  std::size_t liveBefore = count(*b, live);
+  ASSERT_EQ(::kill(a->pid(), SIGSTOP), 0);
+  nats.start();
+  bool bobLiveAgain = waitUntil([&] { return count(*b, live) > liveBefore; });
+  ASSERT_EQ(::kill(a->pid(), SIGCONT), 0);
+  ASSERT_TRUE(bobLiveAgain) << b->log();
+  ASSERT_TRUE(waitUntil([&] { return count(*a, "into the stream") > 0; })) << a->log();
+
+  // No answer to that notice: a rechecks it, and b imports the rows for bob.
+  ASSERT_TRUE(bob.waitForMessages(4)) << a->log() << "\n" << b->log();
+  EXPECT_EQ(bodiesOf(bob.messages()),
+            (std::vector<std::string>{"before the outage", "kept 0", "kept 1", "kept 2"}));
+  std::vector<client::Message> received = bob.messages();
+  ASSERT_EQ(received.size(), 4u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(received[i + 1].id, ids[i]);
+  EXPECT_EQ(b->metric("switchboard_logins_total").value_or(0), 1.0);
 }
 
 }  // namespace
