@@ -31,7 +31,7 @@ bool isPeerGone(int error) {
 
 }  // namespace
 
-AsioStream::AsioStream(asio::io_context& io, int fd)
+AsioStream::AsioStream(asio::io_context& io, int fd, bool inqOn)
     : io_(io), alive_(std::make_shared<AsioStream*>(this)), socket_(io, fd, [alive = alive_, &io] {
         // From inside the reactor: only post the flush.
         asio::post(io, [alive] {
@@ -44,7 +44,7 @@ AsioStream::AsioStream(asio::io_context& io, int fd)
   // Linux's TCP_INQ: each read also says what is left, so a read that emptied the socket is
   // known without a second read() that returns EAGAIN. Not for Unix sockets (refused there).
   int one = 1;
-  inqHint_ = ::setsockopt(socket_.fd(), SOL_TCP, TCP_INQ, &one, sizeof(one)) == 0;
+  inqHint_ = inqOn || ::setsockopt(socket_.fd(), SOL_TCP, TCP_INQ, &one, sizeof(one)) == 0;
 }
 
 AsioStream::~AsioStream() noexcept(false) {

@@ -43,8 +43,9 @@ class AsioStream final : public kj::AsyncIoStream {
   static constexpr size_t kHighWaterBytes = 256 * 1024;
   static constexpr size_t kInitialWriteBytes = 4 * 1024;
 
-  // Takes ownership of `fd`, a connected non-blocking stream socket.
-  AsioStream(asio::io_context& io, int fd);
+  // Takes ownership of `fd`, a connected non-blocking stream socket. `inqOn`: the socket
+  // already has TCP_INQ (inherited from its listening socket), so it is not set again.
+  AsioStream(asio::io_context& io, int fd, bool inqOn = false);
   ~AsioStream() noexcept(false);
   AsioStream(const AsioStream&) = delete;
   AsioStream& operator=(const AsioStream&) = delete;

@@ -213,10 +213,30 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     std::string handOver() { return std::exchange(address, {}); }
   };
 
+  // TCP_NODELAY and TCP_INQ are set on the listening sockets, and Linux hands them on to the
+  // accepted ones: checked on the first accepted socket (two getsockopt calls once per thread);
+  // set on each socket, as before, where that does not hold.
+  bool inheritsOptions(int fd) {
+    if (!optionsInherited) {
+      optionsInherited = socketOption(fd, IPPROTO_TCP, TCP_NODELAY) == 1 &&
+                         socketOption(fd, SOL_TCP, TCP_INQ) == 1;
+      if (!*optionsInherited) spdlog::info("accepted sockets do not inherit TCP_NODELAY/TCP_INQ");
+    }
+    return *optionsInherited;
+  }
+
+  static int socketOption(int fd, int level, int option) {
+    int value = 0;
+    socklen_t length = sizeof(value);
+    return ::getsockopt(fd, level, option, &value, &length) == 0 ? value : -1;
+  }
+
   void serve(int fd, std::string peer) {
+    bool inherited = false;
     if (listener.endpoint_.kind == Endpoint::Kind::kTcp) {
+      inherited = inheritsOptions(fd);
       int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      if (!inherited) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     ConnectionInfo info{std::move(peer), index, listener.nextConnectionId_.fetch_add(1) + 1,
                         &listener};
@@ -234,7 +254,7 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     }
     kj::Own<AsioStream> stream;
     try {
-      stream = kj::heap<AsioStream>(thread.ioContext(), fd);  // owns fd from here
+      stream = kj::heap<AsioStream>(thread.ioContext(), fd, inherited);  // owns fd from here
     } catch (std::exception& exception) {
       spdlog::warn("refused connection from {}: {}", info.peer, exception.what());
       ::close(fd);
@@ -396,7 +416,8 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   // Rate limit for the line about failing accepts (out of descriptors, say).
   std::chrono::steady_clock::time_point nextFailureWarning;
   uint64_t pausesSinceWarning = 0;
-  ThrottledLog refusals;  // lines about refused and disconnected peers
+  ThrottledLog refusals;                 // lines about refused and disconnected peers
+  std::optional<bool> optionsInherited;  // known from the first accepted TCP socket
   // What the thread holds per live connection.
   struct Live {
     kj::Own<Connection> connection;
@@ -449,8 +470,13 @@ RpcListener::RpcListener(std::vector<NetworkThread*> threads, std::string_view e
       ::close(probe);
       Endpoint samePort = endpoint_;
       samePort.port = port_;
-      for (size_t i = 0; i < threads_.size(); ++i)
+      for (size_t i = 0; i < threads_.size(); ++i) {
         fds.push_back(openListeningSocket(samePort, true));
+        // Handed on to every accepted socket (ThreadState::inheritsOptions).
+        int one = 1;
+        ::setsockopt(fds.back(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        ::setsockopt(fds.back(), SOL_TCP, TCP_INQ, &one, sizeof(one));
+      }
     }
   } catch (...) {
     for (int fd : fds) ::close(fd);

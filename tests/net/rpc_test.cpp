@@ -11,10 +11,12 @@
 
 #include <capnp/rpc.capnp.h>
 #include <capnp/serialize.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <kj/debug.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -644,6 +646,48 @@ TEST_P(RpcTest, AFailingCallCarriesItsErrorAndTheConnectionGoesOn) {
     EXPECT_NE(error.find("the reason"), std::string::npos) << error;
   }
   EXPECT_EQ(client.echo("after"), "after");
+}
+
+// The server ends of this process's TCP connections on `port` (not the listening sockets):
+// for each, whether TCP_NODELAY and TCP_INQ are on.
+std::vector<std::pair<int, int>> acceptedSocketOptions(uint16_t port) {
+  std::vector<std::pair<int, int>> found;
+  DIR* fds = ::opendir("/proc/self/fd");
+  if (fds == nullptr) return found;
+  while (dirent* entry = ::readdir(fds)) {
+    int fd = std::atoi(entry->d_name);
+    sockaddr_storage local{};
+    socklen_t length = sizeof(local);
+    if (fd <= 2 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) continue;
+    if (local.ss_family != AF_INET) continue;
+    if (ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port) != port) continue;
+    int listening = 0, noDelay = 0, inq = 0;
+    socklen_t size = sizeof(int);
+    ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
+    if (listening) continue;
+    ::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &noDelay, &size);
+    ::getsockopt(fd, SOL_TCP, TCP_INQ, &inq, &size);
+    found.emplace_back(noDelay, inq);
+  }
+  ::closedir(fds);
+  return found;
+}
+
+// The listener sets both options on its listening sockets and the accepted ones inherit them
+// (no setsockopt per connection); either way every accepted socket must have them.
+TEST_P(RpcTest, EveryAcceptedSocketHasNoDelayAndTheReadHint) {
+  listen({&serverA, &serverB});
+  std::vector<std::unique_ptr<TestClient>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<TestClient>(clientThread, listener->boundEndpoint()));
+    EXPECT_EQ(clients.back()->echo("hi"), "hi");
+  }
+  auto options = acceptedSocketOptions(listener->port());
+  ASSERT_EQ(options.size(), 4u);
+  for (auto [noDelay, inq] : options) {
+    EXPECT_EQ(noDelay, 1);
+    EXPECT_EQ(inq, 1);
+  }
 }
 
 TEST(DirectClient, CallsMadeInProcessReachTheServer) {
