@@ -65,131 +65,124 @@ std::size_t count(const RunningHost& node, const std::string& text) {
   return n;
 }
 
-TEST(ClusterLostNotice, AMessageWhoseNoticeIsLostReachesTheLivePhoneWithoutALogin) {
-  switchboard::testing::NatsServer nats(kDropAsNoticesToB);
-  nats.start();
-  auto a = startNode("a", nats.url("a", "apass"));
-  auto b = startNode("b", nats.url("b", "bpass"));
+// nats-server with a configuration of users a and b, nodes a and b on it as
+// those users, bob registered on b and live there (his import after the login
+// done), alice registered on a. Members are destroyed phones first.
+class ClusterLostNotice : public ::testing::Test {
+ protected:
+  void startWith(const char* config, const std::string& bobNumber, const std::string& aliceNumber) {
+    nats = std::make_unique<switchboard::testing::NatsServer>(config);
+    nats->start();
+    a = startNode("a", nats->url("a", "apass"));
+    b = startNode("b", nats->url("b", "bpass"));
+    bob = std::make_unique<RecordingPhone>(b->clientOptions(), bobNumber);
+    bob->registerAndLogin(b->sms());
+    ASSERT_TRUE(waitUntil([&] { return count(*b, liveLine()) > 0; })) << b->log();
+    alice = std::make_unique<RecordingPhone>(a->clientOptions(), aliceNumber);
+    alice->registerAndLogin(a->sms());
+  }
+  std::string liveLine() const { return "cluster: " + bob->number() + " takes notices in memory"; }
 
-  RecordingPhone bob(b->clientOptions(), "+15550009131");
-  bob.registerAndLogin(b->sms());
-  // Bob takes notices in memory on b (his import after the login is done).
-  ASSERT_TRUE(waitUntil([&] {
-    return count(*b, "cluster: " + bob.number() + " takes notices in memory") > 0;
-  })) << b->log();
-  RecordingPhone alice(a->clientOptions(), "+15550009132");
-  alice.registerAndLogin(a->sms());
+  std::unique_ptr<switchboard::testing::NatsServer> nats;
+  std::unique_ptr<RunningHost> a;
+  std::unique_ptr<RunningHost> b;
+  std::unique_ptr<RecordingPhone> bob;
+  std::unique_ptr<RecordingPhone> alice;
+};
+
+TEST_F(ClusterLostNotice, AMessageWhoseNoticeIsLostReachesTheLivePhoneWithoutALogin) {
+  ASSERT_NO_FATAL_FAILURE(startWith(kDropAsNoticesToB, "+15550009131", "+15550009132"));
 
   // Acknowledged once in the stream; its notice to b is dropped by the server.
-  client::SendResult sent = alice.client().send(bob.number(), "its notice is lost");
+  client::SendResult sent = alice->client().send(bob->number(), "its notice is lost");
   ASSERT_TRUE(waitUntil([&] { return count(*a, "Permissions Violation") > 0; })) << a->log();
 
   // The notice got no answer: a rechecks it, and b imports it for bob.
-  ASSERT_TRUE(bob.waitForMessages(1)) << a->log() << "\n" << b->log();
-  std::vector<client::Message> received = bob.messages();
+  ASSERT_TRUE(bob->waitForMessages(1)) << a->log() << "\n" << b->log();
+  std::vector<client::Message> received = bob->messages();
   ASSERT_EQ(received.size(), 1u);
   EXPECT_EQ(received[0].body, "its notice is lost");
   EXPECT_EQ(received[0].id, sent.id);
   EXPECT_GE(a->metric("switchboard_cluster_rechecks_total").value_or(0), 1.0);
-  EXPECT_EQ(count(*b, "cluster: notices for " + bob.number() + " may be lost"), 1u) << b->log();
+  EXPECT_EQ(count(*b, "cluster: notices for " + bob->number() + " may be lost"), 1u) << b->log();
   // Without a login: bob's one login on b is the only one there, on the same connection.
   EXPECT_EQ(b->metric("switchboard_logins_total").value_or(0), 1.0);
-  EXPECT_EQ(bob.disconnects(), 0u);
+  EXPECT_EQ(bob->disconnects(), 0u);
   // Its delivered tick reaches alice (b's notices to a are not dropped).
-  EXPECT_TRUE(alice.waitForReceipt(sent.id, client::ReceiptKind::delivered));
+  EXPECT_TRUE(alice->waitForReceipt(sent.id, client::ReceiptKind::delivered));
 
   // The next message takes the same way: each is rechecked, each arrives once.
-  client::SendResult second = alice.client().send(bob.number(), "so is this one's");
-  ASSERT_TRUE(bob.waitForMessages(2)) << b->log();
-  received = bob.messages();
+  client::SendResult second = alice->client().send(bob->number(), "so is this one's");
+  ASSERT_TRUE(bob->waitForMessages(2)) << b->log();
+  received = bob->messages();
   ASSERT_EQ(received.size(), 2u);
   EXPECT_EQ(received[1].body, "so is this one's");
   EXPECT_EQ(received[1].id, second.id);
 }
 
-TEST(ClusterLostNotice, ARecheckOfEnvelopesTheLivePhoneTookAlreadyLeavesItLive) {
-  switchboard::testing::NatsServer nats(kDropAnswersFromB);
-  nats.start();
-  auto a = startNode("a", nats.url("a", "apass"));
-  auto b = startNode("b", nats.url("b", "bpass"));
-
-  RecordingPhone bob(b->clientOptions(), "+15550009141");
-  bob.registerAndLogin(b->sms());
-  ASSERT_TRUE(waitUntil([&] {
-    return count(*b, "cluster: " + bob.number() + " takes notices in memory") > 0;
-  })) << b->log();
-  RecordingPhone alice(a->clientOptions(), "+15550009142");
-  alice.registerAndLogin(a->sms());
+TEST_F(ClusterLostNotice, ARecheckOfEnvelopesTheLivePhoneTookAlreadyLeavesItLive) {
+  ASSERT_NO_FATAL_FAILURE(startWith(kDropAnswersFromB, "+15550009141", "+15550009142"));
 
   // Bob takes it from memory; b's answer to a's notice batch is dropped.
-  client::SendResult sent = alice.client().send(bob.number(), "taken at once");
-  ASSERT_TRUE(bob.waitForMessages(1)) << b->log();
+  client::SendResult sent = alice->client().send(bob->number(), "taken at once");
+  ASSERT_TRUE(bob->waitForMessages(1)) << b->log();
   ASSERT_TRUE(waitUntil([&] { return count(*b, "Permissions Violation") > 0; })) << b->log();
 
   // a rechecks the batch that got no answer; b finds the envelope taken (gone
   // from the stream) or still on its way out of memory: nothing lost.
   ASSERT_TRUE(waitUntil([&] {
-    return count(*b, "cluster: recheck for " + bob.number() + ": nothing lost") > 0;
+    return count(*b, "cluster: recheck for " + bob->number() + ": nothing lost") > 0;
   })) << a->log()
       << "\n"
       << b->log();
   EXPECT_GE(a->metric("switchboard_cluster_rechecks_total").value_or(0), 1.0);
-  EXPECT_EQ(count(*b, "cluster: notices for " + bob.number() + " may be lost"), 0u) << b->log();
+  EXPECT_EQ(count(*b, "cluster: notices for " + bob->number() + " may be lost"), 0u) << b->log();
 
   // Bob is still live on b: the next message comes from memory too, with no
   // import and no second login.
-  std::size_t imports = count(*b, "for " + bob.number() + " from the stream");
-  client::SendResult second = alice.client().send(bob.number(), "and this one");
-  ASSERT_TRUE(bob.waitForMessages(2)) << b->log();
-  std::vector<client::Message> received = bob.messages();
+  std::size_t imports = count(*b, "for " + bob->number() + " from the stream");
+  client::SendResult second = alice->client().send(bob->number(), "and this one");
+  ASSERT_TRUE(bob->waitForMessages(2)) << b->log();
+  std::vector<client::Message> received = bob->messages();
   ASSERT_EQ(received.size(), 2u);
   EXPECT_EQ(received[0].id, sent.id);
   EXPECT_EQ(received[1].id, second.id);
   EXPECT_EQ(received[1].body, "and this one");
-  EXPECT_EQ(count(*b, "for " + bob.number() + " from the stream"), imports) << b->log();
+  EXPECT_EQ(count(*b, "for " + bob->number() + " from the stream"), imports) << b->log();
   EXPECT_EQ(b->metric("switchboard_logins_total").value_or(0), 1.0);
-  EXPECT_EQ(bob.disconnects(), 0u);
+  EXPECT_EQ(bob->disconnects(), 0u);
 }
 
-TEST(ClusterLostNotice, RowsMovedIntoTheStreamWhoseNoticeIsLostReachTheLivePhone) {
-  switchboard::testing::NatsServer nats(kDropAsNoticesToB);
-  nats.start();
-  auto a = startNode("a", nats.url("a", "apass"));
-  auto b = startNode("b", nats.url("b", "bpass"));
+TEST_F(ClusterLostNotice, RowsMovedIntoTheStreamWhoseNoticeIsLostReachTheLivePhone) {
+  ASSERT_NO_FATAL_FAILURE(startWith(kDropAsNoticesToB, "+15550009151", "+15550009152"));
+  const std::string live = liveLine();
+  alice->client().send(bob->number(), "before the outage");  // rechecked: its notice is dropped
+  ASSERT_TRUE(bob->waitForMessages(1)) << a->log() << "\n" << b->log();
 
-  RecordingPhone bob(b->clientOptions(), "+15550009151");
-  bob.registerAndLogin(b->sms());
-  const std::string live = "cluster: " + bob.number() + " takes notices in memory";
-  ASSERT_TRUE(waitUntil([&] { return count(*b, live) > 0; })) << b->log();
-  RecordingPhone alice(a->clientOptions(), "+15550009152");
-  alice.registerAndLogin(a->sms());
-  alice.client().send(bob.number(), "before the outage");  // rechecked: its notice is dropped
-  ASSERT_TRUE(bob.waitForMessages(1)) << a->log() << "\n" << b->log();
-
-  nats.stop();
+  nats->stop();
   ASSERT_TRUE(waitUntil([&] { return a->log().find("cluster: lost NATS") != std::string::npos; }))
       << a->log();
   // Kept in a's store: durable, so acknowledged.
   std::vector<std::uint64_t> ids;
   for (int i = 0; i < 3; ++i) {
-    ids.push_back(alice.client().send(bob.number(), "kept " + std::to_string(i)).id);
+    ids.push_back(alice->client().send(bob->number(), "kept " + std::to_string(i)).id);
   }
   // b is back and bob live again (his import after the return found nothing)
   // before a moves its rows into the stream: only the notice of the move can
   // tell b of them, and nats-server drops it.
   std::size_t liveBefore = count(*b, live);
   ASSERT_EQ(::kill(a->pid(), SIGSTOP), 0);
-  nats.start();
+  nats->start();
   bool bobLiveAgain = waitUntil([&] { return count(*b, live) > liveBefore; });
   ASSERT_EQ(::kill(a->pid(), SIGCONT), 0);
   ASSERT_TRUE(bobLiveAgain) << b->log();
   ASSERT_TRUE(waitUntil([&] { return count(*a, "into the stream") > 0; })) << a->log();
 
   // No answer to that notice: a rechecks it, and b imports the rows for bob.
-  ASSERT_TRUE(bob.waitForMessages(4)) << a->log() << "\n" << b->log();
-  EXPECT_EQ(bodiesOf(bob.messages()),
+  ASSERT_TRUE(bob->waitForMessages(4)) << a->log() << "\n" << b->log();
+  EXPECT_EQ(bodiesOf(bob->messages()),
             (std::vector<std::string>{"before the outage", "kept 0", "kept 1", "kept 2"}));
-  std::vector<client::Message> received = bob.messages();
+  std::vector<client::Message> received = bob->messages();
   ASSERT_EQ(received.size(), 4u);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(received[i + 1].id, ids[i]);
   EXPECT_EQ(b->metric("switchboard_logins_total").value_or(0), 1.0);
