@@ -11,7 +11,7 @@ namespace switchboard::net {
 // holds for its connection's whole life (the Gateway, the Session): LocalClient keeps a
 // kj::Maybe<kj::Exception> and the machinery for streaming calls and path shortening, ~496 bytes
 // per capability, and runs every call through an evalLater, a fork and an exclusive join with
-// a tail-call promise; DirectClient is ~48 bytes.
+// a tail-call promise; DirectClient is 40 bytes.
 //
 // Contract for the server (checked where it can be, stated where not):
 //   * no method is declared `-> stream` (a streaming call is refused with an error);
