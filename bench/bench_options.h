@@ -59,4 +59,12 @@ struct BenchOptions {
   std::string xmppDomain = "bench.localhost";
 };
 
+// The i-th of `workers` shares of `total` (the first total % workers shares get one more):
+// what one worker carries of a run's phones, pairs or messages.
+inline std::uint64_t shareOf(std::uint64_t total, int workers, int index) {
+  auto k = static_cast<std::uint64_t>(workers);
+  auto i = static_cast<std::uint64_t>(index);
+  return total / k + (i < total % k ? 1 : 0);
+}
+
 }  // namespace switchboard::bench

@@ -23,7 +23,6 @@
 #include "code_log.h"
 #include "deadline_epoll.h"
 #include "peer_load.h"
-#include "phone_load.h"
 #include "rpc_frames.h"
 #include "server_process.h"
 #include "source_socket.h"
@@ -132,6 +131,7 @@ struct LeanPhone {
   std::uint32_t gateway = 0;           // the Gateway's import id while registering
   std::optional<std::uint32_t> session;
   std::uint32_t inboxRefs = 0;  // references to the Inbox the server holds
+  bool kicked = false;          // Inbox.kicked came: the server is closing the session
   // Ids of its sends whose reply said Inbox.receipt(delivered) will bring the tick.
   std::unordered_set<std::uint64_t> awaitingTick;
 };
@@ -388,12 +388,14 @@ class LeanPhones final : public PeerClients {
     phone.answering.clear();
     phone.session.reset();
     phone.inboxRefs = 0;
+    phone.kicked = false;
     epoll_.add(fd, EPOLLIN, &phone);
     inSetup_.push_back(&phone);
     return true;
   }
 
   void failSetup(LeanPhone& phone, const std::string& why) {
+    if (phone.stage == Stage::failed) return;  // counted when it failed
     bool registering = phone.stage != Stage::loggingIn;
     ++(registering ? registerFailures_ : loginFailures_);
     fail(why);
@@ -603,6 +605,7 @@ class LeanPhones final : public PeerClients {
       }
     } else if (method == protocol_.kicked) {
       ++disconnects_;
+      phone.kicked = true;
       fail(std::string("kicked: ") +
            content.getAs<proto::Inbox::KickedParams>().getReason().cStr());
     } else if (method != protocol_.presence) {
@@ -653,8 +656,11 @@ class LeanPhones final : public PeerClients {
       failSetup(phone, why);
       return false;
     }
-    ++protocolErrors_;
-    ++disconnects_;
+    // A kicked phone's connection closing is the kick's end, counted with the kick.
+    if (!phone.kicked) {
+      ++protocolErrors_;
+      ++disconnects_;
+    }
     fail(why);
     close(phone);
     phone.stage = Stage::failed;
@@ -734,6 +740,10 @@ class LeanPhones final : public PeerClients {
 };
 
 }  // namespace
+
+std::unique_ptr<PeerClients> makeLeanPhones(const BenchOptions& options, std::size_t flows) {
+  return std::make_unique<LeanPhones>(options, flows);
+}
 
 int runLeanPhoneWorker(const BenchOptions& options, WorkerLink& link) {
   return runPeerWorkerWith<LeanPhones>(options, link);

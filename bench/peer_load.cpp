@@ -7,7 +7,6 @@
 #include <thread>
 
 #include "offer_schedule.h"
-#include "phone_load.h"
 #include "server_process.h"
 
 namespace switchboard::bench {

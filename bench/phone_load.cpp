@@ -39,12 +39,6 @@
 
 namespace switchboard::bench {
 
-std::uint64_t shareOf(std::uint64_t total, int workers, int index) {
-  auto k = static_cast<std::uint64_t>(workers);
-  auto i = static_cast<std::uint64_t>(index);
-  return total / k + (i < total % k ? 1 : 0);
-}
-
 namespace {
 
 namespace proto = switchboard::proto;

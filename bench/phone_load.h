@@ -12,7 +12,4 @@ namespace switchboard::bench {
 // Returns the process exit code.
 int runPhoneWorker(const BenchOptions& options, WorkerLink& link);
 
-// The i-th of `workers` shares of `total` (the first total % workers shares get one more).
-std::uint64_t shareOf(std::uint64_t total, int workers, int index);
-
 }  // namespace switchboard::bench

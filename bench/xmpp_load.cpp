@@ -21,7 +21,6 @@
 #include "deadline_epoll.h"
 #include "peer_load.h"
 #include "peer_servers.h"
-#include "phone_load.h"
 #include "server_process.h"
 #include "source_socket.h"
 
