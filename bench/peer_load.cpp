@@ -82,6 +82,7 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
     while (monotonicNs() < t0) clients.poll(t0);
     ledger.openWindow(t0 + static_cast<std::int64_t>(options.warmupSeconds * kSecond));
     running = options.scenario != "connect";
+    std::int64_t loadCpuStartNs = processCpuNs();
     if (running && closedLoop) {
       for (std::uint32_t f = 0; f < flows; ++f) pump(f);
     }
@@ -113,6 +114,7 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
     std::int64_t deadline = monotonicNs() + 10 * kSecond;
     while (!ledger.idle() && monotonicNs() < deadline) clients.poll(soon());
     ReportFields fields = ledger.result();
+    fields.set("load_cpu_us", static_cast<double>(processCpuNs() - loadCpuStartNs) / 1000.0);
     clients.addResult(fields);
     result.set_value(fields);
   });

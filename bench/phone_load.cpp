@@ -298,6 +298,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
         s == "dbsize" ? t0 : t0 + static_cast<std::int64_t>(options_.warmupSeconds * kSecond));
     return sleepUntilNs(io_, t0).then([this]() -> kj::Promise<void> {
       running_ = true;
+      loadCpuStartNs_ = processCpuNs();
       const std::string& s = options_.scenario;
       if (s == "throughput" || s == "groups") {
         for (std::uint32_t f = 0; f < routes_.size(); ++f) pump(f);
@@ -325,6 +326,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
 
   ReportFields result() {
     ReportFields r = ledger_.result();
+    r.set("load_cpu_us", static_cast<double>(processCpuNs() - loadCpuStartNs_) / 1000.0);
     r.set("disconnects", disconnects_);
     r.set("store_msgs", storeMsgs_);
     r.set("store_ns", storeNs_);
@@ -739,6 +741,7 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   std::uint64_t hellos_ = 0, helloFailures_ = 0, registerRetries_ = 0;
   std::string firstRetry_;
   LoginClock logins_;
+  std::int64_t loadCpuStartNs_ = 0;  // the process's CPU when the load started
   ReportFields setupFields_;
   std::string firstFailure_;
 

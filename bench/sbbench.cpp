@@ -410,6 +410,11 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
   r.set(prefix + "lost", x.number("lost"));
   r.set(prefix + "duplicated", x.number("duplicated"));
   r.set(prefix + "reordered", x.number("reordered"));
+  // The generator's own CPU (its workers, summed, from the load's start to its drain) per
+  // message delivered in that time: what the load cost the CPUs it shares with the server.
+  r.set(
+      prefix + "generator_cpu_us_per_msg",
+      x.number("delivered_total") > 0 ? x.number("load_cpu_us") / x.number("delivered_total") : 0);
   r.set(prefix + "disconnects", x.number("disconnects"));
   r.set(prefix + "skipped_offers", x.number("skipped"));
   if (o.scenario == "swap") {
