@@ -38,7 +38,9 @@
 #include <atomic>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "cluster/cluster_node.h"
@@ -73,6 +75,12 @@ constexpr auto kStrandedSweep = std::chrono::seconds(3);
 constexpr auto kImportAfterLogin = cluster::kLocationCacheTtl + std::chrono::seconds(1);
 // How often importing phones whose time has come are imported (to go live).
 constexpr auto kGoLiveCheck = std::chrono::milliseconds(250);
+// How often a node looks for nodes that left the registry (their notices may
+// be lost with them, and no one rechecks those).
+constexpr auto kDepartureCheck = std::chrono::seconds(2);
+// Envelopes a live phone holds that a look for lost notices steps over at
+// most (past them, a lost one waits for the phone's next login).
+constexpr std::size_t kLostNoticeLook = 1024;
 
 // Answers a notice batch's sender (its window) once nothing here holds it.
 // (It may be the last thing to go at shutdown, after the transport.)
@@ -88,6 +96,31 @@ class NoticeAnswer {
   std::function<void(const std::string&)> answer_;
   std::string replyTo_;
 };
+
+// Node name -> instance, as a listing of sb_nodes found them.
+using NodesSeen = std::unordered_map<std::string, std::uint64_t>;
+
+// The nodes (but `self`) in `seen` that are not in `now`, or are there as
+// another instance, by name ("" for none); `seen` becomes `now`. A listing
+// that differs from the last one is logged (debug).
+std::string nodesLeft(NodesSeen& seen, NodesSeen now, const std::string& self) {
+  auto names = [](const NodesSeen& nodes) {
+    std::vector<std::string> sorted;
+    for (const auto& [name, instance] : nodes) sorted.push_back(name);
+    std::sort(sorted.begin(), sorted.end());
+    std::string out;
+    for (const std::string& name : sorted) out += (out.empty() ? "" : ", ") + name;
+    return out;
+  };
+  if (now != seen) spdlog::debug("cluster: nodes in the registry: {}", names(now));
+  NodesSeen gone;
+  for (const auto& [name, instance] : seen) {
+    auto it = now.find(name);
+    if (name != self && (it == now.end() || it->second != instance)) gone[name] = instance;
+  }
+  seen = std::move(now);
+  return names(gone);
+}
 
 // Inserts or refreshes the phone's user and device rows (the store's copy of
 // what the cluster holds).
@@ -158,6 +191,25 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
         spdlog::debug("cluster: import for {}: {}", phone, e.what());
       }
     }
+  });
+  // A node that left (its record gone from sb_nodes: it stopped, or was
+  // killed; or it came back as another instance) may have taken notices with
+  // it that no one rechecks (its outbox is gone): every phone live here looks
+  // in the stream.
+  auto seen = std::make_shared<NodesSeen>();
+  node.link().every(kDepartureCheck, [this, seen]() {
+    if (!cluster_->link().isConnected()) return;  // the reconnect's catch-up imports
+    NodesSeen now;
+    try {
+      for (const cluster::NodeInfo& info : cluster_->registry().list()) {
+        now[info.name] = info.instance;
+      }
+    } catch (const std::exception& e) {
+      spdlog::debug("cluster: listing the nodes: {}", e.what());
+      return;
+    }
+    std::string left = nodesLeft(*seen, std::move(now), options_.nodeName);
+    if (!left.empty()) recheckLivePhones("node " + left + " left the cluster");
   });
   // Nothing is published for a phone while rows kept for it here wait to be
   // moved into the stream (publishOrKeep): its items are kept behind them, or,
@@ -1076,25 +1128,67 @@ void MessagingService::recheckArrived(cluster::NoticeBatch batch) {
       }
     }
     threads_.front()->post([this, doubts = std::move(doubts), replyTo]() {
-      std::uint64_t epoch = cluster_->link().disconnects();
       for (auto& [phone, stored] : doubts) {
         if (stored.empty()) {
           spdlog::debug("cluster: recheck for {}: nothing lost (taken already)", phone);
           continue;
         }
-        if (!intake_->recheck(phone, stored, epoch)) continue;
-        spdlog::info("cluster: notices for {} may be lost; it imports from the stream", phone);
-        cluster_->link().post([this, phone = phone]() {
-          try {
-            importFromStream(phone);
-          } catch (const std::exception& e) {
-            spdlog::debug("cluster: import for {}: {}", phone, e.what());
-          }
-        });
+        importIfUnaccounted(phone, stored, "");
       }
       cluster_->transport().answerNotices(replyTo);
     });
   });
+}
+
+void MessagingService::importIfUnaccounted(const std::string& phone,
+                                           const std::vector<std::uint64_t>& stored,
+                                           const std::string& why) {
+  if (!intake_->recheck(phone, stored, cluster_->link().disconnects())) return;
+  spdlog::info("cluster: notices for {} may be lost{}; it imports from the stream", phone,
+               why.empty() ? "" : " (" + why + ")");
+  cluster_->link().post([this, phone]() {
+    try {
+      importFromStream(phone);
+    } catch (const std::exception& e) {
+      spdlog::debug("cluster: import for {}: {}", phone, e.what());
+    }
+  });
+}
+
+// A node left: notices it sent may be lost with it, and no outbox is left to
+// recheck them. Each phone live here looks in the stream past what its imports
+// read for an envelope it cannot account for (StreamIntake::unaccounted: not
+// in memory, not kept), stepping over at most kLostNoticeLook it holds; one
+// found sends it to import, as a recheck would. An envelope whose notice
+// from a live node is still on its way looks the same: that phone imports for
+// nothing (it is skipped in memory, or read by the import). Worker thread.
+void MessagingService::recheckLivePhones(const std::string& why) {
+  auto live = intake_->liveNow(cluster_->link().disconnects());
+  spdlog::info("cluster: {}; {} live phones look in the stream for lost notices", why, live.size());
+  for (const auto& [phone, readUpTo] : live) {
+    std::optional<std::uint64_t> unaccounted;
+    try {
+      std::uint64_t after = readUpTo;
+      for (std::size_t looked = 0; !unaccounted && looked < kLostNoticeLook;) {
+        auto page = cluster_->transport().pending(phone, after, 16);
+        if (page.empty()) break;
+        for (const cluster::QueuedEnvelope& queued : page) {
+          ++looked;
+          after = queued.serverId;
+          if (!intake_->unaccounted(phone, {queued.serverId}).empty()) {
+            unaccounted = queued.serverId;
+            break;
+          }
+        }
+      }
+    } catch (const std::exception& e) {
+      spdlog::debug("cluster: looking for lost notices of {}: {}", phone, e.what());
+      continue;
+    }
+    if (!unaccounted) continue;
+    threads_.front()->post(
+        [this, phone = phone, id = *unaccounted, why]() { importIfUnaccounted(phone, {id}, why); });
+  }
 }
 
 void MessagingService::goLive(const std::string& phone, StreamIntake::Clock::time_point startedAt,

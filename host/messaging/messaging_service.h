@@ -378,6 +378,11 @@ class MessagingService final : public session::SessionBackend {
   // A recheck from a sender whose notices got no answer (listener thread):
   // phones here that may have missed them import (StreamIntake::recheck).
   void recheckArrived(cluster::NoticeBatch batch);
+  // A node left the cluster (cluster_messaging.cpp): worker thread.
+  void recheckLivePhones(const std::string& why);
+  // Listener thread: the phone imports if one of `stored` is still unaccounted for.
+  void importIfUnaccounted(const std::string& phone, const std::vector<std::uint64_t>& stored,
+                           const std::string& why);
   // Listener thread: offers one envelope from the stream to the phone's
   // session; once the phone or the store has it, it leaves the stream.
   void offerFromStream(const session::SessionAddress& address, cluster::QueuedEnvelope queued,

@@ -159,6 +159,15 @@ std::vector<std::uint64_t> StreamIntake::unaccounted(const std::string& phone,
   return unaccountedIn(it->second, serverIds);
 }
 
+std::vector<std::pair<std::string, std::uint64_t>> StreamIntake::liveNow(std::uint64_t epochNow) {
+  std::vector<std::pair<std::string, std::uint64_t>> live;
+  std::lock_guard lock(mutex_);
+  for (const auto& [phone, p] : phones_) {
+    if (p.liveEpoch == epochNow) live.emplace_back(phone, p.readUpTo);
+  }
+  return live;
+}
+
 bool StreamIntake::recheck(const std::string& phone, const std::vector<std::uint64_t>& stillStored,
                            std::uint64_t epochNow) {
   std::lock_guard lock(mutex_);

@@ -42,6 +42,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "cluster/delivery_transport.h"
@@ -113,6 +114,9 @@ class StreamIntake {
   // is lost; only the stream tells the two apart (the caller asks it).
   std::vector<std::uint64_t> unaccounted(const std::string& phone,
                                          const std::vector<std::uint64_t>& serverIds);
+  // The phones live here now (in `epochNow`), each with where its imports
+  // stopped: what a check of the stream for lost notices starts from.
+  std::vector<std::pair<std::string, std::uint64_t>> liveNow(std::uint64_t epochNow);
   // Listener thread, with envelopes of the phone a recheck named that are
   // still in the stream: if one of them is still not accounted for, its
   // notice may be lost. The phone then imports again (live or not) and goes

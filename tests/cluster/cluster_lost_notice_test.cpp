@@ -188,5 +188,29 @@ TEST_F(ClusterLostNotice, RowsMovedIntoTheStreamWhoseNoticeIsLostReachTheLivePho
   EXPECT_EQ(b->metric("switchboard_logins_total").value_or(0), 1.0);
 }
 
+TEST_F(ClusterLostNotice, ANoticeLostWhileItsSendersNodeDiesReachesTheLivePhone) {
+  ASSERT_NO_FATAL_FAILURE(startWith(kDropAsNoticesToB, "+15550009161", "+15550009162"));
+  // b's departure check (every 2 s) has seen a.
+  ASSERT_TRUE(waitUntil([&] { return count(*b, "cluster: nodes in the registry: a, b") > 0; }))
+      << b->log();
+
+  // Acknowledged: in the stream, its notice dropped; a is killed before it
+  // rechecks it (5 s later), so no one will.
+  client::SendResult sent = alice->client().send(bob->number(), "its sender died");
+  a->kill9();
+
+  // a's record leaves the registry (its 10 s TTL); b's live phones look in the
+  // stream, and bob imports the message without a login.
+  ASSERT_TRUE(bob->waitForMessages(1)) << b->log();
+  std::vector<client::Message> received = bob->messages();
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].body, "its sender died");
+  EXPECT_EQ(received[0].id, sent.id);
+  EXPECT_EQ(count(*b, "cluster: node a left the cluster"), 1u) << b->log();
+  EXPECT_EQ(count(*b, "cluster: notices for " + bob->number() + " may be lost"), 1u) << b->log();
+  EXPECT_EQ(b->metric("switchboard_logins_total").value_or(0), 1.0);
+  EXPECT_EQ(bob->disconnects(), 0u);
+}
+
 }  // namespace
 }  // namespace switchboard::integration
