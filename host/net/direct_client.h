@@ -17,7 +17,9 @@ namespace switchboard::net {
 //   * no method is declared `-> stream` (a streaming call is refused with an error);
 //   * it does not override shortenPath() (it is never asked) and never calls thisCap() (capnp
 //     sets the server's own hook only for LocalClient, so thisCap() would dereference null);
-//   * it may tail-call: the RPC system's context carries a tail call out by itself.
+//   * no method tail-calls (context.tailCall): LocalClient forwards a tail call's pipeline to
+//     calls pipelined on the results; here they would wait for the results, which a tail call
+//     leaves empty.
 // Calls: a call arriving over RPC is dispatched at once, inside the RPC system's handling of the
 // Call message (LocalClient defers it to a later turn); a throw from the method, synchronous or
 // not, fails the call with that exception. The results can be pipelined on as with LocalClient.
