@@ -113,7 +113,11 @@ async function addContact(page, phone) {
 
 async function openChat(page, chat) {
   await page.click("#tab-chats");
-  await page.click(`.chat-item[data-chat="${chat}"]`);
+  const item = `.chat-item[data-chat="${chat}"]`;
+  await page.waitForSelector(item, WAIT);
+  // Found and clicked in one step inside the page: the list is rebuilt as messages and ticks
+  // arrive, and a handle taken before a rebuild points at a node no longer in the document.
+  await page.$eval(item, (element) => element.click());
   await page.waitForSelector(`#conversation[data-chat="${chat}"] #composer`, WAIT);
 }
 
