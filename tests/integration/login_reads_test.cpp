@@ -45,6 +45,10 @@ TEST(LoginReads, MessagesStoredWhileThePhoneLogsInAgainAndAgainAllArriveInOrder)
       a.client().send(b, "fence");
       EXPECT_TRUE(phone.waitUntilMessage("fence")) << "the fence never arrived";
     }
+    // A keeps sending: what reaches this session up to its end counts as its
+    // own. Once logout returned, every delivery the server sent before it has
+    // been taken (and recorded) first: calls and returns keep their order.
+    phone.client().logout();
     sessions.push_back(bodiesOf(phone.messages()));
   };
   while (sends.wait_for(std::chrono::seconds(0)) != std::future_status::ready) logInOnce(false);
