@@ -53,12 +53,8 @@ void DeliveryAck::settle() {
 void DeliveryAck::settleDelivered(std::int64_t atMs, std::function<void()> tickOtherwise) {
   {
     std::lock_guard lock(errorMutex_);
-    if (tickMayRide_) {
-      deliveredAt_ = atMs;
-      tickOtherwise_ = std::move(tickOtherwise);
-    } else {
-      after_.push_back(std::move(tickOtherwise));
-    }
+    if (tickMayRide_) deliveredAt_ = atMs;
+    after_.push_back(std::move(tickOtherwise));
   }
   settle();
 }
@@ -85,11 +81,11 @@ void DeliveryAck::finishOnOwner() {
     error = error_;
     after.swap(after_);
     // A reply that cannot arrive (the sender's session ended, or the call was
-    // cancelled) cannot carry the tick; it is sent (or queued) on its own.
+    // cancelled) cannot carry the tick; it is sent (or queued) on its own. One
+    // copy: `after` holds nothing but that copy's tickOtherwise.
     if (deliveredAt_ != 0 && replyArrives && fulfiller_->isWaiting()) {
       tickInReply = deliveredAt_;
-    } else if (tickOtherwise_) {
-      after.push_back(std::move(tickOtherwise_));
+      after.clear();
     }
   }
   if (error) {

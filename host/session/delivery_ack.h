@@ -94,10 +94,10 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
   kj::Own<kj::PromiseFulfiller<std::int64_t>> fulfiller_;  // owner thread only
   std::weak_ptr<AckListener> listener_;
   std::vector<std::string> recipients_;
-  // Guarded by errorMutex_: the delivered copy's tick, when it may ride in the
-  // reply (and what sends it otherwise), and what runs after the reply.
+  // Guarded by errorMutex_: when the one copy was delivered, if its tick may
+  // ride in the reply, and what runs after the reply (each delivered copy's
+  // tickOtherwise).
   std::int64_t deliveredAt_ = 0;
-  std::function<void()> tickOtherwise_;
   std::vector<std::function<void()>> after_;
 };
 
