@@ -37,12 +37,7 @@ TEST(Delivery, AReturnedMessageIsNeverDeliveredAgainAfterAQuickReconnect) {
   host.start();
   RecordingPhone a(host.clientOptions(), "+15550001001");
   a.registerAndLogin(host.sms());
-  std::string bKey;
-  {
-    RecordingPhone b(host.clientOptions(), "+15550001002");
-    b.registerAndLogin(host.sms());
-    bKey = b.key();
-  }
+  std::string bKey = registerAway(host, "+15550001002");
   for (int round = 0; round < 10; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     // Odd rounds: B is away when A sends, so the message waits in the store
@@ -114,12 +109,7 @@ TEST(Delivery, ASecondLoginOnTheSameConnectionKeepsTheNewSession) {
   host.start();
   RecordingPhone a(host.clientOptions(), "+15550002001");
   a.registerAndLogin(host.sms());
-  std::string bKey;
-  {
-    RecordingPhone b(host.clientOptions(), "+15550002002");
-    b.registerAndLogin(host.sms());
-    bKey = b.key();
-  }
+  std::string bKey = registerAway(host, "+15550002002");
 
   net::NetworkThread thread("raw-phone");
   thread.start();
@@ -287,12 +277,7 @@ TEST(Delivery, DeliveredMessagesAndShownReceiptsLeaveNothingInTheStore) {
   RecordingPhone b(host.clientOptions(), "+15550005002");
   a.registerAndLogin(host.sms());
   b.registerAndLogin(host.sms());
-  std::string cKey;
-  {
-    RecordingPhone c(host.clientOptions(), "+15550005003");
-    c.registerAndLogin(host.sms());
-    cKey = c.key();
-  }
+  std::string cKey = registerAway(host, "+15550005003");
   constexpr int kOnline = 200;
   constexpr int kOffline = 50;
   std::vector<std::future<client::SendResult>> sends;
@@ -339,12 +324,7 @@ TEST(Delivery, NothingAcknowledgedIsLostOrRepeatedAcrossKillNine) {
   host.start();
   RecordingPhone online(host.clientOptions(), "+15550006001");
   online.registerAndLogin(host.sms());
-  std::string awayKey;
-  {
-    RecordingPhone away(host.clientOptions(), "+15550006002");
-    away.registerAndLogin(host.sms());
-    awayKey = away.key();
-  }
+  std::string awayKey = registerAway(host, "+15550006002");
   std::vector<std::unique_ptr<RecordingPhone>> senders;
   client::ClientOptions senderOptions = host.clientOptions();
   senderOptions.callTimeout = std::chrono::seconds(5);  // sends cut by the kill fail sooner

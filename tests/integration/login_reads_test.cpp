@@ -22,12 +22,7 @@ TEST(LoginReads, MessagesStoredWhileThePhoneLogsInAgainAndAgainAllArriveInOrder)
   RecordingPhone a(host.clientOptions(), "+15550003001");
   a.registerAndLogin(host.sms());
   const std::string b = "+15550003002";
-  std::string bKey;
-  {
-    RecordingPhone first(host.clientOptions(), b);
-    first.registerAndLogin(host.sms());
-    bKey = first.key();
-  }
+  std::string bKey = registerAway(host, b);
 
   // A sends one message at a time (each acknowledged before the next): while B
   // is away each is a store commit, landing between B's logins.

@@ -37,6 +37,12 @@ void RecordingPhone::registerAndLogin(const SmsFile& sms) {
   login();
 }
 
+std::string registerAway(const RunningHost& host, const std::string& number) {
+  RecordingPhone phone(host.clientOptions(), number);
+  phone.registerAndLogin(host.sms());
+  return phone.key();
+}
+
 std::vector<client::Message> RecordingPhone::messages() const {
   std::lock_guard lock(mutex_);
   return messages_;

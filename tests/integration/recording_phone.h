@@ -86,4 +86,8 @@ std::string refusal(Call&& call) {
   return clientFailure(client::ClientError::Kind::refused, std::forward<Call>(call));
 }
 
+// Registers `number` on `host` and logs it in once, then lets that phone go (it is away
+// from then on); returns its device key for later logins.
+std::string registerAway(const RunningHost& host, const std::string& number);
+
 }  // namespace switchboard::integration
