@@ -183,6 +183,10 @@ std::string renderHostMetrics(const HostView& host) {
           c.messagesIn.load());
   counter(out, "switchboard_messages_out_total", "Messages delivered to phones",
           c.messagesOut.load());
+  counter(out, "switchboard_messages_stored_total",
+          "Message copies handed to the store (recipient away, queue full, or not delivered "
+          "within durable-after-ms)",
+          c.messagesStored.load());
   counter(out, "switchboard_logins_total", "Successful logins", c.logins.load());
   counter(out, "switchboard_failed_logins_total", "Refused logins", c.failedLogins.load());
   counter(out, "switchboard_registrations_total", "Devices registered with a code",

@@ -201,22 +201,29 @@ void MessagingService::messagesDelivered(const LiveSession& session,
   for (OutboundMessage& m : items) {
     if (m.durability.stored()) stored.push_back(std::move(m.durability));
     auto ack = std::exchange(m.ack, nullptr);
+    // False: the session wrote this copy and the write committed first, so the
+    // ack settles (or settled) as durable.
+    bool settles = ack && m.durability.claimAck();
     if (m.from != MessageIds::kSystemName) {
       OutboundReceipt tick;
       tick.messageId = m.id;
       tick.by = session.phone();
       tick.kind = ReceiptKind::delivered;
       tick.timestamp = now;
-      if (ack) {
-        // The tick rides in the sender's reply, or goes out after it.
-        ack->settleDelivered(now, [this, to = std::move(m.from), tick = std::move(tick)]() mutable {
-          routeReceipt(to, std::move(tick));
-        });
-        continue;
+      auto send = [this, to = std::move(m.from), tick = std::move(tick)]() mutable {
+        routeReceipt(to, std::move(tick));
+      };
+      // The tick rides in the sender's reply, or goes out after it.
+      if (settles) {
+        ack->settleDelivered(now, std::move(send));
+      } else if (ack) {
+        ack->afterReply(std::move(send));
+      } else {
+        send();
       }
-      routeReceipt(m.from, std::move(tick));
+      continue;
     }
-    if (ack) ack->settle();
+    if (settles) ack->settle();
   }
   forgetRows(session.phone(), "queue", std::move(stored));
 }

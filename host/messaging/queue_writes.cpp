@@ -127,7 +127,8 @@ void bindHolder(store::Statement& statement, int index, std::uint64_t holder) {
 // The row of a stored item: the one it was paged from, or the one its
 // session's write made (0: that write failed, there is none).
 std::int64_t rowOf(const Durability& durability) {
-  return durability.spilledRow ? *durability.spilledRow : static_cast<std::int64_t>(durability.seq);
+  return durability.spilledRow ? durability.spilledRow->row
+                               : static_cast<std::int64_t>(durability.seq);
 }
 
 // Inserts a write's rows [first, last) of `rows`: `bindItem(statement, at,
@@ -146,7 +147,7 @@ void insertQueued(store::Connection& db, std::string_view head, int columns,
       },
       [&](std::size_t row, std::int64_t rowid) {
         const auto& spilled = rows[first + row].entry->item.durability.spilledRow;
-        if (spilled) *spilled = rowid;
+        if (spilled) spilled->row = rowid;
       });
 }
 
@@ -158,7 +159,7 @@ void forgetFailedRows(Write& write) {
   for (auto& part : write.parts) {
     for (auto& entry : part.items) {
       const auto& spilled = entry.item.durability.spilledRow;
-      if (i < write.failures.size() && write.failures[i] && spilled) *spilled = 0;
+      if (i < write.failures.size() && write.failures[i] && spilled) spilled->row = 0;
       ++i;
     }
   }
@@ -376,7 +377,7 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
   for (auto& part : write.parts) {
     for (Addressed<Item>& entry : part.items) {
       const Item& item = entry.item;
-      if (outcomes[i] && item.durability.spilledRow) *item.durability.spilledRow = 0;
+      if (outcomes[i] && item.durability.spilledRow) item.durability.spilledRow->row = 0;
       if constexpr (kMessages) {
         if (!outcomes[i] && item.from != MessageIds::kSystemName) {
           dedup_.rememberStored(item.from, item.clientMsgId, SentMessage{item.id, item.timestamp});
@@ -404,7 +405,8 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
   i = 0;
   for (auto& part : write.parts) {
     for (Addressed<Item>& entry : part.items) {
-      if (auto ack = std::exchange(entry.item.ack, nullptr)) {
+      auto ack = std::exchange(entry.item.ack, nullptr);
+      if (ack && entry.item.durability.claimAck()) {
         if (outcomes[i]) {
           ack->fail(std::string(kWhat) + " could not be stored: " + *outcomes[i]);
         } else {

@@ -59,6 +59,19 @@ void DeliveryAck::settleDelivered(std::int64_t atMs, std::function<void()> tickO
   settle();
 }
 
+void DeliveryAck::afterReply(std::function<void()> fn) {
+  {
+    std::lock_guard lock(errorMutex_);
+    if (!replied_) {
+      after_.push_back(std::move(fn));
+      return;
+    }
+  }
+  owner_.post([&owner = owner_, fn = std::move(fn)]() mutable {
+    owner.addTask(kj::evalLast(std::move(fn)));
+  });
+}
+
 void DeliveryAck::fail(const std::string& error) {
   {
     std::lock_guard lock(errorMutex_);
@@ -80,6 +93,7 @@ void DeliveryAck::finishOnOwner() {
     std::lock_guard lock(errorMutex_);
     error = error_;
     after.swap(after_);
+    replied_ = true;
     // A reply that cannot arrive (the sender's session ended, or the call was
     // cancelled) cannot carry the tick; it is sent (or queued) on its own. One
     // copy: `after` holds nothing but that copy's tickOtherwise.

@@ -75,6 +75,11 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
   // thread once the promise has resolved and its reply had its turn (a
   // "delivered" receipt must not overtake the "sent" reply of the same send).
   void settleDelivered(std::int64_t atMs, std::function<void()> tickOtherwise);
+  // Runs `fn` on the owner's thread after the reply, without settling a copy:
+  // the tick of a copy that another path settled (its write committed before
+  // the phone returned it). Once the reply went out, `fn` is posted to the
+  // owner and runs after that turn's events.
+  void afterReply(std::function<void()> fn);
   // One copy could not be made durable; the promise rejects with `error` (the
   // first one reported) once every copy is settled or failed.
   void fail(const std::string& error);
@@ -99,6 +104,7 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
   // tickOtherwise).
   std::int64_t deliveredAt_ = 0;
   std::vector<std::function<void()>> after_;
+  bool replied_ = false;  // finishOnOwner took after_
 };
 
 }  // namespace switchboard::session

@@ -243,10 +243,9 @@ std::vector<Item> LiveSession::collectHeld(Feed<Item>& feed, Clock::time_point b
   std::vector<Item> copies;
   auto collect = [&](Item& item) {
     if (!heldInMemory(item) || item.heldSince > before) return;
-    item.durability.spilledRow = std::make_shared<std::int64_t>(0);
-    Item copy = item;
-    item.ack = nullptr;  // the write settles it now
-    copies.push_back(std::move(copy));
+    // The phone may still return it: whichever comes first settles the ack.
+    item.durability.spilledRow = std::make_shared<SpilledRow>();
+    copies.push_back(item);
   };
   for (auto& batch : feed.inFlight) {
     for (Item& item : batch) collect(item);
@@ -429,7 +428,8 @@ void LiveSession::pumpFeed(Feed<Item>& feed, Send&& send) {
             backend_.messagesDelivered(*this, std::move(items));
           } else {
             for (Item& item : items) {
-              if (item.ack) std::exchange(item.ack, nullptr)->settle();
+              auto ack = std::exchange(item.ack, nullptr);
+              if (ack && item.durability.claimAck()) ack->settle();
             }
             backend_.receiptsShown(*this, std::move(items));
           }

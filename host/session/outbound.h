@@ -3,6 +3,7 @@
 // the store's writer) and are turned into Cap'n Proto only there.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -12,16 +13,31 @@
 
 namespace switchboard::session {
 
+// An item the session itself wrote to the store while it still held it (a
+// deadline passed, the queue was full, the session ended), shared by the
+// session's copy and the write's.
+//   * `row`: filled by the store's writer thread; read only there, by the write
+//     that deletes the row (0: not written, or the write failed).
+//   * `ackTaken`: both copies hold the item's ack, and the first of the two
+//     events, the write committing or the phone's deliver returning, settles
+//     it: a copy delivered before its write commits is acknowledged as
+//     delivered (its tick may ride in the reply), one written first as durable.
+struct SpilledRow {
+  std::int64_t row = 0;
+  std::atomic<bool> ackTaken{false};
+};
+
 // Where an item waiting for a phone is durable, if it is.
 //   * `seq`: its row in the store, when it was paged in from there;
-//   * `spilledRow`: filled by the store's writer thread when the session itself
-//     wrote the item (a deadline passed, the queue was full, the session ended);
-//     read only on the writer thread, by the write that deletes the row.
+//   * `spilledRow`: set when the session itself wrote the item (above).
 // Neither: the item is held in memory only, and its `ack` is still open.
 struct Durability {
   std::uint64_t seq = 0;
-  std::shared_ptr<std::int64_t> spilledRow;
+  std::shared_ptr<SpilledRow> spilledRow;
   bool stored() const { return seq != 0 || spilledRow != nullptr; }
+  // Whether the caller, holding the item's ack, settles it: always for an item
+  // the session did not write; for one it wrote, only the first to ask.
+  bool claimAck() const { return !spilledRow || !spilledRow->ackTaken.exchange(true); }
 };
 
 // One message on its way to a phone. `id` is the message's server id, the one
@@ -35,8 +51,8 @@ struct OutboundMessage {
   std::int64_t timestamp = 0;  // server time of the send, ms since the epoch
   std::int64_t expiresAt = 0;  // ms since the epoch; a stored row is dropped after it
   Durability durability;
-  // Settled once this copy is delivered or durable; null once settled (or
-  // handed to the write that makes it durable).
+  // Settled once this copy is delivered or durable; null once settled. A copy
+  // the session wrote shares it with its write (Durability::claimAck).
   std::shared_ptr<DeliveryAck> ack;
   std::chrono::steady_clock::time_point heldSince{};  // when the session took it in memory
   // Cluster mode: its sequence in the cluster's stream when it came from there

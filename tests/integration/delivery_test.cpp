@@ -241,6 +241,47 @@ TEST(Delivery, TheDeliveredTickRidesInTheReplyWhenTheRecipientIsOnline) {
   }
 }
 
+// A copy not returned within --durable-after-ms is written to the store; the
+// phone may still return it before that write commits. Then the copy is
+// delivered, and the sender's reply says so at once (its tick rides in it)
+// instead of waiting for the write, after which a separate receipt could
+// overtake the reply. The test holds the store's write lock to keep the write
+// from committing.
+TEST(Delivery, ACopyReturnedBeforeItsDeadlineWriteCommitsIsAcknowledgedAsDelivered) {
+  RunningHost host({"--durable-after-ms", "50"});
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550003201");
+  RecordingPhone b(host.clientOptions(), "+15550003202");
+  a.registerAndLogin(host.sms());
+  b.registerAndLogin(host.sms());
+  auto stored = [&] { return host.metric("switchboard_messages_stored_total").value_or(-1); };
+  ASSERT_EQ(stored(), 0);
+
+  DatabaseFile db(host.dataDir());
+  db.execute("BEGIN IMMEDIATE");  // the host's writer now waits (up to 5 s)
+  b.holdDeliveries();
+  auto sending = a.client().sendAsync(b.number(), "late but there", "late-1");
+  // The deadline passed and the session handed the copy to the (blocked) write.
+  ASSERT_TRUE(waitUntil([&] { return stored() == 1; }));
+  b.releaseDeliveries();
+  ASSERT_TRUE(b.waitForMessages(1));
+  bool replied = sending.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
+  db.execute("ROLLBACK");
+  ASSERT_TRUE(replied) << "the reply waited for the store although the phone had the message";
+  auto sent = sending.get();
+  EXPECT_GE(sent.deliveredAt, sent.timestamp);
+
+  // The write commits after all and its row goes again; no second tick comes.
+  fence(a, b, "fence");
+  EXPECT_TRUE(waitUntil([&] { return countRows(host.dataDir(), "queue") == 0; }));
+  ASSERT_TRUE(a.waitForReceipt(sent.id, ReceiptKind::delivered));
+  std::size_t ticks = 0;
+  for (const auto& r : a.receipts()) {
+    if (r.id == sent.id && r.kind == ReceiptKind::delivered) ++ticks;
+  }
+  EXPECT_EQ(ticks, 1u);
+}
+
 TEST(Delivery, TypingCarriesTheTypersOwnPresence) {
   RunningHost host;
   host.start();
