@@ -68,6 +68,10 @@ struct Envelope {
   receiptOf @7 :UInt64;      # receipts: the server id of the message they are about
   serverId @8 :UInt64;       # live notices only: the envelope's stream sequence
   messageId @9 :UInt64;      # messages: the id the sender was given (the phone sees it)
+  prevServerId @10 :UInt64;  # live notices only: the server id of the envelope the noticing
+                             # node put into the stream for the same recipient before this
+                             # one (0: none it knows of); a live phone that has not seen it
+                             # lost its notice, and imports rather than overtake it
 
   enum Kind {
     message @0;
@@ -82,6 +86,7 @@ struct NoticeBatch {
   # when the sender counts it against its window (the receiving node answers
   # once every envelope is delivered, durable there, or left in the stream).
   envelopes @0 :List(Envelope);
+  node @1 :Text;             # the node that sent the batch (prevServerId is per node)
 }
 
 struct KickNotice {

@@ -46,12 +46,15 @@ std::string envelopeBytes(const Envelope& envelope, std::uint64_t serverId) {
   return recordBytes(message);
 }
 
-std::string noticeBatchBytes(const QueuedEnvelope* items, std::size_t count) {
+std::string noticeBatchBytes(const std::string& node, const QueuedEnvelope* items,
+                             std::size_t count) {
   capnp::MallocMessageBuilder message;
-  auto list =
-      message.initRoot<proto::cluster::NoticeBatch>().initEnvelopes(static_cast<unsigned>(count));
+  auto batch = message.initRoot<proto::cluster::NoticeBatch>();
+  batch.setNode(node);
+  auto list = batch.initEnvelopes(static_cast<unsigned>(count));
   for (unsigned i = 0; i < count; ++i) {
     fillEnvelope(list[i], items[i].envelope, items[i].serverId);
+    list[i].setPrevServerId(items[i].prevServerId);
   }
   return recordBytes(message);
 }
@@ -92,6 +95,7 @@ std::vector<std::size_t> noticeRuns(const std::vector<QueuedEnvelope>& items, st
 QueuedEnvelope envelopeFrom(Wire::Reader in, std::uint64_t serverId) {
   QueuedEnvelope queued;
   queued.serverId = serverId != 0 ? serverId : in.getServerId();
+  queued.prevServerId = in.getPrevServerId();
   Envelope& e = queued.envelope;
   e.kind = static_cast<Envelope::Kind>(in.getKind());
   e.sender = in.getSender();
@@ -320,9 +324,9 @@ namespace {
 NoticeBatch noticeBatchFrom(const void* data, std::size_t size) {
   RecordReader reader(data, size);
   NoticeBatch batch;
-  for (auto in : reader.get<proto::cluster::NoticeBatch>().getEnvelopes()) {
-    batch.items.push_back(envelopeFrom(in, 0));
-  }
+  auto in = reader.get<proto::cluster::NoticeBatch>();
+  batch.node = in.getNode();
+  for (auto envelope : in.getEnvelopes()) batch.items.push_back(envelopeFrom(envelope, 0));
   return batch;
 }
 }  // namespace
@@ -897,9 +901,13 @@ struct DeliveryTransport::Outbox {
     for (auto& item : items) {
       bool counted = item->charged && !item->charged->empty();
       if (item->outcome.published && item->noticed) {
+        const PublishResult& result = *item->outcome.published;
+        // A duplicate is an old envelope noticed again: not in the chain.
+        std::uint64_t prev =
+            result.duplicate ? 0 : chainOne(item->envelope.recipient, result.serverId);
         if (auto node = cachedLocation(item->envelope.recipient)) {
           ToNode& to = byNode[*node];
-          to.envelopes.push_back({item->outcome.published->serverId, item->envelope});
+          to.envelopes.push_back({result.serverId, item->envelope, prev});
           to.charged.push_back(counted ? *item->charged : std::string());
           continue;
         }
@@ -1000,7 +1008,7 @@ struct DeliveryTransport::Outbox {
       }
       if (attempt > 0) ++rechecksSent;
     }
-    std::string bytes = noticeBatchBytes(envelopes, count);
+    std::string bytes = noticeBatchBytes(transport.options_.node, envelopes, count);
     std::string reply = prefix + "n." + std::to_string(id);
     natsStatus status = link.isConnected() ? natsConnection_PublishRequest(
                                                  link.connection(), subject.c_str(), reply.c_str(),
@@ -1109,6 +1117,19 @@ struct DeliveryTransport::Outbox {
     return node;
   }
 
+  // The chain of notices (prevServerId): per recipient, the last envelope
+  // this node put into the stream and noticed. Forgotten past kChained
+  // recipients (their next notice names none: no check, nothing wrong).
+  static constexpr std::size_t kChained = 100000;
+  std::uint64_t chainOne(const std::string& recipient, std::uint64_t serverId) {
+    std::lock_guard lock(mutex);
+    if (lastNoticed.size() >= kChained && !lastNoticed.contains(recipient)) lastNoticed.clear();
+    return std::exchange(lastNoticed[recipient], serverId);
+  }
+  void chain(std::vector<QueuedEnvelope>& queued) {
+    for (QueuedEnvelope& q : queued) q.prevServerId = chainOne(q.envelope.recipient, q.serverId);
+  }
+
   // Mutex held: a batch's envelopes stop counting against their windows.
   void release(const Batch& batch) {
     for (const auto& [node, count] : batch.charges) releaseOne(node, count);
@@ -1202,7 +1223,8 @@ struct DeliveryTransport::Outbox {
   std::unordered_map<std::string, std::size_t> failing;
   Clock::time_point lastExpiry{};
   bool stopping = false;
-  std::unordered_map<std::string, CachedLocation> locations;  // outbox thread only
+  std::unordered_map<std::string, CachedLocation> locations;   // outbox thread only
+  std::unordered_map<std::string, std::uint64_t> lastNoticed;  // recipient -> server id (mutex)
   std::thread thread;
 };
 
@@ -1262,7 +1284,8 @@ std::size_t DeliveryTransport::outboxLength() const {
   return outbox_->length();
 }
 
-void DeliveryTransport::notify(const std::string& node, const std::vector<QueuedEnvelope>& queued) {
+void DeliveryTransport::notify(const std::string& node, std::vector<QueuedEnvelope> queued) {
+  outbox_->chain(queued);
   // As requests, like the outbox's notice batches (counted against no
   // window): one that gets no answer, or is not sent, is rechecked.
   bool sent = false;

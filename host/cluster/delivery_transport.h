@@ -45,6 +45,10 @@
 //   and the phones' sends wait for their acks. A batch not answered within
 //   `noticeTimeout` (the node stopped, or is gone: "no responders" answers at
 //   once) stops counting.
+// - Notices chain: each names the envelope this node noticed before it for
+//   the same recipient (prevServerId), so the receiving node sees a notice
+//   missing before the next one arrives, and a later envelope does not
+//   overtake the lost one from memory (StreamIntake).
 // - Lost notices: a notice batch not answered within `noticeTimeout` (lost
 //   on the way, the answer lost, or never sent because the link blinked
 //   after the PubAck) is *rechecked*: the outbox sends the node holding each
@@ -127,6 +131,11 @@ struct KickNotice {
 struct QueuedEnvelope {
   std::uint64_t serverId = 0;
   Envelope envelope;
+  // In a live notice: the server id of the envelope the noticing node put
+  // into the stream for the same recipient before this one, noticed before
+  // it (0: none it knows of). A phone live on the receiving node that has
+  // not seen that one's notice lost it (see StreamIntake).
+  std::uint64_t prevServerId = 0;
 };
 
 struct PublishResult {
@@ -147,6 +156,7 @@ struct PublishResult {
 struct NoticeBatch {
   std::vector<QueuedEnvelope> items;
   std::string replyTo{};
+  std::string node{};  // the node that sent it
 };
 
 // How many times a sender rechecks a notice batch that got no answer.
@@ -227,7 +237,9 @@ class DeliveryTransport {
   // window), so one that gets no answer within `noticeTimeout`, or could not
   // be sent (degraded), is rechecked like theirs. Any thread; when it returns
   // NATS has the notice, or its recheck is due.
-  void notify(const std::string& node, const std::vector<QueuedEnvelope>& queued);
+  // They join the recipients' chains of notices (prevServerId) as the
+  // outbox's do.
+  void notify(const std::string& node, std::vector<QueuedEnvelope> queued);
   // What waits for `recipient` with a server id above `afterId`, oldest first.
   std::vector<QueuedEnvelope> pending(const std::string& recipient, std::uint64_t afterId,
                                       std::size_t limit);

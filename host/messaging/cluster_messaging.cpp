@@ -1066,13 +1066,20 @@ void MessagingService::noticesArrived(cluster::NoticeBatch batch) {
   std::vector<std::string> imports;
   for (cluster::QueuedEnvelope& queued : batch.items) {
     std::string phone = queued.envelope.recipient;
-    switch (intake_->notice(queued, epoch, token)) {
+    switch (intake_->notice(queued, batch.node, epoch, token)) {
       case StreamIntake::Verdict::offer:
         if (auto address = sessions_.locate(phone)) {
           offerFromStream(*address, std::move(queued), token);
         } else {
           intake_->settled(phone, queued.serverId);  // gone meanwhile: it stays in the stream
         }
+        break;
+      case StreamIntake::Verdict::gap:
+        spdlog::info(
+            "cluster: notices for {} may be lost (envelope {} from {} came, {} before it did "
+            "not); it imports from the stream",
+            phone, queued.serverId, batch.node, queued.prevServerId);
+        imports.push_back(std::move(phone));
         break;
       case StreamIntake::Verdict::import:
         imports.push_back(std::move(phone));

@@ -37,27 +37,40 @@ void StreamIntake::ended(const std::string& phone, std::uint64_t sessionId) {
 }
 
 StreamIntake::Verdict StreamIntake::notice(const cluster::QueuedEnvelope& queued,
-                                           std::uint64_t epoch, const BatchToken& token) {
+                                           const std::string& node, std::uint64_t epoch,
+                                           const BatchToken& token) {
   std::deque<Kept> dropped;
   std::lock_guard lock(mutex_);
   auto it = phones_.find(queued.envelope.recipient);
   if (it == phones_.end()) return Verdict::notHere;
   Phone& p = it->second;
+  // The node's notice before this one for the phone: seen, or read by an import?
+  std::uint64_t& last = p.lastFrom[node];
+  std::uint64_t prev = queued.prevServerId;
+  bool gapBefore = prev != 0 && last < prev && prev > p.readUpTo && !p.held.contains(prev);
+  last = std::max(last, queued.serverId);
   if (queued.serverId <= p.readUpTo || p.held.contains(queued.serverId)) return Verdict::skip;
-  if (p.liveEpoch == epoch) {
+  if (p.liveEpoch == epoch && !gapBefore) {
     p.held.insert(queued.serverId);
     return Verdict::offer;
   }
   auto now = Clock::now();
+  bool wasLive = p.liveEpoch == epoch;
   forgetStaleLive(p, epoch);
+  if (wasLive) {
+    // Its notice before this one is lost: import (it reads the stream from
+    // where imports stopped) before anything more is taken from memory.
+    p.liveEpoch.reset();
+    p.liveAt = std::max(p.liveAt, now);
+  }
   if (p.kept.size() >= kMaxKept) {
     dropped.swap(p.kept);
     p.liveAt = std::max(p.liveAt, now);  // what was dropped is read by a later import
   }
-  p.kept.push_back({queued, token});
+  p.kept.push_back({queued, token, gapBefore});
   if (p.importAsked || (p.importing && p.importMayGoLive)) return Verdict::kept;
   p.importAsked = true;
-  return Verdict::import;
+  return wasLive ? Verdict::gap : Verdict::import;
 }
 
 std::optional<std::vector<StreamIntake::Kept>> StreamIntake::goLive(const std::string& phone,
@@ -70,6 +83,17 @@ std::optional<std::vector<StreamIntake::Kept>> StreamIntake::goLive(const std::s
   Phone& p = it->second;
   forgetStaleLive(p, epochNow);
   if (p.liveEpoch || p.importing || epoch != epochNow || startedAt < p.liveAt) return std::nullopt;
+  // A kept notice whose chain's previous one did not come and that this
+  // import did not read (stored after it began): lost, and memory would
+  // deliver what follows ahead of it. Import once more (`due`, at once).
+  for (const Kept& kept : p.kept) {
+    std::uint64_t prev = kept.queued.prevServerId;
+    if (kept.gapBefore && kept.queued.serverId > p.readUpTo && prev > p.readUpTo &&
+        !p.held.contains(prev)) {
+      p.liveAt = Clock::now();
+      return std::nullopt;
+    }
+  }
   p.liveEpoch = epochNow;
   std::vector<Kept> offers;
   for (Kept& kept : p.kept) {

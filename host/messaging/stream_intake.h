@@ -24,6 +24,16 @@
 // could read envelopes whose notices are still on their way, and they would
 // overtake or repeat what memory delivers).
 //
+// A notice missing from a node's chain (QueuedEnvelope::prevServerId: the
+// envelope that node noticed before for the same recipient, not seen here,
+// and not read by an import) was lost: the envelope behind it must not be
+// taken from memory ahead of it. A live phone goes back to importing at such
+// a notice (Verdict::gap), as a recheck would send it; a phone about to go
+// live whose kept notices have such a gap not covered by its import imports
+// once more first. So order per (sender, recipient) holds across a lost
+// notice when a later one arrives, rather than waiting for the sender's
+// recheck, which would bring the lost one after it.
+//
 // Why `liveAt`: a sender's node names the recipient's node from a location
 // cache (kLocationCacheTtl); a login elsewhere cannot be seen there for that
 // long, so notices for messages stored meanwhile may go to the old node. An
@@ -59,6 +69,7 @@ class StreamIntake {
   struct Kept {
     cluster::QueuedEnvelope queued;
     BatchToken token;
+    bool gapBefore = false;  // its chain's previous notice had not come when it came
   };
 
   enum class Verdict {
@@ -67,6 +78,8 @@ class StreamIntake {
     offer,    // live: offer it in memory (it is counted as in memory now)
     kept,     // importing: kept here, an import is already asked for
     import,   // importing: kept here; ask for an import
+    gap,      // was live, but a notice before it from the same node is missing:
+              // importing again, kept here; ask for an import
   };
 
   // A login here, before its import: the phone imports until `liveAt`.
@@ -76,12 +89,14 @@ class StreamIntake {
   void ended(const std::string& phone, std::uint64_t sessionId);
 
   // Listener thread. `epoch` counts the link's disconnects: a phone live in
-  // an older one imports again.
-  Verdict notice(const cluster::QueuedEnvelope& queued, std::uint64_t epoch,
-                 const BatchToken& token);
+  // an older one imports again. `node` sent the notice (its chain).
+  Verdict notice(const cluster::QueuedEnvelope& queued, const std::string& node,
+                 std::uint64_t epoch, const BatchToken& token);
   // Listener thread, after an import that started at `startedAt` in `epoch`:
   // nullopt if the phone does not go live now; else it is live, and these
-  // kept envelopes (now counted as in memory) are to be offered first.
+  // kept envelopes (now counted as in memory) are to be offered first. A
+  // kept one whose chain has a gap the import did not read keeps the phone
+  // importing: `due` asks for another import at once.
   std::optional<std::vector<Kept>> goLive(const std::string& phone, Clock::time_point startedAt,
                                           std::uint64_t epoch, std::uint64_t epochNow);
 
@@ -144,6 +159,8 @@ class StreamIntake {
     bool importAsked = false;                // an import is asked for and not begun
     std::unordered_set<std::uint64_t> held;  // in memory (offered, not yet removed)
     std::deque<Kept> kept;
+    // Node -> the last server id noticed from it (its chain, in order).
+    std::unordered_map<std::string, std::uint64_t> lastFrom;
   };
 
   static void forgetStaleLive(Phone& p, std::uint64_t epochNow);

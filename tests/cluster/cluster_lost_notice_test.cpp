@@ -39,6 +39,17 @@ authorization {
 }
 )";
 
+// The same users with nothing denied (a reload of kDropAsNoticesToB to this
+// lets a's notices to b through from then on; their connections stay open).
+constexpr const char* kNothingDropped = R"(
+authorization {
+  users = [
+    {user: a, password: apass}
+    {user: b, password: bpass}
+  ]
+}
+)";
+
 constexpr const char* kDropAnswersFromB = R"(
 authorization {
   users = [
@@ -118,6 +129,44 @@ TEST_F(ClusterLostNotice, AMessageWhoseNoticeIsLostReachesTheLivePhoneWithoutALo
   ASSERT_EQ(received.size(), 2u);
   EXPECT_EQ(received[1].body, "so is this one's");
   EXPECT_EQ(received[1].id, second.id);
+}
+
+// Order per (sender, recipient) across a lost notice: the next message's
+// notice arrives, and the live phone must not take it from memory ahead of
+// the one whose notice was lost (which, before, came seconds later through
+// the recheck, after it).
+TEST_F(ClusterLostNotice, AMessageWhoseNoticeIsLostIsNotOvertakenByTheNextOneFromMemory) {
+  ASSERT_NO_FATAL_FAILURE(startWith(kDropAsNoticesToB, "+15550009171", "+15550009172"));
+
+  client::SendResult first = alice->client().send(bob->number(), "its notice is lost");
+  ASSERT_TRUE(waitUntil([&] { return count(*a, "Permissions Violation") > 0; })) << a->log();
+  nats->reload(kNothingDropped);
+  client::SendResult second = alice->client().send(bob->number(), "its notice arrives");
+  // The case this test is about: the second notice reaches b before a's
+  // recheck of the first (due 5 s after it) could.
+  ASSERT_EQ(a->metric("switchboard_cluster_rechecks_total").value_or(0), 0.0)
+      << "the recheck came before the second send; the box was too slow for this test";
+
+  ASSERT_TRUE(bob->waitForMessages(2)) << a->log() << "\n" << b->log();
+  std::vector<client::Message> received = bob->messages();
+  ASSERT_EQ(received.size(), 2u);
+  EXPECT_EQ(received[0].id, first.id) << b->log();
+  EXPECT_EQ(received[0].body, "its notice is lost");
+  EXPECT_EQ(received[1].id, second.id);
+  EXPECT_EQ(received[1].body, "its notice arrives");
+  // b saw the gap in a's notices to bob and imported, without a login.
+  EXPECT_EQ(count(*b, "cluster: notices for " + bob->number() + " may be lost"), 1u) << b->log();
+  EXPECT_EQ(b->metric("switchboard_logins_total").value_or(0), 1.0);
+  EXPECT_EQ(bob->disconnects(), 0u);
+  // Both delivered ticks reach alice.
+  EXPECT_TRUE(alice->waitForReceipt(first.id, client::ReceiptKind::delivered));
+  EXPECT_TRUE(alice->waitForReceipt(second.id, client::ReceiptKind::delivered));
+  // Nothing more arrives later (the recheck of the first finds it imported).
+  client::SendResult third = alice->client().send(bob->number(), "and a third");
+  ASSERT_TRUE(bob->waitForMessages(3)) << b->log();
+  received = bob->messages();
+  ASSERT_EQ(received.size(), 3u);
+  EXPECT_EQ(received[2].id, third.id);
 }
 
 TEST_F(ClusterLostNotice, ARecheckOfEnvelopesTheLivePhoneTookAlreadyLeavesItLive) {

@@ -40,13 +40,15 @@ void NatsServer::start() {
   std::string port = std::to_string(port_);
   std::string store = (dir_.path() / "jetstream").string();
   std::string log = (dir_.path() / "nats.log").string();
-  std::vector<std::string> args = {"nats-server", "-a",  "127.0.0.1", "-p", port,
-                                   "-js",         "-sd", store,       "-l", log};
-  if (!config_.empty()) {
-    std::string path = (dir_.path() / "nats.conf").string();
-    std::ofstream(path) << config_;
+  std::vector<std::string> args = {"nats-server", "-a", "127.0.0.1", "-p", port, "-l", log};
+  if (config_.empty()) {
+    args.insert(args.end(), {"-js", "-sd", store});
+  } else {
+    // JetStream in the file (writeConfig), not in flags: a reload applies
+    // the file alone, and one without JetStream in it shuts JetStream down.
+    writeConfig();
     args.push_back("-c");
-    args.push_back(path);
+    args.push_back((dir_.path() / "nats.conf").string());
   }
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
@@ -59,6 +61,32 @@ void NatsServer::start() {
   if (!waitUntil([&] { return accepts(port_); })) {
     signalAndWait(SIGKILL);
     throw std::runtime_error("nats-server did not accept connections on port " + port);
+  }
+}
+
+void NatsServer::writeConfig() const {
+  std::ofstream(dir_.path() / "nats.conf")
+      << "jetstream { store_dir: \"" << (dir_.path() / "jetstream").string() << "\" }\n"
+      << config_;
+}
+
+void NatsServer::reload(std::string config) {
+  if (config_.empty() || !running()) {
+    throw std::runtime_error("nats-server: reload needs a running server started with a config");
+  }
+  auto reloads = [&] {
+    std::ifstream in(dir_.path() / "nats.log");
+    std::string line;
+    std::size_t n = 0;
+    while (std::getline(in, line)) n += line.find("Reloaded server configuration") != line.npos;
+    return n;
+  };
+  std::size_t before = reloads();
+  config_ = std::move(config);
+  writeConfig();
+  ::kill(pid_, SIGHUP);
+  if (!waitUntil([&] { return reloads() > before; })) {
+    throw std::runtime_error("nats-server did not reload its configuration");
   }
 }
 

@@ -8,6 +8,9 @@
 // directory. One test thread drives it. `config` (nats-server's configuration
 // syntax, e.g. an authorization block with users and their permissions) is
 // given to it as its configuration file; the flags above still apply.
+// reload() replaces that file and has the running server reload it (SIGHUP),
+// returning once its log says it did: the users' permissions change on their
+// open connections, which stay open.
 #pragma once
 
 #include <sys/types.h>
@@ -29,6 +32,7 @@ class NatsServer {
   void start();
   void stop();
   void kill();
+  void reload(std::string config);
   bool running() const { return pid_ > 0; }
 
   std::string url() const;  // nats://127.0.0.1:PORT
@@ -38,6 +42,7 @@ class NatsServer {
 
  private:
   void signalAndWait(int signal);
+  void writeConfig() const;
 
   TempDir dir_;
   std::string config_;
