@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "latency_histogram.h"
+#include "receive_stamp.h"
 #include "report_fields.h"
 
 namespace switchboard::bench {
@@ -19,14 +20,18 @@ namespace switchboard::bench {
 // loop, the time the message was made in a closed one), the flow and the sequence, so the
 // receiving side measures latency and spots loss, duplicates and reordering.
 //
-// Two latencies per arrival, both to the clock read when the receiver read the bytes: from
-// the actual send (sentAt(): the clock read just before the bytes went to the kernel) and
-// from the intended send. The first is what the server and the network add; the second
-// also holds the generator's own lateness, so a stall that kept the generator from sending
-// on time still shows (coordinated omission stays visible). The lateness itself (actual -
-// intended) has a histogram of its own. Sender and receivers of a flow live in the same
-// process, so the actual send time stays in these books and never travels in the body; an
-// arrival whose send was never stamped counts from the intended time in both.
+// Two latencies per arrival, both to its arrival (ArrivalStamp::arrivalNs(): the kernel's
+// receive timestamp of the read that completed the message, else the clock read just after
+// that read): from the actual send (sentAt(): the clock read just before the bytes went to
+// the kernel) and from the intended send. The first is what the server and the network add;
+// the second also holds the generator's own lateness, so a stall that kept the generator
+// from sending on time still shows (coordinated omission stays visible). The lateness
+// itself (actual - intended) has a histogram of its own, and so has the receive lag (the
+// read's clock minus the kernel's stamp: how long the bytes waited in the socket for the
+// generator's loop); arrivals without a kernel stamp are counted
+// (arrivals_without_kernel_stamp). Sender and receivers of a flow live in the same process,
+// so the actual send time stays in these books and never travels in the body; an arrival
+// whose send was never stamped counts from the intended time in both.
 //
 // In flight: a message counts against its flow's window from send until every receiver has
 // it (the default), or until the server acknowledged it (InFlightUntil::acked, for sends to
@@ -111,9 +116,9 @@ class DeliveryLedger {
     if (flows_[flow].inflight > 0) --flows_[flow].inflight;
   }
 
-  // A body arrived at `receiver` at `nowNs`. Returns the flow when every receiver now has
-  // this message (its window may have opened).
-  std::optional<std::uint32_t> received(const void* data, std::size_t size, std::int64_t nowNs,
+  // A body arrived at `receiver` (`at`: the read that completed it). Returns the flow when
+  // every receiver now has this message (its window may have opened).
+  std::optional<std::uint32_t> received(const void* data, std::size_t size, const ArrivalStamp& at,
                                         std::uint32_t receiver = 0) {
     if (size < kHeaderBytes) return std::nullopt;
     std::int64_t intendedNs;
@@ -132,9 +137,15 @@ class DeliveryLedger {
     }
     if (static_cast<std::int64_t>(seq) < f.lastSeq[slot]) ++reordered_;
     f.lastSeq[slot] = std::max<std::int64_t>(f.lastSeq[slot], seq);
+    std::int64_t nowNs = at.arrivalNs();
     bool inWindow = nowNs >= windowStartNs_ && (windowEndNs_ == 0 || nowNs < windowEndNs_);
     if (inWindow) {
       ++deliveredWindow_;
+      if (at.kernelNs != 0) {
+        receiveLag_.record(std::max<std::int64_t>(0, at.readNs - at.kernelNs));
+      } else {
+        ++unstampedArrivals_;
+      }
       std::int64_t actualNs = f.sentNs[seq] != 0 ? f.sentNs[seq] : intendedNs;
       Latencies& books = markNs_ != 0 && intendedNs >= markNs_ ? marked_ : unmarked_;
       books.fromActual.record(nowNs - actualNs);
@@ -189,6 +200,8 @@ class DeliveryLedger {
     r.set("hist_swap", marked_.fromActual.encode());
     r.set("hist_swap_intended", marked_.fromIntended.encode());
     r.set("hist_send_lag", sendLag_.encode());
+    r.set("hist_receive_lag", receiveLag_.encode());
+    r.set("arrivals_without_kernel_stamp", unstampedArrivals_);
     return r;
   }
 
@@ -210,12 +223,14 @@ class DeliveryLedger {
   std::int64_t windowStartNs_ = 0, windowEndNs_ = 0, markNs_ = 0;
   std::uint64_t deliveredTotal_ = 0, deliveredWindow_ = 0, completedWindow_ = 0;
   std::uint64_t ackedTotal_ = 0, duplicates_ = 0, reordered_ = 0, sendErrors_ = 0, skipped_ = 0;
+  std::uint64_t unstampedArrivals_ = 0;  // in the window, without a kernel stamp
   struct Latencies {
     LatencyHistogram fromActual;
     LatencyHistogram fromIntended;
   };
   Latencies unmarked_, marked_;
   LatencyHistogram sendLag_;
+  LatencyHistogram receiveLag_;  // read - kernel stamp, in the window
 };
 
 }  // namespace switchboard::bench

@@ -142,8 +142,8 @@ struct LeanPhone {
 // built with FrameBuilder and read with capnp's readers (rpc_frames.h). A send is written
 // to the socket at once (one send() right after the clock read that stamps it, as the MQTT
 // and XMPP clients do); Finish and Return frames wait for the end of the loop's turn and go
-// out with whatever else that turn wrote. An arrival is stamped just after the recv() that
-// brought it.
+// out with whatever else that turn wrote. An arrival carries the stamps of the recvmsg()
+// that brought it: the kernel's receive timestamp and the clock read just after it.
 //
 // Every answer is checked: a Return that is an exception, names a question not asked, or
 // lacks the capability it should carry; a call on anything but the Inbox or of a method the
@@ -594,7 +594,7 @@ class LeanPhones final : public PeerClients {
         auto body = message.getBody();
         if (arrived) {
           arrived(reinterpret_cast<const char*>(body.begin()), body.size(),
-                  phone.input.lastReadNs());
+                  phone.input.lastArrival());
         }
       }
     } else if (method == protocol_.receipt) {

@@ -1,9 +1,11 @@
 #include "mqtt_load.h"
 
 #include <mosquitto.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -19,11 +21,31 @@ namespace {
 
 constexpr std::int64_t kSecond = 1000000000;
 
+// The bytes of one MQTT 3.1.1 PUBLISH (libmosquitto's default protocol): fixed header byte,
+// the remaining length (a varint), topic length and topic, packet id (QoS > 0), payload.
+std::size_t publishBytes(const mosquitto_message& message) {
+  std::size_t remaining = 2 + std::strlen(message.topic) + (message.qos > 0 ? 2 : 0) +
+                          static_cast<std::size_t>(message.payloadlen);
+  std::size_t header = 2;
+  for (std::size_t left = remaining >> 7; left > 0; left >>= 7) ++header;
+  return header + remaining;
+}
+
 // libmosquitto clients without its threads: one epoll over all their sockets, and
 // mosquitto_loop_read/write/misc called as the sockets become ready. A publish made outside
 // a callback is written by mosquitto_publish itself (libmosquitto writes at once when no
-// loop thread runs), so the clock read before it is the send time; an arrival is stamped
-// just before mosquitto_loop_read() reads the socket that epoll found readable.
+// loop thread runs), so the clock read before it is the send time.
+//
+// Arrivals: libmosquitto reads the socket itself with read(), which brings no kernel
+// timestamp, and it cannot be given one without patching it. So just before
+// mosquitto_loop_read() the socket epoll found readable is peeked (recvmsg MSG_PEEK |
+// MSG_DONTWAIT with SO_TIMESTAMPNS): that stamp covers the bytes the peek saw, every one of
+// which arrived no later. The message callback counts the PUBLISH bytes libmosquitto has
+// handed out since the peek (publishBytes); a message that ends within the peeked bytes
+// gets the peek's stamps, one beyond them (it arrived while libmosquitto was reading) gets
+// no kernel stamp and the clock read in the callback (counted in
+// arrivals_without_kernel_stamp). A PUBLISH whose first bytes an earlier read already took
+// is counted whole, which can only push a message out of the peek, never a later one in.
 class MqttClients final : public PeerClients {
  public:
   MqttClients(const BenchOptions& options, std::size_t flows) : options_(options), flows_(flows) {
@@ -67,6 +89,7 @@ class MqttClients final : public PeerClients {
                     host & 255);
       int rc = mosquitto_connect_bind(client->handle, options_.serverHost.c_str(),
                                       options_.serverPort, 60, source);
+      if (rc == MOSQ_ERR_SUCCESS) enableReceiveStamps(mosquitto_socket(client->handle));
       if (rc != MOSQ_ERR_SUCCESS) {
         fail(std::string("connect: ") + mosquitto_strerror(rc));
         mosquitto_destroy(client->handle);
@@ -100,7 +123,7 @@ class MqttClients final : public PeerClients {
       if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         // The bytes are in the socket now; libmosquitto reads them next, and writes the
         // PUBACK before it calls the message callback, which is not the broker's time.
-        readNs_ = monotonicNs();
+        peek(*client);
         int rc = mosquitto_loop_read(client->handle, 64);
         if (rc != MOSQ_ERR_SUCCESS) lost(*client, rc);
       }
@@ -145,6 +168,16 @@ class MqttClients final : public PeerClients {
     bool connected = false;
   };
 
+  // The kernel's stamp of what `client`'s socket holds now, for the messages
+  // mosquitto_loop_read() hands out next.
+  void peek(Client& client) {
+    ssize_t n = receiveStamped(mosquitto_socket(client.handle), peekBuffer_.data(),
+                               peekBuffer_.size(), MSG_PEEK | MSG_DONTWAIT, peeked_);
+    peekedBytes_ = n > 0 ? static_cast<std::size_t>(n) : 0;
+    if (n <= 0) peeked_ = ArrivalStamp{0, monotonicNs()};
+    handedOut_ = 0;
+  }
+
   void fail(const std::string& why) {
     if (!firstFailure_.empty()) return;
     firstFailure_ = why;
@@ -185,10 +218,13 @@ class MqttClients final : public PeerClients {
   }
 
   static void onMessage(mosquitto*, void* obj, const mosquitto_message* message) {
-    auto* client = static_cast<Client*>(obj);
-    if (client->owner->arrived) {
-      client->owner->arrived(static_cast<const char*>(message->payload),
-                             static_cast<std::size_t>(message->payloadlen), client->owner->readNs_);
+    MqttClients& self = *static_cast<Client*>(obj)->owner;
+    self.handedOut_ += publishBytes(*message);
+    if (self.arrived) {
+      ArrivalStamp at =
+          self.handedOut_ <= self.peekedBytes_ ? self.peeked_ : ArrivalStamp{0, monotonicNs()};
+      self.arrived(static_cast<const char*>(message->payload),
+                   static_cast<std::size_t>(message->payloadlen), at);
     }
   }
 
@@ -201,7 +237,11 @@ class MqttClients final : public PeerClients {
   std::size_t subscribing_ = 0;
   std::uint64_t connected_ = 0;
   std::int64_t lastMisc_ = 0;
-  std::int64_t readNs_ = 0;  // when the socket being read was found readable
+  // The peek before the read in progress (see the class comment).
+  std::vector<char> peekBuffer_ = std::vector<char>(65536);
+  ArrivalStamp peeked_;
+  std::size_t peekedBytes_ = 0;  // what the peek saw
+  std::size_t handedOut_ = 0;    // PUBLISH bytes the message callback got since the peek
   std::string firstFailure_;
 };
 

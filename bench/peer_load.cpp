@@ -64,8 +64,8 @@ int runPeerWorker(const BenchOptions& options, WorkerLink& link, PeerClients& cl
         if (!sendOne(flow, monotonicNs())) break;
       }
     };
-    clients.arrived = [&](const char* data, std::size_t size, std::int64_t readNs) {
-      auto flow = ledger.received(data, size, readNs);
+    clients.arrived = [&](const char* data, std::size_t size, const ArrivalStamp& at) {
+      auto flow = ledger.received(data, size, at);
       if (flow && running && closedLoop) pump(*flow);
     };
     clients.acked = [&](std::uint32_t flow, std::uint32_t seq, bool ok) {

@@ -8,6 +8,7 @@
 
 #include "bench_options.h"
 #include "delivery_ledger.h"
+#include "receive_stamp.h"
 #include "report_fields.h"
 #include "server_process.h"
 #include "worker_link.h"
@@ -24,8 +25,8 @@ class PeerClients {
   // "logged_in", "login_failures", "login_start_ns", "login_end_ns", "first_failure".
   virtual void setup(ReportFields& ready) = 0;
   // Runs I/O until something was ready or until deadlineNs (CLOCK_MONOTONIC) passes; every
-  // message a receiver gets goes to arrived(), with the clock read just after its bytes
-  // were read from the socket.
+  // message a receiver gets goes to arrived(), with the stamps of the socket read that
+  // completed it (the kernel's receive timestamp and the clock read just after the read).
   virtual void poll(std::int64_t deadlineNs) = 0;
   // Sends `body` (message `seq` of `flow`) from flow's sender to flow's receiver; false if it
   // could not be queued. `sentNs` is the clock read just before the bytes were written to
@@ -35,7 +36,7 @@ class PeerClients {
   // Adds the clients' own figures to a worker's result (failures a protocol check found).
   virtual void addResult(ReportFields&) {}
 
-  std::function<void(const char* data, std::size_t size, std::int64_t readNs)> arrived;
+  std::function<void(const char* data, std::size_t size, const ArrivalStamp& at)> arrived;
   // A server that acknowledges sends (Switchboard's "sent" tick) reports each answer here:
   // message `seq` of `flow` was acknowledged (ok) or refused or lost with its connection.
   // Clients of servers without acknowledgements never call it.

@@ -120,7 +120,7 @@ kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockadd
   // an FIONBIO ioctl and a getsockopt(SO_ERROR) per phone: 4 of the generator's ~22
   // syscalls per login).
   auto c = kj::heap<Connection>(
-      kj::heap<StampedStream>(kj::heap<net::AsioStream>(io, fd), directWrites));
+      kj::heap<StampedStream>(io, kj::heap<net::AsioStream>(io, fd), directWrites));
   if (tls != nullptr) {
     // The stamps stay at the socket: TLS sits between the RPC and the StampedStream.
     kj::Own<kj::AsyncIoStream> plain(c->stream.get(), kj::NullDisposer::instance);
@@ -337,14 +337,17 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
   }
 
   void onDeliver(std::uint32_t phone, capnp::List<proto::Message>::Reader messages) {
-    // When the bytes of this delivery were read, not now: decoding and dispatch are ours.
-    std::int64_t now = monotonicNs();
+    // When the bytes of this delivery arrived and were read, not now: decoding and dispatch
+    // are ours.
+    ArrivalStamp at{0, monotonicNs()};
     KJ_IF_MAYBE (connection, phones_[phone].connection) {
-      if ((*connection)->stream->lastReadNs() != 0) now = (*connection)->stream->lastReadNs();
+      if ((*connection)->stream->lastArrival().readNs != 0) {
+        at = (*connection)->stream->lastArrival();
+      }
     }
     for (auto message : messages) {
       auto body = message.getBody();
-      auto completed = ledger_.received(body.begin(), body.size(), now, phone);
+      auto completed = ledger_.received(body.begin(), body.size(), at, phone);
       if (completed && running_ && closedLoop()) pump(*completed);
     }
   }

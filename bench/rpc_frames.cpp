@@ -161,10 +161,9 @@ ssize_t FrameInput::receive(int fd, std::vector<capnp::word>& shared,
   std::size_t wantWords = (have + kReceiveBytes) / sizeof(capnp::word);
   if (buffer.size() < wantWords) buffer.resize(wantWords);
   capnp::word* base = buffer.data();
-  ssize_t n = ::recv(fd, reinterpret_cast<char*>(base) + have,
-                     buffer.size() * sizeof(capnp::word) - have, 0);
+  ssize_t n = receiveStamped(fd, reinterpret_cast<char*>(base) + have,
+                             buffer.size() * sizeof(capnp::word) - have, 0, lastArrival_);
   if (n <= 0) return n;
-  lastReadNs_ = monotonicNs();
   have += static_cast<std::size_t>(n);
   std::size_t at = 0;  // words of whole messages handled
   while (true) {

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "receive_stamp.h"
+
 namespace switchboard::bench {
 
 // ---------------------------------------------------------------- cap tables
@@ -117,19 +119,21 @@ class FrameBuilder {
 // unfinished message as its own, so an idle connection holds no read buffer.
 class FrameInput {
  public:
-  // One recv() on `fd`: then `onMessage` for each whole message now here, in order, until
-  // it returns false (the connection was closed). Returns what recv() returned (0: the peer
-  // closed; -1: see errno, EAGAIN when nothing was there). A message capnp cannot read
-  // throws kj::Exception out of here (the bytes after it are then not read).
+  // One recvmsg() on `fd` (with the kernel's receive stamp, receiveStamped()): then
+  // `onMessage` for each whole message now here, in order, until it returns false (the
+  // connection was closed). Returns what recvmsg() returned (0: the peer closed; -1: see
+  // errno, EAGAIN when nothing was there). A message capnp cannot read throws kj::Exception
+  // out of here (the bytes after it are then not read).
   ssize_t receive(int fd, std::vector<capnp::word>& shared,
                   kj::FunctionParam<bool(capnp::rpc::Message::Reader)> onMessage);
-  // The clock (CLOCK_MONOTONIC ns) read just after the last recv() that returned bytes.
-  std::int64_t lastReadNs() const { return lastReadNs_; }
+  // The stamps of the last recvmsg() that returned bytes: the arrival of every message that
+  // receive() handed out from it is at most lastArrival().arrivalNs().
+  const ArrivalStamp& lastArrival() const { return lastArrival_; }
 
  private:
   std::vector<capnp::word> pending_;  // an unfinished message's first bytes
   std::size_t pendingBytes_ = 0;
-  std::int64_t lastReadNs_ = 0;
+  ArrivalStamp lastArrival_;
 };
 
 }  // namespace switchboard::bench

@@ -87,7 +87,8 @@ struct RunOutcome {
   ReportFields database;                      // dbsize: the host's SQLite files once it stopped
   LatencyHistogram latency, intendedLatency;  // from the actual and from the intended send
   LatencyHistogram swapLatency, swapIntendedLatency;
-  LatencyHistogram sendLag;  // actual - intended send
+  LatencyHistogram sendLag;     // actual - intended send
+  LatencyHistogram receiveLag;  // the generator's read - the kernel's receive stamp
   ProcSample base, loaded, windowStart, windowEnd;
   // The same per server process, in serverPids() order (a cluster: nats-server, then nodes).
   std::vector<ProcSample> baseEach, loadedEach, windowStartEach, windowEndEach;
@@ -238,6 +239,7 @@ RunOutcome runOnce(const BenchOptions& baseOptions, const fs::path& runDir) {
     out.swapLatency.decodeAdd(result.text("hist_swap"));
     out.swapIntendedLatency.decodeAdd(result.text("hist_swap_intended"));
     out.sendLag.decodeAdd(result.text("hist_send_lag"));
+    out.receiveLag.decodeAdd(result.text("hist_receive_lag"));
     out.storeNsMax = std::max<std::int64_t>(out.storeNsMax, result.number("store_ns"));
     out.drainNsMax = std::max<std::int64_t>(out.drainNsMax, result.number("drain_ns"));
     out.windowNs = std::max<std::int64_t>(out.windowNs, result.number("window_ns"));
@@ -263,8 +265,16 @@ void addLatency(ReportFields& r, const std::string& prefix, const LatencyHistogr
   r.set(prefix + "max_us", static_cast<double>(h.maxNs()) / 1000.0);
 }
 
-// Latency from the actual send (p50_us ...), from the intended send (intended_p50_us ...),
-// and how late the generator sent (send_lag_*).
+// The generator's own lag (send_lag_*: how late it sent; receive_lag_*: how long arrived
+// bytes waited in the socket for its loop): p50, p99, max.
+void addLag(ReportFields& r, const std::string& prefix, const LatencyHistogram& h) {
+  r.set(prefix + "p50_us", percentileUs(h, 0.50));
+  r.set(prefix + "p99_us", percentileUs(h, 0.99));
+  r.set(prefix + "max_us", static_cast<double>(h.maxNs()) / 1000.0);
+}
+
+// Latency from the actual send (p50_us ...) and from the intended send (intended_p50_us ...),
+// both to the arrival (the kernel's receive stamp).
 void addLatencies(ReportFields& r, const std::string& prefix, const LatencyHistogram& actual,
                   const LatencyHistogram& intended) {
   addLatency(r, prefix, actual);
@@ -404,9 +414,9 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
   reportEachProcess(o, run, r, prefix, delivered);
   r.set(prefix + "server_rss_bytes", run.windowEnd.rssBytes);
   addLatencies(r, prefix, run.latency, run.intendedLatency);
-  r.set(prefix + "send_lag_p50_us", percentileUs(run.sendLag, 0.50));
-  r.set(prefix + "send_lag_p99_us", percentileUs(run.sendLag, 0.99));
-  r.set(prefix + "send_lag_max_us", static_cast<double>(run.sendLag.maxNs()) / 1000.0);
+  addLag(r, prefix + "send_lag_", run.sendLag);
+  addLag(r, prefix + "receive_lag_", run.receiveLag);
+  r.set(prefix + "arrivals_without_kernel_stamp", x.number("arrivals_without_kernel_stamp"));
   r.set(prefix + "lost", x.number("lost"));
   r.set(prefix + "duplicated", x.number("duplicated"));
   r.set(prefix + "reordered", x.number("reordered"));

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "receive_stamp.h"
+
 namespace switchboard::bench {
 
 std::uint32_t sourceHostOf(int workerIndex, std::uint32_t n) {
@@ -22,6 +24,8 @@ int connectFromSource(const sockaddr_in& server, std::uint32_t sourceHost, std::
   int one = 1;
   ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // Arrivals are timed by the kernel (receive_stamp.h); a refusal shows as arrivals without.
+  enableReceiveStamps(fd);
   sockaddr_in source{};
   source.sin_family = AF_INET;
   source.sin_addr.s_addr = htonl(sourceHost);

@@ -13,10 +13,11 @@ namespace switchboard::bench {
 // server and a run can hold more connections than one address's ports.
 std::uint32_t sourceHostOf(int workerIndex, std::uint32_t n);
 
-// A non-blocking TCP socket (TCP_NODELAY) bound to `sourceHost` (host order, the port left
-// to connect: IP_BIND_ADDRESS_NO_PORT) and connecting to `server`: the connect may still be
-// in progress when it returns (a first write then finds EAGAIN, or fails if it was refused).
-// Returns the descriptor, which the caller owns, or -1 with `error` saying which call failed.
+// A non-blocking TCP socket (TCP_NODELAY, kernel receive timestamps on: receive_stamp.h)
+// bound to `sourceHost` (host order, the port left to connect: IP_BIND_ADDRESS_NO_PORT) and
+// connecting to `server`: the connect may still be in progress when it returns (a first
+// write then finds EAGAIN, or fails if it was refused). Returns the descriptor, which the
+// caller owns, or -1 with `error` saying which call failed.
 int connectFromSource(const sockaddr_in& server, std::uint32_t sourceHost, std::string& error);
 
 }  // namespace switchboard::bench

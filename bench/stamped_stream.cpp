@@ -1,27 +1,103 @@
 #include "stamped_stream.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <kj/debug.h>
 #include <kj/vector.h>
 
+#include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "server_process.h"
 
 namespace switchboard::bench {
 
-StampedStream::StampedStream(kj::Own<net::AsioStream> inner, bool directWrites)
-    : inner_(kj::mv(inner)), fd_(KJ_ASSERT_NONNULL(inner_->getFd())), directWrites_(directWrites) {}
+namespace {
+
+constexpr size_t kReadAheadBytes = 64 * 1024;
+
+// The loop thread's read-ahead buffer: a small read lands here and only the bytes past the
+// request are copied to the stream (an idle connection holds no buffer).
+kj::byte* threadReadScratch() {
+  thread_local std::unique_ptr<kj::byte[]> scratch =
+      std::make_unique_for_overwrite<kj::byte[]>(kReadAheadBytes);
+  return scratch.get();
+}
+
+int dupOf(int fd) {
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  KJ_REQUIRE(copy >= 0, "dup of the phone's socket failed", strerror(errno));
+  return copy;
+}
+
+}  // namespace
+
+StampedStream::StampedStream(asio::io_context& io, kj::Own<net::AsioStream> inner,
+                             bool directWrites)
+    : inner_(kj::mv(inner)),
+      fd_(KJ_ASSERT_NONNULL(inner_->getFd())),
+      reader_(io, dupOf(fd_), [] {}),
+      directWrites_(directWrites) {}
 
 kj::Promise<size_t> StampedStream::tryRead(void* buffer, size_t minBytes, size_t maxBytes) {
-  // Served from what an earlier read() syscall buffered: those bytes keep that stamp.
-  if (inner_->bufferedReadBytes() >= minBytes) return inner_->tryRead(buffer, minBytes, maxBytes);
-  return inner_->tryRead(buffer, minBytes, maxBytes).then([this](size_t n) {
-    lastReadNs_ = monotonicNs();
-    return n;
-  });
+  return readLoop(static_cast<kj::byte*>(buffer), minBytes, maxBytes, 0);
+}
+
+kj::Promise<size_t> StampedStream::readLoop(kj::byte* out, size_t minBytes, size_t maxBytes,
+                                            size_t done) {
+  for (;;) {
+    // Served from what an earlier recvmsg() read ahead: those bytes keep its stamps.
+    if (readStart_ < readEnd_ && done < maxBytes) {
+      size_t n = std::min(readEnd_ - readStart_, maxBytes - done);
+      std::memcpy(out + done, readAhead_.get() + readStart_, n);
+      readStart_ += n;
+      done += n;
+      if (readStart_ == readEnd_) {
+        readAhead_.reset();
+        readStart_ = readEnd_ = 0;
+      }
+    }
+    if (done >= minBytes || done == maxBytes) return done;
+    if (!reader_.mayRead()) {
+      return reader_.whenReadable().then([this, out, minBytes, maxBytes, done]() {
+        return readLoop(out, minBytes, maxBytes, done);
+      });
+    }
+    size_t wanted = maxBytes - done;
+    bool direct = wanted >= kReadAheadBytes;
+    kj::byte* into = direct ? out + done : threadReadScratch();
+    int left = -1;
+    ArrivalStamp stamp;
+    ssize_t n =
+        receiveStamped(fd_, into, direct ? wanted : kReadAheadBytes, MSG_DONTWAIT, stamp, &left);
+    if (n > 0) {
+      lastArrival_ = stamp;
+      if (left == 0) reader_.readDrained();
+      size_t got = static_cast<size_t>(n);
+      size_t taken = std::min(got, wanted);
+      if (!direct) std::memcpy(out + done, into, taken);
+      done += taken;
+      if (got > taken) {
+        readAhead_ = std::make_unique_for_overwrite<kj::byte[]>(got - taken);
+        std::memcpy(readAhead_.get(), into + taken, got - taken);
+        readStart_ = 0;
+        readEnd_ = got - taken;
+      }
+      continue;
+    }
+    if (n == 0) return done;  // end of stream
+    int error = errno;
+    if (error == EINTR) continue;
+    if (error == EAGAIN || error == EWOULDBLOCK) {
+      reader_.readWouldBlock();
+      continue;
+    }
+    return KJ_EXCEPTION(DISCONNECTED, "read failed", strerror(error));
+  }
 }
 
 kj::Promise<void> StampedStream::write(const void* buffer, size_t size) {

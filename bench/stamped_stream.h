@@ -5,8 +5,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include "net/asio_stream.h"
+#include "net/socket_registration.h"
+#include "receive_stamp.h"
 
 namespace switchboard::bench {
 
@@ -14,9 +17,16 @@ namespace switchboard::bench {
 // generator when bytes really crossed the socket, so the generator's own costs (Cap'n Proto
 // encoding and dispatch, write batching, timer hops) are not counted as server latency.
 //
-// Reads: lastReadNs() is the clock read just after the most recent read() syscall that
-// returned data, i.e. when the bytes of the message now being dispatched were read (a read
-// served from AsioStream's buffer keeps the stamp of the syscall that filled it).
+// Reads are made here, not in AsioStream: recvmsg() with the kernel's receive timestamp
+// (receiveStamped()), which AsioStream's reads do not ask for. lastArrival() holds the stamps
+// of the most recent recvmsg() that returned data, i.e. of the read that brought the bytes of
+// the message now being dispatched (a read served from this stream's read-ahead keeps the
+// stamps of the syscall that filled it): the kernel's stamp, at or after the arrival of every
+// byte that read returned, and the clock read just after it. The wait for readability uses a
+// SocketRegistration of its own on a dup() of the descriptor (the same socket in the same
+// epoll set under a second descriptor), with AsioStream's contract: a read that the TCP_INQ
+// hint says emptied the socket, or that found EAGAIN, waits for the next edge. Small reads go
+// through a per-thread 64 KiB buffer and only the bytes read past a request are kept.
 //
 // Writes: beforeWrite(ns) is called with the clock read just before the bytes of a write are
 // handed on. With directWrites, a write made while nothing is queued goes to the kernel at
@@ -28,9 +38,9 @@ namespace switchboard::bench {
 // Single-threaded: created, used and destroyed on the loop thread of the AsioStream.
 class StampedStream final : public kj::AsyncIoStream {
  public:
-  StampedStream(kj::Own<net::AsioStream> inner, bool directWrites);
+  StampedStream(asio::io_context& io, kj::Own<net::AsioStream> inner, bool directWrites);
 
-  std::int64_t lastReadNs() const { return lastReadNs_; }
+  const ArrivalStamp& lastArrival() const { return lastArrival_; }
   std::function<void(std::int64_t ns)> beforeWrite;
 
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override;
@@ -54,10 +64,16 @@ class StampedStream final : public kj::AsyncIoStream {
   kj::Maybe<int> getFd() const override { return inner_->getFd(); }
 
  private:
+  kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
+
   kj::Own<net::AsioStream> inner_;
   int fd_;
+  net::SocketRegistration reader_;  // owns a dup() of fd_: readiness for reads
   bool directWrites_;
-  std::int64_t lastReadNs_ = 0;
+  ArrivalStamp lastArrival_;
+  // Bytes read past a request, until taken (null when none).
+  std::unique_ptr<kj::byte[]> readAhead_;
+  size_t readStart_ = 0, readEnd_ = 0;
 };
 
 }  // namespace switchboard::bench

@@ -124,8 +124,8 @@ struct XmppClient {
 };
 
 // A stanza is sent by a send() syscall right after the clock read that stamps it (unless
-// earlier bytes still wait for the socket); arrivals are stamped just after the recv() that
-// completed them, before any parsing.
+// earlier bytes still wait for the socket); an arrival carries the stamps of the recvmsg()
+// that completed it (the kernel's receive timestamp, and the clock read just after it).
 class XmppClients final : public PeerClients {
  public:
   XmppClients(const BenchOptions& options, std::size_t flows) : options_(options), flows_(flows) {}
@@ -225,7 +225,8 @@ class XmppClients final : public PeerClients {
   void readFrom(XmppClient& client) {
     char chunk[65536];
     while (client.fd >= 0) {
-      ssize_t n = ::recv(client.fd, chunk, sizeof(chunk), 0);
+      ArrivalStamp at;
+      ssize_t n = receiveStamped(client.fd, chunk, sizeof(chunk), 0, at);
       if (n == 0) {
         lose(client, "closed by the server");
         return;
@@ -234,14 +235,14 @@ class XmppClients final : public PeerClients {
         if (errno != EAGAIN) lose(client, std::string("recv: ") + strerror(errno));
         break;
       }
-      std::int64_t readNs = monotonicNs();
       client.in.append(chunk, static_cast<std::size_t>(n));
-      advance(client, readNs);
+      advance(client, at);
     }
   }
 
-  // Moves the handshake on, or hands complete message stanzas (read at readNs) to arrived().
-  void advance(XmppClient& client, std::int64_t readNs) {
+  // Moves the handshake on, or hands complete message stanzas (completed by the read `at`)
+  // to arrived().
+  void advance(XmppClient& client, const ArrivalStamp& at) {
     using Step = XmppClient::Step;
     while (client.fd >= 0) {
       std::string& in = client.in;
@@ -304,7 +305,7 @@ class XmppClients final : public PeerClients {
           auto bodyEnd = stanza.find("</body>", body);
           if (bodyEnd != std::string_view::npos && arrived) {
             std::string bytes = unhex(stanza.substr(body + 6, bodyEnd - body - 6));
-            arrived(bytes.data(), bytes.size(), readNs);
+            arrived(bytes.data(), bytes.size(), at);
           }
         }
         in.erase(0, end + 10);

@@ -3,6 +3,10 @@
 
 #include "stamped_stream.h"
 
+#include <fcntl.h>
+
+#include "loopback_pair.h"
+
 #include "net/asio_stream.h"
 #include "net/network_thread.h"
 #include "server_process.h"
@@ -44,9 +48,9 @@ class StampedStreamTest : public ::testing::TestWithParam<bool> {
     ::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
     thread.runSync([&] {
       sender = std::make_unique<StampedStream>(
-          kj::heap<net::AsioStream>(thread.ioContext(), fds[0]), GetParam());
+          thread.ioContext(), kj::heap<net::AsioStream>(thread.ioContext(), fds[0]), GetParam());
       receiver = std::make_unique<StampedStream>(
-          kj::heap<net::AsioStream>(thread.ioContext(), fds[1]), GetParam());
+          thread.ioContext(), kj::heap<net::AsioStream>(thread.ioContext(), fds[1]), GetParam());
     });
   }
   void TearDown() override {
@@ -97,7 +101,7 @@ TEST_P(StampedStreamTest, WritesOfAssortedSizesArriveInOrderEachStampedOnce) {
   ASSERT_EQ(stamps.size(), pieces.size());
   EXPECT_GE(stamps.front(), before);
   for (size_t i = 1; i < stamps.size(); ++i) EXPECT_GE(stamps[i], stamps[i - 1]);
-  EXPECT_GT(receiver->lastReadNs(), 0);
+  EXPECT_GT(receiver->lastArrival().readNs, 0);
 }
 
 TEST_P(StampedStreamTest, ReadIsStampedAtTheSocketRead) {
@@ -106,7 +110,7 @@ TEST_P(StampedStreamTest, ReadIsStampedAtTheSocketRead) {
   std::int64_t beforeWrite = monotonicNs();
   std::int64_t afterRead = 0;
   thread.runSync([&] {
-    EXPECT_EQ(receiver->lastReadNs(), 0);
+    EXPECT_EQ(receiver->lastArrival().readNs, 0);
     auto read = receiver->read(received.data(), 8).then([&] {
       return receiver->read(received.data() + 8, message.size() - 8);
     });
@@ -117,8 +121,53 @@ TEST_P(StampedStreamTest, ReadIsStampedAtTheSocketRead) {
   afterRead = monotonicNs();
   EXPECT_TRUE(received == message);
   // Both reads came from one read() syscall: the stamp is that syscall's, in between.
-  EXPECT_GE(receiver->lastReadNs(), beforeWrite);
-  EXPECT_LE(receiver->lastReadNs(), afterRead);
+  EXPECT_GE(receiver->lastArrival().readNs, beforeWrite);
+  EXPECT_LE(receiver->lastArrival().readNs, afterRead);
+}
+
+// Over loopback TCP with receive timestamps on (as the phones' sockets have them): the
+// stamps of the read are the kernel's, between the write and the read, and a message taken
+// in two reads from one recvmsg() keeps them.
+TEST(StampedStreamTcpTest, ReadCarriesTheKernelsReceiveStamp) {
+  net::NetworkThread thread{"stamped-tcp"};
+  thread.start();
+  ASSERT_TRUE(holdReceiveStampsOn()) << "the kernel never stamped a probe";
+  LoopbackPair pair;
+  ASSERT_GE(pair.client, 0);
+  ASSERT_TRUE(enableReceiveStamps(pair.client));
+  int flags = ::fcntl(pair.client, F_GETFL);
+  ASSERT_EQ(::fcntl(pair.client, F_SETFL, flags | O_NONBLOCK), 0);
+  std::unique_ptr<StampedStream> receiver;
+  int fd = pair.client;
+  pair.client = -1;  // the stream owns it now
+  thread.runSync([&] {
+    receiver = std::make_unique<StampedStream>(
+        thread.ioContext(), kj::heap<net::AsioStream>(thread.ioContext(), fd), true);
+  });
+  std::string message = pattern(200, 3);
+  std::string received(message.size(), '\0');
+  std::int64_t beforeWrite = monotonicNs();
+  ArrivalStamp first, second;
+  thread.runSync([&] {
+    auto read = receiver->read(received.data(), 8).then([&] {
+      first = receiver->lastArrival();
+      return receiver->read(received.data() + 8, message.size() - 8);
+    });
+    EXPECT_EQ(::send(pair.server, message.data(), message.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(message.size()));
+    return read;
+  });
+  second = receiver->lastArrival();
+  std::int64_t afterRead = monotonicNs();
+  EXPECT_TRUE(received == message);
+  ASSERT_NE(first.kernelNs, 0) << "the kernel attached no receive timestamp";
+  EXPECT_GE(first.kernelNs, beforeWrite);
+  EXPECT_LE(first.kernelNs, first.readNs);
+  EXPECT_LE(first.readNs, afterRead);
+  EXPECT_EQ(second.kernelNs, first.kernelNs);
+  EXPECT_EQ(second.readNs, first.readNs);
+  thread.runSync([&] { receiver = nullptr; });
+  thread.stop();
 }
 
 INSTANTIATE_TEST_SUITE_P(DirectAndBatched, StampedStreamTest, ::testing::Bool(),
