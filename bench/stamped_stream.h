@@ -19,10 +19,14 @@ namespace switchboard::bench {
 //
 // Reads are made here, not in AsioStream: recvmsg() with the kernel's receive timestamp
 // (receiveStamped()), which AsioStream's reads do not ask for. lastArrival() holds the stamps
-// of the most recent recvmsg() that returned data, i.e. of the read that brought the bytes of
-// the message now being dispatched (a read served from this stream's read-ahead keeps the
-// stamps of the syscall that filled it): the kernel's stamp, at or after the arrival of every
-// byte that read returned, and the clock read just after it. The wait for readability uses a
+// of the most recent recvmsg() that returned data (a read served from this stream's
+// read-ahead keeps the stamps of the syscall that filled it): the kernel's stamp, at or after
+// the arrival of every byte that read returned, and the clock read just after it. For the
+// message a call on the phone is dispatched for, that is the read that brought its bytes or
+// a later one: capnp's RpcSystem dispatches a call to a local capability one event later
+// (LocalClient::call's evalLater), after its message loop already asked for the next
+// message, and that read may have gone to the socket. Either way an upper bound of the
+// message's arrival, looser when messages come in bursts. The wait for readability uses a
 // SocketRegistration of its own on a dup() of the descriptor (the same socket in the same
 // epoll set under a second descriptor), with AsioStream's contract: a read that the TCP_INQ
 // hint says emptied the socket, or that found EAGAIN, waits for the next edge. Small reads go
