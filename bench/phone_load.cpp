@@ -132,6 +132,8 @@ kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockadd
     });
   }
   if (!webSocket) {
+    // The stream's bytes are the RPC's frames: each delivery gets its own message's stamp.
+    c->stream->countCapnpMessages();
     c->tcp = kj::heap<capnp::TwoPartyClient>(*c->stream);
     return kj::mv(c);
   }
@@ -341,8 +343,8 @@ class PhoneFleet final : private kj::TaskSet::ErrorHandler {
     // are ours.
     ArrivalStamp at{0, monotonicNs()};
     KJ_IF_MAYBE (connection, phones_[phone].connection) {
-      if ((*connection)->stream->lastArrival().readNs != 0) {
-        at = (*connection)->stream->lastArrival();
+      if ((*connection)->stream->messageArrival().readNs != 0) {
+        at = (*connection)->stream->messageArrival();
       }
     }
     for (auto message : messages) {

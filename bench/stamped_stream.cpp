@@ -54,6 +54,7 @@ kj::Promise<size_t> StampedStream::readLoop(kj::byte* out, size_t minBytes, size
     if (readStart_ < readEnd_ && done < maxBytes) {
       size_t n = std::min(readEnd_ - readStart_, maxBytes - done);
       std::memcpy(out + done, readAhead_.get() + readStart_, n);
+      if (counting_) countFrames(out + done, n);
       readStart_ += n;
       done += n;
       if (readStart_ == readEnd_) {
@@ -80,6 +81,7 @@ kj::Promise<size_t> StampedStream::readLoop(kj::byte* out, size_t minBytes, size
       size_t got = static_cast<size_t>(n);
       size_t taken = std::min(got, wanted);
       if (!direct) std::memcpy(out + done, into, taken);
+      if (counting_) countFrames(out + done, taken);
       done += taken;
       if (got > taken) {
         readAhead_ = std::make_unique_for_overwrite<kj::byte[]>(got - taken);
@@ -97,6 +99,40 @@ kj::Promise<size_t> StampedStream::readLoop(kj::byte* out, size_t minBytes, size
       continue;
     }
     return KJ_EXCEPTION(DISCONNECTED, "read failed", strerror(error));
+  }
+}
+
+// A frame (capnp/serialize.h): a segment count minus one (32 bits), each segment's size in
+// words (32 bits each), padding to a whole word, then the segments.
+void StampedStream::countFrames(const kj::byte* bytes, size_t size) {
+  size_t at = 0;
+  while (at < size) {
+    if (skip_ > 0) {
+      size_t n = static_cast<size_t>(std::min<std::uint64_t>(skip_, size - at));
+      skip_ -= n;
+      at += n;
+      if (skip_ == 0) messageArrival_ = lastArrival_;  // the message's last byte
+      continue;
+    }
+    word_ |= static_cast<std::uint32_t>(bytes[at++]) << (8 * wordBytes_);
+    if (++wordBytes_ < 4) continue;
+    std::uint32_t value = word_;
+    word_ = 0;
+    wordBytes_ = 0;
+    if (!inTable_) {
+      // The count: the table (4 bytes a segment after the count) is padded to a whole word.
+      inTable_ = true;
+      segmentsLeft_ = value + 1;
+      rest_ = segmentsLeft_ % 2 == 0 ? 4 : 0;
+      continue;
+    }
+    rest_ += static_cast<std::uint64_t>(value) * 8;
+    if (--segmentsLeft_ == 0) {
+      inTable_ = false;
+      skip_ = rest_;
+      rest_ = 0;
+      if (skip_ == 0) messageArrival_ = lastArrival_;  // empty segments only
+    }
   }
 }
 

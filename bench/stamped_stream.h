@@ -18,19 +18,23 @@ namespace switchboard::bench {
 // encoding and dispatch, write batching, timer hops) are not counted as server latency.
 //
 // Reads are made here, not in AsioStream: recvmsg() with the kernel's receive timestamp
-// (receiveStamped()), which AsioStream's reads do not ask for. lastArrival() holds the stamps
-// of the most recent recvmsg() that returned data (a read served from this stream's
-// read-ahead keeps the stamps of the syscall that filled it): the kernel's stamp, at or after
-// the arrival of every byte that read returned, and the clock read just after it. For the
-// message a call on the phone is dispatched for, that is the read that brought its bytes or
-// a later one: capnp's RpcSystem dispatches a call to a local capability one event later
-// (LocalClient::call's evalLater), after its message loop already asked for the next
-// message, and that read may have gone to the socket. Either way an upper bound of the
-// message's arrival, looser when messages come in bursts. The wait for readability uses a
-// SocketRegistration of its own on a dup() of the descriptor (the same socket in the same
-// epoll set under a second descriptor), with AsioStream's contract: a read that the TCP_INQ
-// hint says emptied the socket, or that found EAGAIN, waits for the next edge. Small reads go
-// through a per-thread 64 KiB buffer and only the bytes read past a request are kept.
+// (receiveStamped()), which AsioStream's reads do not ask for. lastArrival() holds the
+// stamps of the most recent recvmsg() that returned data (a read served from this stream's
+// read-ahead keeps the stamps of the syscall that filled it): the kernel's stamp, at or
+// after the arrival of every byte that read returned, and the clock read just after it. For
+// the message a call on the phone is dispatched for, that may be a later read: capnp's
+// RpcSystem dispatches a call to a local capability one event later (LocalClient::call's
+// evalLater), after its message loop already asked for the next message, and that read may
+// have gone to the socket. So with countCapnpMessages() (the stream carries the RPC's
+// frames themselves, not TLS or WebSocket) the stream follows the frames (segment table,
+// segments) as it hands bytes out, and messageArrival() holds the stamps of the read that
+// handed out the last byte of the last whole message: at dispatch, that of the message
+// dispatched (or, should a dispatch lag further, of a later one: an upper bound either
+// way). The wait for readability uses a SocketRegistration of its own on a dup() of the
+// descriptor (the same socket in the same epoll set under a second descriptor), with
+// AsioStream's contract: a read that the TCP_INQ hint says emptied the socket, or that
+// found EAGAIN, waits for the next edge. Small reads go through a per-thread 64 KiB buffer
+// and only the bytes read past a request are kept.
 //
 // Writes: beforeWrite(ns) is called with the clock read just before the bytes of a write are
 // handed on. With directWrites, a write made while nothing is queued goes to the kernel at
@@ -45,6 +49,12 @@ class StampedStream final : public kj::AsyncIoStream {
   StampedStream(asio::io_context& io, kj::Own<net::AsioStream> inner, bool directWrites);
 
   const ArrivalStamp& lastArrival() const { return lastArrival_; }
+  // Follow the bytes as Cap'n Proto frames from here on (the stream's first byte, before any
+  // read), so that messageArrival() is per message.
+  void countCapnpMessages() { counting_ = true; }
+  // The stamps of the read that completed the last whole message (countCapnpMessages()),
+  // else lastArrival().
+  const ArrivalStamp& messageArrival() const { return counting_ ? messageArrival_ : lastArrival_; }
   std::function<void(std::int64_t ns)> beforeWrite;
 
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override;
@@ -69,12 +79,23 @@ class StampedStream final : public kj::AsyncIoStream {
 
  private:
   kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
+  // Follows `size` bytes just handed out through the frames (countCapnpMessages()).
+  void countFrames(const kj::byte* bytes, size_t size);
 
   kj::Own<net::AsioStream> inner_;
   int fd_;
   net::SocketRegistration reader_;  // owns a dup() of fd_: readiness for reads
   bool directWrites_;
   ArrivalStamp lastArrival_;
+  // Frame following (countCapnpMessages()): where in a frame the next byte handed out is.
+  bool counting_ = false;
+  ArrivalStamp messageArrival_;
+  std::uint32_t word_ = 0;          // the 32-bit number being read, little-endian
+  std::uint32_t wordBytes_ = 0;     // how many of its bytes came
+  std::uint32_t segmentsLeft_ = 0;  // sizes still to read in the segment table; 0: the count
+  bool inTable_ = false;            // reading the segment table (count, then sizes)
+  std::uint64_t rest_ = 0;          // the table's padding and segments, summed while reading it
+  std::uint64_t skip_ = 0;          // bytes of padding and segments left in the message
   // Bytes read past a request, until taken (null when none).
   std::unique_ptr<kj::byte[]> readAhead_;
   size_t readStart_ = 0, readEnd_ = 0;

@@ -3,6 +3,8 @@
 
 #include "stamped_stream.h"
 
+#include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <fcntl.h>
 
 #include "loopback_pair.h"
@@ -17,6 +19,7 @@
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -166,6 +169,67 @@ TEST(StampedStreamTcpTest, ReadCarriesTheKernelsReceiveStamp) {
   EXPECT_LE(first.readNs, afterRead);
   EXPECT_EQ(second.kernelNs, first.kernelNs);
   EXPECT_EQ(second.readNs, first.readNs);
+  thread.runSync([&] { receiver = nullptr; });
+  thread.stop();
+}
+
+// With countCapnpMessages(), messageArrival() stays with the read that completed the last
+// whole frame while the next frame's first bytes are read (as capnp's message loop reads
+// them before it dispatches the call before), and moves on once that frame is whole. The
+// first frame has two segments, so its segment table is padded.
+TEST(StampedStreamTcpTest, MessageArrivalIsTheReadThatCompletedTheFrame) {
+  net::NetworkThread thread{"stamped-frames"};
+  thread.start();
+  ASSERT_TRUE(holdReceiveStampsOn()) << "the kernel never stamped a probe";
+  LoopbackPair pair;
+  ASSERT_GE(pair.client, 0);
+  ASSERT_TRUE(enableReceiveStamps(pair.client));
+  int flags = ::fcntl(pair.client, F_GETFL);
+  ASSERT_EQ(::fcntl(pair.client, F_SETFL, flags | O_NONBLOCK), 0);
+  int fd = pair.client;
+  pair.client = -1;  // the stream owns it now
+  std::unique_ptr<StampedStream> receiver;
+  thread.runSync([&] {
+    receiver = std::make_unique<StampedStream>(
+        thread.ioContext(), kj::heap<net::AsioStream>(thread.ioContext(), fd), true);
+    receiver->countCapnpMessages();
+  });
+  auto frame = [](size_t textBytes) {
+    capnp::MallocMessageBuilder builder(1, capnp::AllocationStrategy::FIXED_SIZE);
+    builder.initRoot<capnp::AnyPointer>().setAs<capnp::Text>(std::string(textBytes, 't'));
+    auto words = capnp::messageToFlatArray(builder);
+    return std::string(reinterpret_cast<const char*>(words.begin()), words.asBytes().size());
+  };
+  std::string first = frame(40), second = frame(8);
+  std::uint32_t segmentsLessOne = 0;
+  std::memcpy(&segmentsLessOne, first.data(), 4);
+  ASSERT_GE(segmentsLessOne, 1u) << "the first frame should have several segments";
+  // Sends `bytes`, then reads `size` of them into `into` on the loop.
+  auto sendAndRead = [&](const std::string& bytes, std::string& into, size_t size) {
+    into.assign(size, '\0');
+    thread.runSync([&] {
+      auto read = receiver->read(into.data(), size);
+      EXPECT_EQ(::send(pair.server, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+                static_cast<ssize_t>(bytes.size()));
+      return read;
+    });
+  };
+  std::string got;
+  sendAndRead(first, got, first.size());
+  EXPECT_TRUE(got == first);
+  ArrivalStamp ofFirst = receiver->messageArrival();
+  ASSERT_NE(ofFirst.kernelNs, 0) << "the kernel attached no receive timestamp";
+  EXPECT_EQ(ofFirst.kernelNs, receiver->lastArrival().kernelNs);
+  std::int64_t beforeSecond = monotonicNs();
+  sendAndRead(second, got, 8);  // the next frame's segment table only
+  EXPECT_GE(receiver->lastArrival().kernelNs, beforeSecond);
+  EXPECT_EQ(receiver->messageArrival().kernelNs, ofFirst.kernelNs);
+  EXPECT_EQ(receiver->messageArrival().readNs, ofFirst.readNs);
+  std::string rest(second.size() - 8, '\0');
+  thread.runSync([&] { return receiver->read(rest.data(), rest.size()); });
+  EXPECT_TRUE(got + rest == second);
+  EXPECT_EQ(receiver->messageArrival().kernelNs, receiver->lastArrival().kernelNs);
+  EXPECT_GE(receiver->messageArrival().kernelNs, beforeSecond);
   thread.runSync([&] { receiver = nullptr; });
   thread.stop();
 }
