@@ -19,10 +19,12 @@
 //   durable"), once the node holding the phone has been sent a live notice.
 //   That node offers a phone that is *live* there (StreamIntake) the envelope
 //   in memory, as it would a message sent on it, and removes it from the
-//   stream once the phone or its store has it. For a phone that is not live
-//   (just logged in, or the link was away) it *imports*: moves what waits from
-//   the stream into its own store (written, then removed from the stream,
-//   in sending order), and the phone's session pages it as any stored row.
+//   stream once the phone has it. For a phone that is not live (just logged
+//   in, or the link was away) it *imports*: copies what waits from the stream
+//   into its own store (in sending order), and the phone's session pages it
+//   as any stored row. What the store holds this way stays in the stream
+//   until the phone took the row (StreamCopies), so a node that dies for
+//   good strands none of it.
 //   While NATS is away, such items are stored here instead (durable, acked);
 //   once it is back (and every few seconds), what the store holds for phones
 //   that are not here moves into the stream (catchUp).
@@ -142,6 +144,14 @@ void writeUserRow(store::Connection& db, const cluster::UserEntry& user) {
       .run();
 }
 
+// What names the row an envelope becomes (StreamCopies).
+std::string copyKey(const cluster::Envelope& e) {
+  if (e.kind == cluster::Envelope::Kind::message) return StreamCopies::messageKey(e.messageId);
+  ReceiptKind kind =
+      e.kind == cluster::Envelope::Kind::read ? ReceiptKind::read : ReceiptKind::delivered;
+  return StreamCopies::receiptKey(e.receiptOf, static_cast<int>(kind), e.sender);
+}
+
 }  // namespace
 
 template <class T>
@@ -179,8 +189,17 @@ void MessagingService::attachCluster(cluster::ClusterNode& node) {
     ids_.reserveClusterBlock();
     catchUp(true);
   });
-  node.link().every(kStrandedSweep, [this]() { catchUp(false); });
   intake_ = std::make_unique<StreamIntake>();
+  copies_ = std::make_unique<StreamCopies>();
+  node.link().every(kStrandedSweep, [this]() {
+    catchUp(false);
+    // Stream copies of rows the phones took here leave the stream.
+    if (!cluster_->link().isConnected()) return;
+    for (const std::string& phone : copies_->phones()) {
+      for (std::uint64_t id : copiesTaken(phone))
+        cluster_->transport().removeLater(id, [](bool) {});
+    }
+  });
   node.link().every(kGoLiveCheck, [this]() {
     if (!cluster_->link().isConnected()) return;  // the reconnect's catch-up imports
     for (const std::string& phone :
@@ -643,6 +662,9 @@ void MessagingService::exportStranded(const std::string& phone) {
       moving.marked = true;
     }
   }
+  // Copies of rows the phone took here leave the stream first: the node the
+  // phone is on imports once this returns.
+  for (std::uint64_t id : copiesTaken(phone)) cluster_->transport().remove(id);
   for (int round = 0; round < 20; ++round) {
     exportRows(phone);
     {
@@ -719,13 +741,26 @@ void MessagingService::exportRows(const std::string& phone) {
     // The row names the copy: an export repeated after a crash is one copy,
     // while a message imported, stranded and exported again is not mistaken
     // for the first export of it.
+    // A row taken from the stream has its copy there still, in its place:
+    // that copy is noticed, not a new one published (StreamCopies).
+    auto move = [&](const std::string& key, cluster::Envelope& e) {
+      std::vector<std::uint64_t> copies = copies_->take(phone, key);
+      if (copies.empty()) {
+        moved.push_back({transport.publish(e).serverId, e});
+        return;
+      }
+      moved.push_back({copies.front(), e});
+      for (std::size_t i = 1; i < copies.size(); ++i) transport.remove(copies[i]);
+    };
     for (auto& [row, e] : messages) {
       e.exactlyOnceKey = "x/" + std::to_string(row) + "/" + std::to_string(e.messageId);
-      moved.push_back({transport.publish(e).serverId, e});
+      move(StreamCopies::messageKey(e.messageId), e);
     }
     for (auto& [row, e] : receipts) {
       e.exactlyOnceKey = "xr/" + std::to_string(row) + "/" + std::to_string(e.receiptOf);
-      moved.push_back({transport.publish(e).serverId, e});
+      int kind = static_cast<int>(e.kind == cluster::Envelope::Kind::read ? ReceiptKind::read
+                                                                          : ReceiptKind::delivered);
+      move(StreamCopies::receiptKey(e.receiptOf, kind, e.sender), e);
     }
     // In the stream first, then gone from here.
     store_.writeAndWait([&](store::Connection& db) {
@@ -780,33 +815,14 @@ void MessagingService::importFromStream(const std::string& phone) {
 void MessagingService::importPasses(const std::string& phone,
                                     std::optional<std::uint64_t>& readUpTo) {
   cluster::DeliveryTransport& transport = cluster_->transport();
-  // The import's log line ("cluster: imported ..."), written once every
-  // removal it asked for is answered: it then says whether the envelopes are
-  // gone from the stream or a copy may remain there (another node's import
-  // would take that copy too).
-  struct ImportReport {
-    std::string phone;
-    std::size_t messages = 0, receipts = 0;
-    std::atomic<std::size_t> failed{0};
-    ~ImportReport() {
-      if (messages + receipts == 0) return;
-      std::size_t left = failed.load();
-      if (left == 0) {
-        spdlog::debug("cluster: imported {} messages and {} receipts for {} from the stream",
-                      messages, receipts, phone);
-      } else {
-        spdlog::warn(
-            "cluster: imported {} messages and {} receipts for {}; {} of its removals "
-            "from the stream failed or went unanswered (copies may stay there)",
-            messages, receipts, phone, left);
-      }
-    }
-  };
-  auto report = std::make_shared<ImportReport>();
-  report->phone = phone;
-  auto removed = [report](bool ok) {
-    if (!ok) ++report->failed;
-  };
+  std::size_t messages = 0, receipts = 0;
+  // Copies of rows the phone took here already leave the stream, and are not
+  // read again (their removals may still be on their way).
+  std::unordered_set<std::uint64_t> taken;
+  for (std::uint64_t id : copiesTaken(phone)) {
+    taken.insert(id);
+    transport.removeLater(id, [](bool) {});
+  }
   // What earlier imports of this session read is in the store or taken (a
   // copy whose removal is still on its way must not be read again).
   std::uint64_t cursor = intake_->readUpTo(phone);
@@ -831,7 +847,7 @@ void MessagingService::importPasses(const std::string& phone,
     // What a session here holds in memory is not imported (nor removed): the
     // phone or the store takes it from there.
     std::erase_if(items, [&](const cluster::QueuedEnvelope& queued) {
-      return intake_->inMemory(phone, queued.serverId);
+      return taken.contains(queued.serverId) || intake_->inMemory(phone, queued.serverId);
     });
     // Stream order is arrival order, and rows a node hands back (a phone that
     // moved, NATS that was away) arrive after messages sent later. The order
@@ -917,34 +933,65 @@ void MessagingService::importPasses(const std::string& phone,
         }
       }
     });
-    // Durable here first, then gone from the stream (the removals pipelined):
-    // a crash in between leaves a copy the next import skips. Every envelope
-    // of the phone up to lastRead is now durable here (this import read them
-    // all from `cursor` on; earlier imports the rest), unless it is held in
-    // memory: with none held, one purge of the phone's subject removes them.
-    // The phone is importing, so nothing is offered to it before this import
-    // ends (goLive waits for it).
-    if (!intake_->holdsAny(phone)) {
-      transport.removeAllUpTo(phone, lastRead, removed);
-    } else {
-      for (const cluster::QueuedEnvelope& queued : items)
-        transport.removeLater(queued.serverId, removed);
+    // Durable here, and still in the stream until the phone takes the row
+    // (StreamCopies): a node killed for good strands none of them.
+    for (const cluster::QueuedEnvelope& queued : items) {
+      const cluster::Envelope& e = queued.envelope;
+      copies_->add(phone, copyKey(e), queued.serverId);
     }
     readUpTo = lastRead;
     for (const cluster::QueuedEnvelope& queued : items) {
-      ++(queued.envelope.kind == cluster::Envelope::Kind::message ? report->messages
-                                                                  : report->receipts);
+      ++(queued.envelope.kind == cluster::Envelope::Kind::message ? messages : receipts);
     }
     if (read < kImportPass) break;
   }
   if (!readUpTo || *readUpTo < end) readUpTo = end;  // nothing for the phone up to there
-  if (report->messages + report->receipts == 0) return;
+  if (messages + receipts == 0) return;
+  spdlog::debug("cluster: imported {} messages and {} receipts for {} from the stream", messages,
+                receipts, phone);
   if (auto address = sessions_.locate(phone)) {
     postTo(address->threadIndex, [weak = address->session]() {
       if (auto s = weak.lock()) s->storeChanged();
     });
   }
 }
+
+std::vector<std::uint64_t> MessagingService::copiesTaken(const std::string& phone) {
+  std::unordered_set<std::string> stored;
+  store_.read([&](store::Connection& db) {
+    auto rows = db.prepare("SELECT id FROM queue WHERE recipient = ?").bind(1, phone);
+    while (rows.step()) {
+      stored.insert(StreamCopies::messageKey(static_cast<std::uint64_t>(rows.columnInt(0))));
+    }
+    auto ticks =
+        db.prepare("SELECT server_id, kind, reader FROM receipts_queue WHERE recipient = ?")
+            .bind(1, phone);
+    while (ticks.step()) {
+      stored.insert(StreamCopies::receiptKey(static_cast<std::uint64_t>(ticks.columnInt(0)),
+                                             static_cast<int>(ticks.columnInt(1)),
+                                             ticks.columnText(2)));
+    }
+  });
+  return copies_->taken(phone, stored);
+}
+
+template <class Item>
+void MessagingService::copiesSpilled(const std::string& phone, const std::vector<Item>& items) {
+  for (const Item& item : items) {
+    if (item.streamId == 0) continue;
+    if constexpr (std::is_same_v<Item, OutboundMessage>) {
+      copies_->add(phone, StreamCopies::messageKey(item.id), item.streamId);
+    } else {
+      copies_->add(phone,
+                   StreamCopies::receiptKey(item.messageId, static_cast<int>(item.kind), item.by),
+                   item.streamId);
+    }
+  }
+}
+template void MessagingService::copiesSpilled(const std::string&,
+                                              const std::vector<OutboundMessage>&);
+template void MessagingService::copiesSpilled(const std::string&,
+                                              const std::vector<OutboundReceipt>&);
 
 // Every envelope moved is noticed (a live phone takes each from its notice),
 // flushed before the rows are gone from here.
@@ -1224,6 +1271,11 @@ void MessagingService::offerFromStream(const session::SessionAddress& address,
   auto [promise, ack] = session::DeliveryAck::make(here, 1);
   here.addTask(promise.then(
       [this, phone, serverId, batchToken]() {
+        if (copies_->holds(phone, serverId)) {
+          // Written here (a spill): it leaves the stream once the row is taken.
+          intake_->settled(phone, serverId);
+          return;
+        }
         cluster_->transport().removeLater(
             serverId, [this, phone, serverId](bool) { intake_->settled(phone, serverId); });
       },

@@ -148,6 +148,7 @@ void letGoOfStreamItems(const LiveSession& session, std::vector<Item>& items) {
 void MessagingService::spillMessages(LiveSession& session, session::SpillKind kind,
                                      std::vector<OutboundMessage> items) {
   letGoOfStreamItems(session, items);
+  if (cluster_) copiesSpilled(session.phone(), items);
   std::vector<AddressedMessage> addressed;
   addressed.reserve(items.size());
   for (OutboundMessage& m : items) addressed.push_back({session.phone(), std::move(m)});
@@ -160,6 +161,7 @@ void MessagingService::spillMessages(LiveSession& session, session::SpillKind ki
 void MessagingService::spillReceipts(LiveSession& session, session::SpillKind kind,
                                      std::vector<OutboundReceipt> items) {
   letGoOfStreamItems(session, items);
+  if (cluster_) copiesSpilled(session.phone(), items);
   std::vector<AddressedReceipt> addressed;
   addressed.reserve(items.size());
   for (OutboundReceipt& r : items) addressed.push_back({session.phone(), std::move(r)});

@@ -81,6 +81,7 @@ struct SessionLocation;
 namespace switchboard::messaging {
 
 class StreamIntake;
+class StreamCopies;
 
 struct MessagingOptions {
   std::string version;   // reported by Gateway.serverInfo
@@ -398,7 +399,7 @@ class MessagingService final : public session::SessionBackend {
   // the session page (it was started awaiting the store).
   void claimAndImport(const std::shared_ptr<session::LiveSession>& live);
   // On the worker: moves what waits for `phone` in the stream into the store
-  // (written before it is removed from the stream), oldest first.
+  // (it stays in the stream until the phone took the row: StreamCopies), oldest first.
   void importFromStream(const std::string& phone);
   // Its passes; `readUpTo` is the last server id read by a pass written here.
   void importPasses(const std::string& phone, std::optional<std::uint64_t>& readUpTo);
@@ -425,6 +426,12 @@ class MessagingService final : public session::SessionBackend {
                                          bool add);
   // One round of exportStranded: moves the rows the store holds for `phone` now.
   void exportRows(const std::string& phone);
+  // The phone's stream copies whose rows the phone took (StreamCopies),
+  // forgotten: the caller removes them from the stream.
+  std::vector<std::uint64_t> copiesTaken(const std::string& phone);
+  // Stream copies of rows written here from memory (a session's spill).
+  template <class Item>
+  void copiesSpilled(const std::string& phone, const std::vector<Item>& items);
   void importContacts(const std::string& phone);
   // Not on a network thread: this node's rows for `owner` become `contacts`
   // (a durable write, only when they differ).
@@ -492,6 +499,7 @@ class MessagingService final : public session::SessionBackend {
   std::unordered_map<std::string, std::uint32_t> deletesInFlight_;
   cluster::ClusterNode* cluster_ = nullptr;  // cluster mode only
   std::unique_ptr<StreamIntake> intake_;     // cluster mode only
+  std::unique_ptr<StreamCopies> copies_;     // cluster mode only
   // Phones this node keeps rows for, for the stream (NATS was away), with the
   // count of such writes not yet committed: later items for them are kept
   // too, so none overtakes another, until exportStranded moves them. While it

@@ -220,4 +220,71 @@ std::vector<std::string> StreamIntake::due(Clock::time_point now, std::uint64_t 
   return phones;
 }
 
+// ---------------------------------------------------------------- StreamCopies
+
+std::string StreamCopies::messageKey(std::uint64_t messageId) {
+  return "m/" + std::to_string(messageId);
+}
+
+std::string StreamCopies::receiptKey(std::uint64_t receiptOf, int kind, const std::string& reader) {
+  return "r/" + std::to_string(receiptOf) + "/" + std::to_string(kind) + "/" + reader;
+}
+
+void StreamCopies::add(const std::string& phone, const std::string& key, std::uint64_t serverId) {
+  std::lock_guard lock(mutex_);
+  Copies& copies = phones_[phone];
+  if (!copies.ids.insert(serverId).second) return;
+  copies.byKey[key].push_back(serverId);
+}
+
+bool StreamCopies::holds(const std::string& phone, std::uint64_t serverId) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  return it != phones_.end() && it->second.ids.contains(serverId);
+}
+
+std::vector<std::string> StreamCopies::phones() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  for (const auto& [phone, copies] : phones_) out.push_back(phone);
+  return out;
+}
+
+std::vector<std::uint64_t> StreamCopies::taken(const std::string& phone,
+                                               const std::unordered_set<std::string>& stored) {
+  std::vector<std::uint64_t> out;
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it == phones_.end()) return out;
+  Copies& copies = it->second;
+  for (auto key = copies.byKey.begin(); key != copies.byKey.end();) {
+    if (stored.contains(key->first)) {
+      ++key;
+      continue;
+    }
+    for (std::uint64_t id : key->second) {
+      copies.ids.erase(id);
+      out.push_back(id);
+    }
+    key = copies.byKey.erase(key);
+  }
+  if (copies.byKey.empty()) phones_.erase(it);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::uint64_t> StreamCopies::take(const std::string& phone, const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  if (it == phones_.end()) return {};
+  Copies& copies = it->second;
+  auto found = copies.byKey.find(key);
+  if (found == copies.byKey.end()) return {};
+  std::vector<std::uint64_t> out = std::move(found->second);
+  copies.byKey.erase(found);
+  for (std::uint64_t id : out) copies.ids.erase(id);
+  if (copies.byKey.empty()) phones_.erase(it);
+  return out;
+}
+
 }  // namespace switchboard::messaging

@@ -171,4 +171,42 @@ class StreamIntake {
   std::unordered_map<std::string, Phone> phones_;
 };
 
+// Envelopes this node took from the stream into its store (an import, or a
+// session writing down what it held in memory) whose row is their only other
+// copy. They stay in the stream until that row is gone (the phone took it),
+// then are removed: a node killed for good strands nothing it took, as the
+// phone's next login elsewhere imports them (docs/cluster.md, "What happens
+// on each failure"). A row moved back into the stream (a handover, a sweep)
+// is not published again: its copy is there already, in its place. Kept in
+// memory: a restarted node forgets them, and the phone's next import reads
+// their copies again (skipped when the row is still there; a row taken
+// meanwhile arrives twice with one id, and the client library drops the
+// repeat). Thread-safe.
+class StreamCopies {
+ public:
+  // What names a row: a message by its id, a receipt by what it is about.
+  static std::string messageKey(std::uint64_t messageId);
+  static std::string receiptKey(std::uint64_t receiptOf, int kind, const std::string& reader);
+
+  void add(const std::string& phone, const std::string& key, std::uint64_t serverId);
+  // Whether the envelope is one of the phone's copies.
+  bool holds(const std::string& phone, std::uint64_t serverId);
+  std::vector<std::string> phones();
+  // The phone's copies whose row is not among `stored` (taken): forgotten
+  // here and returned, to be removed from the stream.
+  std::vector<std::uint64_t> taken(const std::string& phone,
+                                   const std::unordered_set<std::string>& stored);
+  // The copies of the row `key` (one, unless it was imported twice), which
+  // is being moved into the stream: forgotten here.
+  std::vector<std::uint64_t> take(const std::string& phone, const std::string& key);
+
+ private:
+  struct Copies {
+    std::unordered_map<std::string, std::vector<std::uint64_t>> byKey;
+    std::unordered_set<std::uint64_t> ids;
+  };
+  std::mutex mutex_;
+  std::unordered_map<std::string, Copies> phones_;
+};
+
 }  // namespace switchboard::messaging
