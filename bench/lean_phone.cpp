@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -43,6 +44,9 @@ constexpr std::int64_t kCodeWaitNs = 20 * kSecond;
 // The one capability a lean phone exports: its Inbox, export id 0 on every connection (the
 // first id capnp's export table gives out).
 constexpr std::uint32_t kInboxExport = 0;
+// How long a Finish waits for the phone's next write: as long as the full client's
+// (net::FinishFlush::kDelay, host/net/two_party_connection.h; lean phones do not link host/net).
+constexpr std::int64_t kFinishDelayNs = 100 * 1000000;
 
 // The interface ids and method ordinals of proto/client.capnp, looked up by name in the
 // schema compiled into the generated code.
@@ -121,8 +125,9 @@ struct LeanPhone {
   std::int64_t codeDeadlineNs = 0;
 
   int fd = -1;
-  bool writeWatched = false;  // EPOLLOUT is in the epoll set: output waits for the socket
-  bool dirty = false;         // output waits for the end of the loop's turn
+  bool writeWatched = false;     // EPOLLOUT is in the epoll set: output waits for the socket
+  bool dirty = false;            // output waits for the end of the loop's turn
+  std::int64_t finishDueNs = 0;  // a held Finish waits in output until then (or the next write)
   std::string output;
   FrameInput input;
   std::vector<Question> questions;
@@ -209,7 +214,8 @@ class LeanPhones final : public PeerClients {
 
   void poll(std::int64_t deadlineNs) override {
     epoll_event events[256];
-    int n = epoll_.wait(events, 256, deadlineNs);
+    int n = epoll_.wait(
+        events, 256, holding_.empty() ? deadlineNs : std::min(deadlineNs, holding_.front().first));
     for (int i = 0; i < n; ++i) {
       auto* phone = static_cast<LeanPhone*>(events[i].data.ptr);
       if (phone->fd >= 0 && (events[i].events & EPOLLOUT)) flush(*phone);
@@ -224,6 +230,7 @@ class LeanPhones final : public PeerClients {
       if (phone.fd >= 0) flush(phone);
     }
     dirty_.clear();
+    flushHeldFinishes(monotonicNs());
   }
 
   bool send(std::uint32_t flow, std::uint32_t seq, const std::string& body,
@@ -487,11 +494,12 @@ class LeanPhones final : public PeerClients {
       return violation(phone, "Return for question " + std::to_string(id) + ", never asked");
     }
     Question question = phone.questions[id];
-    // A Finish for every Return, as capnp's client sends when it drops the response; verify's
-    // connection is closed instead (the full client's registration ends that way).
+    // A Finish for every Return, as capnp's client sends when it drops the response, held as
+    // the full client holds it (holdFinish); verify's connection is closed instead (the full
+    // client's registration ends that way).
     if (!question.finished && question.asked != Asked::verify) {
       frames_.finish(phone.output, id, false);
-      markDirty(phone);
+      holdFinish(phone);
     }
     retire(phone, id);
     if (ret.which() != rpc::Return::RESULTS) {
@@ -675,8 +683,28 @@ class LeanPhones final : public PeerClients {
     dirty_.push_back(&phone);
   }
 
+  // A Finish waits in `phone`'s output, as the full client's (net::TwoPartyConnection) does:
+  // for the phone's next write (a send, a Return), which takes it along, or for
+  // flushHeldFinishes() once FinishFlush::kDelay has passed.
+  void holdFinish(LeanPhone& phone) {
+    if (phone.finishDueNs != 0) return;
+    phone.finishDueNs = monotonicNs() + kFinishDelayNs;
+    holding_.emplace_back(phone.finishDueNs, &phone);
+  }
+
+  // Writes the held Finishes that are due by `nowNs`.
+  void flushHeldFinishes(std::int64_t nowNs) {
+    while (!holding_.empty() && holding_.front().first <= nowNs) {
+      LeanPhone& phone = *holding_.front().second;
+      holding_.pop_front();
+      // A later write took the Finish (0), or it was held again later (its own entry follows).
+      if (phone.finishDueNs != 0 && phone.finishDueNs <= nowNs && phone.fd >= 0) flush(phone);
+    }
+  }
+
   // Writes what `phone` has queued; what the socket does not take waits for EPOLLOUT.
   void flush(LeanPhone& phone) {
+    phone.finishDueNs = 0;  // a held Finish goes with it
     while (!phone.output.empty() && phone.fd >= 0) {
       ssize_t n =
           ::send(phone.fd, phone.output.data(), phone.output.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -707,6 +735,7 @@ class LeanPhones final : public PeerClients {
     ::close(phone.fd);
     phone.fd = -1;
     phone.output.clear();
+    phone.finishDueNs = 0;
     for (Question& question : phone.questions) {
       if (question.asked == Asked::send && acked) acked(question.flow, question.seq, false);
       question = Question{};
@@ -733,6 +762,8 @@ class LeanPhones final : public PeerClients {
   std::vector<LeanPhone*> inSetup_;       // in a registration or login step
   std::vector<LeanPhone*> awaitingCode_;  // their code is not in the log yet
   std::vector<LeanPhone*> dirty_;         // with output for the end of the turn
+  // Phones holding a Finish, by when it is due (in order: every hold waits as long).
+  std::deque<std::pair<std::int64_t, LeanPhone*>> holding_;
   std::uint32_t connections_ = 0;
   std::uint64_t registered_ = 0, registerFailures_ = 0, loggedIn_ = 0, loginFailures_ = 0;
   std::uint64_t protocolErrors_ = 0, disconnects_ = 0, deliveredTicks_ = 0;

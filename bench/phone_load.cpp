@@ -26,6 +26,8 @@
 #include "code_log.h"
 #include "delivery_ledger.h"
 #include "net/asio_stream.h"
+#include "net/asio_timer.h"
+#include "net/client_vat_network.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
 #include "net/tls_context.h"
@@ -100,10 +102,12 @@ kj::Promise<T> withTimeout(asio::io_context& io, kj::Promise<T> promise, std::in
 // address are separate). Lives on the loop thread.
 struct Connection {
   explicit Connection(kj::Own<StampedStream> s) : stream(kj::mv(s)) {}
-  kj::Own<StampedStream> stream;       // before the RPC, which uses it until destroyed
-  kj::Own<kj::AsyncIoStream> tls;      // --tls-ca: TLS over `stream` (not owning it)
-  kj::Own<capnp::TwoPartyClient> tcp;  // --transport tcp: RPC on the stream's bytes
-  kj::Own<WebSocketRpc> ws;            // --transport ws: RPC over a WebSocket on the stream
+  kj::Own<StampedStream> stream;   // before the RPC, which uses it until destroyed
+  kj::Own<kj::AsyncIoStream> tls;  // --tls-ca: TLS over `stream` (not owning it)
+  kj::Own<net::AsioTimer> timer;   // times tcp's held Finishes
+  // --transport tcp: RPC on the stream's bytes, the client library's (its Finishes held).
+  kj::Own<net::TwoPartyRpcClient> tcp;
+  kj::Own<WebSocketRpc> ws;  // --transport ws: RPC over a WebSocket on the stream
   capnp::Capability::Client bootstrap() { return ws ? ws->bootstrap() : tcp->bootstrap(); }
 };
 
@@ -125,16 +129,18 @@ kj::Promise<kj::Own<Connection>> connectFrom(asio::io_context& io, const sockadd
     // The stamps stay at the socket: TLS sits between the RPC and the StampedStream.
     kj::Own<kj::AsyncIoStream> plain(c->stream.get(), kj::NullDisposer::instance);
     auto handshake = tls->context->wrapClient(kj::mv(plain), tls->serverName.c_str());
-    return handshake.then([c = kj::mv(c)](kj::Own<kj::AsyncIoStream> secure) mutable {
+    return handshake.then([c = kj::mv(c), &io](kj::Own<kj::AsyncIoStream> secure) mutable {
       c->tls = kj::mv(secure);
-      c->tcp = kj::heap<capnp::TwoPartyClient>(*c->tls);
+      c->timer = kj::heap<net::AsioTimer>(io);
+      c->tcp = kj::heap<net::TwoPartyRpcClient>(*c->tls, *c->timer);
       return kj::mv(c);
     });
   }
   if (!webSocket) {
     // The stream's bytes are the RPC's frames: each delivery gets its own message's stamp.
     c->stream->countCapnpMessages();
-    c->tcp = kj::heap<capnp::TwoPartyClient>(*c->stream);
+    c->timer = kj::heap<net::AsioTimer>(io);
+    c->tcp = kj::heap<net::TwoPartyRpcClient>(*c->stream, *c->timer);
     return kj::mv(c);
   }
   auto& stream = *c->stream;

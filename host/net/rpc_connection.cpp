@@ -1,6 +1,7 @@
 #include "net/rpc_connection.h"
 
 #include "net/asio_stream.h"
+#include "net/asio_timer.h"
 #include "net/endpoint.h"
 #include "net/fd_readiness.h"
 #include "net/network_thread.h"
@@ -21,8 +22,8 @@ kj::Exception connectFailure(kj::Exception::Type type, const std::exception& err
 
 }  // namespace
 
-RpcConnection::RpcConnection(kj::Own<kj::AsyncIoStream> stream)
-    : stream_(kj::mv(stream)), client_(*stream_) {}
+RpcConnection::RpcConnection(asio::io_context& io, kj::Own<kj::AsyncIoStream> stream)
+    : stream_(kj::mv(stream)), timer_(kj::heap<AsioTimer>(io)), client_(*stream_, *timer_) {}
 
 kj::Promise<kj::Own<RpcConnection>> RpcConnection::connect(NetworkThread& thread,
                                                            std::string_view endpointText,
@@ -60,14 +61,14 @@ kj::Promise<kj::Own<RpcConnection>> RpcConnection::connect(NetworkThread& thread
           return connectFailure(kj::Exception::Type::DISCONNECTED, error);
         }
         auto stream = kj::heap<AsioStream>(io, fd);
-        if (!secure) return kj::heap<RpcConnection>(kj::mv(stream));
+        if (!secure) return kj::heap<RpcConnection>(io, kj::mv(stream));
         auto context = secure->context;
         auto handshake = kj::evalNow([&] {
           return context->wrapClient(kj::mv(stream), kj::StringPtr(secure->serverName.c_str()));
         });
         return handshake.then(
-            [context](kj::Own<kj::AsyncIoStream> stream) {
-              return kj::heap<RpcConnection>(kj::mv(stream));
+            [context, &io](kj::Own<kj::AsyncIoStream> stream) {
+              return kj::heap<RpcConnection>(io, kj::mv(stream));
             },
             [where = endpoint.text()](kj::Exception&& e) -> kj::Own<RpcConnection> {
               kj::throwFatalException(kj::Exception(

@@ -1,13 +1,18 @@
 #pragma once
 // The client side of a two-party Cap'n Proto RPC connection.
 
-#include <capnp/rpc-twoparty.h>
+#include "net/client_vat_network.h"
+
 #include <kj/async-io.h>
+#include <kj/timer.h>
 
 #include <memory>
 #include <string>
 #include <string_view>
 
+namespace asio {
+class io_context;
+}
 namespace kj {
 class TlsContext;
 }
@@ -23,7 +28,10 @@ struct ClientTls {
   std::string serverName;
 };
 
-// An open RPC connection to a server: the stream and the capnp::TwoPartyClient over it.
+// An open RPC connection to a server: the stream and the RPC client over it, a
+// TwoPartyRpcClient (client_vat_network.h): capnp::TwoPartyClient's bytes on the wire, but a
+// Finish waits for the connection's next message (or a flush within FinishFlush::kDelay), so
+// a call answered costs the server one read, not two.
 //
 // Made by connect() on a NetworkThread's loop thread, and used and destroyed there.
 // Destroying it closes the socket; outstanding calls and capabilities obtained through it
@@ -45,7 +53,9 @@ class RpcConnection {
                                                      std::string_view endpoint,
                                                      const ClientTls* tls = nullptr);
 
-  explicit RpcConnection(kj::Own<kj::AsyncIoStream> stream);
+  // Over `stream`, a connected stream whose KJ loop runs on `io` (the flush of held Finishes
+  // is timed there).
+  RpcConnection(asio::io_context& io, kj::Own<kj::AsyncIoStream> stream);
   RpcConnection(const RpcConnection&) = delete;
   RpcConnection& operator=(const RpcConnection&) = delete;
 
@@ -59,7 +69,8 @@ class RpcConnection {
 
  private:
   kj::Own<kj::AsyncIoStream> stream_;  // declared first: the client uses it until destroyed
-  capnp::TwoPartyClient client_;
+  kj::Own<kj::Timer> timer_;           // an AsioTimer on the stream's loop
+  TwoPartyRpcClient client_;
 };
 
 }  // namespace switchboard::net

@@ -2,16 +2,15 @@
 // The server ends of a network thread's Cap'n Proto RPC connections, as the VatNetwork one
 // RpcSystem per thread serves them all through.
 
-#include <capnp/message.h>
+#include "net/two_party_connection.h"
+
 #include <capnp/rpc-twoparty.h>
 #include <capnp/serialize-async.h>
 #include <kj/async-io.h>
 #include <kj/timer.h>
-#include <kj/vector.h>
 
 #include <deque>
 #include <functional>
-#include <vector>
 
 namespace switchboard::net {
 
@@ -24,17 +23,12 @@ class ServerVatNetwork;
 // failed write, a forked disconnect promise, a canceler node around every pending read and
 // the resolved node of the last write, each with room for a kj::Exception (~400 bytes).
 //
-// Reading: one message at a time from `messages` (a LimitedMessageStream on the phone port),
-// as the RPC system asks; the end of the stream ends the connection.
-// Writing: a message sent while a write is in flight waits in a queue, and the queue goes out
-// in one writeMessages() once that write completes, so the stream never sees overlapping writes
-// (a TLS stream must not) and nothing is held once the queue is empty. A Finish (the server's
-// "done with the answer to my call", e.g. once a phone's Inbox.deliver returned) is not urgent:
-// it waits in the queue for the connection's next message, or for the network's next flush
-// (within ServerVatNetwork::kFinishDelay), like TCP's delayed ACK, so a phone that gets a stream
-// of deliveries costs one write per delivery instead of two. A failed write shuts the
-// reading side of `transport` (abortRead), so the RPC system's pending read ends and the
-// connection with it (TwoPartyVatNetwork cancels the read for the same reason).
+// Reading and writing are TwoPartyConnection's (two_party_connection.h): one message at a time
+// from `messages` (a LimitedMessageStream on the phone port); writes queued behind the one in
+// flight. A Finish (the server's "done with the answer to my call", e.g. once a phone's
+// Inbox.deliver returned) waits for the connection's next message, or for the network's
+// flush (within FinishFlush::kDelay), so a phone that gets a stream of deliveries costs one
+// write per delivery instead of two.
 // Cutting: cut() shuts the socket `fd` both ways at once (the peer sees it close; the pending
 // read ends, so the RPC system lets go) and makes shutdown() skip the queue.
 // The end: once the RPC system lets go of the connection (after disconnecting and shutting
@@ -44,9 +38,7 @@ class ServerVatNetwork;
 //
 // Created, used and destroyed on the network's loop thread; `messages` and `transport` must
 // outlive it.
-class ServedConnection final : public capnp::TwoPartyVatNetworkBase::Connection,
-                               private capnp::RpcFlowController::WindowGetter,
-                               private kj::TaskSet::ErrorHandler {
+class ServedConnection final : public TwoPartyConnection {
  public:
   ServedConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport, int fd,
                    capnp::Capability::Client bootstrap, std::function<void()> onEnded);
@@ -55,13 +47,11 @@ class ServedConnection final : public capnp::TwoPartyVatNetworkBase::Connection,
   ServedConnection& operator=(const ServedConnection&) = delete;
 
   // The RPC system holds it: from ServerVatNetwork::accept() handing it over until onEnded.
-  bool heldByRpc() const { return held_; }
+  bool heldByRpc() const { return rpcHolds_; }
   void cut();
 
  private:
   friend class ServerVatNetwork;
-  class OutgoingMessage;
-  class IncomingMessage;
   class EndedDisposer final : public kj::Disposer {
    public:
     explicit EndedDisposer(ServedConnection& connection) : connection_(connection) {}
@@ -71,40 +61,18 @@ class ServedConnection final : public capnp::TwoPartyVatNetworkBase::Connection,
     ServedConnection& connection_;
   };
 
-  // TwoPartyVatNetworkBase::Connection.
-  kj::Own<capnp::RpcFlowController> newStream() override;
+  // TwoPartyVatNetworkBase::Connection: the peer is the client vat.
   capnp::rpc::twoparty::VatId::Reader getPeerVatId() override;
-  kj::Own<capnp::OutgoingRpcMessage> newOutgoingMessage(uint firstSegmentWordSize) override;
-  kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>> receiveIncomingMessage() override;
-  kj::Promise<void> shutdown() override;
-  // RpcFlowController::WindowGetter: the socket's send buffer, as TwoPartyVatNetwork does.
-  size_t getWindow() override;
-  // kj::TaskSet::ErrorHandler, for the writes.
-  void taskFailed(kj::Exception&& exception) override;
 
   kj::Own<capnp::TwoPartyVatNetworkBase::Connection> handOver();
-  void send(kj::Own<OutgoingMessage> message);
-  void writeQueued();
-  void queueWritten();
-  // Writes the queue if it holds only Finishes waiting for a flush.
-  void flushFinishes();
 
-  capnp::MessageStream& messages_;
-  kj::AsyncIoStream& transport_;
   const int fd_;
   capnp::Capability::Client bootstrap_;
   std::function<void()> onEnded_;
   EndedDisposer endedDisposer_{*this};
   ServerVatNetwork* network_ = nullptr;  // set by add(): getPeerVatId() tells it who asks
-  bool held_ = false;
-  bool writing_ = false;       // a writeMessages() is in flight
-  bool writeFailed_ = false;   // later messages are dropped
-  bool shuttingDown_ = false;  // nothing more is queued
+  bool rpcHolds_ = false;
   bool cut_ = false;
-  bool finishesHeld_ = false;  // in network_'s list of connections with Finishes to flush
-  kj::Vector<kj::Own<OutgoingMessage>> outbox_;             // sent while writing_, Finishes
-  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> written_;  // shutdown() waits for the queue
-  kj::TaskSet writes_{*this};
 };
 
 // One network thread's server side of every RPC connection it serves, and the bootstrap
@@ -117,15 +85,10 @@ class ServedConnection final : public capnp::TwoPartyVatNetworkBase::Connection,
 //
 // Created, used and destroyed on its loop thread; destroy the RpcSystem first.
 class ServerVatNetwork final : public capnp::TwoPartyVatNetworkBase,
-                               public capnp::BootstrapFactory<capnp::rpc::twoparty::VatId>,
-                               private kj::TaskSet::ErrorHandler {
+                               public capnp::BootstrapFactory<capnp::rpc::twoparty::VatId> {
  public:
-  // The longest a Finish waits for its connection's next message (ServedConnection).
-  static constexpr kj::Duration kFinishDelay = 100 * kj::MILLISECONDS;
-
   // `timer` (the thread's) times the flushes of held Finishes.
-  explicit ServerVatNetwork(kj::Timer& timer) : timer_(timer) {}
-  ~ServerVatNetwork() noexcept(false);
+  explicit ServerVatNetwork(kj::Timer& timer) : finishFlush_(timer) {}
   ServerVatNetwork(const ServerVatNetwork&) = delete;
   ServerVatNetwork& operator=(const ServerVatNetwork&) = delete;
 
@@ -142,15 +105,7 @@ class ServerVatNetwork final : public capnp::TwoPartyVatNetworkBase,
  private:
   friend class ServedConnection;
 
-  // Held Finishes: `connection` has some; all go out at the next flush.
-  void holdFinishes(ServedConnection& connection);
-  void forgetHeld(ServedConnection& connection);
-  void taskFailed(kj::Exception&& exception) override;
-
-  kj::Timer& timer_;
-  std::vector<ServedConnection*> holding_;  // finishesHeld_ is set on each
-  bool flushArmed_ = false;
-  kj::TaskSet flushes_{*this};
+  FinishFlush finishFlush_;                // the held Finishes of every connection added
   std::deque<ServedConnection*> waiting_;  // added, not yet accepted
   kj::Maybe<kj::Own<kj::PromiseFulfiller<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>>>>
       acceptor_;                        // the RPC system's pending accept()

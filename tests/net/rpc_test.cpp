@@ -6,6 +6,7 @@
 #include "net/rpc_connection.h"
 #include "net/rpc_listener.h"
 
+#include "frame_tap.h"
 #include "test_service.capnp.h"
 #include "wait_until.h"
 
@@ -118,61 +119,6 @@ class TestServiceImpl final : public TestService::Server {
     void taskFailed(kj::Exception&&) override {}
   } ignoreFailures_;
   kj::TaskSet calls_{ignoreFailures_};
-};
-
-// A client-side stream that counts the RPC messages the server sends, by kind.
-class FrameTap final : public kj::AsyncIoStream {
- public:
-  explicit FrameTap(kj::Own<kj::AsyncIoStream> inner) : inner_(kj::mv(inner)) {}
-
-  kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
-    return inner_->tryRead(buffer, minBytes, maxBytes).then([this, buffer](size_t n) {
-      auto* bytes = static_cast<const kj::byte*>(buffer);
-      pending_.insert(pending_.end(), bytes, bytes + n);
-      parse();
-      return n;
-    });
-  }
-  kj::Promise<void> write(const void* buffer, size_t size) override {
-    return inner_->write(buffer, size);
-  }
-  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    return inner_->write(pieces);
-  }
-  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
-  void shutdownWrite() override { inner_->shutdownWrite(); }
-  void abortRead() override { inner_->abortRead(); }
-
-  // Messages received so far, in order (capnp::rpc::Message::Which).
-  const std::vector<capnp::rpc::Message::Which>& received() const { return received_; }
-
- private:
-  // Takes every whole frame (segment table, then segments) off the front of pending_.
-  void parse() {
-    while (pending_.size() >= 4) {
-      uint32_t segments = read32(0) + 1;
-      size_t header = (4 + 4 * segments + 7) / 8 * 8;
-      if (pending_.size() < header) return;
-      size_t words = 0;
-      for (uint32_t i = 0; i < segments; ++i) words += read32(4 + 4 * i);
-      size_t total = header + words * sizeof(capnp::word);
-      if (pending_.size() < total) return;
-      auto frame = kj::heapArray<capnp::word>(total / sizeof(capnp::word));
-      std::memcpy(frame.begin(), pending_.data(), total);
-      capnp::FlatArrayMessageReader reader(frame);
-      received_.push_back(reader.getRoot<capnp::rpc::Message>().which());
-      pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(total));
-    }
-  }
-  uint32_t read32(size_t at) const {
-    uint32_t value;
-    std::memcpy(&value, pending_.data() + at, sizeof(value));
-    return value;  // little-endian, as capnp's framing is on this machine
-  }
-
-  kj::Own<kj::AsyncIoStream> inner_;
-  std::vector<kj::byte> pending_;
-  std::vector<capnp::rpc::Message::Which> received_;
 };
 
 // `direct`: the bootstrap is served through serveDirectly (direct_client.h), as the host's
@@ -419,7 +365,7 @@ TEST_P(RpcTest, AHeldFinishGoesOutWithoutAnotherMessage) {
     KJ_SYSCALL(::fcntl(fd, F_SETFL, O_NONBLOCK));
     auto stream = kj::heap<FrameTap>(kj::heap<AsioStream>(clientThread.ioContext(), fd));
     tap = stream.get();
-    connection.emplace(kj::mv(stream));
+    connection.emplace(clientThread.ioContext(), kj::mv(stream));
   });
   std::string answer = clientThread.runSync([&] {
     auto request = connection->bootstrapAs<TestService>().callBackRequest();

@@ -1,0 +1,60 @@
+#include "net/client_vat_network.h"
+
+#include <capnp/message.h>
+
+namespace switchboard::net {
+
+// ------------------------------------------------------------------------------ network
+
+ClientVatNetwork::ClientVatNetwork(kj::AsyncIoStream& stream, kj::Timer& timer,
+                                   kj::Duration finishDelay)
+    : messages_(stream), finishFlush_(timer, finishDelay), connection_(messages_, stream) {
+  connection_.holdFinishesIn(finishFlush_);
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  disconnected_ = paf.promise.fork();
+  releases_.disconnected = kj::mv(paf.fulfiller);
+}
+
+capnp::rpc::twoparty::VatId::Reader ClientVatNetwork::ToServer::getPeerVatId() {
+  // The peer is always the server vat. Built once per process; only ever read.
+  static const capnp::rpc::twoparty::VatId::Reader server = [] {
+    static capnp::MallocMessageBuilder builder(4);
+    auto id = builder.initRoot<capnp::rpc::twoparty::VatId>();
+    id.setSide(capnp::rpc::twoparty::Side::SERVER);
+    return id.asReader();
+  }();
+  return server;
+}
+
+void ClientVatNetwork::ReleaseCounter::disposeImpl(void*) const {
+  if (--references == 0) disconnected->fulfill();
+}
+
+kj::Maybe<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> ClientVatNetwork::connect(
+    capnp::rpc::twoparty::VatId::Reader hostId) {
+  // As in TwoPartyVatNetwork: our own side is "ourselves" (null), the other is the connection.
+  if (hostId.getSide() == capnp::rpc::twoparty::Side::CLIENT) return nullptr;
+  ++releases_.references;
+  return kj::Own<capnp::TwoPartyVatNetworkBase::Connection>(&connection_, releases_);
+}
+
+kj::Promise<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> ClientVatNetwork::accept() {
+  auto paf = kj::newPromiseAndFulfiller<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>>();
+  acceptor_ = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+// ------------------------------------------------------------------------------- client
+
+TwoPartyRpcClient::TwoPartyRpcClient(kj::AsyncIoStream& stream, kj::Timer& timer,
+                                     kj::Duration finishDelay)
+    : network_(stream, timer, finishDelay), rpcSystem_(capnp::makeRpcClient(network_)) {}
+
+capnp::Capability::Client TwoPartyRpcClient::bootstrap() {
+  capnp::MallocMessageBuilder message(4);
+  auto server = message.initRoot<capnp::rpc::twoparty::VatId>();
+  server.setSide(capnp::rpc::twoparty::Side::SERVER);
+  return rpcSystem_.bootstrap(server);
+}
+
+}  // namespace switchboard::net

@@ -1,0 +1,213 @@
+#include "net/two_party_connection.h"
+
+#include <capnp/message.h>
+#include <capnp/rpc.capnp.h>
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace switchboard::net {
+
+// ----------------------------------------------------------------------------- messages
+
+// A message the RPC system builds and sends. Refcounted because the RPC system may keep it
+// after send() (and after the connection is gone); only send() touches the connection.
+class TwoPartyConnection::OutgoingMessage final : public capnp::OutgoingRpcMessage,
+                                                  public kj::Refcounted {
+ public:
+  OutgoingMessage(TwoPartyConnection& connection, capnp::uint firstSegmentWords)
+      : connection_(connection),
+        message_(firstSegmentWords == 0 ? capnp::SUGGESTED_FIRST_SEGMENT_WORDS
+                                        : firstSegmentWords) {}
+
+  capnp::AnyPointer::Builder getBody() override { return message_.getRoot<capnp::AnyPointer>(); }
+  void send() override { connection_.send(kj::addRef(*this)); }
+  bool isFinish() {
+    return message_.getRoot<capnp::rpc::Message>().which() == capnp::rpc::Message::FINISH;
+  }
+  size_t sizeInWords() override { return message_.sizeInWords(); }
+  kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments() {
+    return message_.getSegmentsForOutput();
+  }
+
+ private:
+  TwoPartyConnection& connection_;
+  capnp::MallocMessageBuilder message_;
+};
+
+class TwoPartyConnection::IncomingMessage final : public capnp::IncomingRpcMessage {
+ public:
+  explicit IncomingMessage(kj::Own<capnp::MessageReader> message) : message_(kj::mv(message)) {}
+  capnp::AnyPointer::Reader getBody() override { return message_->getRoot<capnp::AnyPointer>(); }
+  size_t sizeInWords() override { return message_->sizeInWords(); }
+
+ private:
+  kj::Own<capnp::MessageReader> message_;
+};
+
+// --------------------------------------------------------------------------- connection
+
+TwoPartyConnection::TwoPartyConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport)
+    : messages_(messages), transport_(transport) {}
+
+TwoPartyConnection::~TwoPartyConnection() noexcept(false) {
+  if (finishesHeld_ && flush_ != nullptr) flush_->forget(*this);
+}
+
+void TwoPartyConnection::holdFinishesIn(FinishFlush& flush) {
+  flush_ = &flush;
+}
+
+kj::Own<capnp::RpcFlowController> TwoPartyConnection::newStream() {
+  return capnp::RpcFlowController::newVariableWindowController(*this);
+}
+
+size_t TwoPartyConnection::getWindow() {
+  KJ_IF_MAYBE (size, messages_.getSendBufferSize()) {
+    return static_cast<size_t>(*size);
+  }
+  return capnp::RpcFlowController::DEFAULT_WINDOW_SIZE;
+}
+
+kj::Own<capnp::OutgoingRpcMessage> TwoPartyConnection::newOutgoingMessage(
+    capnp::uint firstSegmentWordSize) {
+  return kj::refcounted<OutgoingMessage>(*this, firstSegmentWordSize);
+}
+
+kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>
+TwoPartyConnection::receiveIncomingMessage() {
+  return messages_.tryReadMessage(nullptr, capnp::ReaderOptions())
+      .then([](kj::Maybe<capnp::MessageReaderAndFds>&& read)
+                -> kj::Maybe<kj::Own<capnp::IncomingRpcMessage>> {
+        KJ_IF_MAYBE (message, read) {
+          return kj::Own<capnp::IncomingRpcMessage>(
+              kj::heap<IncomingMessage>(kj::mv(message->reader)));
+        }
+        return nullptr;
+      });
+}
+
+void TwoPartyConnection::send(kj::Own<OutgoingMessage> message) {
+  if (writeFailed_ || shuttingDown_ || stopped_) return;
+  if (!message->isFinish()) urgent_ = true;
+  outbox_.add(kj::mv(message));
+  writeOrHold();
+}
+
+void TwoPartyConnection::writeOrHold() {
+  if (writing_) return;  // the write's completion comes back here
+  if (stopped_ || writeFailed_ || outbox_.size() == 0) {
+    queueWritten();
+    return;
+  }
+  if (urgent_ || shuttingDown_ || flush_ == nullptr) {
+    writeQueued();
+    return;
+  }
+  // Only Finishes: out with the next message, or at the flush.
+  if (!finishesHeld_) flush_->hold(*this);
+}
+
+void TwoPartyConnection::flushHeld() {
+  finishesHeld_ = false;
+  if (outbox_.size() == 0) return;  // a later message took them
+  urgent_ = true;
+  writeOrHold();
+}
+
+void TwoPartyConnection::writeQueued() {
+  writing_ = true;
+  urgent_ = false;
+  auto batch = kj::heapArray<kj::Own<OutgoingMessage>>(outbox_.size());
+  for (size_t i = 0; i < batch.size(); ++i) batch[i] = kj::mv(outbox_[i]);
+  outbox_ = kj::Vector<kj::Own<OutgoingMessage>>();  // holds nothing while idle
+  auto segments = kj::heapArray<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>>(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) segments[i] = batch[i]->segments();
+  kj::Promise<void> written = kj::evalNow([&] { return messages_.writeMessages(segments); });
+  writes_.add(written.attach(kj::mv(segments), kj::mv(batch))
+                  .then(
+                      [this]() {
+                        writing_ = false;
+                        writeOrHold();
+                      },
+                      [this](kj::Exception&& exception) {
+                        // Nobody waits on a write: make the connection end through its read.
+                        writing_ = false;
+                        writeFailed_ = true;
+                        outbox_.clear();
+                        spdlog::debug("RPC write failed: {}", exception.getDescription().cStr());
+                        transport_.abortRead();
+                        queueWritten();
+                      }));
+}
+
+void TwoPartyConnection::queueWritten() {
+  KJ_IF_MAYBE (waiting, written_) {
+    (*waiting)->fulfill();
+    written_ = nullptr;
+  }
+}
+
+void TwoPartyConnection::stopWriting() {
+  if (stopped_) return;
+  stopped_ = true;
+  outbox_.clear();
+  queueWritten();  // nothing more goes out: a shutdown() waiting for the queue goes on
+}
+
+kj::Promise<void> TwoPartyConnection::shutdown() {
+  // The RPC system sends its Abort and then shuts down: the queue (held Finishes and the
+  // Abort) goes out first, then the sending side ends. A stopped connection has no sending
+  // side left.
+  shuttingDown_ = true;
+  if (stopped_) return kj::READY_NOW;
+  writeOrHold();
+  kj::Promise<void> queueDone = kj::READY_NOW;
+  if (writing_) {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    written_ = kj::mv(paf.fulfiller);
+    queueDone = kj::mv(paf.promise);
+  }
+  return queueDone.then([this]() -> kj::Promise<void> {
+    if (stopped_) return kj::READY_NOW;
+    return messages_.end();
+  });
+}
+
+void TwoPartyConnection::taskFailed(kj::Exception&& exception) {
+  spdlog::debug("RPC write task failed: {}", exception.getDescription().cStr());
+}
+
+// -------------------------------------------------------------------------------- flush
+
+FinishFlush::~FinishFlush() noexcept(false) {
+  for (TwoPartyConnection* connection : holding_) {
+    connection->finishesHeld_ = false;
+    connection->flush_ = nullptr;
+  }
+}
+
+void FinishFlush::hold(TwoPartyConnection& connection) {
+  connection.finishesHeld_ = true;
+  holding_.push_back(&connection);
+  if (armed_) return;
+  armed_ = true;
+  flushes_.add(timer_.afterDelay(delay_).then([this]() {
+    armed_ = false;
+    std::vector<TwoPartyConnection*> due;
+    due.swap(holding_);
+    for (TwoPartyConnection* connection : due) connection->flushHeld();
+  }));
+}
+
+void FinishFlush::forget(TwoPartyConnection& connection) {
+  connection.finishesHeld_ = false;
+  std::erase(holding_, &connection);
+}
+
+void FinishFlush::taskFailed(kj::Exception&& exception) {
+  spdlog::warn("RPC: flushing held Finishes failed: {}", exception.getDescription().cStr());
+}
+
+}  // namespace switchboard::net

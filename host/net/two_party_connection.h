@@ -1,0 +1,136 @@
+#pragma once
+// One two-party Cap'n Proto RPC connection's messages over a capnp::MessageStream, for both
+// ends: the host's (ServedConnection, server_vat_network.h) and the client library's
+// (ClientVatNetwork, client_vat_network.h). Its write queue holds Finish messages back, like
+// TCP's delayed ACK, through a FinishFlush.
+
+#include <capnp/rpc-twoparty.h>
+#include <capnp/serialize-async.h>
+#include <kj/async-io.h>
+#include <kj/timer.h>
+#include <kj/vector.h>
+
+#include <vector>
+
+namespace switchboard::net {
+
+class FinishFlush;
+
+// What capnp::TwoPartyVatNetwork 0.9.2 is to its RpcSystem as a Connection, with the same
+// bytes on the wire, but for the peer's VatId (the subclass says who the peer is) and for how
+// its messages are written.
+//
+// Reading: one message at a time from `messages`, as the RPC system asks; the end of the
+// stream ends the connection.
+// Writing: a message sent while a write is in flight waits in a queue, and the queue goes out
+// in one writeMessages() once that write completes, so the stream never sees overlapping
+// writes (a TLS stream must not) and nothing is held once the queue is empty. Order is kept:
+// messages go out in the order the RPC system sent them.
+// Held Finishes: once holdFinishesIn(flush) was called, a Finish ("done with the answer to my
+// call") is not urgent: it waits in the queue for the connection's next message, which takes
+// it along in the same write, or for `flush` (within its delay). So a call answered costs its
+// caller one write (the Call) instead of two (Call, then Finish). A queue that holds only
+// Finishes when a write completes waits the same way. Capnp reuses a question id once it has
+// sent that question's Finish; the held Finish still goes out before any later message, so the
+// peer always sees the Finish before the id's reuse.
+// A failed write shuts the reading side of `transport` (abortRead), so the RPC system's
+// pending read ends and the connection with it (TwoPartyVatNetwork cancels the read for the
+// same reason); later messages are dropped.
+// Shutting down: shutdown() (the RPC system's, after its Abort) writes what is queued, held
+// Finishes included, and then ends the sending side (messages.end()); later messages are
+// dropped. stopWriting() (the socket was cut) drops what is queued, lets a shutdown() that
+// waits on the queue go on and makes a later one skip it.
+//
+// Created, used and destroyed on one KJ loop's thread; `messages` and `transport` must outlive
+// it. Destroying it (or its FinishFlush) with Finishes held drops them: nothing leaks, and the
+// peer learns of it when the connection closes.
+class TwoPartyConnection : public capnp::TwoPartyVatNetworkBase::Connection,
+                           private capnp::RpcFlowController::WindowGetter,
+                           private kj::TaskSet::ErrorHandler {
+ public:
+  TwoPartyConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport);
+  ~TwoPartyConnection() noexcept(false);
+  TwoPartyConnection(const TwoPartyConnection&) = delete;
+  TwoPartyConnection& operator=(const TwoPartyConnection&) = delete;
+
+  // From now on a Finish waits for the next message or for `flush`. `flush` must outlive the
+  // RPC system's sending on this connection (the RPC system goes before its network); if it is
+  // destroyed first, the Finishes held at that moment stay queued (see FinishFlush).
+  void holdFinishesIn(FinishFlush& flush);
+
+  // TwoPartyVatNetworkBase::Connection (getPeerVatId is the subclass's).
+  kj::Own<capnp::RpcFlowController> newStream() override;
+  kj::Own<capnp::OutgoingRpcMessage> newOutgoingMessage(capnp::uint firstSegmentWordSize) override;
+  kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>> receiveIncomingMessage() override;
+  kj::Promise<void> shutdown() override;
+
+ protected:
+  // Nothing more goes out (the socket is gone both ways).
+  void stopWriting();
+  capnp::MessageStream& messages() { return messages_; }
+
+ private:
+  friend class FinishFlush;
+  class OutgoingMessage;
+  class IncomingMessage;
+
+  // RpcFlowController::WindowGetter: the socket's send buffer, as TwoPartyVatNetwork does.
+  size_t getWindow() override;
+  // kj::TaskSet::ErrorHandler, for the writes.
+  void taskFailed(kj::Exception&& exception) override;
+
+  void send(kj::Own<OutgoingMessage> message);
+  // After a write, or when a message is queued while idle: out now, held, or nothing to do.
+  void writeOrHold();
+  void writeQueued();
+  void queueWritten();
+  // The flush came: what is queued goes out now (after the write in flight, if any).
+  void flushHeld();
+
+  capnp::MessageStream& messages_;
+  kj::AsyncIoStream& transport_;
+  FinishFlush* flush_ = nullptr;  // set: Finishes are held
+  bool writing_ = false;          // a writeMessages() is in flight
+  bool urgent_ = false;           // the queue holds more than Finishes (or a flush came)
+  bool finishesHeld_ = false;     // in flush_'s list
+  bool writeFailed_ = false;      // later messages are dropped
+  bool shuttingDown_ = false;     // nothing more is queued
+  bool stopped_ = false;
+  kj::Vector<kj::Own<OutgoingMessage>> outbox_;             // waiting to be written
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> written_;  // shutdown() waits for the queue
+  kj::TaskSet writes_{*this};
+};
+
+// The delayed flush of held Finishes for a set of connections (a network thread's, or one
+// client connection's): one timer for all of them, armed when the first one holds a Finish,
+// and each connection's queue written when it fires unless a later message took it first.
+//
+// Created, used and destroyed on the loop thread `timer` belongs to. May be destroyed before
+// its connections: they then stop holding (a later Finish goes out as any message), and the
+// Finishes held at that moment stay queued for the next message or shutdown().
+class FinishFlush final : private kj::TaskSet::ErrorHandler {
+ public:
+  // The longest a Finish waits for its connection's next message.
+  static constexpr kj::Duration kDelay = 100 * kj::MILLISECONDS;
+
+  explicit FinishFlush(kj::Timer& timer, kj::Duration delay = kDelay)
+      : timer_(timer), delay_(delay) {}
+  ~FinishFlush() noexcept(false);
+  FinishFlush(const FinishFlush&) = delete;
+  FinishFlush& operator=(const FinishFlush&) = delete;
+
+ private:
+  friend class TwoPartyConnection;
+
+  void hold(TwoPartyConnection& connection);
+  void forget(TwoPartyConnection& connection);
+  void taskFailed(kj::Exception&& exception) override;
+
+  kj::Timer& timer_;
+  const kj::Duration delay_;
+  std::vector<TwoPartyConnection*> holding_;  // finishesHeld_ is set on each
+  bool armed_ = false;
+  kj::TaskSet flushes_{*this};
+};
+
+}  // namespace switchboard::net
