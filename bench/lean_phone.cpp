@@ -146,9 +146,10 @@ struct LeanPhone {
 // All lean phones of one worker, on the loop thread runPeerWorker gives them. Frames are
 // built with FrameBuilder and read with capnp's readers (rpc_frames.h). A send is written
 // to the socket at once (one send() right after the clock read that stamps it, as the MQTT
-// and XMPP clients do); Finish and Return frames wait for the end of the loop's turn and go
-// out with whatever else that turn wrote. An arrival carries the stamps of the recvmsg()
-// that brought it: the kernel's receive timestamp and the clock read just after it.
+// and XMPP clients do); Return frames wait for the end of the loop's turn and go out with
+// whatever else that turn wrote; a Finish waits for the phone's next write, or 100 ms with
+// nothing written (holdFinish), as the full client's does. An arrival carries the stamps of the
+// recvmsg() that brought it: the kernel's receive timestamp and the clock read just after it.
 //
 // Every answer is checked: a Return that is an exception, names a question not asked, or
 // lacks the capability it should carry; a call on anything but the Inbox or of a method the
@@ -223,7 +224,8 @@ class LeanPhones final : public PeerClients {
         readFrom(*phone);
       }
     }
-    // The turn's Finish and Return frames, each connection's in one send().
+    // The turn's Return frames (and Finishes held before them), each connection's in one
+    // send(); then the held Finishes that are due.
     for (std::size_t i = 0; i < dirty_.size(); ++i) {
       LeanPhone& phone = *dirty_[i];
       phone.dirty = false;
