@@ -114,13 +114,27 @@ ClusterDirectory::ClusterDirectory(NatsLink& link)
       memberGroups_(link, {"sb_member_groups", std::chrono::seconds(0), 1, false}),
       sessions_(link, {"sb_sessions", std::chrono::seconds(0), 1, false}),
       numbers_(link, {"sb_numbers", std::chrono::seconds(0), 1, false}),
-      counters_(link, {"sb_counters", std::chrono::seconds(0), 1, false}) {}
+      counters_(link, {"sb_counters", std::chrono::seconds(0), 1, false}),
+      // As long as the stream's duplicate window (DeliveryTransportOptions).
+      sent_(link, {kSentBucket, std::chrono::seconds(600), 1, false}) {}
 
 void ClusterDirectory::open() {
   for (KvBucket* bucket :
-       {&users_, &contacts_, &groups_, &memberGroups_, &sessions_, &numbers_, &counters_}) {
+       {&users_, &contacts_, &groups_, &memberGroups_, &sessions_, &numbers_, &counters_, &sent_}) {
     bucket->open();
   }
+}
+
+// ---------------------------------------------------------------- sent
+
+std::vector<SentRecord> ClusterDirectory::sentBy(const std::string& sender) {
+  std::vector<SentRecord> out;
+  for (const std::string& key : sent_.keys(encodeKeyToken(sender) + ".")) {
+    auto value = sent_.get(key);
+    if (!value) continue;  // expired or deleted since the listing
+    if (auto record = sentRecordOf(key, value->bytes)) out.push_back(std::move(*record));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- users

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cluster_records.h"
 #include "cluster/kv_bucket.h"
 
 namespace switchboard::cluster {
@@ -111,6 +112,12 @@ class ClusterDirectory {
   void addGroupOf(const std::string& phone, const std::string& id);
   void removeGroupOf(const std::string& phone, const std::string& id);
 
+  // ---- what each sender put into the stream lately (sb_sent; the outbox
+  // writes it, DeliveryTransport): its clientMsgIds within the stream's
+  // duplicate window, which a login after a move loads into the node's dedup
+  // cache, so a re-send there is answered with the first id.
+  std::vector<SentRecord> sentBy(const std::string& sender);
+
   // ---- where each phone is logged in
   std::optional<SessionLocation> location(const std::string& phone);
   // Records that `phone` logged in on `where.node`. A claim older (atMs) than
@@ -141,6 +148,7 @@ class ClusterDirectory {
   KvBucket sessions_;
   KvBucket numbers_;
   KvBucket counters_;
+  KvBucket sent_;
 };
 
 }  // namespace switchboard::cluster

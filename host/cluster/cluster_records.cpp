@@ -68,4 +68,29 @@ std::int64_t wallClockMs() {
       .count();
 }
 
+std::string sentKey(std::string_view sender, std::string_view clientMsgId) {
+  return encodeKeyToken(sender) + "." + encodeKeyToken(clientMsgId);
+}
+
+std::string sentValue(std::uint64_t messageId, std::int64_t sentAtMs) {
+  return std::to_string(messageId) + " " + std::to_string(sentAtMs);
+}
+
+std::optional<SentRecord> sentRecordOf(std::string_view key, std::string_view value) {
+  auto dot = key.find('.');
+  if (dot == std::string_view::npos) return std::nullopt;
+  auto clientMsgId = decodeKeyToken(key.substr(dot + 1));
+  auto space = value.find(' ');
+  if (!clientMsgId || space == std::string_view::npos) return std::nullopt;
+  SentRecord record;
+  record.clientMsgId = std::move(*clientMsgId);
+  try {
+    record.messageId = std::stoull(std::string(value.substr(0, space)));
+    record.sentAtMs = std::stoll(std::string(value.substr(space + 1)));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return record;
+}
+
 }  // namespace switchboard::cluster

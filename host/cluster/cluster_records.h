@@ -28,6 +28,19 @@ std::optional<std::string> decodeKeyToken(std::string_view token);
 
 std::string recordBytes(capnp::MessageBuilder& message);
 
+// A message a sender put into the stream, by its clientMsgId: the id and time
+// it was given (KV bucket sb_sent, key sentKey, value sentValue: "<id> <ms>").
+struct SentRecord {
+  std::string clientMsgId;
+  std::uint64_t messageId = 0;
+  std::int64_t sentAtMs = 0;
+};
+inline constexpr const char* kSentBucket = "sb_sent";
+std::string sentKey(std::string_view sender, std::string_view clientMsgId);
+std::string sentValue(std::uint64_t messageId, std::int64_t sentAtMs);
+// nullopt for a key or value these never make.
+std::optional<SentRecord> sentRecordOf(std::string_view key, std::string_view value);
+
 class RecordReader {
  public:
   RecordReader(const void* data, std::size_t size);

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "cluster/cluster_records.h"
+#include "cluster/kv_bucket.h"
 #include "cluster/nats_link.h"
 #include "net/network_thread.h"
 #include "switchboard/proto/cluster.capnp.h"
@@ -182,6 +183,9 @@ void DeliveryTransport::ensureStream() {
               std::string("stream ") + kStream);
     jsStreamInfo_Destroy(info);
   }
+  // Listed is not yet listening (a fresh cluster's nodes race for that
+  // moment): used only once a publish to it is answered, as a bucket is.
+  awaitStreamListening(link_, inboxSubject("sb_ready_probe"), std::string("stream ") + kStream);
   streamReady_ = true;
 }
 
@@ -892,6 +896,7 @@ struct DeliveryTransport::Outbox {
         readBackStored(*item);
       }
     }
+    rememberSent(items);
     struct ToNode {
       std::vector<QueuedEnvelope> envelopes;
       std::vector<std::string> charged;  // per envelope: the node whose window counts it, or ""
@@ -944,6 +949,31 @@ struct DeliveryTransport::Outbox {
       std::lock_guard lock(mutex);
       auto it = failing.find(item->envelope.recipient);
       if (it != failing.end() && --it->second == 0) failing.erase(it);
+    }
+  }
+
+  // Each message put into the stream (not a duplicate) is written to sb_sent
+  // (its sender and clientMsgId: the id and time it was given) without
+  // waiting: a re-send after the sender moved to another node is answered
+  // there with the first id (ClusterDirectory::sentBy). Its PubAck comes to
+  // onPubAck, which knows nothing of it. Lost with the link: then only the
+  // stream's own duplicate window remains for that message.
+  void rememberSent(const std::deque<OwnedItem>& items) {
+    if (natsConnection_Status(link.connection()) != NATS_CONN_STATUS_CONNECTED) return;
+    for (const auto& item : items) {
+      const Envelope& e = item->envelope;
+      if (!item->outcome.published || item->outcome.published->duplicate ||
+          e.kind != Envelope::Kind::message || e.clientMsgId.empty()) {
+        continue;
+      }
+      std::string subject =
+          std::string("$KV.") + kSentBucket + "." + sentKey(e.sender, e.clientMsgId);
+      std::string value = sentValue(e.messageId, e.sentAtMs);
+      natsStatus status = js_PublishAsync(jetStream, subject.c_str(), value.data(),
+                                          static_cast<int>(value.size()), nullptr);
+      if (status != NATS_OK) {
+        spdlog::debug("cluster: {} not written: {}", subject, natsStatus_GetText(status));
+      }
     }
   }
 

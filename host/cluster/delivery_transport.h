@@ -45,6 +45,10 @@
 //   and the phones' sends wait for their acks. A batch not answered within
 //   `noticeTimeout` (the node stopped, or is gone: "no responders" answers at
 //   once) stops counting.
+// - Sent: each message put into the stream is also written, without
+//   waiting, to the KV bucket sb_sent (sender and clientMsgId -> the id and
+//   time it was given; kept for the duplicate window), so the node a sender
+//   moves to can answer a re-send with the first id (ClusterDirectory::sentBy).
 // - Notices chain: each names the envelope this node noticed before it for
 //   the same recipient (prevServerId), so the receiving node sees a notice
 //   missing before the next one arrives, and a later envelope does not

@@ -86,24 +86,28 @@ kvStore* KvBucket::store() {
   return store_;
 }
 
-// A get made before the stream subscribed to its subjects is not answered at
-// all (a time-out), so a bucket is used only once a publish to it is answered.
 // The probe expects a last sequence no stream has: the stream refuses it
 // ("wrong last sequence") and stores nothing, which proves it is listening.
-void KvBucket::awaitSubjects() {
-  std::string subject = "$KV." + options_.name + ".sb_ready_probe";
+void awaitStreamListening(NatsLink& link, const std::string& subject, const std::string& what) {
   jsPubOptions options;
   jsPubOptions_Init(&options);
   options.ExpectLastSeq = UINT64_MAX;
   jsErrCode error = static_cast<jsErrCode>(0);
   natsStatus status = untilResponders([&] {
     jsPubAck* ack = nullptr;
-    natsStatus s = js_Publish(&ack, link_.jetStream(), subject.c_str(), "", 0, &options, &error);
+    natsStatus s = js_Publish(&ack, link.jetStream(), subject.c_str(), "", 0, &options, &error);
     jsPubAck_Destroy(ack);
     return s;
   });
   if (status == NATS_OK || error != 0) return;  // the stream answered
-  requireOk(status, "key-value bucket " + options_.name + " did not answer");
+  requireOk(status, what + " did not answer");
+}
+
+// A get made before the stream subscribed to its subjects is not answered at
+// all (a time-out), so a bucket is used only once a publish to it is answered.
+void KvBucket::awaitSubjects() {
+  awaitStreamListening(link_, "$KV." + options_.name + ".sb_ready_probe",
+                       "key-value bucket " + options_.name);
 }
 
 void KvBucket::open() {
@@ -170,7 +174,8 @@ void KvBucket::remove(const std::string& key) {
 std::vector<std::string> KvBucket::keys(const std::string& prefix) {
   store();
   std::string head = "$KV." + options_.name + ".";
-  std::string filter = head + ">";
+  // A prefix of whole tokens filters on the server; any other, here.
+  std::string filter = head + (!prefix.empty() && prefix.back() == '.' ? prefix : "") + ">";
   jsOptions options;
   jsOptions_Init(&options);
   options.Stream.Info.SubjectsFilter = filter.c_str();

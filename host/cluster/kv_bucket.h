@@ -36,6 +36,14 @@ struct KvValue {
   std::uint64_t revision = 0;
 };
 
+// Returns once the JetStream stream that takes `subject` answers a publish
+// to it: a new stream is listed by the server a moment before it subscribes
+// to its subjects, and a publish or get meanwhile reaches no one. The probe
+// expects a last sequence no stream has, so the stream refuses it, storing
+// nothing; it is sent again while no one responds, for up to 10 s. Throws
+// ClusterError (naming `what`) if the stream never answers. Blocking.
+void awaitStreamListening(NatsLink& link, const std::string& subject, const std::string& what);
+
 class KvBucket {
  public:
   KvBucket(NatsLink& link, KvBucketOptions options);

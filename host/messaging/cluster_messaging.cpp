@@ -405,6 +405,7 @@ void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) 
         std::uint64_t open = previous->node.empty() ? 0 : previous->sessionId;
         cluster_->transport().handOver(previous->holder(), {phone, open, "logged in elsewhere", {}},
                                        kHandoverTimeout);
+        rememberSendsElsewhere(phone, previous->holder());
       }
       if (won) {
         importContacts(phone);
@@ -423,6 +424,25 @@ void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) 
       session->spillDone(session::SpillKind::handOver);  // start paging
     });
   });
+}
+
+// The phone sent from another node before: its sends there within the
+// stream's duplicate window (sb_sent) go into this node's dedup cache, so a
+// re-send of one here (the client library re-sends what it was not answered,
+// with the same clientMsgId) is answered with the first id and delivers
+// nothing again. Worker thread.
+void MessagingService::rememberSendsElsewhere(const std::string& phone, const std::string& node) {
+  std::vector<cluster::SentRecord> sent;
+  try {
+    sent = cluster_->directory().sentBy(phone);
+  } catch (const std::exception& e) {
+    spdlog::debug("cluster: reading the recent sends of {}: {}", phone, e.what());
+  }
+  for (const cluster::SentRecord& record : sent) {
+    if (dedup_.find(phone, record.clientMsgId)) continue;
+    dedup_.remember(phone, record.clientMsgId, {record.messageId, record.sentAtMs, 0});
+  }
+  spdlog::debug("cluster: {} recent sends of {} on {} remembered here", sent.size(), phone, node);
 }
 
 void MessagingService::releaseLocation(const LiveSession& session) {

@@ -398,6 +398,7 @@ class MessagingService final : public session::SessionBackend {
   // the node that held it, import what waits for it in the stream, then let
   // the session page (it was started awaiting the store).
   void claimAndImport(const std::shared_ptr<session::LiveSession>& live);
+  void rememberSendsElsewhere(const std::string& phone, const std::string& node);
   // On the worker: moves what waits for `phone` in the stream into the store
   // (it stays in the stream until the phone took the row: StreamCopies), oldest first.
   void importFromStream(const std::string& phone);

@@ -752,5 +752,48 @@ TEST_F(ClusterMessaging, AClientMsgIdSentAgainOnTheOtherNodeIsAnsweredWithTheFir
   EXPECT_TRUE(aliceOnB.waitForReceipt(first.id, client::ReceiptKind::delivered));
 }
 
+// Sender dedup across nodes once the first copy has left the stream: alice
+// sends C on a to bob live on b, who takes it (its copy leaves the stream);
+// alice moves to b and sends C again. b answers with the first id and time
+// (a's outbox wrote the send to sb_sent, and b loaded alice's recent sends
+// when her login there named a as her last node), and bob gets nothing more.
+TEST_F(ClusterMessaging, AClientMsgIdSentAgainAfterItsCopyLeftTheStreamIsAnsweredWithTheFirstId) {
+  RecordingPhone bob(b->clientOptions(), "+15550009181");
+  bob.registerAndLogin(b->sms());
+  RecordingPhone alice(a->clientOptions(), "+15550009182");
+  alice.registerAndLogin(a->sms());
+  client::SendResult first = alice.client().send(bob.number(), "once", std::string("repeat-3"));
+  ASSERT_TRUE(bob.waitForMessages(1)) << b->log();
+  ASSERT_TRUE(alice.waitForReceipt(first.id, client::ReceiptKind::delivered));
+  // Bob took it: its copy leaves the stream (at once from memory, or within the
+  // 3 s sweep once its row is taken).
+  withOwnLink("looking", [&](cluster::NatsLink& link) {
+    cluster::DeliveryTransport transport(link, {"looking"});
+    EXPECT_TRUE(waitUntil([&] { return transport.pending(bob.number(), 0, 10).empty(); }));
+  });
+  ASSERT_FALSE(HasFatalFailure());
+
+  RecordingPhone aliceOnB(b->clientOptions(), alice.number());
+  aliceOnB.setKey(alice.key());
+  aliceOnB.login();
+  // Her claim on b named a, and b read her recent sends (the claim runs on b's
+  // worker after the login returned).
+  ASSERT_TRUE(waitUntil([&] {
+    return b->log().find("recent sends of " + alice.number() + " on a remembered here") !=
+           std::string::npos;
+  })) << b->log();
+  client::SendResult again = aliceOnB.client().send(bob.number(), "once", std::string("repeat-3"));
+  EXPECT_EQ(again.id, first.id) << b->log();
+  EXPECT_EQ(again.timestamp, first.timestamp);
+  client::SendResult after = aliceOnB.client().send(bob.number(), "after");
+
+  ASSERT_TRUE(bob.waitForMessages(2)) << b->log();
+  std::vector<client::Message> got = bob.messages();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(bodiesOf(got), (std::vector<std::string>{"once", "after"}));
+  EXPECT_EQ(got[0].id, first.id);
+  EXPECT_EQ(got[1].id, after.id);
+}
+
 }  // namespace
 }  // namespace switchboard::integration
