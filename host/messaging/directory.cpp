@@ -32,6 +32,7 @@ kj::Promise<void> MessagingService::addContacts(const std::string& owner,
   for (const std::string& p : phones) requirePhone(p, "contact");
   phones = distinct(std::move(phones));
   std::erase(phones, owner);
+  watched_.add(phones);  // before the rows exist (watched_phones.h)
   auto write = [this, owner, phones]() {
     std::int64_t now = nowMs();
     return writeDurably(store_, [owner, phones, now](store::Connection& db) {

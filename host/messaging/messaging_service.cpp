@@ -35,6 +35,7 @@ MessagingService::MessagingService(MessagingOptions options, store::Store& store
       dedup_(options_.dedupEntries) {
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
   loadDedupRows();
+  loadLoginFacts();
 }
 
 void MessagingService::loadDedupRows() {
@@ -53,6 +54,25 @@ void MessagingService::loadDedupRows() {
   bool complete = rows.size() <= options_.dedupEntries;
   if (!complete) rows.erase(rows.begin());  // the oldest: one past what fits
   dedup_.load(rows, complete);
+}
+
+void MessagingService::loadLoginFacts() {
+  std::vector<std::string> watched;
+  store_.read([&](store::Connection& db) {
+    // Both queues' counts, one phone at a time in the order of their indexes.
+    std::unordered_map<std::string, std::uint64_t> rows;
+    for (const char* sql : {"SELECT recipient, count(*) FROM queue GROUP BY recipient",
+                            "SELECT recipient, count(*) FROM receipts_queue GROUP BY recipient"}) {
+      auto counts = db.prepare(sql);
+      while (counts.step()) {
+        rows[counts.columnText(0)] += static_cast<std::uint64_t>(counts.columnInt(1));
+      }
+    }
+    for (const auto& [phone, count] : rows) storedRows_.set(phone, count);
+    auto contacts = db.prepare("SELECT DISTINCT contact FROM contacts");
+    while (contacts.step()) watched.push_back(contacts.columnText(0));
+  });
+  watched_.add(watched);
 }
 
 MessagingService::~MessagingService() = default;

@@ -50,6 +50,8 @@
 #include "messaging/dedup_cache.h"
 #include "messaging/known_users.h"
 #include "messaging/message_ids.h"
+#include "messaging/stored_rows.h"
+#include "messaging/watched_phones.h"
 #include "session/live_session.h"
 #include "session/session_table.h"
 
@@ -482,6 +484,9 @@ class MessagingService final : public session::SessionBackend {
   std::int64_t nowMs() const;
   // At start: the store's newest dedup rows into dedup_ (see DedupCache).
   void loadDedupRows();
+  // At start: each phone's rows waiting in the store into storedRows_, and the
+  // phones someone has as a contact into watched_.
+  void loadLoginFacts();
 
   const MessagingOptions options_;
   store::Store& store_;
@@ -495,6 +500,9 @@ class MessagingService final : public session::SessionBackend {
   MessageIds ids_;
   DedupCache dedup_;
   KnownUsers knownUsers_;
+  // Single node: what a login needs not read (stored_rows.h, watched_phones.h).
+  StoredRows storedRows_;
+  WatchedPhones watched_;
   // Deletes of delivered rows not yet durable, per phone (see login).
   std::mutex deletesMutex_;
   std::unordered_map<std::string, std::uint32_t> deletesInFlight_;

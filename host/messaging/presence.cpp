@@ -42,16 +42,18 @@ bool MessagingService::presencePolicy(const std::string& user, const std::string
 void MessagingService::fanOutPresence(const std::string& phone, PresenceState state,
                                       std::int64_t lastSeen) {
   // Watchers have `phone` as a contact; the query also says whether `phone`
-  // has each of them, so the policy needs no further reads.
+  // has each of them, so the policy needs no further reads. On a single node
+  // a phone that is nobody's contact has none to read (watched_phones.h).
   std::vector<std::pair<std::string, bool>> watchers;
-  store_.read([&](store::Connection& db) {
-    auto rows = db.prepare(
-                      "SELECT w.owner, EXISTS(SELECT 1 FROM contacts m "
-                      "WHERE m.owner = w.contact AND m.contact = w.owner) "
-                      "FROM contacts w WHERE w.contact = ?")
-                    .bind(1, phone);
-    while (rows.step()) watchers.emplace_back(rows.columnText(0), rows.columnInt(1) != 0);
-  });
+  if (cluster_ || watched_.mayBeWatched(phone))
+    store_.read([&](store::Connection& db) {
+      auto rows = db.prepare(
+                        "SELECT w.owner, EXISTS(SELECT 1 FROM contacts m "
+                        "WHERE m.owner = w.contact AND m.contact = w.owner) "
+                        "FROM contacts w WHERE w.contact = ?")
+                      .bind(1, phone);
+      while (rows.step()) watchers.emplace_back(rows.columnText(0), rows.columnInt(1) != 0);
+    });
   // Lazy fan-out: only watchers online now hear of it; the others read it
   // from contacts() when they come back.
   for (const auto& [watcher, mutual] : watchers) {

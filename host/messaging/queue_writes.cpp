@@ -92,6 +92,8 @@ struct MessagingService::ForgetWrite {
   };
   std::vector<Part> parts;
   std::size_t count = 0;  // rows in all parts
+  // Filled on the writer thread by the write: the rows each phone lost.
+  std::unordered_map<std::string, std::uint64_t> erased;
 };
 
 // One store write of rows: what its calls asked to insert and to delete.
@@ -183,6 +185,13 @@ void MessagingService::storeReceipts(std::vector<AddressedReceipt> items, WriteO
 template <class Item>
 void MessagingService::queueForWrite(std::vector<Addressed<Item>> items, WriteOrigin origin) {
   std::size_t count = items.size();
+  // Counted before the write is queued, so before it commits (stored_rows.h).
+  for (std::size_t i = 0; i < count;) {
+    std::size_t run = i + 1;
+    while (run < count && items[run].recipient == items[i].recipient) ++run;
+    storedRows_.adding(items[i].recipient, run - i);
+    i = run;
+  }
   joinOrWrite(count, [&](RowsWrite& write) {
     QueueWrite<Item>& queued = write.of<Item>();
     queued.count += count;
@@ -327,25 +336,30 @@ void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundRecei
 }
 
 void MessagingService::eraseRows(store::Connection& db, ForgetWrite& write) {
-  // Each phone's rows of `queue` (its count moves once), then every row of
-  // `receipts_queue`.
+  // Each phone's rows of `queue` (its count moves once), then its rows of
+  // `receipts_queue`: what each phone lost is known exactly (stored_rows.h).
   std::unordered_map<std::string_view, std::vector<std::int64_t>> messages;
-  std::vector<std::int64_t> receipts;
+  std::unordered_map<std::string_view, std::vector<std::int64_t>> receipts;
   for (const ForgetWrite::Part& part : write.parts) {
-    std::vector<std::int64_t>& keys = part.messages ? messages[part.phone] : receipts;
+    std::vector<std::int64_t>& keys = (part.messages ? messages : receipts)[part.phone];
     for (const Durability& row : part.rows) {
       if (std::int64_t key = rowOf(row); key != 0) keys.push_back(key);
     }
   }
+  write.erased.clear();
   for (const auto& [phone, keys] : messages) {
     std::int64_t erased = store::deleteRows(db, "queue", "seq", keys);
     if (erased == 0) continue;
+    write.erased[std::string(phone)] += static_cast<std::uint64_t>(erased);
     db.prepare("UPDATE users SET queued = max(queued - ?, 0) WHERE phone = ?")
         .bind(1, erased)
         .bind(2, phone)
         .run();
   }
-  store::deleteRows(db, "receipts_queue", "id", receipts);
+  for (const auto& [phone, keys] : receipts) {
+    std::int64_t erased = store::deleteRows(db, "receipts_queue", "id", keys);
+    if (erased > 0) write.erased[std::string(phone)] += static_cast<std::uint64_t>(erased);
+  }
 }
 
 // ---------------------------------------------------------------- after the commit
@@ -372,11 +386,13 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
   }
 
   // What the rows mean in memory, before any ack: a re-send after one must
-  // find the first id; a row that did not commit is not there to delete.
+  // find the first id; a row that did not commit is not there to delete, nor
+  // to count (stored_rows.h).
   std::size_t i = 0;
   for (auto& part : write.parts) {
     for (Addressed<Item>& entry : part.items) {
       const Item& item = entry.item;
+      if (outcomes[i]) storedRows_.gone(entry.recipient, 1);
       if (outcomes[i] && item.durability.spilledRow) item.durability.spilledRow->row = 0;
       if constexpr (kMessages) {
         if (!outcomes[i] && item.from != MessageIds::kSystemName) {
@@ -428,6 +444,9 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
 }
 
 void MessagingService::forgotten(ForgetWrite& write, const std::optional<std::string>& error) {
+  if (!error) {
+    for (const auto& [phone, rows] : write.erased) storedRows_.gone(phone, rows);
+  }
   std::lock_guard lock(deletesMutex_);
   for (const ForgetWrite::Part& part : write.parts) {
     if (error) spdlog::error("forgetting rows {} has taken failed: {}", part.phone, *error);

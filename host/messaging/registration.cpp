@@ -123,9 +123,11 @@ namespace {
 // The user number of `phone` if `key` is its device key. Single node
 // (`remembered` set): from the device remembered at an earlier login
 // (known_users.h); a key that does not match it is checked against the store
-// all the same, and a match read there is remembered.
+// all the same, and a match read there is remembered. The store read opens the
+// login's read transaction (`reads`).
 std::optional<std::uint64_t> checkKey(store::Store& store, KnownUsers* remembered,
-                                      const std::string& phone, std::string_view key) {
+                                      const std::string& phone, std::string_view key,
+                                      std::unique_ptr<store::ReadTransaction>& reads) {
   if (key.size() != kKeyBytes) return std::nullopt;
   KnownUsers::KeyHash hash = keyHash(key);
   std::uint64_t epoch = 0;
@@ -134,6 +136,7 @@ std::optional<std::uint64_t> checkKey(store::Store& store, KnownUsers* remembere
     if (device && sameHash(device->keyHash, hash.data())) return device->number;
     epoch = remembered->keyEpoch();
   }
+  reads = store.readTransaction();
   std::optional<std::uint64_t> number;
   store.read([&](store::Connection& db) {
     auto row = db.prepare(
@@ -156,11 +159,13 @@ std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::str
                                                      const ConnectionContext& connection) {
   requirePhone(phone, "phone");
   // The login's reads (the key unless it is remembered, then the first pages
-  // of its queues and who watches its presence) are one read transaction:
-  // SQLite takes and drops a WAL read mark per transaction, two fcntl calls each.
-  auto reads = store_.readTransaction();
+  // of its queues) are one read transaction: SQLite takes and drops a WAL read
+  // mark per transaction, two fcntl calls each. It is opened by the first read
+  // that is needed: on a single node a phone whose key is remembered and
+  // for whom nothing waits reads nothing at all.
+  std::unique_ptr<store::ReadTransaction> reads;
   std::optional<std::uint64_t> number =
-      checkKey(store_, cluster_ ? nullptr : &knownUsers_, phone, key);
+      checkKey(store_, cluster_ ? nullptr : &knownUsers_, phone, key, reads);
   if (!number) {
     ++counters_.failedLogins;
     refuse("invalid device key for " + phone);
@@ -193,17 +198,28 @@ std::shared_ptr<LiveSession> MessagingService::login(std::string phone, std::str
     }
   }
   ++counters_.logins;
-  // The ordering contract of session/session_table.h: what was committed for
-  // the phone before the attach is read by the paging below (the key's
-  // snapshot is renewed if a write committed since), or its writer finds the
-  // session in the table and tells it (storeChanged).
-  reads->refresh();
   // Rows this phone already took may still be on their way out of the store:
   // page only once those deletes are durable, so nothing returned comes back.
   // In a cluster the session first claims the phone and imports what waits
   // for it in the stream (that import is queued after any such delete).
   bool awaitStore = cluster_ != nullptr || deletesInFlight(phone);
-  live->start(awaitStore);
+  // Single node, nothing counted for the phone *now*, after the attach: any
+  // write counted later finds the session in the table once it committed and
+  // tells it (stored_rows.h), so the session starts caught up, reading nothing.
+  bool nothingStored = !awaitStore && storedRows_.none(phone);
+  // The ordering contract of session/session_table.h: what was committed for
+  // the phone before the attach is read by the paging below (the key's
+  // snapshot is renewed if a write committed since, and a transaction opened
+  // now begins after the attach), or its writer finds the session in the
+  // table and tells it (storeChanged).
+  if (reads) {
+    reads->refresh();
+  } else if (!awaitStore && !nothingStored) {
+    reads = store_.readTransaction();  // two pages: one snapshot
+  }
+  live->start(awaitStore      ? session::StoredAtStart::settling
+              : nothingStored ? session::StoredAtStart::nothing
+                              : session::StoredAtStart::unknown);
   if (cluster_) {
     claimAndImport(live);
   } else if (awaitStore) {

@@ -122,13 +122,16 @@ std::size_t LiveSession::queueLength() const {
          receipts_->inFlightItems + presenceInFlight_;
 }
 
-void LiveSession::start(bool awaitStore) {
+void LiveSession::start(StoredAtStart stored) {
   started_ = true;
   lastProgress_ = Clock::now();
-  if (awaitStore) {
+  if (stored == StoredAtStart::settling) {
     awaitingStore_ = true;
     ++messages_->spillsInFlight;
     ++receipts_->spillsInFlight;
+  } else if (stored == StoredAtStart::nothing) {
+    messages_->caughtUp = true;
+    receipts_->caughtUp = true;
   }
   pump();
 }
@@ -179,7 +182,7 @@ void LiveSession::spill(Feed<Item>& feed, SpillKind kind, std::vector<Item> item
 void LiveSession::spillDone(SpillKind kind, SpillFeed feed) {
   if (kind == SpillKind::keep || ended_) return;
   // The rows are visible now (or the write failed): page from where we were.
-  // The write awaited by start() is queued before any spill, so it is done first.
+  // The write awaited by start(settling) is queued before any spill, so it is done first.
   awaitingStore_ = false;
   auto visible = [](auto& f) {
     if (f.spillsInFlight > 0) --f.spillsInFlight;

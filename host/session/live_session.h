@@ -75,6 +75,15 @@ enum class SpillKind : std::uint8_t {
   keep,      // a deadline passed: the items stay held, the rows only make them durable
 };
 
+// What the store may hold for a phone when its session starts.
+enum class StoredAtStart : std::uint8_t {
+  unknown,   // page what waits now
+  nothing,   // the backend knows nothing waits: the feeds start caught up, no page is
+             // read, and a write committed later tells the session (storeChanged)
+  settling,  // a write that changes this phone's queue is in flight: paging waits
+             // for spillDone(SpillKind::handOver), and offers spill meanwhile
+};
+
 // Which of a session's feeds a spill wrote: each counts its own writes in
 // flight, and pages again only once they are all visible.
 enum class SpillFeed : std::uint8_t { messages, receipts, both };
@@ -142,11 +151,9 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
   bool ended() const override { return ended_; }
   std::size_t queueLength() const;
 
-  // Starts delivering: pages what was queued while the phone was away. With
-  // `awaitStore`, a write that changes this phone's queue is still in flight:
-  // paging waits for spillDone(SpillKind::handOver), and offers spill meanwhile.
-  // Call once, after the session is in the table.
-  void start(bool awaitStore);
+  // Starts delivering: pages what was queued while the phone was away, as
+  // `stored` says (StoredAtStart). Call once, after the session is in the table.
+  void start(StoredAtStart stored);
 
   // Offers an item. Returns false (and leaves the item untouched) once the
   // session has ended: the caller then stores it.
@@ -215,7 +222,7 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
   bool overflowed_ = false;  // an offer found the queue full; the store holds the rest
   bool stallTimerArmed_ = false;
   bool deadlineArmed_ = false;
-  bool awaitingStore_ = false;  // start(true): no paging until the awaited write is done
+  bool awaitingStore_ = false;  // StoredAtStart::settling: no paging until that write is done
   std::chrono::steady_clock::time_point lastProgress_;  // an Inbox call last returned
   kj::Own<kj::TaskSet> tasks_;  // Inbox calls in flight; cancelled with the session
 };

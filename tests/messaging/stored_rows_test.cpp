@@ -1,0 +1,45 @@
+// StoredRows: an upper bound of each phone's rows in the store, never below.
+#include "messaging/stored_rows.h"
+
+#include <gtest/gtest.h>
+
+namespace switchboard::messaging {
+namespace {
+
+TEST(StoredRows, APhoneIsEmptyOnlyOnceEveryRowCountedIsGone) {
+  StoredRows rows;
+  EXPECT_TRUE(rows.none("+1"));
+  rows.adding("+1", 3);
+  rows.adding("+2");
+  EXPECT_FALSE(rows.none("+1"));
+  rows.gone("+1", 2);
+  EXPECT_FALSE(rows.none("+1"));
+  rows.gone("+1", 1);
+  EXPECT_TRUE(rows.none("+1"));
+  EXPECT_FALSE(rows.none("+2"));
+  EXPECT_EQ(rows.phones(), 1u);
+}
+
+TEST(StoredRows, MoreRowsGoneThanCountedLeavesThePhoneCounted) {
+  // Rows the count never saw went: what is left is unknown, so not "none".
+  StoredRows rows;
+  rows.adding("+1", 1);
+  rows.gone("+1", 2);
+  EXPECT_FALSE(rows.none("+1"));
+  rows.gone("+2", 1);
+  EXPECT_TRUE(rows.none("+2"));
+}
+
+TEST(StoredRows, SetAtStartReplacesTheCount) {
+  StoredRows rows;
+  rows.set("+1", 2);
+  rows.gone("+1", 1);
+  EXPECT_FALSE(rows.none("+1"));
+  rows.gone("+1", 1);
+  EXPECT_TRUE(rows.none("+1"));
+  rows.set("+3", 0);
+  EXPECT_TRUE(rows.none("+3"));
+}
+
+}  // namespace
+}  // namespace switchboard::messaging
