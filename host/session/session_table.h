@@ -8,7 +8,9 @@
 //
 // Ordering contract, relied on by message delivery: a message is made durable
 // first and looked up here second; a login registers here first and reads the
-// offline queue second. Whichever order two threads run in, the message is
+// offline queue second (or, on a single node, finds nothing counted for the
+// phone second and reads nothing: messaging/stored_rows.h counts a row before
+// its write is queued). Whichever order two threads run in, the message is
 // either posted to the new session or found in the queue by it (or both; the
 // session drops a duplicate by id).
 #pragma once
