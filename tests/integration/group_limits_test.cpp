@@ -47,7 +47,11 @@ class GroupLimitsTest : public ::testing::Test {
     return {};
   }
 
-  RunningHost host{{"--plugin-setting", "auth.max-requests-per-peer=1000"}};
+  // One registrar connection registers 256 phones and never logs in: on a loaded box that
+  // took longer than the default login deadline (10 s), and the host cut it ("not logged in
+  // within 10000 ms"; the phone saw "Peer disconnected").
+  RunningHost host{
+      {"--plugin-setting", "auth.max-requests-per-peer=1000", "--login-deadline-ms", "600000"}};
   std::size_t registered_ = 0;
 };
 
