@@ -168,7 +168,12 @@ INSERT INTO counters VALUES('next_sequence', 1);
 DROP INDEX dedup_by_time;
 DROP INDEX receipts_queue_by_time;
 )sql"},
-    // Next: Migration{5, "...", R"sql(...)sql"},
+    Migration{5, "contacts are found by whom they name", R"sql(
+-- Presence fans out to the phones that have a phone as a contact (WHERE
+-- contact = ?): without this index every such read scanned the whole table.
+CREATE INDEX contacts_by_contact ON contacts(contact, owner);
+)sql"},
+    // Next: Migration{6, "...", R"sql(...)sql"},
 };
 
 // ------------------------------------------------------------------ applying

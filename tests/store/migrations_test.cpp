@@ -110,7 +110,7 @@ TEST(Migrations, Version4DropsTheTimeIndexesAndKeepsEveryRowOfAVersion3Database)
         "('+1', 11, '+3', 0, 100), ('+1', 12, '+3', 1, 200)");
   }
   auto store = Store::open(optionsIn(dir));
-  EXPECT_EQ(store->schemaVersion(), 4);
+  EXPECT_EQ(store->schemaVersion(), latestSchemaVersion());
   std::set<std::string> indexes = namesOfType(*store, "index");
   EXPECT_FALSE(indexes.count("dedup_by_time"));
   EXPECT_FALSE(indexes.count("receipts_queue_by_time"));
@@ -127,6 +127,19 @@ TEST(Migrations, Version4DropsTheTimeIndexesAndKeepsEveryRowOfAVersion3Database)
   });
   EXPECT_EQ(dedup, (std::vector<std::string>{"+1 a 11 100", "+1 b 12 200", "+2 a 13 300"}));
   EXPECT_EQ(receipts, (std::vector<std::int64_t>{11, 12}));
+}
+
+TEST(Migrations, ThePhonesWatchingAPhoneAreFoundByIndex) {
+  TempDir dir;
+  auto store = Store::open(optionsIn(dir));
+  std::string plan;
+  store->read([&](Connection& connection) {
+    auto query =
+        connection.prepare("EXPLAIN QUERY PLAN SELECT owner FROM contacts WHERE contact = ?1");
+    while (query.step()) plan += query.columnText(3) + "\n";
+  });
+  EXPECT_NE(plan.find("USING COVERING INDEX contacts_by_contact (contact=?)"), std::string::npos)
+      << plan;
 }
 
 TEST(Migrations, DatabaseFromANewerBinaryIsRefused) {
