@@ -52,7 +52,7 @@ TwoPartyConnection::TwoPartyConnection(capnp::MessageStream& messages, kj::Async
     : messages_(messages), transport_(transport) {}
 
 TwoPartyConnection::~TwoPartyConnection() noexcept(false) {
-  if (finishesHeld_ && flush_ != nullptr) flush_->forget(*this);
+  if (listedIn_ != 0 && flush_ != nullptr) flush_->forget(*this);
 }
 
 void TwoPartyConnection::holdFinishesIn(FinishFlush& flush) {
@@ -106,11 +106,11 @@ void TwoPartyConnection::writeOrHold() {
     return;
   }
   // Only Finishes: out with the next message, or at the flush.
-  if (!finishesHeld_) flush_->hold(*this);
+  if (heldIn_ == 0) flush_->hold(*this);
 }
 
 void TwoPartyConnection::flushHeld() {
-  finishesHeld_ = false;
+  heldIn_ = 0;
   if (outbox_.size() == 0) return;  // a later message took them
   urgent_ = true;
   writeOrHold();
@@ -119,6 +119,7 @@ void TwoPartyConnection::flushHeld() {
 void TwoPartyConnection::writeQueued() {
   writing_ = true;
   urgent_ = false;
+  heldIn_ = 0;  // held Finishes go now
   auto batch = kj::heapArray<kj::Own<OutgoingMessage>>(outbox_.size());
   for (size_t i = 0; i < batch.size(); ++i) batch[i] = kj::mv(outbox_[i]);
   outbox_ = kj::Vector<kj::Own<OutgoingMessage>>();  // holds nothing while idle
@@ -182,28 +183,51 @@ void TwoPartyConnection::taskFailed(kj::Exception&& exception) {
 // -------------------------------------------------------------------------------- flush
 
 FinishFlush::~FinishFlush() noexcept(false) {
-  for (TwoPartyConnection* connection : holding_) {
-    connection->finishesHeld_ = false;
-    connection->flush_ = nullptr;
+  for (auto* list : {&current_, &previous_}) {
+    for (TwoPartyConnection* connection : *list) {
+      connection->heldIn_ = 0;
+      connection->listedIn_ = 0;
+      connection->flush_ = nullptr;
+    }
   }
 }
 
 void FinishFlush::hold(TwoPartyConnection& connection) {
-  connection.finishesHeld_ = true;
-  holding_.push_back(&connection);
+  connection.heldIn_ = generation_;
+  if (connection.listedIn_ != generation_) {
+    connection.listedIn_ = generation_;
+    current_.push_back(&connection);
+  }
   if (armed_) return;
   armed_ = true;
-  flushes_.add(timer_.afterDelay(delay_).then([this]() {
-    armed_ = false;
-    std::vector<TwoPartyConnection*> due;
-    due.swap(holding_);
-    for (TwoPartyConnection* connection : due) connection->flushHeld();
-  }));
+  flushes_.add(timer_.afterDelay(tick_).then([this]() { tick(); }));
+}
+
+void FinishFlush::tick() {
+  armed_ = false;
+  ++generation_;
+  std::vector<TwoPartyConnection*> due = std::move(previous_);
+  previous_ = std::move(current_);
+  current_ = {};
+  for (TwoPartyConnection* connection : due) {
+    // Listed two generations ago; its Finishes are due if they have waited since then (or
+    // longer), not if a write took them and a later hold listed it again.
+    if (connection->listedIn_ + 2 == generation_) connection->listedIn_ = 0;
+    if (connection->heldIn_ != 0 && connection->heldIn_ + 2 <= generation_) {
+      connection->flushHeld();
+    }
+  }
+  if (!previous_.empty()) {
+    armed_ = true;
+    flushes_.add(timer_.afterDelay(tick_).then([this]() { tick(); }));
+  }
 }
 
 void FinishFlush::forget(TwoPartyConnection& connection) {
-  connection.finishesHeld_ = false;
-  std::erase(holding_, &connection);
+  connection.heldIn_ = 0;
+  connection.listedIn_ = 0;
+  std::erase(current_, &connection);
+  std::erase(previous_, &connection);
 }
 
 void FinishFlush::taskFailed(kj::Exception&& exception) {

@@ -10,6 +10,7 @@
 #include <kj/timer.h>
 #include <kj/vector.h>
 
+#include <cstdint>
 #include <vector>
 
 namespace switchboard::net {
@@ -92,9 +93,12 @@ class TwoPartyConnection : public capnp::TwoPartyVatNetworkBase::Connection,
   FinishFlush* flush_ = nullptr;  // set: Finishes are held
   bool writing_ = false;          // a writeMessages() is in flight
   bool urgent_ = false;           // the queue holds more than Finishes (or a flush came)
-  bool finishesHeld_ = false;     // in flush_'s list
-  bool writeFailed_ = false;      // later messages are dropped
-  bool shuttingDown_ = false;     // nothing more is queued
+  // FinishFlush's generations (0: none): when the Finishes now queued began to wait (reset
+  // when a write takes them), and when the connection was last put in flush_'s list.
+  std::uint64_t heldIn_ = 0;
+  std::uint64_t listedIn_ = 0;
+  bool writeFailed_ = false;   // later messages are dropped
+  bool shuttingDown_ = false;  // nothing more is queued
   bool stopped_ = false;
   kj::Vector<kj::Own<OutgoingMessage>> outbox_;             // waiting to be written
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> written_;  // shutdown() waits for the queue
@@ -102,8 +106,13 @@ class TwoPartyConnection : public capnp::TwoPartyVatNetworkBase::Connection,
 };
 
 // The delayed flush of held Finishes for a set of connections (a network thread's, or one
-// client connection's): one timer for all of them, armed when the first one holds a Finish,
-// and each connection's queue written when it fires unless a later message took it first.
+// client connection's): one timer for all of them, ticking every `delay`/2 while any holds a
+// Finish. A tick writes the queues whose Finishes began to wait before the previous tick and
+// were not taken by a later message since, so a Finish goes out alone only after it waited at
+// least delay/2 and at most `delay`: a connection with a message every 50 ms or more often
+// never writes a Finish alone (with a single deadline per batch, a Finish held just before it
+// would go alone at once). The lists are one entry per connection and hold; a connection's
+// entry whose Finishes were taken is skipped.
 //
 // Created, used and destroyed on the loop thread `timer` belongs to. May be destroyed before
 // its connections: they then stop holding (a later Finish goes out as any message), and the
@@ -114,7 +123,7 @@ class FinishFlush final : private kj::TaskSet::ErrorHandler {
   static constexpr kj::Duration kDelay = 100 * kj::MILLISECONDS;
 
   explicit FinishFlush(kj::Timer& timer, kj::Duration delay = kDelay)
-      : timer_(timer), delay_(delay) {}
+      : timer_(timer), tick_(delay / 2) {}
   ~FinishFlush() noexcept(false);
   FinishFlush(const FinishFlush&) = delete;
   FinishFlush& operator=(const FinishFlush&) = delete;
@@ -123,12 +132,16 @@ class FinishFlush final : private kj::TaskSet::ErrorHandler {
   friend class TwoPartyConnection;
 
   void hold(TwoPartyConnection& connection);
+  // Takes `connection` out of the lists (it is being destroyed).
   void forget(TwoPartyConnection& connection);
+  void tick();
   void taskFailed(kj::Exception&& exception) override;
 
   kj::Timer& timer_;
-  const kj::Duration delay_;
-  std::vector<TwoPartyConnection*> holding_;  // finishesHeld_ is set on each
+  const kj::Duration tick_;
+  std::uint64_t generation_ = 1;               // ticks so far, plus 1
+  std::vector<TwoPartyConnection*> current_;   // listed in this generation
+  std::vector<TwoPartyConnection*> previous_;  // listed in the one before: due at the next tick
   bool armed_ = false;
   kj::TaskSet flushes_{*this};
 };
