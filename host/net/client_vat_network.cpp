@@ -16,14 +16,7 @@ ClientVatNetwork::ClientVatNetwork(kj::AsyncIoStream& stream, kj::Timer& timer,
 }
 
 capnp::rpc::twoparty::VatId::Reader ClientVatNetwork::ToServer::getPeerVatId() {
-  // The peer is always the server vat. Built once per process; only ever read.
-  static const capnp::rpc::twoparty::VatId::Reader server = [] {
-    static capnp::MallocMessageBuilder builder(4);
-    auto id = builder.initRoot<capnp::rpc::twoparty::VatId>();
-    id.setSide(capnp::rpc::twoparty::Side::SERVER);
-    return id.asReader();
-  }();
-  return server;
+  return vatIdOf(capnp::rpc::twoparty::Side::SERVER);  // the peer is always the server vat
 }
 
 void ClientVatNetwork::ReleaseCounter::disposeImpl(void*) const {

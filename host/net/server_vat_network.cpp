@@ -41,14 +41,7 @@ void ServedConnection::cut() {
 
 capnp::rpc::twoparty::VatId::Reader ServedConnection::getPeerVatId() {
   if (network_ != nullptr) network_->asking_ = this;
-  // The peer is always the client vat. Built once per process; only ever read.
-  static const capnp::rpc::twoparty::VatId::Reader client = [] {
-    static capnp::MallocMessageBuilder builder(4);
-    auto id = builder.initRoot<capnp::rpc::twoparty::VatId>();
-    id.setSide(capnp::rpc::twoparty::Side::CLIENT);
-    return id.asReader();
-  }();
-  return client;
+  return vatIdOf(capnp::rpc::twoparty::Side::CLIENT);  // the peer is always the client vat
 }
 
 // ------------------------------------------------------------------------------ network

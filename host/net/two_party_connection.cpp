@@ -48,6 +48,20 @@ class TwoPartyConnection::IncomingMessage final : public capnp::IncomingRpcMessa
 
 // --------------------------------------------------------------------------- connection
 
+capnp::rpc::twoparty::VatId::Reader TwoPartyConnection::vatIdOf(capnp::rpc::twoparty::Side side) {
+  using capnp::rpc::twoparty::Side;
+  auto build = [](capnp::MallocMessageBuilder& builder, Side side) {
+    auto id = builder.initRoot<capnp::rpc::twoparty::VatId>();
+    id.setSide(side);
+    return id.asReader();
+  };
+  static capnp::MallocMessageBuilder serverBuilder(4);
+  static capnp::MallocMessageBuilder clientBuilder(4);
+  static const auto server = build(serverBuilder, Side::SERVER);
+  static const auto client = build(clientBuilder, Side::CLIENT);
+  return side == Side::SERVER ? server : client;
+}
+
 TwoPartyConnection::TwoPartyConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport)
     : messages_(messages), transport_(transport) {}
 

@@ -66,6 +66,8 @@ class TwoPartyConnection : public capnp::TwoPartyVatNetworkBase::Connection,
   kj::Promise<void> shutdown() override;
 
  protected:
+  // The VatId of the vat on `side`, for getPeerVatId(): built once per process, only ever read.
+  static capnp::rpc::twoparty::VatId::Reader vatIdOf(capnp::rpc::twoparty::Side side);
   // Nothing more goes out (the socket is gone both ways).
   void stopWriting();
   capnp::MessageStream& messages() { return messages_; }
