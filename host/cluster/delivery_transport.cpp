@@ -1342,16 +1342,6 @@ void DeliveryTransport::removeLater(std::uint64_t serverId, RemovalDone done) {
                      std::move(done));
 }
 
-void DeliveryTransport::removeAllUpTo(const std::string& recipient, std::uint64_t serverId,
-                                      RemovalDone done) {
-  // A purge of the recipient's subject below a sequence ("up to but not
-  // including"): one JetStream request for a whole import pass.
-  streamRequestLater(std::string("$JS.API.STREAM.PURGE.") + kStream,
-                     "{\"filter\":\"" + inboxSubject(recipient) +
-                         "\",\"seq\":" + std::to_string(serverId + 1) + "}",
-                     std::move(done));
-}
-
 void DeliveryTransport::streamRequestLater(std::string subject, std::string request,
                                            RemovalDone done) {
   outbox_->later([this, subject = std::move(subject), request = std::move(request),

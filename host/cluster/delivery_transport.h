@@ -261,11 +261,6 @@ class DeliveryTransport {
   // within the notice time-out (the envelope may then still be in the stream).
   using RemovalDone = std::function<void(bool removed)>;
   void removeLater(std::uint64_t serverId, RemovalDone done);
-  // removeLater for every envelope of `recipient` up to and including
-  // `serverId`, in one request (a purge of its subject below serverId + 1).
-  // Only for a caller that knows each of them is taken: an import that read
-  // them all and has them durable, with none held in memory.
-  void removeAllUpTo(const std::string& recipient, std::uint64_t serverId, RemovalDone done);
 
   // Starts receiving this node's notices: `handler` runs on `thread`. Once;
   // libnats re-subscribes by itself after a reconnect. Needs no connection

@@ -45,7 +45,7 @@ void MessagingService::fanOutPresence(const std::string& phone, PresenceState st
   // has each of them, so the policy needs no further reads. On a single node
   // a phone that is nobody's contact has none to read (watched_phones.h).
   std::vector<std::pair<std::string, bool>> watchers;
-  if (cluster_ || watched_.mayBeWatched(phone))
+  if (cluster_ || watched_.mayBeWatched(phone)) {
     store_.read([&](store::Connection& db) {
       auto rows = db.prepare(
                         "SELECT w.owner, EXISTS(SELECT 1 FROM contacts m "
@@ -54,6 +54,7 @@ void MessagingService::fanOutPresence(const std::string& phone, PresenceState st
                       .bind(1, phone);
       while (rows.step()) watchers.emplace_back(rows.columnText(0), rows.columnInt(1) != 0);
     });
+  }
   // Lazy fan-out: only watchers online now hear of it; the others read it
   // from contacts() when they come back.
   for (const auto& [watcher, mutual] : watchers) {
