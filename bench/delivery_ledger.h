@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -38,13 +40,26 @@ namespace switchboard::bench {
 // offline phones). Latency is recorded for arrivals inside the measuring window; arrivals
 // of messages stamped at or after mark() go to a second pair of histograms (the swap phase).
 // Single-threaded: owned by one worker loop.
+//
+// Diagnostics: with SBBENCH_SLOW_LOG=PATH in the environment, every arrival in the window
+// that took longer than SBBENCH_SLOW_US (default 1000) from its actual send is appended to
+// PATH as a line "sent_ns latency_ns flow seq receiver" (CLOCK_MONOTONIC), so a tail can be
+// checked for a period (a timer, a flush) or a burst.
 class DeliveryLedger {
  public:
   static constexpr std::size_t kHeaderBytes = 16;
   enum class InFlightUntil { received, acked };
 
   explicit DeliveryLedger(std::size_t bodyBytes, InFlightUntil until = InFlightUntil::received)
-      : bodyBytes_(std::max(bodyBytes, kHeaderBytes)), until_(until) {}
+      : bodyBytes_(std::max(bodyBytes, kHeaderBytes)), until_(until) {
+    if (const char* path = std::getenv("SBBENCH_SLOW_LOG")) slowLog_ = std::fopen(path, "a");
+    if (const char* us = std::getenv("SBBENCH_SLOW_US")) slowNs_ = std::atoll(us) * 1000;
+  }
+  ~DeliveryLedger() {
+    if (slowLog_ != nullptr) std::fclose(slowLog_);
+  }
+  DeliveryLedger(const DeliveryLedger&) = delete;
+  DeliveryLedger& operator=(const DeliveryLedger&) = delete;
 
   // Adds a flow whose receivers are known to the caller as firstReceiver + slot.
   std::uint32_t addFlow(std::uint32_t receivers = 1, std::uint32_t firstReceiver = 0) {
@@ -150,6 +165,10 @@ class DeliveryLedger {
       Latencies& books = markNs_ != 0 && intendedNs >= markNs_ ? marked_ : unmarked_;
       books.fromActual.record(nowNs - actualNs);
       books.fromIntended.record(nowNs - intendedNs);
+      if (slowLog_ != nullptr && nowNs - actualNs > slowNs_) {
+        std::fprintf(slowLog_, "%lld %lld %u %u %u\n", static_cast<long long>(actualNs),
+                     static_cast<long long>(nowNs - actualNs), flow, seq, receiver);
+      }
     }
     if (f.received[seq] != f.receivers) return std::nullopt;
     if (inWindow) ++completedWindow_;
@@ -230,7 +249,9 @@ class DeliveryLedger {
   };
   Latencies unmarked_, marked_;
   LatencyHistogram sendLag_;
-  LatencyHistogram receiveLag_;  // read - kernel stamp, in the window
+  LatencyHistogram receiveLag_;   // read - kernel stamp, in the window
+  std::FILE* slowLog_ = nullptr;  // SBBENCH_SLOW_LOG
+  std::int64_t slowNs_ = 1000 * 1000;
 };
 
 }  // namespace switchboard::bench

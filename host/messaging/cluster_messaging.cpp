@@ -175,6 +175,7 @@ template kj::Promise<std::uint64_t> MessagingService::onClusterWorker(
 
 void MessagingService::attachCluster(cluster::ClusterNode& node) {
   cluster_ = &node;
+  storedRows_.stopCounting();  // a node's logins always read the store
   ids_.useClusterBlocks([this](std::function<void(std::optional<std::uint64_t>)> done) {
     cluster_->link().post([this, done = std::move(done)]() {
       try {

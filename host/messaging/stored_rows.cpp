@@ -5,19 +5,19 @@
 namespace switchboard::messaging {
 
 void StoredRows::adding(const std::string& phone, std::uint64_t rows) {
-  if (rows == 0) return;
+  if (rows == 0 || !counting_.load(std::memory_order_relaxed)) return;
   std::lock_guard lock(mutex_);
   rows_[phone] += rows;
 }
 
 void StoredRows::gone(const std::string& phone, std::uint64_t rows) {
-  if (rows == 0) return;
+  if (rows == 0 || !counting_.load(std::memory_order_relaxed)) return;
   std::lock_guard lock(mutex_);
   auto it = rows_.find(phone);
   std::uint64_t counted = it == rows_.end() ? 0 : it->second;
   if (rows > counted) {
-    // Rows this count never saw (written by the cluster's import): nothing
-    // is known of the phone's queue any more, so its logins keep reading.
+    // Rows this count never saw: nothing is known of the phone's queue any
+    // more, so its logins keep reading.
     spdlog::debug("stored rows of {}: {} gone, {} counted", phone, rows, counted);
     return;
   }
@@ -29,6 +29,7 @@ void StoredRows::gone(const std::string& phone, std::uint64_t rows) {
 }
 
 void StoredRows::set(const std::string& phone, std::uint64_t rows) {
+  if (!counting_.load(std::memory_order_relaxed)) return;
   std::lock_guard lock(mutex_);
   if (rows == 0) {
     rows_.erase(phone);
@@ -38,6 +39,7 @@ void StoredRows::set(const std::string& phone, std::uint64_t rows) {
 }
 
 bool StoredRows::none(const std::string& phone) const {
+  if (!counting_.load(std::memory_order_relaxed)) return false;
   std::lock_guard lock(mutex_);
   return !rows_.contains(phone);
 }
@@ -45,6 +47,12 @@ bool StoredRows::none(const std::string& phone) const {
 std::size_t StoredRows::phones() const {
   std::lock_guard lock(mutex_);
   return rows_.size();
+}
+
+void StoredRows::stopCounting() {
+  counting_.store(false, std::memory_order_relaxed);
+  std::lock_guard lock(mutex_);
+  rows_.clear();
 }
 
 }  // namespace switchboard::messaging

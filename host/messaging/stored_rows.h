@@ -17,6 +17,7 @@
 // no memory.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -37,8 +38,13 @@ class StoredRows {
   bool none(const std::string& phone) const;
   // Phones with rows counted.
   std::size_t phones() const;
+  // A cluster node's logins always read the store (its import writes rows no
+  // count sees): from now on nothing is counted, what was is dropped, and
+  // none() is false for every phone.
+  void stopCounting();
 
  private:
+  std::atomic<bool> counting_{true};
   mutable std::mutex mutex_;
   std::unordered_map<std::string, std::uint64_t> rows_;
 };

@@ -30,6 +30,19 @@ TEST(StoredRows, MoreRowsGoneThanCountedLeavesThePhoneCounted) {
   EXPECT_TRUE(rows.none("+2"));
 }
 
+TEST(StoredRows, AfterStopCountingNoPhoneIsEmptyAndNothingIsKept) {
+  // A cluster node: its logins must read the store, whatever was counted.
+  StoredRows rows;
+  rows.adding("+1", 1);
+  rows.stopCounting();
+  EXPECT_EQ(rows.phones(), 0u);
+  EXPECT_FALSE(rows.none("+1"));
+  EXPECT_FALSE(rows.none("+2"));
+  rows.adding("+2", 5);
+  rows.set("+3", 1);
+  EXPECT_EQ(rows.phones(), 0u);
+}
+
 TEST(StoredRows, SetAtStartReplacesTheCount) {
   StoredRows rows;
   rows.set("+1", 2);
