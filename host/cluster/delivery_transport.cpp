@@ -665,8 +665,12 @@ struct DeliveryTransport::Outbox {
         std::deque<std::function<void()>> todo;
         todo.swap(jobs);
         lock.unlock();
-        for (auto& job : todo) runJob(job);
+        // Notices before removals and answers: nats-server handles one
+        // connection's messages in order, and stores (a removal is a
+        // JetStream API call) inline, so a notice written after them waits
+        // for them there, and the message waits with it.
         if (!in.empty()) notice(in);
+        for (auto& job : todo) runJob(job);
         lock.lock();
         worked = true;
       }
@@ -896,7 +900,6 @@ struct DeliveryTransport::Outbox {
         readBackStored(*item);
       }
     }
-    rememberSent(items);
     struct ToNode {
       std::vector<QueuedEnvelope> envelopes;
       std::vector<std::string> charged;  // per envelope: the node whose window counts it, or ""
@@ -929,6 +932,9 @@ struct DeliveryTransport::Outbox {
         begin = end;
       }
     }
+    // After the notices (nats-server stores each entry before it reads on),
+    // before the flush and the senders' acks.
+    rememberSent(items);
     if (sent) {
       // Out of this process before the senders are acknowledged: a node killed
       // right after an ack must not take the notice down with it.
@@ -955,9 +961,12 @@ struct DeliveryTransport::Outbox {
   // Each message put into the stream (not a duplicate) is written to sb_sent
   // (its sender and clientMsgId: the id and time it was given) without
   // waiting: a re-send after the sender moved to another node is answered
-  // there with the first id (ClusterDirectory::sentBy). Its PubAck comes to
-  // onPubAck, which knows nothing of it. Lost with the link: then only the
-  // stream's own duplicate window remains for that message.
+  // there with the first id (ClusterDirectory::sentBy). A plain publish to
+  // the bucket's subject, with no reply subject: JetStream stores it and
+  // sends no PubAck (nothing here would read one). Written after the notices
+  // and flushed with them (when there are any) before the senders' acks.
+  // Lost with the link: then only the stream's own duplicate window remains
+  // for that message.
   void rememberSent(const std::deque<OwnedItem>& items) {
     if (natsConnection_Status(link.connection()) != NATS_CONN_STATUS_CONNECTED) return;
     for (const auto& item : items) {
@@ -969,8 +978,8 @@ struct DeliveryTransport::Outbox {
       std::string subject =
           std::string("$KV.") + kSentBucket + "." + sentKey(e.sender, e.clientMsgId);
       std::string value = sentValue(e.messageId, e.sentAtMs);
-      natsStatus status = js_PublishAsync(jetStream, subject.c_str(), value.data(),
-                                          static_cast<int>(value.size()), nullptr);
+      natsStatus status = natsConnection_Publish(link.connection(), subject.c_str(), value.data(),
+                                                 static_cast<int>(value.size()));
       if (status != NATS_OK) {
         spdlog::debug("cluster: {} not written: {}", subject, natsStatus_GetText(status));
       }
