@@ -127,9 +127,17 @@ void ClusterDirectory::open() {
 
 // ---------------------------------------------------------------- sent
 
-std::vector<SentRecord> ClusterDirectory::sentBy(const std::string& sender) {
+std::vector<SentRecord> ClusterDirectory::sentBy(
+    const std::string& sender, const std::function<bool(const std::string&)>& known) {
   std::vector<SentRecord> out;
   for (const std::string& key : sent_.keys(encodeKeyToken(sender) + ".")) {
+    if (known) {
+      auto dot = key.find('.');
+      auto clientMsgId = dot == std::string::npos
+                             ? std::nullopt
+                             : decodeKeyToken(std::string_view(key).substr(dot + 1));
+      if (clientMsgId && known(*clientMsgId)) continue;
+    }
     auto value = sent_.get(key);
     if (!value) continue;  // expired or deleted since the listing
     if (auto record = sentRecordOf(key, value->bytes)) out.push_back(std::move(*record));
@@ -277,6 +285,12 @@ std::optional<SessionLocation> ClusterDirectory::location(const std::string& pho
   auto where = locationFrom(*value);
   if (where.node.empty()) return std::nullopt;  // released
   return where;
+}
+
+std::string ClusterDirectory::lastHolder(const std::string& phone) {
+  auto value = sessions_.get(encodeKeyToken(phone));
+  if (!value) return {};
+  return locationFrom(*value).holder();
 }
 
 bool ClusterDirectory::claim(const std::string& phone, const SessionLocation& where,

@@ -115,11 +115,18 @@ class ClusterDirectory {
   // ---- what each sender put into the stream lately (sb_sent; the outbox
   // writes it, DeliveryTransport): its clientMsgIds within the stream's
   // duplicate window, which a login after a move loads into the node's dedup
-  // cache, so a re-send there is answered with the first id.
-  std::vector<SentRecord> sentBy(const std::string& sender);
+  // cache, so a re-send there is answered with the first id. A clientMsgId
+  // for which `known` is true is not read (one KV get less each): the caller
+  // has it already.
+  std::vector<SentRecord> sentBy(
+      const std::string& sender,
+      const std::function<bool(const std::string& clientMsgId)>& known = nullptr);
 
   // ---- where each phone is logged in
   std::optional<SessionLocation> location(const std::string& phone);
+  // The node that holds the phone, or held it last when its record is
+  // released ("" when it was never claimed).
+  std::string lastHolder(const std::string& phone);
   // Records that `phone` logged in on `where.node`. A claim older (atMs) than
   // the one recorded loses: returns false and changes nothing. The node that
   // held the phone before is told (a kick notice or handover) and also sees

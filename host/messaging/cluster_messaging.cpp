@@ -370,8 +370,24 @@ kj::Promise<std::shared_ptr<LiveSession>> MessagingService::loginClustered(
     std::string phone, std::string key, proto::Inbox::Client inbox, ConnectionContext connection) {
   requirePhone(phone, "phone");
   cluster::ClusterDirectory& directory = cluster_->directory();
-  return onClusterWorker<std::optional<cluster::UserEntry>>(
-             [&directory, phone]() { return directory.user(phone); })
+  return onClusterWorker<std::optional<cluster::UserEntry>>([this, &directory, phone]() {
+           auto user = directory.user(phone);
+           // Before the session exists, so none of its sends comes first: a
+           // re-send of a message sent on the node that held the phone is
+           // answered with its first id (the claim, later, loads what was
+           // sent there meanwhile).
+           if (user) {
+             try {
+               std::string holder = directory.lastHolder(phone);
+               if (!holder.empty() && holder != options_.nodeName) {
+                 rememberSendsElsewhere(phone, holder);
+               }
+             } catch (const std::exception& e) {
+               spdlog::debug("cluster: where {} was: {}", phone, e.what());
+             }
+           }
+           return user;
+         })
       .then(
           [this](std::optional<cluster::UserEntry> user) -> kj::Promise<void> {
             if (!user) return kj::READY_NOW;  // not in the cluster: the store decides
@@ -406,6 +422,8 @@ void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) 
         std::uint64_t open = previous->node.empty() ? 0 : previous->sessionId;
         cluster_->transport().handOver(previous->holder(), {phone, open, "logged in elsewhere", {}},
                                        kHandoverTimeout);
+        // What it sent there since the login read it (one listing; only the
+        // entries not read then are got).
         rememberSendsElsewhere(phone, previous->holder());
       }
       if (won) {
@@ -431,11 +449,15 @@ void MessagingService::claimAndImport(const std::shared_ptr<LiveSession>& live) 
 // stream's duplicate window (sb_sent) go into this node's dedup cache, so a
 // re-send of one here (the client library re-sends what it was not answered,
 // with the same clientMsgId) is answered with the first id and delivers
-// nothing again. Worker thread.
+// nothing again. Run at the login, before the session exists (its sends
+// could not come first), and again at the claim (what was sent there in
+// between). Worker thread.
 void MessagingService::rememberSendsElsewhere(const std::string& phone, const std::string& node) {
   std::vector<cluster::SentRecord> sent;
   try {
-    sent = cluster_->directory().sentBy(phone);
+    sent = cluster_->directory().sentBy(phone, [&](const std::string& clientMsgId) {
+      return dedup_.find(phone, clientMsgId).has_value();
+    });
   } catch (const std::exception& e) {
     spdlog::debug("cluster: reading the recent sends of {}: {}", phone, e.what());
   }
