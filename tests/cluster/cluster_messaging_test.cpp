@@ -511,12 +511,13 @@ bool waitUntilLive(const RunningHost& node, const std::string& phone) {
   });
 }
 
-// Sends `count` messages "<prefix> <i>" at once, without waiting.
+// Sends the messages "<prefix> <i>" for i from `first` up to `count` (excluded) at
+// once, without waiting.
 using Sends = std::vector<std::pair<std::string, std::future<client::SendResult>>>;
-Sends startBurst(RecordingPhone& from, const std::string& to, const std::string& prefix,
-                 int count) {
+Sends startBurst(RecordingPhone& from, const std::string& to, const std::string& prefix, int count,
+                 int first = 0) {
   Sends sends;
-  for (int i = 0; i < count; ++i) {
+  for (int i = first; i < count; ++i) {
     std::string body = prefix + " " + std::to_string(i);
     sends.emplace_back(body, from.client().sendAsync(to, body));
   }
@@ -635,10 +636,11 @@ TEST_F(ClusterMessaging, APhoneWhoseSessionEndsMidStreamGetsTheRestAtItsNextLogi
   std::cout << takenOnB << " taken on b before the logout, " << onA.size() << " on a\n";
 }
 
-// b is killed while it delivers from memory (some envelopes taken by the
-// phone and not yet removed from the stream, some in flight): the phone moves
-// to a, and with b back (what b had made durable moves on) every acknowledged
-// message reaches the application exactly once (the client drops a repeat).
+// b is killed while it delivers from memory (envelopes taken by the phone
+// whose removals from the stream may still be on their way, and envelopes b
+// holds for the phone, which has stopped reading): the phone moves to a, and
+// with b back (what b had made durable moves on) every acknowledged message
+// reaches the application exactly once (the client drops a repeat).
 TEST_F(ClusterMessaging, KillingTheRecipientsNodeWhileItDeliversFromMemoryLosesAndRepeatsNothing) {
   RecordingPhone alice(a->clientOptions(), "+15550009151");
   alice.registerAndLogin(a->sms());
@@ -650,13 +652,33 @@ TEST_F(ClusterMessaging, KillingTheRecipientsNodeWhileItDeliversFromMemoryLosesA
   ASSERT_TRUE(bob.waitForMessages(1));
   ASSERT_TRUE(waitUntilLive(*b, bob.number())) << b->log();
 
+  // The first part is taken; then the phone stops reading, and the rest is
+  // acknowledged (in the stream, noticed to b) while b holds it. (Killing b
+  // once some of one burst had arrived raced with the delivery: a whole burst
+  // of 400 can reach the phone between two looks.)
+  constexpr int kTaken = 100;
   constexpr int kBurst = 400;
-  auto sends = startBurst(alice, bob.number(), "memory", kBurst);
-  ASSERT_TRUE(waitUntil([&] { return bob.messageCount() > 50; }));
+  auto sends = startBurst(alice, bob.number(), "memory", kTaken);
+  ASSERT_TRUE(bob.waitForMessages(kTaken + 1)) << b->log();
+  bob.holdDeliveries();
+  for (auto& send : startBurst(alice, bob.number(), "memory", kBurst, kTaken)) {
+    sends.push_back(std::move(send));
+  }
+  auto acked = acknowledged(sends);
   b->kill9();
   std::size_t beforeKill = bob.messageCount() - 1;
-  auto acked = acknowledged(sends);
+  bob.releaseDeliveries();
+  ASSERT_EQ(acked.size(), static_cast<std::size_t>(kBurst));
   ASSERT_GT(acked.size(), beforeKill);
+  // The phone moves to a (b is its first endpoint: it would go back to b
+  // once b is up again).
+  ASSERT_TRUE(waitUntil([&] {
+    try {
+      return bob.client().isLoggedIn() && bob.client().serverInfo().node == "a";
+    } catch (const std::exception&) {
+      return false;  // still reconnecting
+    }
+  })) << a->log();
   b->start();
   ASSERT_TRUE(waitUntil([&] {
     std::size_t found = 0;
@@ -801,7 +823,8 @@ TEST_F(ClusterMessaging, AClientMsgIdSentAgainAfterItsCopyLeftTheStreamIsAnswere
 // (up to 2 s when that node does not answer, here because it is stopped), and
 // the session takes sends meanwhile. The recent sends are read at the login,
 // before the session exists, so the re-send is answered with the first id.
-TEST_F(ClusterMessaging, AClientMsgIdSentAgainBeforeTheNewNodeClaimedThePhoneIsAnsweredWithTheFirstId) {
+TEST_F(ClusterMessaging,
+       AClientMsgIdSentAgainBeforeTheNewNodeClaimedThePhoneIsAnsweredWithTheFirstId) {
   RecordingPhone bob(b->clientOptions(), "+15550009191");
   bob.registerAndLogin(b->sms());
   RecordingPhone alice(a->clientOptions(), "+15550009192");
