@@ -4,6 +4,7 @@
 
 #include <kj/async.h>
 #include <atomic>
+#include <vector>
 
 namespace asio {
 class io_context;
@@ -17,9 +18,17 @@ namespace switchboard::net {
 // - Construct the port, then the kj::EventLoop over it, then the kj::WaitScope, then call
 //   attach(loop, waitScope). All four live on one thread and the port outlives the other two;
 //   the io_context must outlive the port.
-// - When the loop becomes runnable the port asio::posts one "drain" handler; a drain runs at
-//   most kMaxTurnsPerDrain KJ turns and re-posts itself while the loop is still runnable, so
-//   socket readiness handlers interleave with KJ work and neither starves the other.
+// - run() runs the io_context (instead of io_context::run()) and drains the KJ loop right after
+//   the Asio handler that made it runnable, before the next handler and without a posted one.
+//   Outside run() (a sync wait, or a caller running the io_context itself), a loop that becomes
+//   runnable gets one posted "drain" handler instead. Either way a drain runs at most
+//   kMaxTurnsPerDrain KJ turns and, if the loop is still runnable, posts the next drain, so
+//   socket readiness handlers interleave with KJ work and neither starves the other. Why run():
+//   a posted handler makes Asio's scheduler poll epoll once more (epoll_wait with a zero
+//   timeout) before running it, two system calls per wake-up for nothing (drain, then flush).
+// - deferToDrainEnd(): work that must follow the KJ turns of the current drain (a stream's
+//   flush: the messages of every call a drain produced leave in one send()) runs at the end of
+//   the drain, before the thread goes back to Asio.
 // - wake() is the only method other threads may call (kj::Executor and cross-thread
 //   fulfillers call it with a KJ lock held): it never blocks, it only posts. The posted drain
 //   then polls the WaitScope, which is the only way KJ 0.9.2 delivers cross-thread events.
@@ -30,6 +39,23 @@ namespace switchboard::net {
 class AsioEventPort final : public kj::EventPort {
  public:
   static constexpr unsigned kMaxTurnsPerDrain = 4096;
+
+  // Work queued to run at the end of a drain (deferToDrainEnd). Lives on the port's thread;
+  // destroying it while queued takes it out of the queue.
+  class DrainEndTask {
+   public:
+    DrainEndTask() = default;
+    DrainEndTask(const DrainEndTask&) = delete;
+    DrainEndTask& operator=(const DrainEndTask&) = delete;
+    virtual void atDrainEnd() = 0;
+
+   protected:
+    ~DrainEndTask();
+
+   private:
+    friend class AsioEventPort;
+    AsioEventPort* queuedIn_ = nullptr;
+  };
 
   explicit AsioEventPort(asio::io_context& io);
   ~AsioEventPort() noexcept(false);
@@ -42,6 +68,16 @@ class AsioEventPort final : public kj::EventPort {
   // Re-post the drain if the loop still has work: call after any Promise::wait() returns.
   void resumeAfterSyncWait();
 
+  // Runs the io_context until it is stopped or out of work, draining the KJ loop after each
+  // handler that made it runnable (see the contract above). Returns as io_context::run() does;
+  // an exception from a handler leaves it, and calling run() again goes on where it stopped.
+  void run();
+
+  // Inside a drain on this thread: `task` runs once at the end of that drain, after its KJ
+  // turns (queued once however often deferred). Elsewhere nothing is queued and it returns
+  // false: the caller schedules the work itself.
+  static bool deferToDrainEnd(DrainEndTask& task);
+
   bool wait() override;
   bool poll() override;
   void setRunnable(bool runnable) override;
@@ -50,12 +86,16 @@ class AsioEventPort final : public kj::EventPort {
  private:
   void postDrain();
   void drain();
+  void runDrainEndTasks();
 
   asio::io_context& io_;
   kj::EventLoop* loop_ = nullptr;       // not owned; set by attach()
   kj::WaitScope* waitScope_ = nullptr;  // not owned; set by attach()
   bool drainPosted_ = false;
   bool draining_ = false;
+  bool running_ = false;      // inside run(): drains follow handlers, unposted
+  bool drainWanted_ = false;  // inside run(): the loop became runnable in this handler
+  std::vector<DrainEndTask*> drainEnd_;
   int syncWaitDepth_ = 0;
   mutable std::atomic<bool> woken_{false};
 };

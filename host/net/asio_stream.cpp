@@ -208,12 +208,18 @@ void AsioStream::scheduleFlush() {
   // While waiting for writability the wait's handler flushes; no second flush is needed.
   if (flushPosted_ || writeWaitPending_) return;
   flushPosted_ = true;
+  if (AsioEventPort::deferToDrainEnd(flushAtDrainEnd_)) return;
   asio::post(io_, [alive = alive_] {
     if (AsioStream* self = *alive) {
       self->flushPosted_ = false;
       self->flush();
     }
   });
+}
+
+void AsioStream::FlushAtDrainEnd::atDrainEnd() {
+  stream.flushPosted_ = false;
+  stream.flush();
 }
 
 void AsioStream::flush() {

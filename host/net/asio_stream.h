@@ -1,6 +1,7 @@
 #pragma once
 // A kj::AsyncIoStream over a socket registered with an Asio io_context.
 
+#include "net/asio_event_port.h"
 #include "net/socket_registration.h"
 
 #include <kj/async-io.h>
@@ -25,7 +26,8 @@ namespace switchboard::net {
 // reads, which would otherwise cost two syscalls per message.
 // write() copies into an outgoing buffer and resolves at once while that buffer is below
 // kHighWaterBytes (later, once flushed below it, otherwise: back-pressure); the buffer is
-// flushed by a handler posted behind the current KJ drain, so the Call/Return/Finish messages
+// flushed at the end of the current KJ drain (AsioEventPort::deferToDrainEnd), or by a handler
+// posted behind it when the write was made outside a drain, so the Call/Return/Finish messages
 // of many calls leave in one send().
 //
 // Memory: an idle connection (always one pending read, nothing to send) holds no buffer.
@@ -83,6 +85,12 @@ class AsioStream final : public kj::AsyncIoStream {
   kj::Promise<void> spaceAvailable();
   void scheduleFlush();
   void flush();
+  // The flush at the end of the drain that wrote.
+  struct FlushAtDrainEnd final : AsioEventPort::DrainEndTask {
+    explicit FlushAtDrainEnd(AsioStream& stream) : stream(stream) {}
+    void atDrainEnd() override;
+    AsioStream& stream;
+  };
   void failWrites(int error);
 
   asio::io_context& io_;
@@ -100,7 +108,8 @@ class AsioStream final : public kj::AsyncIoStream {
 
   std::vector<kj::byte> writeBuffer_;
   size_t writeStart_ = 0;
-  bool flushPosted_ = false;
+  FlushAtDrainEnd flushAtDrainEnd_{*this};
+  bool flushPosted_ = false;  // a flush is queued (at the drain's end or posted)
   bool writeWaitPending_ = false;
   bool shutdownRequested_ = false;
   bool writeShut_ = false;

@@ -86,7 +86,7 @@ void NetworkThread::Impl::run(std::promise<void>& ready) {
 
   for (;;) {
     try {
-      io.run();  // returns on stop()
+      port.run();  // returns on stop()
       break;
     } catch (std::exception& exception) {
       spdlog::error("[{}] handler threw: {}", name, exception.what());

@@ -10,9 +10,14 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 
+#include <chrono>
 #include <functional>
+#include <memory>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace switchboard::net {
 namespace {
@@ -53,6 +58,70 @@ TEST(AsioEventPort, DrainsKjWorkFromInsideIoContextRun) {
   port.detach();
 }
 
+TEST(AsioEventPort, RunDrainsRightAfterTheHandlerThatMadeTheLoopRunnable) {
+  // Not in a posted handler behind the ones already queued: a posted drain costs Asio a
+  // zero-timeout epoll_wait before it runs.
+  asio::io_context io;
+  AsioEventPort port(io);
+  kj::EventLoop loop(port);
+  kj::WaitScope waitScope(loop);
+  port.attach(loop, waitScope);
+
+  std::vector<std::string> order;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  auto continued = paf.promise.then([&] { order.push_back("kj"); }).eagerlyEvaluate(nullptr);
+  asio::post(io, [&] {
+    asio::post(io, [&] {
+      order.push_back("next handler");
+      io.stop();
+    });
+    paf.fulfiller->fulfill();
+  });
+  port.run();
+  EXPECT_EQ(order, (std::vector<std::string>{"kj", "next handler"}));
+  port.detach();
+}
+
+TEST(AsioEventPort, ADrainEndTaskRunsAfterTheDrainsTurnsAndNotOutsideADrain) {
+  asio::io_context io;
+  AsioEventPort port(io);
+  kj::EventLoop loop(port);
+  kj::WaitScope waitScope(loop);
+  port.attach(loop, waitScope);
+
+  struct Recorder final : AsioEventPort::DrainEndTask {
+    explicit Recorder(std::vector<std::string>& order) : order(order) {}
+    void atDrainEnd() override { order.push_back("end"); }
+    std::vector<std::string>& order;
+  };
+  std::vector<std::string> order;
+  Recorder task(order);
+  EXPECT_FALSE(AsioEventPort::deferToDrainEnd(task)) << "no drain is running";
+  auto turns = kj::evalLater([&] {
+                 EXPECT_TRUE(AsioEventPort::deferToDrainEnd(task));
+                 EXPECT_TRUE(AsioEventPort::deferToDrainEnd(task));  // queued once
+               })
+                   .then([&] { order.push_back("later turn"); })
+                   .then([&] { io.stop(); })
+                   .eagerlyEvaluate(nullptr);
+  port.run();
+  EXPECT_EQ(order, (std::vector<std::string>{"later turn", "end"}));
+
+  // A task destroyed while queued is not run.
+  order.clear();
+  auto doomed = std::make_unique<Recorder>(order);
+  auto more = kj::evalLater([&] {
+                EXPECT_TRUE(AsioEventPort::deferToDrainEnd(*doomed));
+                doomed.reset();
+              }).then([&] {
+                  io.stop();
+                }).eagerlyEvaluate(nullptr);
+  io.restart();
+  port.run();
+  EXPECT_TRUE(order.empty());
+  port.detach();
+}
+
 TEST(AsioEventPort, WakeFromAnotherThreadDeliversCrossThreadFulfilment) {
   asio::io_context io;
   auto work = asio::make_work_guard(io);
@@ -73,6 +142,42 @@ TEST(AsioEventPort, WakeFromAnotherThreadDeliversCrossThreadFulfilment) {
   io.run();
   other.join();
   EXPECT_EQ(result, 42);
+  port.detach();
+}
+
+TEST(AsioEventPort, UnderRunAHandlersWorkAfterACrossThreadWakeIsStillDrained) {
+  // A wake is drained by WaitScope::poll(), after which KJ 0.9.2 still believes the port knows
+  // the loop is runnable; the drain must leave KJ's view in step, or the next event that a
+  // handler arms is never signalled to run().
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  AsioEventPort port(io);
+  kj::EventLoop loop(port);
+  kj::WaitScope waitScope(loop);
+  port.attach(loop, waitScope);
+
+  auto crossThread = kj::newPromiseAndCrossThreadFulfiller<void>();
+  auto local = kj::newPromiseAndFulfiller<void>();
+  bool localSeen = false;
+  auto first = crossThread.promise
+                   .then([&] {
+                     // The wake's work is done; a later handler fulfils the local promise.
+                     asio::post(io, [&] { local.fulfiller->fulfill(); });
+                   })
+                   .eagerlyEvaluate(nullptr);
+  auto second = local.promise
+                    .then([&] {
+                      localSeen = true;
+                      io.stop();
+                    })
+                    .eagerlyEvaluate(nullptr);
+  std::thread other([&fulfiller = crossThread.fulfiller] { fulfiller->fulfill(); });
+  // Bounded: were the local event never drained, run() would block for good.
+  asio::steady_timer guard(io, std::chrono::seconds(10));
+  guard.async_wait([&](const asio::error_code&) { io.stop(); });
+  port.run();
+  other.join();
+  EXPECT_TRUE(localSeen);
   port.detach();
 }
 

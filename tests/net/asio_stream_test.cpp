@@ -6,10 +6,12 @@
 #include "wait_until.h"
 
 #include <gtest/gtest.h>
+#include <kj/debug.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <asio/post.hpp>
 
 #include <memory>
 #include <string>
@@ -90,6 +92,23 @@ TEST_F(AsioStreamTest, ManySmallWritesAreBatchedAndOrdered) {
     return kj::joinPromises(writes.finish());
   });
   EXPECT_EQ(received, expected);
+}
+
+TEST_F(AsioStreamTest, WhatADrainWroteIsOnTheSocketBeforeTheNextAsioHandlerRuns) {
+  // The flush runs at the end of the KJ drain that wrote, not in a handler posted behind the
+  // ones already queued (each posted handler costs Asio an extra epoll_wait).
+  ssize_t peeked = -2;
+  thread.runSync([&]() -> kj::Promise<void> {
+    int peer = KJ_ASSERT_NONNULL(right->getFd());
+    // Queued now, before the drain below runs.
+    asio::post(thread.ioContext(), [&, peer] {
+      char byte;
+      peeked = ::recv(peer, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    });
+    return kj::evalLater([&] { return left->write("x", 1); });
+  });
+  waitUntil([&] { return thread.runSync([&] { return peeked != -2; }); });
+  EXPECT_EQ(peeked, 1) << "the write was still buffered when the next handler ran";
 }
 
 TEST_F(AsioStreamTest, PeerCloseGivesEofOnReadAndDisconnectOnWrite) {
