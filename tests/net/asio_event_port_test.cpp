@@ -22,13 +22,21 @@
 namespace switchboard::net {
 namespace {
 
-TEST(AsioEventPort, DrainsKjWorkFromInsideIoContextRun) {
-  asio::io_context io;
-  AsioEventPort port(io);
-  kj::EventLoop loop(port);
-  kj::WaitScope waitScope(loop);
-  port.attach(loop, waitScope);
+// An io_context and a KJ loop over its port, attached for the test.
+class AsioEventPortTest : public ::testing::Test {
+ protected:
+  // The KJ members' destructors may throw; a test's may not.
+  ~AsioEventPortTest() noexcept override {}
+  void SetUp() override { port.attach(loop, waitScope); }
+  void TearDown() override { port.detach(); }
 
+  asio::io_context io;
+  AsioEventPort port{io};
+  kj::EventLoop loop{port};
+  kj::WaitScope waitScope{loop};
+};
+
+TEST_F(AsioEventPortTest, DrainsKjWorkFromInsideIoContextRun) {
   // A chain of separate turns far longer than one drain's turn budget.
   constexpr int kSteps = 3 * static_cast<int>(AsioEventPort::kMaxTurnsPerDrain);
   int steps = 0;
@@ -55,17 +63,11 @@ TEST(AsioEventPort, DrainsKjWorkFromInsideIoContextRun) {
   EXPECT_EQ(steps, kSteps);
   EXPECT_GT(stepsWhenIoRan, 0);
   EXPECT_LT(stepsWhenIoRan, kSteps);
-  port.detach();
 }
 
-TEST(AsioEventPort, RunDrainsRightAfterTheHandlerThatMadeTheLoopRunnable) {
+TEST_F(AsioEventPortTest, RunDrainsRightAfterTheHandlerThatMadeTheLoopRunnable) {
   // Not in a posted handler behind the ones already queued: a posted drain costs Asio a
   // zero-timeout epoll_wait before it runs.
-  asio::io_context io;
-  AsioEventPort port(io);
-  kj::EventLoop loop(port);
-  kj::WaitScope waitScope(loop);
-  port.attach(loop, waitScope);
 
   std::vector<std::string> order;
   auto paf = kj::newPromiseAndFulfiller<void>();
@@ -79,16 +81,9 @@ TEST(AsioEventPort, RunDrainsRightAfterTheHandlerThatMadeTheLoopRunnable) {
   });
   port.run();
   EXPECT_EQ(order, (std::vector<std::string>{"kj", "next handler"}));
-  port.detach();
 }
 
-TEST(AsioEventPort, ADrainEndTaskRunsAfterTheDrainsTurnsAndNotOutsideADrain) {
-  asio::io_context io;
-  AsioEventPort port(io);
-  kj::EventLoop loop(port);
-  kj::WaitScope waitScope(loop);
-  port.attach(loop, waitScope);
-
+TEST_F(AsioEventPortTest, ADrainEndTaskRunsAfterTheDrainsTurnsAndNotOutsideADrain) {
   struct Recorder final : AsioEventPort::DrainEndTask {
     explicit Recorder(std::vector<std::string>& order) : order(order) {}
     void atDrainEnd() override { order.push_back("end"); }
@@ -119,16 +114,10 @@ TEST(AsioEventPort, ADrainEndTaskRunsAfterTheDrainsTurnsAndNotOutsideADrain) {
   io.restart();
   port.run();
   EXPECT_TRUE(order.empty());
-  port.detach();
 }
 
-TEST(AsioEventPort, WakeFromAnotherThreadDeliversCrossThreadFulfilment) {
-  asio::io_context io;
+TEST_F(AsioEventPortTest, WakeFromAnotherThreadDeliversCrossThreadFulfilment) {
   auto work = asio::make_work_guard(io);
-  AsioEventPort port(io);
-  kj::EventLoop loop(port);
-  kj::WaitScope waitScope(loop);
-  port.attach(loop, waitScope);
 
   auto paf = kj::newPromiseAndCrossThreadFulfiller<int>();
   int result = 0;
@@ -142,19 +131,13 @@ TEST(AsioEventPort, WakeFromAnotherThreadDeliversCrossThreadFulfilment) {
   io.run();
   other.join();
   EXPECT_EQ(result, 42);
-  port.detach();
 }
 
-TEST(AsioEventPort, UnderRunAHandlersWorkAfterACrossThreadWakeIsStillDrained) {
+TEST_F(AsioEventPortTest, UnderRunAHandlersWorkAfterACrossThreadWakeIsStillDrained) {
   // A wake is drained by WaitScope::poll(), after which KJ 0.9.2 still believes the port knows
   // the loop is runnable; the drain must leave KJ's view in step, or the next event that a
   // handler arms is never signalled to run().
-  asio::io_context io;
   auto work = asio::make_work_guard(io);
-  AsioEventPort port(io);
-  kj::EventLoop loop(port);
-  kj::WaitScope waitScope(loop);
-  port.attach(loop, waitScope);
 
   auto crossThread = kj::newPromiseAndCrossThreadFulfiller<void>();
   auto local = kj::newPromiseAndFulfiller<void>();
@@ -178,16 +161,10 @@ TEST(AsioEventPort, UnderRunAHandlersWorkAfterACrossThreadWakeIsStillDrained) {
   port.run();
   other.join();
   EXPECT_TRUE(localSeen);
-  port.detach();
 }
 
-TEST(AsioEventPort, SyncWaitRunsIoHandlersAndResumesDrainingAfterwards) {
-  asio::io_context io;
+TEST_F(AsioEventPortTest, SyncWaitRunsIoHandlersAndResumesDrainingAfterwards) {
   auto work = asio::make_work_guard(io);
-  AsioEventPort port(io);
-  kj::EventLoop loop(port);
-  kj::WaitScope waitScope(loop);
-  port.attach(loop, waitScope);
 
   int fds[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
@@ -216,7 +193,6 @@ TEST(AsioEventPort, SyncWaitRunsIoHandlersAndResumesDrainingAfterwards) {
   io.run();
   EXPECT_TRUE(ran);
   ::close(fds[1]);
-  port.detach();
 }
 
 }  // namespace
