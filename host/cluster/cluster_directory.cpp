@@ -130,17 +130,12 @@ void ClusterDirectory::open() {
 std::vector<SentRecord> ClusterDirectory::sentBy(
     const std::string& sender, const std::function<bool(const std::string&)>& known) {
   std::vector<SentRecord> out;
-  for (const std::string& key : sent_.keys(encodeKeyToken(sender) + ".")) {
-    if (known) {
-      auto dot = key.find('.');
-      auto clientMsgId = dot == std::string::npos
-                             ? std::nullopt
-                             : decodeKeyToken(std::string_view(key).substr(dot + 1));
-      if (clientMsgId && known(*clientMsgId)) continue;
-    }
-    auto value = sent_.get(key);
-    if (!value) continue;  // expired or deleted since the listing
-    if (auto record = sentRecordOf(key, value->bytes)) out.push_back(std::move(*record));
+  // One watch of the sender's keys (one token after it), not a get each: a
+  // phone that sent thousands in the window moves with one request or two.
+  for (const auto& [key, value] : sent_.values(encodeKeyToken(sender) + ".*")) {
+    auto record = sentRecordOf(key, value.bytes);
+    if (!record || (known && known(record->clientMsgId))) continue;
+    out.push_back(std::move(*record));
   }
   return out;
 }

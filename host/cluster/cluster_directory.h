@@ -115,9 +115,9 @@ class ClusterDirectory {
   // ---- what each sender put into the stream lately (sb_sent; the outbox
   // writes it, DeliveryTransport): its clientMsgIds within the stream's
   // duplicate window, which a login after a move loads into the node's dedup
-  // cache, so a re-send there is answered with the first id. A clientMsgId
-  // for which `known` is true is not read (one KV get less each): the caller
-  // has it already.
+  // cache, so a re-send there is answered with the first id. One watch of
+  // the sender's keys (KvBucket::values), not a get each. A clientMsgId for
+  // which `known` is true is left out: the caller has it already.
   std::vector<SentRecord> sentBy(
       const std::string& sender,
       const std::function<bool(const std::string& clientMsgId)>& known = nullptr);

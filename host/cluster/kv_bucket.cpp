@@ -167,6 +167,27 @@ void KvBucket::remove(const std::string& key) {
             options_.name + " delete " + key);
 }
 
+std::vector<std::pair<std::string, KvValue>> KvBucket::values(const std::string& pattern) {
+  kvWatchOptions options;
+  kvWatchOptions_Init(&options);
+  options.IgnoreDeletes = true;
+  kvWatcher* raw = nullptr;
+  requireOk(kvStore_Watch(&raw, store(), pattern.c_str(), &options),
+            options_.name + " watch " + pattern);
+  std::unique_ptr<kvWatcher, void (*)(kvWatcher*)> watcher(raw, kvWatcher_Destroy);
+  std::vector<std::pair<std::string, KvValue>> out;
+  for (;;) {
+    kvEntry* next = nullptr;
+    natsStatus status =
+        kvWatcher_Next(&next, watcher.get(), link_.options().operationTimeout.count());
+    OwnedEntry owned(next);
+    requireOk(status, options_.name + " watch " + pattern);
+    if (next == nullptr) break;  // the marker: every value there was is in
+    if (auto value = liveValue(next)) out.emplace_back(kvEntry_Key(next), std::move(*value));
+  }
+  return out;
+}
+
 // Not kvStore_Keys: that is a watch, and a key rewritten while it runs can be
 // listed twice or not at all (history 1: its old value goes before the watch
 // reaches it, and the new one comes after the watch's end marker). The

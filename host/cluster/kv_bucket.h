@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 struct __kvStore;
@@ -65,6 +66,11 @@ class KvBucket {
   // Keys starting with `prefix` (all when empty), sorted, as one snapshot of the
   // stream: a key whose last write was a delete is listed too, so get() each.
   std::vector<std::string> keys(const std::string& prefix = "");
+  // Every live key matching `pattern` (key tokens, with NATS wildcards:
+  // "a.*"), with its value, read through one watch: the server pushes them
+  // (one consumer made and removed) instead of a get each. A key written
+  // while it runs may be missing (as from a listing made before the write).
+  std::vector<std::pair<std::string, KvValue>> values(const std::string& pattern);
   // Calls `entry(key, value)` (value nullopt: deleted) for every live key now
   // and then for every change, until `keepGoing()` is false (checked at least
   // every `poll`). Returns then; throws ClusterError when the watch breaks.

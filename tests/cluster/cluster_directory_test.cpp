@@ -10,6 +10,7 @@
 
 #include "cluster/cluster_directory.h"
 #include "cluster/delivery_transport.h"
+#include "cluster/kv_bucket.h"
 #include "cluster/nats_link.h"
 #include "nats_server.h"
 #include "net/network_thread.h"
@@ -173,6 +174,45 @@ TEST_F(TwoNodes, AClaimReportsTheNodeThatHeldThePhoneEvenAfterItsRelease) {
   ASSERT_TRUE(previous.has_value());
   EXPECT_EQ(previous->node, "");
   EXPECT_EQ(previous->holder(), "b");
+}
+
+// sb_sent (the outbox writes it; a login after a move reads it): every entry
+// of one sender, read through one watch, and none of another sender's whose
+// number starts the same; those the caller has already are left out.
+TEST_F(TwoNodes, TheRecentSendsOfASenderAreAllReadAndNoOneElses) {
+  ClusterDirectory b(*linkB);
+  KvBucket sent(*linkA, {kSentBucket, std::chrono::seconds(600), 1, false});
+  constexpr int kSends = 300;
+  for (int i = 0; i < kSends; ++i) {
+    sent.put(sentKey("+15550001", "c-" + std::to_string(i)), sentValue(1000 + i, 5000 + i));
+  }
+  for (int i = 0; i < 5; ++i) sent.put(sentKey("+155500011", "c-" + std::to_string(i)), "9 9");
+
+  std::map<std::string, SentRecord> byId;
+  for (SentRecord& record : b.sentBy("+15550001")) byId[record.clientMsgId] = record;
+  ASSERT_EQ(byId.size(), static_cast<std::size_t>(kSends));
+  for (int i = 0; i < kSends; ++i) {
+    const SentRecord& record = byId["c-" + std::to_string(i)];
+    EXPECT_EQ(record.messageId, static_cast<std::uint64_t>(1000 + i));
+    EXPECT_EQ(record.sentAtMs, 5000 + i);
+  }
+  auto even = [](const std::string& clientMsgId) {
+    return std::stoi(clientMsgId.substr(2)) % 2 == 0;
+  };
+  std::vector<SentRecord> odd = b.sentBy("+15550001", even);
+  EXPECT_EQ(odd.size(), static_cast<std::size_t>(kSends / 2));
+  for (const SentRecord& record : odd) EXPECT_FALSE(even(record.clientMsgId));
+  EXPECT_TRUE(b.sentBy("+15550009").empty());  // none: the watch ends at once
+}
+
+// lastHolder: the node holding the phone, or that held it last once released.
+TEST_F(TwoNodes, TheLastHolderOfAPhoneOutlivesItsRelease) {
+  ClusterDirectory a(*linkA);
+  EXPECT_EQ(a.lastHolder("+15550004"), "");
+  ASSERT_TRUE(a.claim("+15550004", {"b", 21, 1000, 0}, nullptr));
+  EXPECT_EQ(a.lastHolder("+15550004"), "b");
+  a.release("+15550004", 21, "b");
+  EXPECT_EQ(a.lastHolder("+15550004"), "b");
 }
 
 TEST_F(TwoNodes, TheDirectoryOutlivesANatsRestartAndFailsFastWhileItIsDown) {
