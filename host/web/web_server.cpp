@@ -4,6 +4,8 @@
 #include "net/asio_stream.h"
 #include "net/asio_timer.h"
 #include "net/network_thread.h"
+#include "net/two_party_connection.h"
+#include "web/websocket_vat_network.h"
 
 #include <capnp/compat/websocket-rpc.h>
 #include <capnp/rpc-twoparty.h>
@@ -98,14 +100,14 @@ struct WebServer::Shared {
   kj::HttpHeaderId securityPolicy = kj::HttpHeaderId::HOST;
 };
 
-// One phone's RPC over one accepted WebSocket.
+// One phone's RPC over one accepted WebSocket; its Finishes wait in `flush` (the thread's) as
+// the TCP phone port's do (websocket_vat_network.h).
 struct WebServer::RpcConnection {
-  RpcConnection(WebServer& server, kj::Own<kj::WebSocket> socket,
+  RpcConnection(WebServer& server, kj::Own<kj::WebSocket> socket, net::FinishFlush& flush,
                 capnp::Capability::Client bootstrap)
       : server(server),
         socket(kj::mv(socket)),
-        stream(*this->socket),
-        network(stream, capnp::rpc::twoparty::Side::SERVER),
+        network(*this->socket, flush),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
     server.rpcConnections_.fetch_add(1);
   }
@@ -113,8 +115,7 @@ struct WebServer::RpcConnection {
 
   WebServer& server;
   kj::Own<kj::WebSocket> socket;
-  capnp::WebSocketMessageStream stream;
-  capnp::TwoPartyVatNetwork network;
+  WebSocketVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
 
@@ -127,6 +128,7 @@ struct WebServer::ThreadState final : private kj::TaskSet::ErrorHandler {
         index(index),
         thread(thread),
         timer(thread.ioContext()),
+        finishFlush(timer),
         http(timer, *shared.table,
              [this](kj::AsyncIoStream& stream) { return serviceFor(stream); }) {
     connections.emplace(static_cast<kj::TaskSet::ErrorHandler&>(*this));
@@ -182,6 +184,7 @@ struct WebServer::ThreadState final : private kj::TaskSet::ErrorHandler {
   const std::size_t index;
   net::NetworkThread& thread;
   net::AsioTimer timer;
+  net::FinishFlush finishFlush;  // the held Finishes of the thread's RPC WebSockets
   std::map<const kj::AsyncIoStream*, std::string> peers;  // socket peer of each connection
   std::map<std::uint64_t, kj::Own<kj::PromiseFulfiller<void>>> cuts;  // by connection id
   kj::HttpServer http;
@@ -245,8 +248,8 @@ class WebServer::ConnectionService final : public kj::HttpService {
     }
     kj::HttpHeaders responseHeaders(*shared_.table);
     auto socket = response.acceptWebSocket(responseHeaders);
-    auto connection =
-        kj::heap<RpcConnection>(server, kj::mv(socket), kj::mv(KJ_ASSERT_NONNULL(bootstrap)));
+    auto connection = kj::heap<RpcConnection>(server, kj::mv(socket), state_.finishFlush,
+                                              kj::mv(KJ_ASSERT_NONNULL(bootstrap)));
     // The WebSocket lives as long as this request: until the peer goes, or disconnect() cuts.
     auto cut = kj::newPromiseAndFulfiller<void>();
     std::uint64_t id = info.connectionId;

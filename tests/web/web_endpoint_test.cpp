@@ -1,18 +1,21 @@
 // The web endpoint of the real host binary, from a C++ WebSocket client (kj-http +
 // capnp::WebSocketMessageStream): the Origin policy, a web phone and a TCP phone talking
-// through the same messaging service, and per-address limits that use X-Forwarded-For only
-// from a trusted proxy. Plus WebAccess on its own.
+// through the same messaging service, per-address limits that use X-Forwarded-For only
+// from a trusted proxy, and the host holding its Finishes as on TCP. Plus WebAccess on its own.
 #include <capnp/compat/websocket-rpc.h>
 #include <capnp/rpc-twoparty.h>
+#include <capnp/rpc.capnp.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <kj/compat/http.h>
 
+#include <chrono>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "net/two_party_connection.h"
 #include "recording_phone.h"
 #include "running_host.h"
 #include "switchboard/proto/client.capnp.h"
@@ -64,10 +67,13 @@ TEST(WebAccess, ForwardedForCountsOnlyFromATrustedProxy) {
 
 // ---------------------------------------------------------------- a web phone
 
-// Records what the server pushes to a web phone; a promise wakes the test on each delivery.
+using Clock = std::chrono::steady_clock;
+
+// Records what the server pushes to a web phone, and when its last deliver returned.
 class RecordingInbox final : public proto::Inbox::Server {
  public:
-  explicit RecordingInbox(std::vector<std::string>& bodies) : bodies_(bodies) {}
+  RecordingInbox(std::vector<std::string>& bodies, Clock::time_point* returned)
+      : bodies_(bodies), returned_(returned) {}
 
  protected:
   kj::Promise<void> deliver(DeliverContext context) override {
@@ -75,11 +81,55 @@ class RecordingInbox final : public proto::Inbox::Server {
       auto body = m.getBody();
       bodies_.emplace_back(reinterpret_cast<const char*>(body.begin()), body.size());
     }
+    if (returned_) *returned_ = Clock::now();
     return kj::READY_NOW;
   }
 
  private:
   std::vector<std::string>& bodies_;
+  Clock::time_point* returned_;
+};
+
+// The web phone's message stream: passes everything through, and records the kind and the
+// arrival time of every RPC message the server sent.
+class ReceivedMessages final : public capnp::MessageStream {
+ public:
+  struct Received {
+    capnp::rpc::Message::Which kind;
+    Clock::time_point at;
+  };
+
+  explicit ReceivedMessages(capnp::MessageStream& inner) : inner_(inner) {}
+
+  const std::vector<Received>& received() const { return received_; }
+
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
+      kj::ArrayPtr<kj::AutoCloseFd> fdSpace, capnp::ReaderOptions options,
+      kj::ArrayPtr<capnp::word> scratchSpace) override {
+    return inner_.tryReadMessage(fdSpace, options, scratchSpace)
+        .then([this](kj::Maybe<capnp::MessageReaderAndFds>&& read) {
+          KJ_IF_MAYBE (message, read) {
+            received_.push_back(
+                {message->reader->getRoot<capnp::rpc::Message>().which(), Clock::now()});
+          }
+          return kj::mv(read);
+        });
+  }
+  kj::Promise<void> writeMessage(
+      kj::ArrayPtr<const int> fds,
+      kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override {
+    return inner_.writeMessage(fds, segments);
+  }
+  kj::Promise<void> writeMessages(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override {
+    return inner_.writeMessages(messages);
+  }
+  kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
+  kj::Promise<void> end() override { return inner_.end(); }
+
+ private:
+  capnp::MessageStream& inner_;
+  std::vector<Received> received_;
 };
 
 // The WebSocket masking keys of the client (RFC 6455 wants them unpredictable).
@@ -125,8 +175,9 @@ class WebPhone {
       KJ_CASE_ONEOF(socket, kj::Own<kj::WebSocket>) {
         socket_ = kj::mv(socket);
         messages_ = kj::heap<capnp::WebSocketMessageStream>(*socket_);
+        received_ = kj::heap<ReceivedMessages>(*messages_);
         network_ =
-            kj::heap<capnp::TwoPartyVatNetwork>(*messages_, capnp::rpc::twoparty::Side::CLIENT);
+            kj::heap<capnp::TwoPartyVatNetwork>(*received_, capnp::rpc::twoparty::Side::CLIENT);
         rpc_ = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
             capnp::makeRpcClient(*network_));
         capnp::MallocMessageBuilder vat;
@@ -165,14 +216,19 @@ class WebPhone {
     return std::string(reinterpret_cast<const char*>(key.begin()), key.size());
   }
 
+  // `delivered`, if given, is set each time the Inbox's deliver returns.
   proto::Session::Client login(const std::string& phone, const std::string& key,
-                               std::vector<std::string>& bodies) {
+                               std::vector<std::string>& bodies,
+                               Clock::time_point* delivered = nullptr) {
     auto request = gateway().loginRequest();
     request.setPhone(phone);
     request.setKey(kj::arrayPtr(reinterpret_cast<const kj::byte*>(key.data()), key.size()));
-    request.setInbox(kj::heap<RecordingInbox>(bodies));
+    request.setInbox(kj::heap<RecordingInbox>(bodies, delivered));
     return request.send().wait(io_.waitScope).getSession();
   }
+
+  // The RPC messages the server sent so far, in order.
+  const std::vector<ReceivedMessages::Received>& received() const { return received_->received(); }
 
   // Runs the event loop until `done` holds (the guard only stops a hang).
   bool pumpUntil(const std::function<bool()>& done) {
@@ -193,6 +249,7 @@ class WebPhone {
   std::string refusal_;
   kj::Own<kj::WebSocket> socket_;
   kj::Own<capnp::WebSocketMessageStream> messages_;
+  kj::Own<ReceivedMessages> received_;
   kj::Own<capnp::TwoPartyVatNetwork> network_;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc_;
   kj::Maybe<proto::Gateway::Client> gateway_;
@@ -272,6 +329,46 @@ TEST(WebEndpoint, AWebPhoneAndATcpPhoneTalkThroughTheSameService) {
   again.login();
   auto ping = session.contactsRequest().send();
   EXPECT_THROW(ping.wait(io.waitScope), kj::Exception);
+}
+
+// As on the TCP phone port (RpcTest.AHeldFinishGoesOutWithoutAnotherMessage): the host's
+// Finish of a deliver the web phone answered waits for the connection's next message or for
+// the flush, and with nothing else to send goes out alone, after at least half the flush delay
+// (net::FinishFlush). Sent at once it would arrive about a millisecond after the return.
+TEST(WebEndpoint, AHeldFinishGoesOutWithoutAnotherMessage) {
+  RunningHost host({"--web-listen", "127.0.0.1:0"});
+  auto port = startWithWeb(host);
+  ASSERT_NE(port, 0);
+  auto io = kj::setupAsyncIo();
+
+  WebPhone web(io, port);
+  ASSERT_TRUE(web.connected());
+  ASSERT_EQ(web.requestCode("+15550400001"), "");
+  std::string key = web.verify("+15550400001", lastCode(host, "+15550400001"));
+  std::vector<std::string> bodies;
+  Clock::time_point delivered;
+  auto session = web.login("+15550400001", key, bodies, &delivered);
+
+  RecordingPhone tcp(host.clientOptions(), "+15550400002");
+  tcp.registerAndLogin(host.sms());
+  std::size_t before = web.received().size();
+  tcp.client().send("+15550400001", "hold my finish");
+  ASSERT_TRUE(web.pumpUntil([&] { return !bodies.empty(); }));
+  auto finishes = [&] {
+    std::size_t count = 0;
+    for (std::size_t i = before; i < web.received().size(); ++i) {
+      if (web.received()[i].kind == capnp::rpc::Message::FINISH) ++count;
+    }
+    return count;
+  };
+  // The host's only call since (the deliver) is finished, by the flush.
+  ASSERT_TRUE(web.pumpUntil([&] { return finishes() == 1; }));
+  const auto& last = web.received().back();
+  EXPECT_EQ(last.kind, capnp::rpc::Message::FINISH);  // nothing else came after it
+  auto held = std::chrono::duration_cast<std::chrono::milliseconds>(last.at - delivered);
+  constexpr auto kAtLeast =
+      std::chrono::milliseconds(net::FinishFlush::kDelay / kj::MILLISECONDS / 2);
+  EXPECT_GE(held, kAtLeast) << "the Finish came " << held.count() << " ms after the return";
 }
 
 TEST(WebEndpoint, PerAddressLimitsUseForwardedForFromATrustedProxyOnly) {
