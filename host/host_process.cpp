@@ -178,6 +178,7 @@ HostProcess::HostProcess(HostConfig config)
   net::ConnectionLimits phoneLimits;
   phoneLimits.loginDeadline = std::chrono::milliseconds(config_.loginDeadlineMs);
   phoneLimits.maxConnectionsPerPeer = config_.maxConnectionsPerPeer;
+  phoneLimits.holdBootstrap = false;  // a Gateway lives while the phone holds it, not longer
   try {
     std::shared_ptr<kj::TlsContext> tls;
     if (!config_.tlsCert.empty())

@@ -32,9 +32,11 @@ bool isPeerGone(int error) {
 }  // namespace
 
 AsioStream::AsioStream(asio::io_context& io, int fd, bool inqOn)
-    : io_(io), alive_(std::make_shared<AsioStream*>(this)), socket_(io, fd, [alive = alive_, &io] {
-        // From inside the reactor: only post the flush.
-        asio::post(io, [alive] {
+    : io_(io), alive_(std::make_shared<AsioStream*>(this)), socket_(io, fd, [this] {
+        // From inside the reactor, which calls this only while the registration (a member)
+        // and so this stream exist: only post the flush. One pointer captured: the function
+        // holds it without an allocation.
+        asio::post(io_, [alive = alive_] {
           if (AsioStream* self = *alive) {
             self->writeWaitPending_ = false;
             self->flush();
@@ -138,6 +140,15 @@ ssize_t AsioStream::readWithHint(kj::byte* into, size_t size, bool& drained) {
       drained = left == 0;
     }
   }
+  return n;
+}
+
+size_t AsioStream::takeBuffered(void* out, size_t maxBytes) {
+  size_t n = std::min(readEnd_ - readStart_, maxBytes);
+  if (n == 0) return 0;
+  std::memcpy(out, readBuffer_.get() + readStart_, n);
+  readStart_ += n;
+  if (readStart_ == readEnd_) releaseReadBuffer();
   return n;
 }
 

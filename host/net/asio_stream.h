@@ -24,10 +24,11 @@ namespace switchboard::net {
 // of trying first and getting EAGAIN; on Unix sockets an EAGAIN is what says so. Small
 // reads go through a 64 KiB buffer: Cap'n Proto 0.9.2 reads each message with two exact-size
 // reads, which would otherwise cost two syscalls per message.
-// write() copies into an outgoing buffer and resolves at once while that buffer is below
-// kHighWaterBytes (later, once flushed below it, otherwise: back-pressure); the buffer is
-// flushed at the end of the current KJ drain (AsioEventPort::deferToDrainEnd), or by a handler
-// posted behind it when the write was made outside a drain, so the Call/Return/Finish messages
+// write() copies into an outgoing buffer before it returns (the caller's bytes and pieces need
+// not outlive the call) and resolves at once while that buffer is below kHighWaterBytes
+// (later, once flushed below it, otherwise: back-pressure); the buffer is flushed at the end
+// of the current KJ drain (AsioEventPort::deferToDrainEnd), or by a handler posted behind it
+// when the write was made outside a drain, so the Call/Return/Finish messages
 // of many calls leave in one send().
 //
 // Memory: an idle connection (always one pending read, nothing to send) holds no buffer.
@@ -70,6 +71,9 @@ class AsioStream final : public kj::AsyncIoStream {
   size_t bufferedWriteBytes() const { return writeBuffer_.size() - writeStart_; }
   // Bytes read from the socket and not yet handed to a reader.
   size_t bufferedReadBytes() const { return readEnd_ - readStart_; }
+  // Hands up to `maxBytes` of those bytes to a reader at once, without a promise and without
+  // touching the socket; returns how many. For a reader that has no read pending.
+  size_t takeBuffered(void* out, size_t maxBytes);
   // Memory held for reading ahead: the bytes read past a request until taken, else 0.
   size_t bufferedReadCapacity() const { return readCapacity_; }
   // Memory held for outgoing bytes: 0 once everything was flushed.

@@ -1,8 +1,11 @@
 #include "net/connection_limits.h"
 
+#include "net/asio_stream.h"
+
 #include <capnp/rpc.capnp.h>
 #include <kj/debug.h>
 
+#include <new>
 #include <string>
 #include <vector>
 
@@ -12,6 +15,7 @@ LimitedMessageStream::LimitedMessageStream(kj::AsyncIoStream& stream,
                                            const ConnectionLimits& limits,
                                            ViolationHandler onViolation)
     : stream_(stream),
+      plain_(dynamic_cast<AsioStream*>(&stream)),
       inner_(stream),
       maxCallsInFlight_(limits.maxCallsInFlight),
       onViolation_(std::move(onViolation)) {
@@ -27,8 +31,44 @@ kj::Exception LimitedMessageStream::violation(std::string reason) {
   return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str(reason.c_str()));
 }
 
-// A message read off the stream: its words in one array, and where each segment starts.
 namespace {
+
+// A message of one segment read off the stream: the reader and the segment's words in one
+// allocation (the words right after the object), freed together.
+class OneSegmentMessage final : public capnp::MessageReader {
+ public:
+  static kj::Own<OneSegmentMessage> make(size_t words, const capnp::ReaderOptions& options) {
+    void* block = ::operator new(sizeof(OneSegmentMessage) + words * sizeof(capnp::word));
+    return kj::Own<OneSegmentMessage>(new (block) OneSegmentMessage(words, options), kDisposer);
+  }
+
+  kj::ArrayPtr<capnp::word> words() {
+    return kj::arrayPtr(reinterpret_cast<capnp::word*>(this + 1), words_);
+  }
+  kj::ArrayPtr<const capnp::word> getSegment(capnp::uint id) override {
+    if (id != 0) return nullptr;
+    return kj::arrayPtr(reinterpret_cast<const capnp::word*>(this + 1), words_);
+  }
+
+ private:
+  OneSegmentMessage(size_t words, const capnp::ReaderOptions& options)
+      : capnp::MessageReader(options), words_(words) {}
+
+  struct Disposer final : public kj::Disposer {
+    void disposeImpl(void* pointer) const override {
+      static_cast<OneSegmentMessage*>(pointer)->~OneSegmentMessage();
+      ::operator delete(pointer);
+    }
+  };
+  static inline const Disposer kDisposer{};
+
+  size_t words_;
+};
+static_assert(sizeof(OneSegmentMessage) % sizeof(capnp::word) == 0,
+              "the words follow the object, aligned");
+
+// A message of several segments read off the stream: its words in one array, and where each
+// segment starts.
 struct ReadSegments {
   kj::Array<capnp::word> ownedWords;
   kj::Array<kj::ArrayPtr<const capnp::word>> segmentTable;
@@ -50,6 +90,10 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::tryRead
   // read here, not by capnp::tryReadMessage, because that one makes its MessageReader (with
   // ~200 bytes of arena space) before the first byte comes: an idle connection held it.
   if (violated_) return violation("connection already over its limits");
+  if (plain_ != nullptr && plain_->bufferedReadBytes() >= sizeof(firstWord_)) {
+    plain_->takeBuffered(firstWord_, sizeof(firstWord_));
+    return readAfterFirstWord();
+  }
   return stream_.tryRead(firstWord_, sizeof(firstWord_), sizeof(firstWord_))
       .then(
           [this](size_t bytes) -> kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> {
@@ -73,8 +117,7 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::readAft
   if (segmentCount == 1) {
     uint32_t size = firstWord_[1].get();
     if (size > readerOptions_.traversalLimitInWords) return tooLarge(size);
-    uint32_t sizes[1] = {size};
-    return readSegments(sizes);
+    return readOneSegment(size);
   }
   // The rest of the table: segmentCount - 1 sizes, padded to a whole word.
   auto table = kj::heapArray<capnp::_::WireValue<uint32_t>>((segmentCount / 2) * 2);
@@ -98,6 +141,29 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::readAft
           });
 }
 
+kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::readOneSegment(
+    uint32_t words) {
+  kj::Own<OneSegmentMessage> message = OneSegmentMessage::make(words, readerOptions_);
+  kj::ArrayPtr<kj::byte> into = message->words().asBytes();
+  if (plain_ != nullptr && plain_->bufferedReadBytes() >= into.size()) {
+    plain_->takeBuffered(into.begin(), into.size());
+    return kj::evalNow([&] { return received(kj::mv(message)); });
+  }
+  kj::Promise<void> body = kj::READY_NOW;
+  if (into.size() > 0) body = stream_.read(into.begin(), into.size());
+  return body.then(
+      [this, message = kj::mv(message)]() mutable { return received(kj::mv(message)); },
+      [this](kj::Exception&& exception) -> kj::Maybe<capnp::MessageReaderAndFds> {
+        kj::throwFatalException(unreadable(kj::mv(exception)));
+      });
+}
+
+kj::Maybe<capnp::MessageReaderAndFds> LimitedMessageStream::received(
+    kj::Own<capnp::MessageReader> message) {
+  countIncoming(*message);
+  return capnp::MessageReaderAndFds{kj::mv(message), nullptr};
+}
+
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::readSegments(
     kj::ArrayPtr<const uint32_t> sizes) {
   uint64_t total = 0;
@@ -114,9 +180,7 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::readSeg
   if (total > 0) body = stream_.read(read.ownedWords.begin(), total * sizeof(capnp::word));
   return body.then(
       [this, read = kj::mv(read)]() mutable -> kj::Maybe<capnp::MessageReaderAndFds> {
-        auto message = kj::heap<ReadMessage>(kj::mv(read), readerOptions_);
-        countIncoming(*message);
-        return capnp::MessageReaderAndFds{kj::mv(message), nullptr};
+        return received(kj::heap<ReadMessage>(kj::mv(read), readerOptions_));
       },
       [this](kj::Exception&& exception) -> kj::Maybe<capnp::MessageReaderAndFds> {
         kj::throwFatalException(unreadable(kj::mv(exception)));
@@ -153,12 +217,15 @@ void LimitedMessageStream::countIncoming(capnp::MessageReader& reader) {
 
 void LimitedMessageStream::countOutgoing(
     kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) {
-  // Our own message, so it is well formed; reading its union tag is cheap.
-  capnp::SegmentArrayMessageReader reader(segments);
-  if (reader.getRoot<capnp::rpc::Message>().which() == capnp::rpc::Message::RETURN &&
-      callsInFlight_ > 0) {
-    --callsInFlight_;
+  // Our own message, so it is well formed: one segment (nearly every RPC message) holds no
+  // far pointer, and its union tag is read without a reader or bounds checks.
+  capnp::rpc::Message::Which kind;
+  if (segments.size() == 1) {
+    kind = capnp::readMessageUnchecked<capnp::rpc::Message>(segments[0].begin()).which();
+  } else {
+    kind = capnp::SegmentArrayMessageReader(segments).getRoot<capnp::rpc::Message>().which();
   }
+  if (kind == capnp::rpc::Message::RETURN && callsInFlight_ > 0) --callsInFlight_;
 }
 
 kj::Promise<void> LimitedMessageStream::writeMessage(
@@ -170,7 +237,45 @@ kj::Promise<void> LimitedMessageStream::writeMessage(
 kj::Promise<void> LimitedMessageStream::writeMessages(
     kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) {
   for (auto segments : messages) countOutgoing(segments);
-  return inner_.writeMessages(messages);
+  if (plain_ == nullptr) return inner_.writeMessages(messages);
+  // capnp's framing (serialize.h): per message, the segment count - 1 and each segment's size
+  // in words, padded to a whole word, then the segments. AsioStream::write copies before it
+  // returns, so the tables and the pieces need not outlive the call; a batch too big for
+  // these arrays goes the general way.
+  constexpr size_t kMaxTableWords = 64;
+  constexpr size_t kMaxPieces = 128;
+  size_t tableWords = 0;
+  size_t pieceCount = 0;
+  for (auto segments : messages) {
+    if (segments.size() == 0) return inner_.writeMessages(messages);  // capnp refuses it
+    tableWords += (segments.size() + 2) / 2;
+    pieceCount += segments.size() + 1;
+  }
+  if (tableWords > kMaxTableWords || pieceCount > kMaxPieces) {
+    return inner_.writeMessages(messages);
+  }
+  // Unions: only the entries filled are written (an ArrayPtr array would be zeroed first).
+  union Table {
+    Table() {}
+    capnp::_::WireValue<uint32_t> entries[kMaxTableWords * 2];
+  } table;
+  union Pieces {
+    Pieces() {}
+    kj::ArrayPtr<const kj::byte> entries[kMaxPieces];
+  } pieces;
+  size_t entry = 0;
+  size_t piece = 0;
+  for (auto segments : messages) {
+    size_t start = entry;
+    table.entries[entry++].set(static_cast<uint32_t>(segments.size() - 1));
+    for (auto segment : segments) {
+      table.entries[entry++].set(static_cast<uint32_t>(segment.size()));
+    }
+    if (entry % 2 != 0) table.entries[entry++].set(0);
+    pieces.entries[piece++] = kj::arrayPtr(table.entries + start, entry - start).asBytes();
+    for (auto segment : segments) pieces.entries[piece++] = segment.asBytes();
+  }
+  return plain_->write(kj::arrayPtr(pieces.entries, piece));
 }
 
 }  // namespace switchboard::net

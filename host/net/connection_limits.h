@@ -13,6 +13,8 @@
 
 namespace switchboard::net {
 
+class AsioStream;
+
 // Limits an RpcListener applies to every connection it serves. The defaults are the phone
 // port's: far above what a well-behaved client does (a message carries at most a 64 KiB body,
 // a phone has a handful of calls in flight), far below what would hurt the host.
@@ -36,13 +38,27 @@ struct ConnectionLimits {
   // Connections one peer address (IP, any port) may hold open; more are refused at accept.
   // Zero: no bound. Unix sockets are never bounded.
   size_t maxConnectionsPerPeer = 0;
+  // True: a connection holds its bootstrap capability (and so the server object behind it)
+  // for its whole life. False: only until the peer's first Bootstrap hands it to the RPC
+  // system, which keeps it while the peer holds it; a later Bootstrap gets a new one from the
+  // listener's factory. The phone port: a phone releases its Gateway in its login's first
+  // write, so an idle session keeps no Gateway.
+  bool holdBootstrap = true;
 };
 
 // A capnp::MessageStream over a kj::AsyncIoStream that reads with the limits' ReaderOptions
 // and counts the peer's calls in flight: +1 for each incoming Call or Bootstrap, -1 for each
 // Return handed to the stream for writing. Used and destroyed on the stream's thread.
 // It reads capnp's framing itself: an idle connection's pending read holds the 8 bytes of the
-// next message's first word and no MessageReader until a whole message is in.
+// next message's first word and no MessageReader until a whole message is in. A message of one
+// segment (nearly every RPC message) is read into one allocation, its reader and its words.
+//
+// Over an AsioStream (plain TCP or Unix; not TLS) it also takes what the stream has already
+// read ahead (AsioStream::takeBuffered) at once, without a read promise per part, so the
+// messages a phone pipelines in one write (Bootstrap, login, Finish) are each read with no
+// promise but the one returned; and it writes a batch of messages with its segment tables and
+// pieces on the stack (the stream copies them before write() returns) instead of capnp's two
+// allocations per batch.
 //
 // A violation (a message too large or too deep to read, a malformed segment table, one call
 // too many in flight) fails the read with a FAILED kj::Exception carrying the reason and
@@ -73,9 +89,13 @@ class LimitedMessageStream final : public capnp::MessageStream {
   static constexpr uint32_t kMaxSegments = 512;
 
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readAfterFirstWord();
+  // The one segment of `words` words, into one allocation with its reader.
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readOneSegment(uint32_t words);
   // Reads segments of these sizes (in words) into one array; `sizes` is copied at once.
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readSegments(
       kj::ArrayPtr<const uint32_t> sizes);
+  // A whole message is in: counted, and handed out.
+  kj::Maybe<capnp::MessageReaderAndFds> received(kj::Own<capnp::MessageReader> message);
   kj::Exception tooLarge(uint64_t words);
   kj::Exception unreadable(kj::Exception&& exception);
   void countIncoming(capnp::MessageReader& reader);
@@ -83,7 +103,8 @@ class LimitedMessageStream final : public capnp::MessageStream {
   kj::Exception violation(std::string reason);
 
   kj::AsyncIoStream& stream_;
-  capnp::AsyncIoMessageStream inner_;  // writes
+  AsioStream* const plain_;            // `stream_` when it is an AsioStream, else null
+  capnp::AsyncIoMessageStream inner_;  // writes, when the fast path does not apply
   // The first word of the message being read: its segment count and first segment's size.
   capnp::_::WireValue<uint32_t> firstWord_[2];
   capnp::ReaderOptions readerOptions_;

@@ -84,15 +84,16 @@ class ThrottledLog {
 // One served connection, owned by its thread's ThreadState (`live`) and destroyed there, on
 // its loop thread, at the turn after the thread's RPC system let go of it (the peer went, or
 // disconnect() or the login deadline cut it). `ending` is declared first so it runs last,
-// after the RPC state is gone.
-struct RpcListener::Connection {
+// after the RPC state is gone. Unless the limits hold the bootstrap, a Bootstrap after the
+// peer's first gets a new capability from the listener's factory (server_vat_network.h).
+struct RpcListener::Connection final : private BootstrapSource {
   struct Ending {
     RpcListener& listener;
     ConnectionInfo info;
-    std::string countedAddress;  // non-empty when counted against the per-peer bound
+    bool counted;  // against the per-peer bound: under peerAddress(info.peer)
     ~Ending() {
       listener.connections_.fetch_sub(1);
-      if (!countedAddress.empty()) listener.releasePeer(countedAddress);
+      if (counted) listener.releasePeer(peerAddress(info.peer));
       if (!listener.onDisconnect_) return;
       try {
         listener.onDisconnect_(info);
@@ -102,13 +103,18 @@ struct RpcListener::Connection {
     }
   };
 
-  Connection(RpcListener& listener, ConnectionInfo info, std::string countedAddress,
+  Connection(RpcListener& listener, ConnectionInfo info, bool counted,
              kj::Own<kj::AsyncIoStream> transport, int fd, capnp::Capability::Client bootstrap,
              LimitedMessageStream::ViolationHandler onViolation, std::function<void()> onEnded)
-      : ending{listener, std::move(info), std::move(countedAddress)},
+      : ending{listener, std::move(info), counted},
         stream(kj::mv(transport)),
         messages(*stream, listener.limits_, std::move(onViolation)),
-        served(messages, *stream, fd, kj::mv(bootstrap), std::move(onEnded)) {}
+        served(messages, *stream, fd, kj::mv(bootstrap),
+               listener.limits_.holdBootstrap ? nullptr : this, std::move(onEnded)) {}
+
+  capnp::Capability::Client nextBootstrap() override {
+    return ending.listener.bootstrapFactory_(ending.info);
+  }
 
   Ending ending;
   kj::Own<kj::AsyncIoStream> stream;  // an AsioStream, or a TLS stream over one
@@ -210,7 +216,8 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
     ~PeerClaim() {
       if (!address.empty()) listener->releasePeer(address);
     }
-    std::string handOver() { return std::exchange(address, {}); }
+    // The Connection takes it over (its Ending gives it back): whether one was held.
+    bool handOver() { return !std::exchange(address, {}).empty(); }
   };
 
   // TCP_NODELAY and TCP_INQ are set on the listening sockets, and Linux hands them on to the
@@ -303,24 +310,31 @@ struct RpcListener::ThreadState final : private kj::TaskSet::ErrorHandler {
   kj::Own<Connection> open(const ConnectionInfo& info, PeerClaim claim,
                            kj::Own<kj::AsyncIoStream> stream, int fd) {
     uint64_t id = info.connectionId;
-    std::string peer = info.peer;
     try {
       capnp::Capability::Client bootstrap = listener.bootstrapFactory_(info);
       listener.connections_.fetch_add(1);
-      // From here the Connection's Ending gives the count and the claim back.
+      // From here the Connection's Ending gives the count and the claim back. The handlers
+      // capture no more than std::function holds without allocating (two words).
       return kj::heap<Connection>(
           listener, info, claim.handOver(), kj::mv(stream), fd, kj::mv(bootstrap),
-          [this, id, peer](const std::string& reason) {
-            refusals.warn("disconnecting {}: {}", peer, reason);
+          [this, id](const std::string& reason) {
+            refusals.warn("disconnecting {}: {}", peerOf(id), reason);
             endLater(id);
           },
           [this, id] { endLater(id); });
     } catch (std::exception& exception) {
-      spdlog::warn("refused connection from {}: {}", peer, exception.what());
+      spdlog::warn("refused connection from {}: {}", info.peer, exception.what());
     } catch (kj::Exception& exception) {
-      spdlog::warn("refused connection from {}: {}", peer, exception.getDescription().cStr());
+      spdlog::warn("refused connection from {}: {}", info.peer, exception.getDescription().cStr());
     }
     return {};
+  }
+
+  // The peer of a live connection (a violation is reported from inside it).
+  std::string_view peerOf(uint64_t id) const {
+    auto entry = live.find(id);
+    if (entry == live.end()) return "a connection";
+    return entry->second.connection->ending.info.peer;
   }
 
   // Closes the connection after the login deadline unless markLoggedIn() lifts that first.

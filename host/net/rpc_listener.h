@@ -37,7 +37,9 @@ struct ConnectionInfo {
 };
 
 // Makes the bootstrap capability for a new connection. Called on the connection's loop
-// thread (so concurrently from different threads); a throw refuses the connection.
+// thread (so concurrently from different threads) as the connection is accepted (a throw
+// refuses the connection); without ConnectionLimits::holdBootstrap, also for each Bootstrap
+// the peer sends after its first (a throw fails that Bootstrap).
 using BootstrapFactory = std::function<capnp::Capability::Client(const ConnectionInfo&)>;
 // Called on the connection's loop thread after a connection has ended and its RPC state
 // (and so the bootstrap capability's server objects) has been released.

@@ -11,10 +11,11 @@ namespace switchboard::net {
 
 ServedConnection::ServedConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport,
                                    int fd, capnp::Capability::Client bootstrap,
-                                   std::function<void()> onEnded)
+                                   BootstrapSource* more, std::function<void()> onEnded)
     : TwoPartyConnection(messages, transport),
       fd_(fd),
       bootstrap_(kj::mv(bootstrap)),
+      more_(more),
       onEnded_(std::move(onEnded)) {}
 
 ServedConnection::~ServedConnection() noexcept(false) {
@@ -30,6 +31,16 @@ void ServedConnection::EndedDisposer::disposeImpl(void*) const {
 kj::Own<capnp::TwoPartyVatNetworkBase::Connection> ServedConnection::handOver() {
   rpcHolds_ = true;
   return kj::Own<capnp::TwoPartyVatNetworkBase::Connection>(this, endedDisposer_);
+}
+
+capnp::Capability::Client ServedConnection::nextBootstrap() {
+  KJ_IF_MAYBE (first, bootstrap_) {
+    if (more_ == nullptr) return *first;
+    capnp::Capability::Client taken = kj::mv(*first);
+    bootstrap_ = nullptr;
+    return taken;
+  }
+  return KJ_ASSERT_NONNULL(more_).nextBootstrap();
 }
 
 void ServedConnection::cut() {
@@ -88,7 +99,7 @@ kj::Promise<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> ServerVatNetwork
 capnp::Capability::Client ServerVatNetwork::createFor(capnp::rpc::twoparty::VatId::Reader) {
   ServedConnection* asking = std::exchange(asking_, nullptr);
   KJ_REQUIRE(asking != nullptr, "a bootstrap asked for without its connection's VatId");
-  return asking->bootstrap_;
+  return asking->nextBootstrap();
 }
 
 }  // namespace switchboard::net

@@ -16,6 +16,17 @@ namespace switchboard::net {
 
 class ServerVatNetwork;
 
+// Makes the bootstrap capability for each Bootstrap a served connection's peer sends after its
+// first (the first gets the one the connection was made with). Called on the loop thread, from
+// inside the RPC system; a throw fails that Bootstrap.
+class BootstrapSource {
+ public:
+  virtual capnp::Capability::Client nextBootstrap() = 0;
+
+ protected:
+  ~BootstrapSource() = default;
+};
+
 // The server end of one two-party RPC connection: what capnp::TwoPartyVatNetwork(stream,
 // Side::SERVER) is to its RpcSystem, with the same bytes on the wire (the peer is the CLIENT
 // vat), but as one connection of a ServerVatNetwork that many share, and without what
@@ -29,6 +40,10 @@ class ServerVatNetwork;
 // Inbox.deliver returned) waits for the connection's next message, or for the network's
 // flush (within FinishFlush::kDelay), so a phone that gets a stream of deliveries costs one
 // write per delivery instead of two.
+// Bootstrap: every Bootstrap the peer sends gets `bootstrap`, held for the connection's life;
+// or, given `more`, the first gets `bootstrap` itself, handed to the RPC system, which keeps it
+// only while the peer holds it (a phone releases its Gateway with its login's first write, so
+// an idle session keeps no Gateway), and any later one gets a new one from `more`.
 // Cutting: cut() shuts the socket `fd` both ways at once (the peer sees it close; the pending
 // read ends, so the RPC system lets go) and makes shutdown() skip the queue.
 // The end: once the RPC system lets go of the connection (after disconnecting and shutting
@@ -36,12 +51,13 @@ class ServerVatNetwork;
 // network ever handed it to the RPC system (ServerVatNetwork::forget), but not from inside
 // onEnded (that runs inside the RPC system's own code) and never while heldByRpc().
 //
-// Created, used and destroyed on the network's loop thread; `messages` and `transport` must
-// outlive it.
+// Created, used and destroyed on the network's loop thread; `messages`, `transport` and `more`
+// (if given) must outlive it.
 class ServedConnection final : public TwoPartyConnection {
  public:
   ServedConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport, int fd,
-                   capnp::Capability::Client bootstrap, std::function<void()> onEnded);
+                   capnp::Capability::Client bootstrap, BootstrapSource* more,
+                   std::function<void()> onEnded);
   ~ServedConnection() noexcept(false);
   ServedConnection(const ServedConnection&) = delete;
   ServedConnection& operator=(const ServedConnection&) = delete;
@@ -65,9 +81,12 @@ class ServedConnection final : public TwoPartyConnection {
   capnp::rpc::twoparty::VatId::Reader getPeerVatId() override;
 
   kj::Own<capnp::TwoPartyVatNetworkBase::Connection> handOver();
+  // The capability for the peer's Bootstrap (see the class comment).
+  capnp::Capability::Client nextBootstrap();
 
   const int fd_;
-  capnp::Capability::Client bootstrap_;
+  kj::Maybe<capnp::Capability::Client> bootstrap_;  // with `more_`: until the first Bootstrap
+  BootstrapSource* const more_;                     // null: `bootstrap_` is held
   std::function<void()> onEnded_;
   EndedDisposer endedDisposer_{*this};
   ServerVatNetwork* network_ = nullptr;  // set by add(): getPeerVatId() tells it who asks

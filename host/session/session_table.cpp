@@ -13,7 +13,9 @@ SessionTable::SessionTable() {
 
 std::optional<SessionRef> SessionTable::attach(SessionRef ref) {
   std::lock_guard lock(mutex_);
-  auto [it, inserted] = byPhone_.try_emplace(ref.phone, ref);
+  // The key is copied from ref.phone before ref is moved into the entry; an existing entry
+  // leaves ref untouched.
+  auto [it, inserted] = byPhone_.try_emplace(ref.phone, std::move(ref));
   if (inserted) return std::nullopt;
   SessionRef replaced = std::move(it->second);
   it->second = std::move(ref);
@@ -57,6 +59,8 @@ std::vector<SessionRef> SessionTable::all() const {
   std::vector<SessionRef> refs;
   refs.reserve(byPhone_.size());
   for (const auto& [phone, ref] : byPhone_) refs.push_back(ref);
+  std::sort(refs.begin(), refs.end(),
+            [](const SessionRef& a, const SessionRef& b) { return a.phone < b.phone; });
   return refs;
 }
 

@@ -17,11 +17,11 @@
 
 #include <atomic>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace switchboard::session {
@@ -69,6 +69,7 @@ class SessionTable {
   std::optional<SessionAddress> locate(const std::string& phone) const;
 
   std::size_t size() const;
+  // Every session, ordered by phone.
   std::vector<SessionRef> all() const;
   // The `limit` sessions with the longest outbound queues, longest first.
   std::vector<SessionRef> longestQueues(std::size_t limit) const;
@@ -79,7 +80,8 @@ class SessionTable {
 
  private:
   mutable std::mutex mutex_;
-  std::map<std::string, SessionRef, std::less<>> byPhone_;
+  // Hashed: a login's attach and every delivery's locate() look a phone up here.
+  std::unordered_map<std::string, SessionRef> byPhone_;
   std::atomic<std::uint64_t> lastSessionId_{0};
 };
 

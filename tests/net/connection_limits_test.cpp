@@ -1,8 +1,10 @@
 // RpcListener's connection limits through real sockets: a message announced larger than
 // allowed, a peer pipelining calls without reading the replies, the login deadline and the
 // per-address bound. Each bad peer is disconnected with a log line and costs bounded memory.
+// And LimitedMessageStream's own framing over an AsioStream (reading ahead, writing batches).
 
 #include "net/connection_limits.h"
+#include "net/asio_stream.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
 #include "net/rpc_listener.h"
@@ -19,6 +21,7 @@
 #include <poll.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -266,6 +269,131 @@ TEST(LimitedMessageStream, ReadsWithTheNestingLimit) {
       ADD_FAILURE() << "no message at depth " << depth;
     }
   }
+}
+
+// Three RPC messages as capnp frames them: a Bootstrap (one segment), a Bootstrap in two
+// segments (its table padded to a whole word) and a Finish (one segment).
+std::vector<kj::Array<capnp::word>> threeMessages(std::vector<capnp::word>& framed) {
+  std::vector<kj::Array<capnp::word>> messages;
+  {
+    capnp::MallocMessageBuilder message;
+    message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(1);
+    messages.push_back(capnp::messageToFlatArray(message));
+  }
+  {
+    // A first segment of three words holds the root pointer and the Message struct; the
+    // Bootstrap struct goes to a second.
+    capnp::MallocMessageBuilder message(3, capnp::AllocationStrategy::FIXED_SIZE);
+    message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(2);
+    EXPECT_EQ(message.getSegmentsForOutput().size(), 2u);
+    messages.push_back(capnp::messageToFlatArray(message));
+  }
+  {
+    capnp::MallocMessageBuilder message;
+    message.initRoot<capnp::rpc::Message>().initFinish().setQuestionId(1);
+    messages.push_back(capnp::messageToFlatArray(message));
+  }
+  for (auto& words : messages) framed.insert(framed.end(), words.begin(), words.end());
+  return messages;
+}
+
+// Over an AsioStream the stream frames a batch itself (tables and pieces on the stack): the
+// bytes are capnp's, padding included.
+TEST(LimitedMessageStream, WritesABatchOverAnAsioStreamAsCapnpFramesIt) {
+  NetworkThread thread{"limits-test"};
+  thread.start();
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+  std::vector<capnp::word> expected;
+  auto messages = threeMessages(expected);
+  std::vector<std::unique_ptr<capnp::FlatArrayMessageReader>> readers;
+  for (auto& words : messages)
+    readers.push_back(std::make_unique<capnp::FlatArrayMessageReader>(words));
+  std::unique_ptr<AsioStream> stream;  // loop thread only
+  thread.runSync([&] {
+    stream = std::make_unique<AsioStream>(thread.ioContext(), fds[0]);
+    LimitedMessageStream limited(*stream, ConnectionLimits{}, {});
+    std::vector<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> batch;
+    std::vector<kj::Array<kj::ArrayPtr<const capnp::word>>> segments;
+    for (auto& reader : readers) {
+      kj::Vector<kj::ArrayPtr<const capnp::word>> table;
+      for (capnp::uint i = 0; reader->getSegment(i) != nullptr; ++i) {
+        table.add(reader->getSegment(i));
+      }
+      segments.push_back(table.releaseAsArray());
+      batch.push_back(segments.back());
+    }
+    return limited.writeMessages(kj::arrayPtr(batch.data(), batch.size()));
+  });
+  std::vector<capnp::word> got(expected.size());
+  size_t bytes = 0;
+  while (bytes < got.size() * sizeof(capnp::word)) {
+    pollfd p{fds[1], POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 30'000), 1);  // a hang guard, not a measurement
+    ssize_t n = ::recv(fds[1], reinterpret_cast<char*>(got.data()) + bytes,
+                       got.size() * sizeof(capnp::word) - bytes, 0);
+    ASSERT_GT(n, 0);
+    bytes += static_cast<size_t>(n);
+  }
+  EXPECT_EQ(std::memcmp(got.data(), expected.data(), bytes), 0);
+  thread.runSync([&] { stream = nullptr; });
+  ::close(fds[1]);
+  thread.stop();
+}
+
+// Messages a peer pipelined in one write are read ahead together; each one after the first
+// is taken from what the stream holds when it is asked for (a message of one segment whole,
+// before its promise is waited on), and all read back as sent, the one of two segments too.
+TEST(LimitedMessageStream, TakesMessagesAlreadyReadAheadAtOnce) {
+  NetworkThread thread{"limits-test"};
+  thread.start();
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+  std::vector<capnp::word> framed;
+  auto messages = threeMessages(framed);
+  const size_t total = framed.size() * sizeof(capnp::word);
+  ASSERT_EQ(::send(fds[1], framed.data(), total, MSG_NOSIGNAL), static_cast<ssize_t>(total));
+  std::unique_ptr<AsioStream> stream;             // loop thread only
+  std::unique_ptr<LimitedMessageStream> limited;  // loop thread only
+  thread.runSync([&] {
+    stream = std::make_unique<AsioStream>(thread.ioContext(), fds[0]);
+    limited = std::make_unique<LimitedMessageStream>(*stream, ConnectionLimits{},
+                                                     LimitedMessageStream::ViolationHandler());
+  });
+  struct Read {
+    capnp::rpc::Message::Which kind;
+    uint32_t question;
+    size_t leftWhenAsked;  // what the stream still held right after tryReadMessage() returned
+  };
+  auto readOne = [&] {
+    return thread.runSync([&] {
+      auto promise = limited->tryReadMessage(nullptr, {}, nullptr);
+      size_t left = stream->bufferedReadBytes();
+      return promise.then([left](kj::Maybe<capnp::MessageReaderAndFds>&& read) {
+        auto& message = KJ_ASSERT_NONNULL(read);
+        auto root = message.reader->getRoot<capnp::rpc::Message>();
+        uint32_t question = root.isBootstrap() ? root.getBootstrap().getQuestionId()
+                                               : root.getFinish().getQuestionId();
+        return Read{root.which(), question, left};
+      });
+    });
+  };
+  Read first = readOne();
+  EXPECT_EQ(first.kind, capnp::rpc::Message::BOOTSTRAP);
+  EXPECT_EQ(first.question, 1u);
+  Read second = readOne();
+  EXPECT_EQ(second.kind, capnp::rpc::Message::BOOTSTRAP);
+  EXPECT_EQ(second.question, 2u);
+  Read third = readOne();
+  EXPECT_EQ(third.kind, capnp::rpc::Message::FINISH);
+  EXPECT_EQ(third.question, 1u);
+  EXPECT_EQ(third.leftWhenAsked, 0u);  // taken whole at once, not just its first word
+  thread.runSync([&] {
+    limited = nullptr;
+    stream = nullptr;
+  });
+  ::close(fds[1]);
+  thread.stop();
 }
 
 TEST_F(ConnectionLimitsTest, AMessageOverTheSizeLimitDisconnects) {

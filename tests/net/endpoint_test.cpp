@@ -1,11 +1,41 @@
 #include "net/endpoint.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include <cstdint>
 #include <stdexcept>
 
 namespace switchboard::net {
 namespace {
+
+sockaddr_storage ipv4(const char* address, std::uint16_t port) {
+  sockaddr_storage storage{};
+  auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+  in->sin_family = AF_INET;
+  in->sin_port = htons(port);
+  EXPECT_EQ(::inet_pton(AF_INET, address, &in->sin_addr), 1);
+  return storage;
+}
+
+// IPv4 peers are formatted by hand (not inet_ntop): every octet and port width.
+TEST(Endpoint, DescribesPeerAddresses) {
+  EXPECT_EQ(describeAddress(ipv4("127.0.0.1", 54321)), "127.0.0.1:54321");
+  EXPECT_EQ(describeAddress(ipv4("0.0.0.0", 0)), "0.0.0.0:0");
+  EXPECT_EQ(describeAddress(ipv4("255.255.255.255", 65535)), "255.255.255.255:65535");
+  EXPECT_EQ(describeAddress(ipv4("10.9.200.7", 80)), "10.9.200.7:80");
+  sockaddr_storage v6{};
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&v6);
+  in6->sin6_family = AF_INET6;
+  in6->sin6_port = htons(443);
+  in6->sin6_addr = in6addr_loopback;
+  EXPECT_EQ(describeAddress(v6), "[::1]:443");
+  sockaddr_storage unix{};
+  unix.ss_family = AF_UNIX;
+  EXPECT_EQ(describeAddress(unix), "unix");
+}
 
 TEST(Endpoint, ParsesTcpHostAndPort) {
   Endpoint endpoint = Endpoint::parse("127.0.0.1:5222");

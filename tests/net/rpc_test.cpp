@@ -390,6 +390,39 @@ TEST_P(RpcTest, AHeldFinishGoesOutWithoutAnotherMessage) {
   });
 }
 
+// Without ConnectionLimits::holdBootstrap a connection keeps its bootstrap object only while
+// the peer holds it: once the client has dropped the capability, the server object is gone
+// while the connection stays open (an idle phone keeps no Gateway); a later bootstrap on that
+// connection gets a new one, made for the same connection.
+TEST_P(RpcTest, AReleasedBootstrapIsNotKeptByTheConnectionUnlessHeld) {
+  ConnectionLimits limits;
+  limits.holdBootstrap = false;
+  listen({&serverA}, "127.0.0.1:0", limits);
+  kj::Own<RpcConnection> connection;  // loop thread only
+  clientThread.runSync([&] {
+    return RpcConnection::connect(clientThread, listener->boundEndpoint())
+        .then([&](kj::Own<RpcConnection> opened) {
+          connection = kj::mv(opened);
+          auto request = connection->bootstrapAs<TestService>().echoRequest();
+          request.setText("once");
+          return request.send().ignoreResult();  // the capability is dropped here
+        });
+  });
+  // Its Release goes out at once, the bootstrap's Finish with the flush (within 100 ms).
+  ASSERT_TRUE(waitUntil([] { return liveServers.load() == 0; }));
+  EXPECT_EQ(listener->connectionCount(), 1u);
+
+  auto connectionId = clientThread.runSync([&] {
+    return connection->bootstrapAs<TestService>().whoAmIRequest().send().then(
+        [](capnp::Response<TestService::WhoAmIResults>&& response) {
+          return response.getConnectionId();
+        });
+  });
+  EXPECT_EQ(connectionId, 1u);
+  clientThread.runSync([&] { connection = nullptr; });
+  EXPECT_TRUE(waitUntil([] { return liveServers.load() == 0; }));
+}
+
 TEST_P(RpcTest, CancelledCallLeavesTheConnectionWorking) {
   listen({&serverA});
   TestClient client(clientThread, listener->boundEndpoint());
