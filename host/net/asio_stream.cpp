@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace switchboard::net {
 namespace {
@@ -87,7 +88,14 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
     }
     if (done >= minBytes || done == maxBytes) return done;
 
-    // Here nothing is buffered. Wait for data unless the socket may have some.
+    // Here nothing is buffered. An end or a failure readAheadNow() met is this read's.
+    if (readAheadEnd_ >= 0) {
+      int error = std::exchange(readAheadEnd_, -1);
+      if (error == 0) return done;  // EOF
+      if (isPeerGone(error)) return disconnected("read failed", error);
+      return syscallFailure(kj::Exception::Type::FAILED, "read failed", error);
+    }
+    // Wait for data unless the socket may have some.
     if (!socket_.mayRead()) {
       return socket_.whenReadable().then([this, out, minBytes, maxBytes, done]() {
         return readLoop(out, minBytes, maxBytes, done);
@@ -150,6 +158,34 @@ size_t AsioStream::takeBuffered(void* out, size_t maxBytes) {
   readStart_ += n;
   if (readStart_ == readEnd_) releaseReadBuffer();
   return n;
+}
+
+bool AsioStream::readAheadNow() {
+  if (readEnd_ != readStart_) return true;
+  if (readAheadEnd_ >= 0 || !socket_.mayRead()) return false;
+  kj::byte* into = threadReadScratch();
+  for (;;) {
+    bool drained = false;
+    ssize_t n = inqHint_ ? readWithHint(into, kReadBufferBytes, drained)
+                         : ::read(socket_.fd(), into, kReadBufferBytes);
+    if (n > 0) {
+      if (drained) socket_.readDrained();
+      keepReadAhead(into, static_cast<size_t>(n));
+      return true;
+    }
+    if (n == 0) {
+      readAheadEnd_ = 0;
+      return false;
+    }
+    int error = errno;
+    if (error == EINTR) continue;
+    if (error == EAGAIN || error == EWOULDBLOCK) {
+      socket_.readWouldBlock();
+      return false;
+    }
+    readAheadEnd_ = error;
+    return false;
+  }
 }
 
 void AsioStream::keepReadAhead(const kj::byte* data, size_t size) {

@@ -74,6 +74,12 @@ class AsioStream final : public kj::AsyncIoStream {
   // Hands up to `maxBytes` of those bytes to a reader at once, without a promise and without
   // touching the socket; returns how many. For a reader that has no read pending.
   size_t takeBuffered(void* out, size_t maxBytes);
+  // With nothing buffered and the socket maybe readable: reads what it has now, without
+  // waiting, into the buffer takeBuffered() hands out (one read, as tryRead() would make).
+  // True when bytes are buffered. False when there is nothing to read yet, or the stream
+  // ended or failed: the next tryRead() reports that end or failure, as if it had read it.
+  // For a reader that has no read pending.
+  bool readAheadNow();
   // Memory held for reading ahead: the bytes read past a request until taken, else 0.
   size_t bufferedReadCapacity() const { return readCapacity_; }
   // Memory held for outgoing bytes: 0 once everything was flushed.
@@ -109,6 +115,9 @@ class AsioStream final : public kj::AsyncIoStream {
   size_t readEnd_ = 0;
 
   bool inqHint_ = false;  // TCP_INQ is on: reads say what is left
+  // What readAheadNow() read instead of bytes, for the next tryRead(): -1 nothing, 0 the end
+  // of the stream, else the read's errno.
+  int readAheadEnd_ = -1;
 
   std::vector<kj::byte> writeBuffer_;
   size_t writeStart_ = 0;

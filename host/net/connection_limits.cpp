@@ -90,6 +90,10 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::tryRead
   // read here, not by capnp::tryReadMessage, because that one makes its MessageReader (with
   // ~200 bytes of arena space) before the first byte comes: an idle connection held it.
   if (violated_) return violation("connection already over its limits");
+  // What the socket already has is read now (readAheadNow: one read, as tryRead would make),
+  // so a message that is there costs no read promise either; an end or a failure met there
+  // is reported by the tryRead below.
+  if (plain_ != nullptr && plain_->bufferedReadBytes() == 0) plain_->readAheadNow();
   if (plain_ != nullptr && plain_->bufferedReadBytes() >= sizeof(firstWord_)) {
     plain_->takeBuffered(firstWord_, sizeof(firstWord_));
     return readAfterFirstWord();

@@ -53,10 +53,11 @@ struct ConnectionLimits {
 // next message's first word and no MessageReader until a whole message is in. A message of one
 // segment (nearly every RPC message) is read into one allocation, its reader and its words.
 //
-// Over an AsioStream (plain TCP or Unix; not TLS) it also takes what the stream has already
-// read ahead (AsioStream::takeBuffered) at once, without a read promise per part, so the
-// messages a phone pipelines in one write (Bootstrap, login, Finish) are each read with no
-// promise but the one returned; and it writes a batch of messages with its segment tables and
+// Over an AsioStream (plain TCP or Unix; not TLS) it also reads what the socket already has
+// and takes what the stream has read ahead at once (AsioStream::readAheadNow, takeBuffered),
+// without a read promise per part, so a message that is there when asked for (the Bootstrap,
+// login and Finish a phone pipelines in one write) is read with no promise but the one
+// returned; and it writes a batch of messages with its segment tables and
 // pieces on the stack (the stream copies them before write() returns) instead of capnp's two
 // allocations per batch.
 //

@@ -195,6 +195,28 @@ TEST_F(AsioStreamTest, KeepsTheRestOfABatchedReadBufferedUntilTaken) {
   EXPECT_EQ(thread.runSync([&] { return right->bufferedReadCapacity(); }), 0u);
 }
 
+// readAheadNow() reads what the socket has without waiting; the end of the stream it meets
+// is reported by the next tryRead(), as if that read had met it.
+TEST_F(AsioStreamTest, ReadAheadNowLeavesTheEndOfTheStreamToTheNextRead) {
+  const std::string sent = pattern(100);
+  int fd = thread.runSync([&] {
+    return left->write(sent.data(), sent.size()).then([&] { return right->getFd().orDefault(-1); });
+  });
+  ASSERT_TRUE(waitUntil([fd] {
+    int pending = 0;
+    return ::ioctl(fd, FIONREAD, &pending) == 0 && pending >= 100;
+  }));
+  thread.runSync([&] { left = nullptr; });  // the peer closes
+  std::string got(100, '\0');
+  bool readAhead = thread.runSync([&] { return right->readAheadNow(); });
+  EXPECT_TRUE(readAhead);
+  EXPECT_EQ(thread.runSync([&] { return right->takeBuffered(got.data(), got.size()); }), 100u);
+  EXPECT_EQ(got, sent);
+  EXPECT_FALSE(thread.runSync([&] { return right->readAheadNow(); }));  // the end, kept
+  char more[8];
+  EXPECT_EQ(thread.runSync([&] { return right->tryRead(more, 1, sizeof(more)); }), 0u);
+}
+
 TEST_F(AsioStreamTest, ForwardsSocketQueries) {
   thread.runSync([&] {
     int sendBuffer = 0;

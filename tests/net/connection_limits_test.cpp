@@ -341,9 +341,10 @@ TEST(LimitedMessageStream, WritesABatchOverAnAsioStreamAsCapnpFramesIt) {
   thread.stop();
 }
 
-// Messages a peer pipelined in one write are read ahead together; each one after the first
-// is taken from what the stream holds when it is asked for (a message of one segment whole,
-// before its promise is waited on), and all read back as sent, the one of two segments too.
+// Messages a peer pipelined in one write are read ahead together, by the first one asked for;
+// each is taken from what the stream holds when it is asked for (a message of one segment
+// whole, before its promise is waited on), and all read back as sent, the one of two segments
+// too.
 TEST(LimitedMessageStream, TakesMessagesAlreadyReadAheadAtOnce) {
   NetworkThread thread{"limits-test"};
   thread.start();
@@ -381,6 +382,8 @@ TEST(LimitedMessageStream, TakesMessagesAlreadyReadAheadAtOnce) {
   Read first = readOne();
   EXPECT_EQ(first.kind, capnp::rpc::Message::BOOTSTRAP);
   EXPECT_EQ(first.question, 1u);
+  // Read from the socket and taken whole at once: the rest is the other two.
+  EXPECT_EQ(first.leftWhenAsked, total - messages[0].asBytes().size());
   Read second = readOne();
   EXPECT_EQ(second.kind, capnp::rpc::Message::BOOTSTRAP);
   EXPECT_EQ(second.question, 2u);
