@@ -282,12 +282,6 @@ std::optional<SessionLocation> ClusterDirectory::location(const std::string& pho
   return where;
 }
 
-std::string ClusterDirectory::lastHolder(const std::string& phone) {
-  auto value = sessions_.get(encodeKeyToken(phone));
-  if (!value) return {};
-  return locationFrom(*value).holder();
-}
-
 bool ClusterDirectory::claim(const std::string& phone, const SessionLocation& where,
                              std::optional<SessionLocation>* previous) {
   std::string key = encodeKeyToken(phone);
@@ -328,8 +322,7 @@ void ClusterDirectory::watchLocations(
         auto phone = decodeKeyToken(key);
         if (!phone) return;  // not a key this code writes
         std::optional<SessionLocation> where;
-        if (value) where = locationFrom(*value);
-        if (where && where.value().node.empty()) where.reset();  // released
+        if (value) where = locationFrom(*value);  // released: node empty, lastNode set
         change(*phone, where);
       },
       keepGoing);

@@ -124,9 +124,6 @@ class ClusterDirectory {
 
   // ---- where each phone is logged in
   std::optional<SessionLocation> location(const std::string& phone);
-  // The node that holds the phone, or held it last when its record is
-  // released ("" when it was never claimed).
-  std::string lastHolder(const std::string& phone);
   // Records that `phone` logged in on `where.node`. A claim older (atMs) than
   // the one recorded loses: returns false and changes nothing. The node that
   // held the phone before is told (a kick notice or handover) and also sees
@@ -141,8 +138,9 @@ class ClusterDirectory {
   // Session ids are unique per node: with `node` given, only a record naming
   // that node is released.
   void release(const std::string& phone, std::uint64_t sessionId, const std::string& node = "");
-  // Every phone's location now, then every change (nullopt: released), until
-  // keepGoing() is false. Throws ClusterError when NATS goes away.
+  // Every phone's location now, then every change, until keepGoing() is
+  // false: a released record has no node (its lastNode held the phone last);
+  // nullopt for a deleted one. Throws ClusterError when NATS goes away.
   void watchLocations(const std::function<void(const std::string& phone,
                                                const std::optional<SessionLocation>&)>& change,
                       const std::function<bool()>& keepGoing);

@@ -374,18 +374,16 @@ kj::Promise<std::shared_ptr<LiveSession>> MessagingService::loginClustered(
            auto user = directory.user(phone);
            // Before the session exists, so none of its sends comes first: a
            // re-send of a message sent on the node that held the phone is
-           // answered with its first id (the claim, later, loads what was
-           // sent there meanwhile).
-           if (user) {
-             try {
-               std::string holder = directory.lastHolder(phone);
-               if (!holder.empty() && holder != options_.nodeName) {
-                 rememberSendsElsewhere(phone, holder);
-               }
-             } catch (const std::exception& e) {
-               spdlog::debug("cluster: where {} was: {}", phone, e.what());
-             }
+           // answered with its first id. Where the phone was comes from the
+           // sb_sessions watch (no read here); a claim the watch has not
+           // brought yet is caught by the claim, which loads them again.
+           std::string holder;
+           {
+             std::lock_guard lock(holdersMutex_);
+             auto it = heldElsewhere_.find(phone);
+             if (it != heldElsewhere_.end()) holder = it->second;
            }
+           if (user && !holder.empty()) rememberSendsElsewhere(phone, holder);
            return user;
          })
       .then(
@@ -533,8 +531,19 @@ void MessagingService::copyContacts(const std::string& owner,
 
 void MessagingService::locationChanged(const std::string& phone,
                                        const std::optional<cluster::SessionLocation>& where) {
+  {
+    // Where the phone is or was last, for its next login here: only other
+    // nodes (the phones held here are not kept).
+    std::string holder = where ? where->holder() : std::string();
+    std::lock_guard lock(holdersMutex_);
+    if (holder.empty() || holder == options_.nodeName) {
+      heldElsewhere_.erase(phone);
+    } else {
+      heldElsewhere_[phone] = std::move(holder);
+    }
+  }
   // A released record, or this node's own (a login here kicks locally).
-  if (!where || where->node == options_.nodeName) return;
+  if (!where || where->node.empty() || where->node == options_.nodeName) return;
   auto ref = sessions_.find(phone);
   // Only a newer login than the session here wins, as a claim does: an older
   // record is one this session's own claim is about to replace.

@@ -529,6 +529,10 @@ class MessagingService final : public session::SessionBackend {
   SentMessage answeredWith(SentMessage sent);
   std::mutex keptMutex_;
   std::unordered_map<std::string, Kept> keptFor_;
+  // Cluster mode: phone -> the node holding it, or that held it last, when
+  // that is another node (the sb_sessions watch keeps it; a login reads it).
+  std::mutex holdersMutex_;
+  std::unordered_map<std::string, std::string> heldElsewhere_;
   // Group id -> the record revision the store's copy matches (worker only).
   std::unordered_map<std::uint64_t, std::uint64_t> syncedGroups_;
 };

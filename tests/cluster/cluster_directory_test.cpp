@@ -123,12 +123,14 @@ TEST_F(TwoNodes, ALoginOnNodeBIsSeenByNodeAsWatcherAndAnOlderClaimLoses) {
 
   std::mutex mutex;
   std::vector<std::pair<std::string, std::string>> seen;  // phone, node ("" released)
+  std::vector<std::string> holders;                       // holder(): the last node once released
   std::atomic<bool> watching{true};
   std::thread watcher([&] {
     a.watchLocations(
         [&](const std::string& phone, const std::optional<SessionLocation>& where) {
           std::lock_guard lock(mutex);
           seen.emplace_back(phone, where ? where->node : "");
+          holders.push_back(where ? where->holder() : "");
         },
         [&] { return watching.load(); });
   });
@@ -151,6 +153,7 @@ TEST_F(TwoNodes, ALoginOnNodeBIsSeenByNodeAsWatcherAndAnOlderClaimLoses) {
   std::lock_guard lock(mutex);
   using Seen = std::vector<std::pair<std::string, std::string>>;
   EXPECT_EQ(seen, (Seen{{"+15550001", "a"}, {"+15550001", "b"}, {"+15550001", ""}}));
+  EXPECT_EQ(holders, (std::vector<std::string>{"a", "b", "b"}));
 }
 
 TEST_F(TwoNodes, AClaimReportsTheNodeThatHeldThePhoneEvenAfterItsRelease) {
@@ -203,16 +206,6 @@ TEST_F(TwoNodes, TheRecentSendsOfASenderAreAllReadAndNoOneElses) {
   EXPECT_EQ(odd.size(), static_cast<std::size_t>(kSends / 2));
   for (const SentRecord& record : odd) EXPECT_FALSE(even(record.clientMsgId));
   EXPECT_TRUE(b.sentBy("+15550009").empty());  // none: the watch ends at once
-}
-
-// lastHolder: the node holding the phone, or that held it last once released.
-TEST_F(TwoNodes, TheLastHolderOfAPhoneOutlivesItsRelease) {
-  ClusterDirectory a(*linkA);
-  EXPECT_EQ(a.lastHolder("+15550004"), "");
-  ASSERT_TRUE(a.claim("+15550004", {"b", 21, 1000, 0}, nullptr));
-  EXPECT_EQ(a.lastHolder("+15550004"), "b");
-  a.release("+15550004", 21, "b");
-  EXPECT_EQ(a.lastHolder("+15550004"), "b");
 }
 
 TEST_F(TwoNodes, TheDirectoryOutlivesANatsRestartAndFailsFastWhileItIsDown) {
