@@ -9,15 +9,19 @@
 // one once it is durable (rememberStored()), it holds everything the table
 // holds until it forgets a stored entry or the table was too big to load.
 // From then on coversStore() is false and a miss must ask the store.
+//
+// Memory: plain arrays, no node per entry. Entries sit in a ring in the order
+// they were first remembered (the oldest is overwritten once the ring holds
+// `capacity`), found through an open-addressing index of ring positions. Both
+// grow by doubling up to the bound, so a steady stream of sends allocates
+// nothing.
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace switchboard::messaging {
@@ -35,8 +39,22 @@ class DedupCache {
  public:
   explicit DedupCache(std::size_t capacity);
 
-  std::optional<SentMessage> find(std::string_view sender, std::string_view clientMsgId) const;
-  void remember(std::string_view sender, std::string_view clientMsgId, SentMessage sent);
+  // A send's identity: a keyed 64-bit hash (SipHash, random key per process) of
+  // (sender, clientMsgId). Computed once per send and passed to find() and
+  // remember(), so the strings need not be kept.
+  struct Key {
+    std::uint64_t hash = 0;
+  };
+  Key key(std::string_view sender, std::string_view clientMsgId) const;
+
+  std::optional<SentMessage> find(Key key) const;
+  void remember(Key key, SentMessage sent);
+  std::optional<SentMessage> find(std::string_view sender, std::string_view clientMsgId) const {
+    return find(key(sender, clientMsgId));
+  }
+  void remember(std::string_view sender, std::string_view clientMsgId, SentMessage sent) {
+    remember(key(sender, clientMsgId), sent);
+  }
   // A send whose `dedup` row is durable in the store.
   void rememberStored(std::string_view sender, std::string_view clientMsgId, SentMessage sent);
   // At start: `rows` are the newest stored sends, oldest first; `complete` says
@@ -52,20 +70,27 @@ class DedupCache {
   std::size_t size() const;
 
  private:
-  // A keyed 64-bit hash (SipHash, random key per process) of both strings.
-  std::uint64_t keyOf(std::string_view sender, std::string_view clientMsgId) const;
+  struct Entry {
+    std::uint64_t key = 0;
+    SentMessage sent;
+    bool stored = false;  // the store has a row for it
+  };
+
+  // All under mutex_.
+  void add(std::uint64_t key, SentMessage sent, bool stored);
+  // The index slot holding `key`, or the empty slot where it would go.
+  std::size_t slotOf(std::uint64_t key) const;
+  void unindex(std::size_t slot);
+  void growIndex();
 
   const std::size_t capacity_;
   unsigned char hashKey_[16];
   mutable std::mutex mutex_;
-  void add(std::uint64_t key, SentMessage sent, bool stored);  // under mutex_
-
-  struct Entry {
-    SentMessage sent;
-    bool stored = false;  // the store has a row for it
-  };
-  std::unordered_map<std::uint64_t, Entry> entries_;
-  std::deque<std::uint64_t> order_;  // oldest first
+  std::vector<Entry> ring_;  // at most capacity_; ring_[oldest_] is the oldest once full
+  std::size_t oldest_ = 0;
+  // Linear probing over ring positions + 1 (0: empty); a power of two at least
+  // twice ring_.size(), so a probe ends at an empty slot.
+  std::vector<std::uint32_t> index_;
   bool coversStore_ = true;
 };
 

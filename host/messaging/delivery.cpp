@@ -74,9 +74,10 @@ struct MessagingService::FanOut {
 
 // ---------------------------------------------------------------- send
 
-std::optional<SentMessage> MessagingService::findDuplicate(const std::string& from,
+std::optional<SentMessage> MessagingService::findDuplicate(DedupCache::Key key,
+                                                           const std::string& from,
                                                            const std::string& clientMsgId) {
-  if (auto sent = dedup_.find(from, clientMsgId)) return sent;
+  if (auto sent = dedup_.find(key)) return sent;
   if (dedup_.coversStore()) return std::nullopt;  // the store has no row either
   std::optional<SentMessage> stored;
   store_.read([&](store::Connection& db) {
@@ -92,15 +93,13 @@ std::optional<SentMessage> MessagingService::findDuplicate(const std::string& fr
 }
 
 kj::Promise<SentMessage> MessagingService::acknowledged(kj::Promise<std::int64_t> ack,
-                                                        const std::string& from,
-                                                        const std::string& clientMsgId,
-                                                        SentMessage sent) {
-  return ack.then([this, from, clientMsgId, sent](std::int64_t deliveredAt) mutable {
+                                                        DedupCache::Key key, SentMessage sent) {
+  return ack.then([this, key, sent](std::int64_t deliveredAt) mutable {
     sent.deliveredAt = deliveredAt;
     // In a cluster the stream may have held this message already, sent first
     // on another node: the sender is answered with that copy's id.
     SentMessage answer = cluster_ ? answeredWith(sent) : sent;
-    dedup_.remember(from, clientMsgId, answer);
+    dedup_.remember(key, answer);
     return answer;
   });
 }
@@ -146,18 +145,19 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
   if (destination == RoutingPlugin::Destination::drop) {
     refuse("the routing policy dropped the message");
   }
-  if (auto first = findDuplicate(from, clientMsgId)) {
+  DedupCache::Key key = dedup_.key(from, clientMsgId);
+  if (auto first = findDuplicate(key, from, clientMsgId)) {
     ++counters_.duplicates;
     return *first;
   }
 
   SentMessage sent{ids_.next(sender.ref().number), nowMs()};
   auto [promise, ack] = DeliveryAck::makeForSend(sender.thread(), 1);
-  ack->listen(sender.weak_from_this(), {to});
+  ack->listen(sender.weak_from_this(), to);
   OutboundMessage message;
   message.id = sent.id;
   message.from = from;
-  message.clientMsgId = clientMsgId;
+  message.clientMsgId = std::move(clientMsgId);
   message.body = std::move(body);
   message.timestamp = sent.timestamp;
   message.ack = std::move(ack);
@@ -166,11 +166,13 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
   // stream (where "another node" also leads).
   bool queued = destination == RoutingPlugin::Destination::offlineQueue ||
                 (cluster_ && destination == RoutingPlugin::Destination::remoteNode);
-  if (queued && !sender.routes().contains(to)) {
-    sender.routes()[to] = session::SenderRoute{std::nullopt, 0, cluster_ != nullptr};
+  if (queued) {
+    if (auto route = sender.routeTo(to); route.fresh) {
+      route.way = session::SenderRoute{std::nullopt, 0, cluster_ != nullptr};
+    }
   }
-  route(sender, to, std::move(message));
-  return acknowledged(kj::mv(promise), from, clientMsgId, sent);
+  route(sender, std::move(to), std::move(message));
+  return acknowledged(kj::mv(promise), key, sent);
 }
 
 kj::Promise<SentMessage> MessagingService::sendGroup(LiveSession& sender, std::uint64_t group,
@@ -208,7 +210,8 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
     recipients.push_back(std::move(member));
   }
   if (recipients.empty()) refuse("the group has no other members");
-  if (auto first = findDuplicate(from, clientMsgId)) {
+  DedupCache::Key key = dedup_.key(from, clientMsgId);
+  if (auto first = findDuplicate(key, from, clientMsgId)) {
     ++counters_.duplicates;
     return *first;
   }
@@ -218,7 +221,7 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
       DeliveryAck::makeForSend(sender.thread(), static_cast<std::uint32_t>(recipients.size()));
   ack->listen(sender.weak_from_this(), recipients);
   FanOut fanOut(threads_.size());
-  for (const std::string& recipient : recipients) {
+  for (std::string& recipient : recipients) {
     OutboundMessage message;
     message.id = sent.id;
     message.from = from;
@@ -228,10 +231,10 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
     message.timestamp = sent.timestamp;
     message.ack = ack;
     ++counters_.messagesIn;
-    route(sender, recipient, std::move(message), &fanOut);
+    route(sender, std::move(recipient), std::move(message), &fanOut);
   }
   fanOut.post(*this);
-  return acknowledged(kj::mv(promise), from, clientMsgId, sent);
+  return acknowledged(kj::mv(promise), key, sent);
 }
 
 kj::Promise<std::uint32_t> MessagingService::broadcast(std::string phone, std::string body) {
@@ -275,31 +278,30 @@ kj::Promise<std::uint32_t> MessagingService::broadcast(std::string phone, std::s
 
 // ---------------------------------------------------------------- the way there
 
-void MessagingService::route(LiveSession& sender, const std::string& to, OutboundMessage message,
+void MessagingService::route(LiveSession& sender, std::string to, OutboundMessage message,
                              FanOut* fanOut) {
-  auto [it, fresh] = sender.routes().try_emplace(to);
-  session::SenderRoute& way = it->second;
+  auto [way, fresh] = sender.routeTo(to);
   if (fresh) {
     way.session = sessions_.locate(to);
     way.remote = !way.session && cluster_;
   }
   ++way.outstanding;
   if (way.remote) {
-    publishRemote(to, std::move(message));
+    publishRemote(std::move(to), std::move(message));
     return;
   }
   if (!way.session) {
     std::vector<AddressedMessage> items;
-    items.push_back({to, std::move(message)});
+    items.push_back({std::move(to), std::move(message)});
     storeMessages(std::move(items), WriteOrigin{});
     return;
   }
   if (fanOut != nullptr && !threads_.at(way.session->threadIndex)->isCurrent()) {
     fanOut->byThread[way.session->threadIndex].push_back(
-        {way.session->session, to, std::move(message)});
+        {way.session->session, std::move(to), std::move(message)});
     return;
   }
-  offerOrStore(*way.session, to, std::move(message));
+  offerOrStore(*way.session, std::move(to), std::move(message));
 }
 
 template <class Item>

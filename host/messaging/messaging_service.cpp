@@ -232,22 +232,25 @@ void MessagingService::messagesDelivered(const LiveSession& session,
       tick.by = session.phone();
       tick.kind = ReceiptKind::delivered;
       tick.timestamp = now;
-      auto send = [this, to = std::move(m.from), tick = std::move(tick)]() mutable {
-        routeReceipt(to, std::move(tick));
-      };
       // The tick rides in the sender's reply, or goes out after it.
       if (settles) {
-        ack->settleDelivered(now, std::move(send));
+        ack->settleDelivered(now, *this, std::move(m.from), std::move(tick));
       } else if (ack) {
-        ack->afterReply(std::move(send));
+        ack->afterReply([this, to = std::move(m.from), tick = std::move(tick)]() mutable {
+          routeReceipt(to, std::move(tick));
+        });
       } else {
-        send();
+        routeReceipt(m.from, std::move(tick));
       }
       continue;
     }
     if (settles) ack->settle();
   }
   forgetRows(session.phone(), "queue", std::move(stored));
+}
+
+void MessagingService::sendTick(const std::string& to, OutboundReceipt tick) {
+  routeReceipt(to, std::move(tick));
 }
 
 void MessagingService::receiptsShown(const LiveSession& session,

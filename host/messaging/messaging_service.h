@@ -134,7 +134,7 @@ struct GroupView {
   std::vector<std::string> members;
 };
 
-class MessagingService final : public session::SessionBackend {
+class MessagingService final : public session::SessionBackend, public session::TickSender {
  public:
   // `closeConnection(threadIndex, connectionId)` drops a connection; it is
   // called on that connection's thread.
@@ -238,6 +238,9 @@ class MessagingService final : public session::SessionBackend {
   void queueAlert(const session::LiveSession& session, std::size_t length) override;
   void slowConsumer(const session::LiveSession& session, std::size_t length) override;
 
+  // session::TickSender: a "delivered" tick that did not ride in its send's reply.
+  void sendTick(const std::string& to, session::OutboundReceipt tick) override;
+
  private:
   // A copy of a message or receipt and the phone it is for.
   template <class Item>
@@ -263,7 +266,7 @@ class MessagingService final : public session::SessionBackend {
   // Hands `message` to `to` the way the sender's earlier unacknowledged items
   // to `to` went, or else to `to`'s session or the store. With `fanOut`, a
   // copy for a session on another thread waits in it (FanOut::post sends it).
-  void route(session::LiveSession& sender, const std::string& to, session::OutboundMessage message,
+  void route(session::LiveSession& sender, std::string to, session::OutboundMessage message,
              FanOut* fanOut = nullptr);
   // On the thread of `address`: offers the item to that session, or stores it
   // when the session is gone.
@@ -311,9 +314,11 @@ class MessagingService final : public session::SessionBackend {
   void rowsCommitted(const std::string& phone, const WriteOrigin& origin);
 
   // ---- delivery.cpp
-  kj::Promise<SentMessage> acknowledged(kj::Promise<std::int64_t> ack, const std::string& from,
-                                        const std::string& clientMsgId, SentMessage sent);
-  std::optional<SentMessage> findDuplicate(const std::string& from, const std::string& clientMsgId);
+  // Once `ack` settles: remembers the send under `key` (its sender, clientMsgId) and answers it.
+  kj::Promise<SentMessage> acknowledged(kj::Promise<std::int64_t> ack, DedupCache::Key key,
+                                        SentMessage sent);
+  std::optional<SentMessage> findDuplicate(DedupCache::Key key, const std::string& from,
+                                           const std::string& clientMsgId);
 
   // ---- receipts.cpp
   void routeReceipt(const std::string& to, session::OutboundReceipt receipt);

@@ -41,6 +41,16 @@ void DeliveryAck::listen(std::weak_ptr<AckListener> listener, std::vector<std::s
   recipients_ = std::move(recipients);
 }
 
+void DeliveryAck::listen(std::weak_ptr<AckListener> listener, std::string recipient) {
+  listener_ = std::move(listener);
+  recipient_ = std::move(recipient);
+}
+
+std::span<const std::string> DeliveryAck::recipients() const {
+  if (!recipients_.empty()) return recipients_;
+  return {&recipient_, recipient_.empty() ? 0u : 1u};
+}
+
 void DeliveryAck::settle() {
   if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   if (owner_.isCurrent()) {
@@ -50,20 +60,40 @@ void DeliveryAck::settle() {
   }
 }
 
-void DeliveryAck::settleDelivered(std::int64_t atMs, std::function<void()> tickOtherwise) {
+void DeliveryAck::settleDelivered(std::int64_t atMs, TickSender& sender, std::string to,
+                                  OutboundReceipt tick) {
   {
     std::lock_guard lock(errorMutex_);
     if (tickMayRide_) deliveredAt_ = atMs;
-    after_.push_back(std::move(tickOtherwise));
+    PendingTick pending{&sender, std::move(to), std::move(tick)};
+    if (after_.empty()) {
+      after_.first = std::move(pending);
+    } else {
+      after_.rest.emplace_back(std::move(pending));
+    }
   }
   settle();
+}
+
+void DeliveryAck::AfterReply::run() {
+  auto send = [](PendingTick& pending) {
+    pending.sender->sendTick(pending.to, std::move(pending.tick));
+  };
+  if (first) send(*first);
+  for (auto& item : rest) {
+    if (auto* pending = std::get_if<PendingTick>(&item)) {
+      send(*pending);
+    } else {
+      std::get<std::function<void()>>(item)();
+    }
+  }
 }
 
 void DeliveryAck::afterReply(std::function<void()> fn) {
   {
     std::lock_guard lock(errorMutex_);
     if (!replied_) {
-      after_.push_back(std::move(fn));
+      after_.rest.emplace_back(std::move(fn));
       return;
     }
   }
@@ -82,24 +112,25 @@ void DeliveryAck::fail(const std::string& error) {
 
 void DeliveryAck::finishOnOwner() {
   auto listener = listener_.lock();
-  if (listener) listener->acknowledged(recipients_);
+  if (listener) listener->acknowledged(recipients());
   // A send's listener is its sender's session: the reply reaches only a live one.
   bool replyArrives = listener && !listener->ended();
   if (fulfiller_.get() == nullptr) return;
   std::optional<std::string> error;
-  std::vector<std::function<void()>> after;
+  AfterReply after;
   std::int64_t tickInReply = 0;
   {
     std::lock_guard lock(errorMutex_);
     error = error_;
-    after.swap(after_);
     replied_ = true;
     // A reply that cannot arrive (the sender's session ended, or the call was
     // cancelled) cannot carry the tick; it is sent (or queued) on its own. One
-    // copy: `after` holds nothing but that copy's tickOtherwise.
+    // copy: after_ holds nothing but that copy's tick.
     if (deliveredAt_ != 0 && replyArrives && fulfiller_->isWaiting()) {
       tickInReply = deliveredAt_;
-      after.clear();
+      after_ = AfterReply();
+    } else {
+      after = std::move(after_);
     }
   }
   if (error) {
@@ -112,9 +143,7 @@ void DeliveryAck::finishOnOwner() {
     // evalLast: once every event the resolution set off has run, the RPC
     // system's Return among them, so the reply is on the wire first. (A post()
     // to the asio loop could run before the KJ turn that writes the reply.)
-    owner_.addTask(kj::evalLast([after = std::move(after)]() {
-      for (const auto& fn : after) fn();
-    }));
+    owner_.addTask(kj::evalLast([after = std::move(after)]() mutable { after.run(); }));
   }
   fulfiller_ = nullptr;
 }

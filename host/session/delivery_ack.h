@@ -28,8 +28,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
+#include <variant>
 #include <vector>
+
+#include "session/outbound.h"
 
 namespace switchboard::net {
 class NetworkThread;
@@ -41,12 +45,23 @@ namespace switchboard::session {
 // per-recipient routes open until then).
 class AckListener {
  public:
-  virtual void acknowledged(const std::vector<std::string>& recipients) = 0;
+  virtual void acknowledged(std::span<const std::string> recipients) = 0;
   // An ended listener (the sender's session) gets no more replies.
   virtual bool ended() const = 0;
 
  protected:
   ~AckListener() = default;
+};
+
+// Sends a "delivered" tick that could not ride in its send's reply, on the
+// owner's thread, after that reply (the messaging service routes it to the
+// sender). Outlives every ack.
+class TickSender {
+ public:
+  virtual void sendTick(const std::string& to, OutboundReceipt tick) = 0;
+
+ protected:
+  ~TickSender() = default;
 };
 
 class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
@@ -71,10 +86,11 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
   // One copy is durable (or needs no tick).
   void settle();
   // One copy reached its phone at `atMs`. If the tick cannot ride in the reply,
-  // `tickOtherwise` (which sends the "delivered" receipt) runs on the owner's
-  // thread once the promise has resolved and its reply had its turn (a
-  // "delivered" receipt must not overtake the "sent" reply of the same send).
-  void settleDelivered(std::int64_t atMs, std::function<void()> tickOtherwise);
+  // `sender.sendTick(to, tick)` runs on the owner's thread once the promise has
+  // resolved and its reply had its turn (a "delivered" receipt must not
+  // overtake the "sent" reply of the same send). The tick is kept as plain
+  // data: a one-copy send's costs no allocation.
+  void settleDelivered(std::int64_t atMs, TickSender& sender, std::string to, OutboundReceipt tick);
   // Runs `fn` on the owner's thread after the reply, without settling a copy:
   // the tick of a copy that another path settled (its write committed before
   // the phone returned it). Once the reply went out, `fn` is posted to the
@@ -87,9 +103,27 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
   // Optional: whom to tell on the owner's thread, for which recipients. Set
   // before the ack is shared. The listener is held weakly.
   void listen(std::weak_ptr<AckListener> listener, std::vector<std::string> recipients);
+  // The same for one recipient (a send), kept without a vector.
+  void listen(std::weak_ptr<AckListener> listener, std::string recipient);
 
  private:
+  // A delivered copy's tick, sent on its own unless it rides in the reply.
+  struct PendingTick {
+    TickSender* sender = nullptr;
+    std::string to;
+    OutboundReceipt tick;
+  };
+  // What runs after the reply, in the order it was added: each delivered
+  // copy's tick, and the afterReply() functions.
+  struct AfterReply {
+    std::optional<PendingTick> first;  // inline: a send has one copy
+    std::vector<std::variant<PendingTick, std::function<void()>>> rest;
+    bool empty() const { return !first && rest.empty(); }
+    void run();
+  };
+
   void finishOnOwner();
+  std::span<const std::string> recipients() const;
 
   net::NetworkThread& owner_;
   std::atomic<std::uint32_t> remaining_;
@@ -98,12 +132,13 @@ class DeliveryAck : public std::enable_shared_from_this<DeliveryAck> {
   std::optional<std::string> error_;
   kj::Own<kj::PromiseFulfiller<std::int64_t>> fulfiller_;  // owner thread only
   std::weak_ptr<AckListener> listener_;
-  std::vector<std::string> recipients_;
+  std::string recipient_;                // listen() with one recipient
+  std::vector<std::string> recipients_;  // listen() with several
   // Guarded by errorMutex_: when the one copy was delivered, if its tick may
   // ride in the reply, and what runs after the reply (each delivered copy's
-  // tickOtherwise).
+  // tick).
   std::int64_t deliveredAt_ = 0;
-  std::vector<std::function<void()>> after_;
+  AfterReply after_;
   bool replied_ = false;  // finishOnOwner took after_
 };
 

@@ -73,6 +73,7 @@ template <class Item>
 struct LiveSession::Feed {
   PendingQueue<Item> pending;
   std::list<std::vector<Item>> inFlight;  // one entry per Inbox call, oldest first
+  std::list<std::vector<Item>> spare;     // empty nodes of returned calls (at most deliverWindow)
   std::size_t inFlightItems = 0;
   std::uint64_t cursor = 0;        // the highest store position paged in
   bool caughtUp = false;           // the last page came back short
@@ -200,10 +201,18 @@ void LiveSession::storeChanged() {
   pump();
 }
 
-void LiveSession::acknowledged(const std::vector<std::string>& recipients) {
+LiveSession::RouteTo LiveSession::routeTo(const std::string& to) {
+  if (auto it = routes_.find(to); it != routes_.end()) return {it->second, false};
+  if (spareRoute_.empty()) return {routes_.try_emplace(to).first->second, true};
+  spareRoute_.key() = to;
+  spareRoute_.mapped() = SenderRoute{};
+  return {routes_.insert(std::move(spareRoute_)).position->second, true};
+}
+
+void LiveSession::acknowledged(std::span<const std::string> recipients) {
   for (const std::string& recipient : recipients) {
     auto it = routes_.find(recipient);
-    if (it != routes_.end() && --it->second.outstanding == 0) routes_.erase(it);
+    if (it != routes_.end() && --it->second.outstanding == 0) spareRoute_ = routes_.extract(it);
   }
 }
 
@@ -367,7 +376,7 @@ void LiveSession::pump() {
       out.setBody(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(m.body.data()), m.body.size()));
       out.setTimestamp(m.timestamp);
     }
-    return request.send().ignoreResult();
+    return request.send();
   });
   pumpFeed(*receipts_, [this](const std::vector<OutboundReceipt>& batch) {
     auto request = inbox_.receiptRequest(receiptSize(batch));
@@ -380,7 +389,7 @@ void LiveSession::pump() {
       out.setKind(static_cast<proto::ReceiptKind>(r.kind));
       out.setTimestamp(r.timestamp);
     }
-    return request.send().ignoreResult();
+    return request.send();
   });
   updateGauges();
 }
@@ -416,15 +425,20 @@ void LiveSession::refill() {
 template <class Item, class Send>
 void LiveSession::pumpFeed(Feed<Item>& feed, Send&& send) {
   while (!ended_ && !feed.pending.empty() && feed.inFlight.size() < limits_.deliverWindow) {
-    feed.inFlight.push_back(feed.nextBatch(limits_.deliverBatch));
+    if (feed.spare.empty()) {
+      feed.inFlight.emplace_back();
+    } else {
+      feed.inFlight.splice(feed.inFlight.end(), feed.spare, feed.spare.begin());
+    }
     auto batch = std::prev(feed.inFlight.end());
+    *batch = feed.nextBatch(limits_.deliverBatch);
     feed.inFlightItems += batch->size();
     tasks_->add(send(*batch).then(
-        [this, &feed, batch]() {
+        [this, &feed, batch](auto&&) {  // the response: Inbox calls return nothing
           // Returned: the phone has the batch, even if the session ended since.
           std::vector<Item> items = std::move(*batch);
           feed.inFlightItems -= items.size();
-          feed.inFlight.erase(batch);
+          feed.spare.splice(feed.spare.end(), feed.inFlight, batch);
           lastProgress_ = Clock::now();
           if constexpr (std::is_same_v<Item, OutboundMessage>) {
             ref_.gauges->delivered += items.size();

@@ -36,6 +36,7 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -168,13 +169,21 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
   // The write awaited by start() is done: both feeds may page.
   void spillDone(SpillKind kind) { spillDone(kind, SpillFeed::both); }
 
-  // The sender side: routes of this phone's unacknowledged items, by recipient.
-  std::unordered_map<std::string, SenderRoute>& routes() { return routes_; }
+  // The sender side: the route of this phone's unacknowledged items to `to`,
+  // made empty (and `fresh` true) when there is none; acknowledged() removes
+  // it once its last item is acknowledged. The node of the last route removed
+  // is kept for the next one, so a phone sending to one peer at a time makes
+  // no allocation per message.
+  struct RouteTo {
+    SenderRoute& way;
+    bool fresh;
+  };
+  RouteTo routeTo(const std::string& to);
   // Per recipient: a step the first send to it must finish before it is
   // routed (in a cluster, learning a recipient registered elsewhere). Later
   // sends to that recipient wait behind it, so they keep their order.
   std::unordered_map<std::string, kj::ForkedPromise<void>>& sendGates() { return sendGates_; }
-  void acknowledged(const std::vector<std::string>& recipients) override;
+  void acknowledged(std::span<const std::string> recipients) override;
 
   // Tells the phone why, then closes its connection, unless told to keep it
   // (a newer session lives on the same connection). Ends the session now.
@@ -213,6 +222,7 @@ class LiveSession : public std::enable_shared_from_this<LiveSession>, public Ack
   std::unique_ptr<Feed<OutboundMessage>> messages_;
   std::unique_ptr<Feed<OutboundReceipt>> receipts_;
   std::unordered_map<std::string, SenderRoute> routes_;
+  std::unordered_map<std::string, SenderRoute>::node_type spareRoute_;  // see routeTo
   std::unordered_map<std::string, kj::ForkedPromise<void>> sendGates_;
   std::unique_ptr<DeadlineTimer> deadline_;  // made on first use
   std::size_t presenceInFlight_ = 0;

@@ -9,9 +9,9 @@
 #include <memory>
 #include <string>
 
-#include "session/delivery_ack.h"
-
 namespace switchboard::session {
+
+class DeliveryAck;  // session/delivery_ack.h
 
 // An item the session itself wrote to the store while it still held it (a
 // deadline passed, the queue was full, the session ended), shared by the

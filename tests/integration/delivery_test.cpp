@@ -242,6 +242,44 @@ TEST(Delivery, TheDeliveredTickRidesInTheReplyWhenTheRecipientIsOnline) {
   }
 }
 
+// A sender's route to a recipient lasts while a send to it is unacknowledged;
+// the next recipient's route reuses its memory (LiveSession::routeTo). Sends
+// acknowledged one by one, alternating between two phones, each reach their own
+// phone, and a route made after its phone left leads to the store.
+TEST(Delivery, SendsToOnePhoneAfterAnotherEachReachTheirOwn) {
+  RunningHost host;
+  host.start();
+  RecordingPhone a(host.clientOptions(), "+15550003201");
+  RecordingPhone c(host.clientOptions(), "+15550003203");
+  a.registerAndLogin(host.sms());
+  c.registerAndLogin(host.sms());
+  std::vector<std::string> toB, toC;
+  std::string bKey;
+  {
+    RecordingPhone b(host.clientOptions(), "+15550003202");
+    b.registerAndLogin(host.sms());
+    bKey = b.key();
+    for (int i = 0; i < 6; ++i) {
+      toB.push_back("b" + std::to_string(i));
+      EXPECT_GT(a.client().send(b.number(), toB.back()).deliveredAt, 0);
+      toC.push_back("c" + std::to_string(i));
+      EXPECT_GT(a.client().send(c.number(), toC.back()).deliveredAt, 0);
+    }
+    ASSERT_TRUE(b.waitForMessages(toB.size()));
+    EXPECT_EQ(bodiesOf(b.messages()), toB);
+  }
+  EXPECT_EQ(a.client().send("+15550003202", "while you are away").deliveredAt, 0);
+  toC.push_back("c-last");
+  EXPECT_GT(a.client().send(c.number(), toC.back()).deliveredAt, 0);
+  ASSERT_TRUE(c.waitForMessages(toC.size()));
+  EXPECT_EQ(bodiesOf(c.messages()), toC);
+  RecordingPhone b(host.clientOptions(), "+15550003202");
+  b.setKey(bKey);
+  b.login();
+  ASSERT_TRUE(b.waitForMessages(1));
+  EXPECT_EQ(bodiesOf(b.messages()), (std::vector<std::string>{"while you are away"}));
+}
+
 // A copy not returned within --durable-after-ms is written to the store; the
 // phone may still return it before that write commits. Then the copy is
 // delivered, and the sender's reply says so at once (its tick rides in it)

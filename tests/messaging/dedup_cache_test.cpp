@@ -2,6 +2,8 @@
 // final (the store cannot hold a row it does not).
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "messaging/dedup_cache.h"
 
 namespace switchboard::messaging {
@@ -19,6 +21,61 @@ TEST(DedupCache, ReturnsTheFirstSendAndForgetsTheOldestPastItsCapacity) {
   EXPECT_FALSE(cache.find("+1", "a").has_value());
   EXPECT_EQ(cache.find("+1", "c")->id, 13u);
   EXPECT_EQ(cache.size(), 2u);
+}
+
+TEST(DedupCache, ARepeatKeepsItsPlaceInTheOrder) {
+  DedupCache cache(3);
+  cache.remember("+1", "a", {1, 1});
+  cache.remember("+1", "b", {2, 2});
+  cache.remember("+1", "c", {3, 3});
+  cache.remember("+1", "a", {4, 4});  // a repeat: not the newest now
+  cache.remember("+1", "d", {5, 5});  // forgets "a", the first remembered
+  EXPECT_FALSE(cache.find("+1", "a").has_value());
+  EXPECT_EQ(cache.find("+1", "b")->id, 2u);
+  EXPECT_EQ(cache.find("+1", "c")->id, 3u);
+  EXPECT_EQ(cache.find("+1", "d")->id, 5u);
+  EXPECT_EQ(cache.size(), 3u);
+}
+
+// Many times round the ring, through every growth of the index: after each
+// send exactly the newest `capacity` are found, each with its own answer.
+TEST(DedupCache, HoldsExactlyTheNewestSendsAcrossManyWrapArounds) {
+  constexpr std::uint64_t kCapacity = 1000;
+  DedupCache cache(kCapacity);
+  auto id = [](std::uint64_t i) { return std::to_string(i); };
+  for (std::uint64_t i = 0; i < 5 * kCapacity; ++i) {
+    cache.remember("+1555", id(i), {i + 1, static_cast<std::int64_t>(i)});
+    ASSERT_EQ(cache.find("+1555", id(i))->id, i + 1) << i;
+    if (i >= kCapacity) {
+      ASSERT_FALSE(cache.find("+1555", id(i - kCapacity)).has_value()) << i;
+      ASSERT_EQ(cache.find("+1555", id(i + 1 - kCapacity))->id, i + 2 - kCapacity) << i;
+    }
+  }
+  EXPECT_EQ(cache.size(), kCapacity);
+  for (std::uint64_t i = 0; i < 5 * kCapacity; ++i) {
+    auto found = cache.find("+1555", id(i));
+    if (i < 4 * kCapacity) {
+      EXPECT_FALSE(found.has_value()) << i;
+    } else {
+      ASSERT_TRUE(found.has_value()) << i;
+      EXPECT_EQ(found->id, i + 1);
+      EXPECT_EQ(found->timestamp, static_cast<std::int64_t>(i));
+    }
+  }
+}
+
+TEST(DedupCache, AKeyIsTheSendsSenderAndClientMsgIdBothWhole) {
+  DedupCache cache(4);
+  EXPECT_EQ(cache.key("+1", "a").hash, cache.key("+1", "a").hash);
+  EXPECT_NE(cache.key("+12", "3").hash, cache.key("+1", "23").hash);
+  cache.remember(cache.key("+12", "3"), {7, 7});
+  EXPECT_EQ(cache.find("+12", "3")->id, 7u);
+  EXPECT_FALSE(cache.find("+1", "23").has_value());
+  // Longer than the field rules allow (a row from an older store): still whole.
+  std::string longId(300, 'x');
+  cache.remember("+1", longId, {8, 8});
+  EXPECT_EQ(cache.find(cache.key("+1", longId))->id, 8u);
+  EXPECT_FALSE(cache.find("+1", std::string(299, 'x')).has_value());
 }
 
 TEST(DedupCache, CoversTheStoreUntilItForgetsAStoredSend) {
