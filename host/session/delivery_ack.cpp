@@ -2,6 +2,8 @@
 
 #include <kj/debug.h>
 
+#include <utility>
+
 #include "net/network_thread.h"
 
 namespace switchboard::session {
@@ -130,7 +132,7 @@ void DeliveryAck::finishOnOwner() {
       tickInReply = deliveredAt_;
       after_ = AfterReply();
     } else {
-      after = std::move(after_);
+      after = std::exchange(after_, AfterReply());
     }
   }
   if (error) {
