@@ -315,6 +315,16 @@ void DeliveryTransport::subscribe(const std::string& subject, net::NetworkThread
                                      &DeliveryTransport::onMessage, listener.get()),
             "subscribing to " + subject);
   listeners_.push_back(std::move(listener));
+  // libnats only queues the SUB for its flusher: until nats-server has it, what is published to
+  // the subject is dropped for want of interest. A round trip makes the subscription live when
+  // this returns (the contract of listen()); without NATS it is sent on reconnect.
+  if (!link_.isConnected()) return;
+  natsStatus flushed = natsConnection_FlushTimeout(
+      link_.connection(), static_cast<std::int64_t>(link_.options().operationTimeout.count()));
+  if (flushed != NATS_OK) {
+    spdlog::debug("cluster: subscription to {} not confirmed yet: {}", subject,
+                  natsStatus_GetText(flushed));
+  }
 }
 
 // On a libnats thread.

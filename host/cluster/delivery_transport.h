@@ -264,8 +264,10 @@ class DeliveryTransport {
 
   // Starts receiving this node's notices: `handler` runs on `thread`. Once;
   // libnats re-subscribes by itself after a reconnect. Needs no connection
-  // (it takes effect when NATS is reachable). The subscription has no pending
-  // limit: the senders' windows bound it.
+  // (it takes effect when NATS is reachable); when connected, nats-server has
+  // the subscription when this returns (a notice published after it is not
+  // dropped for want of interest). The subscription has no pending limit: the
+  // senders' windows bound it.
   void listen(net::NetworkThread& thread, std::function<void(NoticeBatch)> handler);
   // Rechecks (see "The outbox" above): `handler` runs on `thread` with the
   // envelopes a sender noticed here without getting an answer (recipient and
