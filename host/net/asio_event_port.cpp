@@ -50,6 +50,14 @@ void AsioEventPort::run() {
   }
 }
 
+AsioEventPort::PostedWork::PostedWork() : port_(tAttached) {
+  if (port_ != nullptr) was_ = std::exchange(port_->inPostedWork_, true);
+}
+
+AsioEventPort::PostedWork::~PostedWork() {
+  if (port_ != nullptr) port_->inPostedWork_ = was_;
+}
+
 bool AsioEventPort::deferToDrainEnd(DrainEndTask& task) {
   AsioEventPort* port = tAttached;
   if (port == nullptr || !port->draining_) return false;
@@ -87,7 +95,7 @@ bool AsioEventPort::poll() {
 
 void AsioEventPort::setRunnable(bool runnable) {
   if (!runnable) return;
-  if (running_ && syncWaitDepth_ == 0) {
+  if (running_ && syncWaitDepth_ == 0 && !inPostedWork_) {
     // Inside run(): a drain in progress sees the work (and posts the next one if its budget
     // runs out); otherwise run() drains once the current handler returns.
     if (!draining_) drainWanted_ = true;

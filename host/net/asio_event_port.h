@@ -20,8 +20,11 @@ namespace switchboard::net {
 //   the io_context must outlive the port.
 // - run() runs the io_context (instead of io_context::run()) and drains the KJ loop right after
 //   the Asio handler that made it runnable, before the next handler and without a posted one.
-//   Outside run() (a sync wait, or a caller running the io_context itself), a loop that becomes
-//   runnable gets one posted "drain" handler instead. Either way a drain runs at most
+//   Outside run() (a sync wait, or a caller running the io_context itself), and inside a
+//   PostedWork scope, a loop that becomes runnable gets one posted "drain" handler instead:
+//   functions posted from other threads (a store's completions) come in bursts, and one drain
+//   behind the whole burst sends what they produced together, where a drain after each would
+//   send it piecemeal. Either way a drain runs at most
 //   kMaxTurnsPerDrain KJ turns and, if the loop is still runnable, posts the next drain, so
 //   socket readiness handlers interleave with KJ work and neither starves the other. Why run():
 //   a posted handler makes Asio's scheduler poll epoll once more (epoll_wait with a zero
@@ -73,6 +76,22 @@ class AsioEventPort final : public kj::EventPort {
   // an exception from a handler leaves it, and calling run() again goes on where it stopped.
   void run();
 
+  // While alive, on the port's thread: KJ work made runnable is drained by a posted drain, not
+  // right after the current handler (see the contract above). For the wrapper of functions
+  // posted to the thread from elsewhere (NetworkThread::post). Nothing happens on a thread
+  // without a port.
+  class PostedWork {
+   public:
+    PostedWork();
+    ~PostedWork();
+    PostedWork(const PostedWork&) = delete;
+    PostedWork& operator=(const PostedWork&) = delete;
+
+   private:
+    AsioEventPort* port_;
+    bool was_ = false;
+  };
+
   // Inside a drain on this thread: `task` runs once at the end of that drain, after its KJ
   // turns (queued once however often deferred). Elsewhere nothing is queued and it returns
   // false: the caller schedules the work itself.
@@ -93,8 +112,9 @@ class AsioEventPort final : public kj::EventPort {
   kj::WaitScope* waitScope_ = nullptr;  // not owned; set by attach()
   bool drainPosted_ = false;
   bool draining_ = false;
-  bool running_ = false;      // inside run(): drains follow handlers, unposted
-  bool drainWanted_ = false;  // inside run(): the loop became runnable in this handler
+  bool running_ = false;       // inside run(): drains follow handlers, unposted
+  bool drainWanted_ = false;   // inside run(): the loop became runnable in this handler
+  bool inPostedWork_ = false;  // a PostedWork scope is open
   std::vector<DrainEndTask*> drainEnd_;
   int syncWaitDepth_ = 0;
   mutable std::atomic<bool> woken_{false};

@@ -171,6 +171,8 @@ bool NetworkThread::post(std::function<void()> fn) {
   std::lock_guard lock(impl_->stateMutex);
   if (impl_->state == Impl::State::kClosed) return false;
   asio::post(impl_->io, [impl = impl_.get(), fn = std::move(fn)] {
+    // A burst of posted functions shares one drain, queued behind them.
+    AsioEventPort::PostedWork posted;
     try {
       fn();
     } catch (kj::Exception& exception) {

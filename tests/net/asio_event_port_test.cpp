@@ -4,6 +4,8 @@
 #include "net/asio_event_port.h"
 #include "net/fd_readiness.h"
 
+#include <kj/vector.h>
+
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -81,6 +83,34 @@ TEST_F(AsioEventPortTest, RunDrainsRightAfterTheHandlerThatMadeTheLoopRunnable) 
   });
   port.run();
   EXPECT_EQ(order, (std::vector<std::string>{"kj", "next handler"}));
+}
+
+TEST_F(AsioEventPortTest, WorkFromABurstOfPostedFunctionsIsDrainedOnceBehindThemAll) {
+  // Posted from elsewhere (NetworkThread::post wraps them in PostedWork): what they make
+  // runnable waits for one drain behind the burst, so its replies leave together.
+  std::vector<std::string> order;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> fulfillers;
+  kj::Vector<kj::Promise<void>> continued;
+  for (int i = 0; i < 3; ++i) {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    fulfillers.push_back(kj::mv(paf.fulfiller));
+    continued.add(paf.promise.then([&order, i] { order.push_back("kj " + std::to_string(i)); })
+                      .eagerlyEvaluate(nullptr));
+  }
+  for (int i = 0; i < 3; ++i) {
+    asio::post(io, [&, i] {
+      AsioEventPort::PostedWork posted;
+      order.push_back("posted " + std::to_string(i));
+      fulfillers[static_cast<std::size_t>(i)]->fulfill();
+    });
+  }
+  asio::post(io, [&] { order.push_back("next handler"); });
+  auto stop = kj::joinPromises(continued.releaseAsArray())
+                  .then([&] { io.stop(); })
+                  .eagerlyEvaluate(nullptr);
+  port.run();
+  EXPECT_EQ(order, (std::vector<std::string>{"posted 0", "posted 1", "posted 2", "next handler",
+                                             "kj 0", "kj 1", "kj 2"}));
 }
 
 TEST_F(AsioEventPortTest, ADrainEndTaskRunsAfterTheDrainsTurnsAndNotOutsideADrain) {

@@ -98,14 +98,18 @@ TEST_F(AsioStreamTest, WhatADrainWroteIsOnTheSocketBeforeTheNextAsioHandlerRuns)
   // The flush runs at the end of the KJ drain that wrote, not in a handler posted behind the
   // ones already queued (each posted handler costs Asio an extra epoll_wait).
   ssize_t peeked = -2;
-  thread.runSync([&]() -> kj::Promise<void> {
+  thread.runSync([&] {
     int peer = KJ_ASSERT_NONNULL(right->getFd());
-    // Queued now, before the drain below runs.
+    // A handler of Asio's own, as a socket's readiness is (a function posted through
+    // NetworkThread::post has its drain posted behind it instead).
     asio::post(thread.ioContext(), [&, peer] {
-      char byte;
-      peeked = ::recv(peer, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      // Queued now, before the drain that follows this handler.
+      asio::post(thread.ioContext(), [&, peer] {
+        char byte;
+        peeked = ::recv(peer, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      });
+      thread.addTask(kj::evalLater([&] { return left->write("x", 1); }));
     });
-    return kj::evalLater([&] { return left->write("x", 1); });
   });
   waitUntil([&] { return thread.runSync([&] { return peeked != -2; }); });
   EXPECT_EQ(peeked, 1) << "the write was still buffered when the next handler ran";
