@@ -244,6 +244,12 @@ TEST_F(ClusterMessaging, EveryMessageAcknowledgedArrivesOnceWhenTheRecipientsNod
     }
   }
   ASSERT_GT(expected.size(), 0u);
+  // Bob moves to a (his second endpoint) while b is down: waited for, since a
+  // restarted b would otherwise win him back when every message had reached
+  // him before the kill (seen: 200 of 200, then bob on b).
+  ASSERT_TRUE(waitUntil([&] {
+    return bob.client().isLoggedIn() && bob.client().serverInfo().node == "a";
+  })) << "bob did not log in again on a while b was down";
   // b comes back with its store: what it had taken for bob and not handed
   // over follows him to a, where he logged in again meanwhile.
   b->start();
