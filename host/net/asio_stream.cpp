@@ -92,8 +92,7 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
     if (readAheadEnd_ >= 0) {
       int error = std::exchange(readAheadEnd_, -1);
       if (error == 0) return done;  // EOF
-      if (isPeerGone(error)) return disconnected("read failed", error);
-      return syscallFailure(kj::Exception::Type::FAILED, "read failed", error);
+      return readFailure(error);
     }
     // Wait for data unless the socket may have some.
     if (!socket_.mayRead()) {
@@ -107,10 +106,8 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
     bool direct = wanted >= kReadBufferBytes;
     kj::byte* into = direct ? out + done : threadReadScratch();
     size_t asked = direct ? wanted : kReadBufferBytes;
-    bool drained = false;
-    ssize_t n = inqHint_ ? readWithHint(into, asked, drained) : ::read(socket_.fd(), into, asked);
+    ssize_t n = readOnce(into, asked);
     if (n > 0) {
-      if (drained) socket_.readDrained();
       size_t got = static_cast<size_t>(n);
       size_t taken = std::min(got, wanted);
       if (!direct) std::memcpy(out + done, into, taken);
@@ -119,15 +116,33 @@ kj::Promise<size_t> AsioStream::readLoop(kj::byte* out, size_t minBytes, size_t 
       continue;
     }
     if (n == 0) return done;  // EOF
+    if (n == -EAGAIN) continue;
+    return readFailure(static_cast<int>(-n));
+  }
+}
+
+ssize_t AsioStream::readOnce(kj::byte* into, size_t size) {
+  for (;;) {
+    bool drained = false;
+    ssize_t n = inqHint_ ? readWithHint(into, size, drained) : ::read(socket_.fd(), into, size);
+    if (n > 0) {
+      if (drained) socket_.readDrained();
+      return n;
+    }
+    if (n == 0) return 0;
     int error = errno;
     if (error == EINTR) continue;
     if (error == EAGAIN || error == EWOULDBLOCK) {
       socket_.readWouldBlock();
-      continue;
+      return -EAGAIN;
     }
-    if (isPeerGone(error)) return disconnected("read failed", error);
-    return syscallFailure(kj::Exception::Type::FAILED, "read failed", error);
+    return -error;
   }
+}
+
+kj::Exception AsioStream::readFailure(int error) {
+  if (isPeerGone(error)) return disconnected("read failed", error);
+  return syscallFailure(kj::Exception::Type::FAILED, "read failed", error);
 }
 
 ssize_t AsioStream::readWithHint(kj::byte* into, size_t size, bool& drained) {
@@ -164,28 +179,13 @@ bool AsioStream::readAheadNow() {
   if (readEnd_ != readStart_) return true;
   if (readAheadEnd_ >= 0 || !socket_.mayRead()) return false;
   kj::byte* into = threadReadScratch();
-  for (;;) {
-    bool drained = false;
-    ssize_t n = inqHint_ ? readWithHint(into, kReadBufferBytes, drained)
-                         : ::read(socket_.fd(), into, kReadBufferBytes);
-    if (n > 0) {
-      if (drained) socket_.readDrained();
-      keepReadAhead(into, static_cast<size_t>(n));
-      return true;
-    }
-    if (n == 0) {
-      readAheadEnd_ = 0;
-      return false;
-    }
-    int error = errno;
-    if (error == EINTR) continue;
-    if (error == EAGAIN || error == EWOULDBLOCK) {
-      socket_.readWouldBlock();
-      return false;
-    }
-    readAheadEnd_ = error;
-    return false;
+  ssize_t n = readOnce(into, kReadBufferBytes);
+  if (n > 0) {
+    keepReadAhead(into, static_cast<size_t>(n));
+    return true;
   }
+  if (n != -EAGAIN) readAheadEnd_ = static_cast<int>(-n);  // 0: the end
+  return false;
 }
 
 void AsioStream::keepReadAhead(const kj::byte* data, size_t size) {

@@ -89,6 +89,11 @@ class AsioStream final : public kj::AsyncIoStream {
   kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
   // recvmsg() with the TCP_INQ hint; `drained` set when nothing is left to read.
   ssize_t readWithHint(kj::byte* into, size_t size, bool& drained);
+  // One read from the socket (retried on EINTR) that keeps the registration told: the bytes
+  // read (> 0), 0 at the end of the stream, -EAGAIN when nothing is there now (mayRead() is
+  // then false), else -errno.
+  ssize_t readOnce(kj::byte* into, size_t size);
+  static kj::Exception readFailure(int error);
   void keepReadAhead(const kj::byte* data, size_t size);
   void releaseReadBuffer();
   void append(const kj::byte* data, size_t size);
