@@ -35,6 +35,13 @@ class Refusal : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Refuses a write about a phone that is not registered.
+void requireUser(store::Connection& db, const std::string& phone) {
+  auto exists = db.prepare("SELECT 1 FROM users WHERE phone = ?1");
+  exists.bind(1, phone);
+  if (!exists.step()) throw Refusal("no user " + phone);
+}
+
 // Runs `fn` as one write and reports a refusal's sentence, or the store's.
 void refusableWrite(store::Store& store, std::function<void(store::Connection&)> fn,
                     UserAdmin::Done done) {
@@ -81,9 +88,7 @@ void UserAdmin::remove(const std::string& phone, Done done) {
   refusableWrite(
       store_,
       [phone](store::Connection& db) {
-        auto exists = db.prepare("SELECT 1 FROM users WHERE phone = ?1");
-        exists.bind(1, phone);
-        if (!exists.step()) throw Refusal("no user " + phone);
+        requireUser(db, phone);
         for (const char* sql : {
                  "DELETE FROM queue WHERE recipient = ?1",
                  "DELETE FROM receipts_queue WHERE recipient = ?1",
@@ -103,9 +108,7 @@ void UserAdmin::revokeKey(const std::string& phone, Done done) {
   refusableWrite(
       store_,
       [phone](store::Connection& db) {
-        auto exists = db.prepare("SELECT 1 FROM users WHERE phone = ?1");
-        exists.bind(1, phone);
-        if (!exists.step()) throw Refusal("no user " + phone);
+        requireUser(db, phone);
         db.prepare("DELETE FROM devices WHERE phone = ?1").bind(1, phone).run();
         if (db.changes() == 0) throw Refusal(phone + " has no device key (already revoked)");
       },
