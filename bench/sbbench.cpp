@@ -411,6 +411,10 @@ void report(const BenchOptions& o, const RunOutcome& run, ReportFields& r,
     r.set(prefix + "offered_msgs_per_s", o.count);
   r.set(prefix + "server_cpu_s_per_million", delivered > 0 ? cpuS / (delivered / 1e6) : 0);
   r.set(prefix + "server_cpu_share", windowS > 0 ? cpuS / windowS : 0);
+  // The user-space part (the server's own code; the rest is the kernel's: TCP, wake-ups), in
+  // clock ticks (10 ms): meaningful over a window of seconds.
+  double userS = run.windowEnd.userCpuSeconds - run.windowStart.userCpuSeconds;
+  r.set(prefix + "server_user_cpu_s_per_million", delivered > 0 ? userS / (delivered / 1e6) : 0);
   reportEachProcess(o, run, r, prefix, delivered);
   r.set(prefix + "server_rss_bytes", run.windowEnd.rssBytes);
   addLatencies(r, prefix, run.latency, run.intendedLatency);

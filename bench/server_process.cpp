@@ -183,6 +183,7 @@ namespace {
 struct StatLine {
   pid_t ppid = 0;
   double cpuSeconds = 0;
+  double userCpuSeconds = 0;
 };
 
 bool readStat(pid_t pid, StatLine& out) {
@@ -201,7 +202,9 @@ bool readStat(pid_t pid, StatLine& out) {
   unsigned long long utime = 0, stime = 0;
   fields >> utime >> stime;
   out.ppid = static_cast<pid_t>(ppid);
-  out.cpuSeconds = static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  auto ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  out.cpuSeconds = static_cast<double>(utime + stime) / ticks;
+  out.userCpuSeconds = static_cast<double>(utime) / ticks;
   return true;
 }
 
@@ -257,6 +260,7 @@ ProcSample sampleProcs(const std::vector<pid_t>& roots) {
       auto it = all.find(pid);
       if (it == all.end()) continue;
       sample.cpuSeconds += it->second.cpuSeconds;
+      sample.userCpuSeconds += it->second.userCpuSeconds;
       sample.rssBytes += readRss(pid);
     }
   }

@@ -50,6 +50,7 @@ std::vector<pid_t> descendantsOf(pid_t root);
 // What /proc tells about a process tree and the kernel's sockets at one instant.
 struct ProcSample {
   double cpuSeconds = 0;          // utime + stime of the process and its descendants
+  double userCpuSeconds = 0;      // the utime part: the server's own code, not the kernel's
   std::uint64_t rssBytes = 0;     // VmRSS summed over the same processes
   std::uint64_t tcpMemBytes = 0;  // /proc/net/sockstat TCP "mem" (pages) in bytes
   std::uint64_t tcpInUse = 0;     // /proc/net/sockstat TCP "inuse"
