@@ -175,6 +175,11 @@ size_t AsioStream::takeBuffered(void* out, size_t maxBytes) {
   return n;
 }
 
+kj::Maybe<kj::Promise<void>> AsioStream::whenNothingToRead() {
+  if (readEnd_ != readStart_ || readAheadEnd_ >= 0 || socket_.mayRead()) return nullptr;
+  return socket_.whenReadable();
+}
+
 bool AsioStream::readAheadNow() {
   if (readEnd_ != readStart_) return true;
   if (readAheadEnd_ >= 0 || !socket_.mayRead()) return false;
@@ -220,6 +225,15 @@ kj::Promise<void> AsioStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::by
   if (shutdownRequested_) return KJ_EXCEPTION(FAILED, "write() after shutdownWrite()");
   for (auto piece : pieces) append(piece.begin(), piece.size());
   return spaceAvailable();
+}
+
+bool AsioStream::tryWriteNow(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+  if (writeError_ || shutdownRequested_) return false;
+  size_t size = 0;
+  for (auto piece : pieces) size += piece.size();
+  if (bufferedWriteBytes() + size >= kHighWaterBytes) return false;
+  for (auto piece : pieces) append(piece.begin(), piece.size());
+  return true;
 }
 
 kj::Promise<void> AsioStream::whenWriteDisconnected() {

@@ -57,6 +57,12 @@ class AsioStream final : public kj::AsyncIoStream {
   kj::Promise<void> write(const void* buffer, size_t size) override;
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
   kj::Promise<void> whenWriteDisconnected() override;
+  // write(pieces) without a promise, when the stream can take them without waiting: no write
+  // failed, no shutdownWrite() yet, and what is buffered stays below kHighWaterBytes with them.
+  // Then the pieces are copied (and flushed as write() would) and it returns true; otherwise
+  // nothing is taken and it returns false, and write() is the way (it fails, or says when
+  // there is room).
+  bool tryWriteNow(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces);
 
   // Flushes what is buffered, then shuts down the sending side.
   void shutdownWrite() override;
@@ -74,6 +80,14 @@ class AsioStream final : public kj::AsyncIoStream {
   // Hands up to `maxBytes` of those bytes to a reader at once, without a promise and without
   // touching the socket; returns how many. For a reader that has no read pending.
   size_t takeBuffered(void* out, size_t maxBytes);
+  // Those bytes, left where they are (valid until the next read or take).
+  kj::ArrayPtr<const kj::byte> peekBuffered() const {
+    return kj::arrayPtr(readBuffer_.get() + readStart_, readEnd_ - readStart_);
+  }
+  // With nothing buffered, no end or failure met by readAheadNow() and the socket not readable
+  // now: resolves at its next readability edge (then readAheadNow() may find bytes, the end or
+  // a failure). Otherwise null: a reader reads at once (tryRead() or readAheadNow()).
+  kj::Maybe<kj::Promise<void>> whenNothingToRead();
   // With nothing buffered and the socket maybe readable: reads what it has now, without
   // waiting, into the buffer takeBuffered() hands out (one read, as tryRead() would make).
   // True when bytes are buffered. False when there is nothing to read yet, or the stream

@@ -5,6 +5,7 @@
 #include <capnp/rpc.capnp.h>
 #include <kj/debug.h>
 
+#include <cstring>
 #include <new>
 #include <string>
 #include <vector>
@@ -34,8 +35,9 @@ kj::Exception LimitedMessageStream::violation(std::string reason) {
 namespace {
 
 // A message of one segment read off the stream: the reader and the segment's words in one
-// allocation (the words right after the object), freed together.
-class OneSegmentMessage final : public capnp::MessageReader {
+// allocation (the words right after the object), freed together. Also the IncomingRpcMessage
+// a TwoPartyConnection hands the RPC system when it takes the message at once.
+class OneSegmentMessage final : public capnp::MessageReader, public capnp::IncomingRpcMessage {
  public:
   static kj::Own<OneSegmentMessage> make(size_t words, const capnp::ReaderOptions& options) {
     void* block = ::operator new(sizeof(OneSegmentMessage) + words * sizeof(capnp::word));
@@ -49,11 +51,14 @@ class OneSegmentMessage final : public capnp::MessageReader {
     if (id != 0) return nullptr;
     return kj::arrayPtr(reinterpret_cast<const capnp::word*>(this + 1), words_);
   }
+  capnp::AnyPointer::Reader getBody() override { return getRoot<capnp::AnyPointer>(); }
+  size_t sizeInWords() override { return words_; }
 
  private:
   OneSegmentMessage(size_t words, const capnp::ReaderOptions& options)
       : capnp::MessageReader(options), words_(words) {}
 
+  // Given the whole object's address (kj::Own's disposer gets the most derived pointer).
   struct Disposer final : public kj::Disposer {
     void disposeImpl(void* pointer) const override {
       static_cast<OneSegmentMessage*>(pointer)->~OneSegmentMessage();
@@ -110,6 +115,36 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::tryRead
           [this](kj::Exception&& exception) -> kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> {
             return unreadable(kj::mv(exception));
           });
+}
+
+kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>
+LimitedMessageStream::takeWholeMessage() {
+  // Only the plain case: one segment, whole, nothing amiss. Everything else (more segments, a
+  // message still arriving, an end or failure met, a size over the limit, a connection already
+  // over its limits) is tryReadMessage()'s, which reports it as before.
+  if (plain_ == nullptr || violated_) return nullptr;
+  if (plain_->bufferedReadBytes() == 0 && !plain_->readAheadNow()) return nullptr;
+  auto buffered = plain_->peekBuffered();
+  if (buffered.size() < sizeof(firstWord_)) return nullptr;
+  capnp::_::WireValue<uint32_t> first[2];
+  std::memcpy(first, buffered.begin(), sizeof(first));
+  uint32_t words = first[1].get();
+  if (first[0].get() != 0 || words > readerOptions_.traversalLimitInWords) return nullptr;
+  size_t bytes = sizeof(first) + size_t{words} * sizeof(capnp::word);
+  if (buffered.size() < bytes) return nullptr;
+  kj::Own<OneSegmentMessage> message = OneSegmentMessage::make(words, readerOptions_);
+  plain_->takeBuffered(first, sizeof(first));
+  plain_->takeBuffered(message->words().begin(), bytes - sizeof(first));
+  KJ_IF_MAYBE (failure, checkIncoming(*message)) {
+    return kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>(kj::mv(*failure));
+  }
+  return kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>(
+      kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>(kj::mv(message)));
+}
+
+kj::Maybe<kj::Promise<void>> LimitedMessageStream::whenNothingToRead() {
+  if (plain_ == nullptr || violated_) return nullptr;
+  return plain_->whenNothingToRead();
 }
 
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::readAfterFirstWord() {
@@ -205,18 +240,24 @@ kj::Exception LimitedMessageStream::unreadable(kj::Exception&& exception) {
 }
 
 void LimitedMessageStream::countIncoming(capnp::MessageReader& reader) {
+  KJ_IF_MAYBE (failure, checkIncoming(reader)) {
+    kj::throwFatalException(kj::mv(*failure));
+  }
+}
+
+kj::Maybe<kj::Exception> LimitedMessageStream::checkIncoming(capnp::MessageReader& reader) {
   capnp::rpc::Message::Which kind;
   try {
     kind = reader.getRoot<capnp::rpc::Message>().which();
   } catch (kj::Exception& exception) {
-    kj::throwFatalException(
-        violation(std::string("unreadable message: ") + exception.getDescription().cStr()));
+    return violation(std::string("unreadable message: ") + exception.getDescription().cStr());
   }
-  if (kind != capnp::rpc::Message::CALL && kind != capnp::rpc::Message::BOOTSTRAP) return;
+  if (kind != capnp::rpc::Message::CALL && kind != capnp::rpc::Message::BOOTSTRAP) return nullptr;
   if (++callsInFlight_ > maxCallsInFlight_) {
-    kj::throwFatalException(violation("more than " + std::to_string(maxCallsInFlight_) +
-                                      " calls in flight (replies not read?)"));
+    return violation("more than " + std::to_string(maxCallsInFlight_) +
+                     " calls in flight (replies not read?)");
   }
+  return nullptr;
 }
 
 void LimitedMessageStream::countOutgoing(
@@ -238,26 +279,23 @@ kj::Promise<void> LimitedMessageStream::writeMessage(
   return inner_.writeMessage(fds, segments);
 }
 
-kj::Promise<void> LimitedMessageStream::writeMessages(
-    kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) {
-  for (auto segments : messages) countOutgoing(segments);
-  if (plain_ == nullptr) return inner_.writeMessages(messages);
+template <typename Write>
+bool LimitedMessageStream::framedOnStack(
+    kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages, Write&& write) {
   // capnp's framing (serialize.h): per message, the segment count - 1 and each segment's size
-  // in words, padded to a whole word, then the segments. AsioStream::write copies before it
-  // returns, so the tables and the pieces need not outlive the call; a batch too big for
-  // these arrays goes the general way.
+  // in words, padded to a whole word, then the segments. AsioStream copies before it returns,
+  // so the tables and the pieces need not outlive the call; a batch too big for these arrays
+  // goes the general way.
   constexpr size_t kMaxTableWords = 64;
   constexpr size_t kMaxPieces = 128;
   size_t tableWords = 0;
   size_t pieceCount = 0;
   for (auto segments : messages) {
-    if (segments.size() == 0) return inner_.writeMessages(messages);  // capnp refuses it
+    if (segments.size() == 0) return false;  // capnp refuses it
     tableWords += (segments.size() + 2) / 2;
     pieceCount += segments.size() + 1;
   }
-  if (tableWords > kMaxTableWords || pieceCount > kMaxPieces) {
-    return inner_.writeMessages(messages);
-  }
+  if (tableWords > kMaxTableWords || pieceCount > kMaxPieces) return false;
   // Unions: only the entries filled are written (an ArrayPtr array would be zeroed first).
   union Table {
     Table() {}
@@ -279,7 +317,36 @@ kj::Promise<void> LimitedMessageStream::writeMessages(
     pieces.entries[piece++] = kj::arrayPtr(table.entries + start, entry - start).asBytes();
     for (auto segment : segments) pieces.entries[piece++] = segment.asBytes();
   }
-  return plain_->write(kj::arrayPtr(pieces.entries, piece));
+  write(kj::arrayPtr(pieces.entries, piece));
+  return true;
+}
+
+kj::Promise<void> LimitedMessageStream::writeMessages(
+    kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) {
+  for (auto segments : messages) countOutgoing(segments);
+  if (plain_ == nullptr) return inner_.writeMessages(messages);
+  kj::Maybe<kj::Promise<void>> written;
+  if (!framedOnStack(messages, [&](kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+        written = plain_->write(pieces);
+      })) {
+    return inner_.writeMessages(messages);
+  }
+  return KJ_ASSERT_NONNULL(kj::mv(written));
+}
+
+bool LimitedMessageStream::writeMessagesNow(
+    kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) {
+  if (plain_ == nullptr) return false;
+  bool taken = false;
+  if (!framedOnStack(messages, [&](kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+        taken = plain_->tryWriteNow(pieces);
+      })) {
+    return false;
+  }
+  if (taken) {
+    for (auto segments : messages) countOutgoing(segments);
+  }
+  return taken;
 }
 
 }  // namespace switchboard::net

@@ -1,6 +1,8 @@
 #pragma once
 // What one RPC connection may cost the server, and the stream that enforces it.
 
+#include "net/two_party_connection.h"
+
 #include <capnp/serialize-async.h>
 #include <kj/async-io.h>
 
@@ -59,13 +61,17 @@ struct ConnectionLimits {
 // login and Finish a phone pipelines in one write) is read with no promise but the one
 // returned; and it writes a batch of messages with its segment tables and
 // pieces on the stack (the stream copies them before write() returns) instead of capnp's two
-// allocations per batch.
+// allocations per batch. For its TwoPartyConnection it is an ImmediateMessageStream: a whole
+// message of one segment that is there is taken with no promise at all (as one allocation:
+// the IncomingRpcMessage, its reader and its words), an idle connection waits for the
+// socket's readability alone, and a batch the stream can take without waiting is written
+// with no promise.
 //
 // A violation (a message too large or too deep to read, a malformed segment table, one call
 // too many in flight) fails the read with a FAILED kj::Exception carrying the reason and
 // calls `onViolation(reason)` once, so the owner can log it and drop the connection. A peer
 // that simply goes away is not a violation.
-class LimitedMessageStream final : public capnp::MessageStream {
+class LimitedMessageStream final : public capnp::MessageStream, public ImmediateMessageStream {
  public:
   using ViolationHandler = std::function<void(const std::string& reason)>;
 
@@ -82,6 +88,12 @@ class LimitedMessageStream final : public capnp::MessageStream {
       kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override;
   kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
   kj::Promise<void> end() override { return inner_.end(); }
+
+  // ImmediateMessageStream: only over an AsioStream (null / false otherwise).
+  kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>> takeWholeMessage() override;
+  kj::Maybe<kj::Promise<void>> whenNothingToRead() override;
+  bool writeMessagesNow(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override;
 
   size_t callsInFlight() const { return callsInFlight_; }
 
@@ -100,6 +112,13 @@ class LimitedMessageStream final : public capnp::MessageStream {
   kj::Exception tooLarge(uint64_t words);
   kj::Exception unreadable(kj::Exception&& exception);
   void countIncoming(capnp::MessageReader& reader);
+  // countIncoming's check, with the violation returned instead of thrown.
+  kj::Maybe<kj::Exception> checkIncoming(capnp::MessageReader& reader);
+  // writeMessages() over the AsioStream: `write` gets the batch framed on the stack; false
+  // when it does not fit there (or holds an empty message), with `write` not called.
+  template <typename Write>
+  bool framedOnStack(kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages,
+                     Write&& write);
   void countOutgoing(kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments);
   kj::Exception violation(std::string reason);
 

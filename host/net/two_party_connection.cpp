@@ -63,7 +63,9 @@ capnp::rpc::twoparty::VatId::Reader TwoPartyConnection::vatIdOf(capnp::rpc::twop
 }
 
 TwoPartyConnection::TwoPartyConnection(capnp::MessageStream& messages, kj::AsyncIoStream& transport)
-    : messages_(messages), transport_(transport) {}
+    : messages_(messages),
+      immediate_(dynamic_cast<ImmediateMessageStream*>(&messages)),
+      transport_(transport) {}
 
 TwoPartyConnection::~TwoPartyConnection() noexcept(false) {
   if (listedIn_ != 0 && flush_ != nullptr) flush_->forget(*this);
@@ -91,6 +93,14 @@ kj::Own<capnp::OutgoingRpcMessage> TwoPartyConnection::newOutgoingMessage(
 
 kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>
 TwoPartyConnection::receiveIncomingMessage() {
+  if (immediate_ != nullptr) {
+    KJ_IF_MAYBE (taken, immediate_->takeWholeMessage()) {
+      return kj::mv(*taken);
+    }
+    KJ_IF_MAYBE (readable, immediate_->whenNothingToRead()) {
+      return readable->then([this]() { return receiveIncomingMessage(); });
+    }
+  }
   return messages_.tryReadMessage(nullptr, capnp::ReaderOptions())
       .then([](kj::Maybe<capnp::MessageReaderAndFds>&& read)
                 -> kj::Maybe<kj::Own<capnp::IncomingRpcMessage>> {
@@ -104,7 +114,13 @@ TwoPartyConnection::receiveIncomingMessage() {
 
 void TwoPartyConnection::send(kj::Own<OutgoingMessage> message) {
   if (writeFailed_ || shuttingDown_ || stopped_) return;
-  if (!message->isFinish()) urgent_ = true;
+  bool finish = message->isFinish();
+  if (!finish && outbox_.size() == 0 && !writing_ && immediate_ != nullptr) {
+    // Alone and urgent: out at once, without a place in the queue.
+    auto segments = message->segments();
+    if (immediate_->writeMessagesNow(kj::arrayPtr(&segments, 1))) return;
+  }
+  if (!finish) urgent_ = true;
   outbox_.add(kj::mv(message));
   writeOrHold();
 }
@@ -131,9 +147,19 @@ void TwoPartyConnection::flushHeld() {
 }
 
 void TwoPartyConnection::writeQueued() {
-  writing_ = true;
   urgent_ = false;
   heldIn_ = 0;  // held Finishes go now
+  constexpr size_t kBatchOnStack = 16;
+  if (immediate_ != nullptr && outbox_.size() <= kBatchOnStack) {
+    kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments[kBatchOnStack];
+    for (size_t i = 0; i < outbox_.size(); ++i) segments[i] = outbox_[i]->segments();
+    if (immediate_->writeMessagesNow(kj::arrayPtr(segments, outbox_.size()))) {
+      outbox_ = kj::Vector<kj::Own<OutgoingMessage>>();  // holds nothing while idle
+      queueWritten();
+      return;
+    }
+  }
+  writing_ = true;
   auto batch = kj::heapArray<kj::Own<OutgoingMessage>>(outbox_.size());
   for (size_t i = 0; i < batch.size(); ++i) batch[i] = kj::mv(outbox_[i]);
   outbox_ = kj::Vector<kj::Own<OutgoingMessage>>();  // holds nothing while idle

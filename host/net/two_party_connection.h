@@ -17,16 +17,42 @@ namespace switchboard::net {
 
 class FinishFlush;
 
+// What a capnp::MessageStream may offer a TwoPartyConnection besides its promises: reading and
+// writing at once, where that needs no waiting (LimitedMessageStream over an AsioStream does).
+// Each message then costs no read or write promise, no task and no KJ turn of its own.
+class ImmediateMessageStream {
+ public:
+  // A whole message already read (or readable now without waiting) taken at once: a ready
+  // promise of it, or of the failure tryReadMessage() would have given it (a message over the
+  // limits). Null when no whole message is there now: then whenNothingToRead(), else
+  // tryReadMessage().
+  virtual kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>
+  takeWholeMessage() = 0;
+  // Nothing read ahead and nothing to read now: resolves once there may be. Null otherwise
+  // (part of a message is in, or the stream ended or failed: tryReadMessage() says which).
+  virtual kj::Maybe<kj::Promise<void>> whenNothingToRead() = 0;
+  // Writes `messages` at once (copied before it returns, counted as writeMessages() counts
+  // them) and returns true; or takes nothing and returns false, and writeMessages() is the way.
+  virtual bool writeMessagesNow(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) = 0;
+
+ protected:
+  ~ImmediateMessageStream() = default;
+};
+
 // What capnp::TwoPartyVatNetwork 0.9.2 is to its RpcSystem as a Connection, with the same
 // bytes on the wire, but for the peer's VatId (the subclass says who the peer is) and for how
 // its messages are written.
 //
 // Reading: one message at a time from `messages`, as the RPC system asks; the end of the
-// stream ends the connection.
+// stream ends the connection. When `messages` is also an ImmediateMessageStream, a message it
+// has whole is taken at once, and an idle connection waits for readability alone.
 // Writing: a message sent while a write is in flight waits in a queue, and the queue goes out
 // in one writeMessages() once that write completes, so the stream never sees overlapping
 // writes (a TLS stream must not) and nothing is held once the queue is empty. Order is kept:
-// messages go out in the order the RPC system sent them.
+// messages go out in the order the RPC system sent them. When `messages` is an
+// ImmediateMessageStream that takes them at once, the queue goes out as it is made, with no
+// write in flight (nothing to wait for).
 // Held Finishes: once holdFinishesIn(flush) was called, a Finish ("done with the answer to my
 // call") is not urgent: it waits in the queue for the connection's next message, which takes
 // it along in the same write, or for `flush` (within its delay). So a call answered costs its
@@ -91,6 +117,7 @@ class TwoPartyConnection : public capnp::TwoPartyVatNetworkBase::Connection,
   void flushHeld();
 
   capnp::MessageStream& messages_;
+  ImmediateMessageStream* const immediate_;  // `messages_`, when it is one; else null
   kj::AsyncIoStream& transport_;
   FinishFlush* flush_ = nullptr;  // set: Finishes are held
   bool writing_ = false;          // a writeMessages() is in flight

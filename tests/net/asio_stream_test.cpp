@@ -221,6 +221,52 @@ TEST_F(AsioStreamTest, ReadAheadNowLeavesTheEndOfTheStreamToTheNextRead) {
   EXPECT_EQ(thread.runSync([&] { return right->tryRead(more, 1, sizeof(more)); }), 0u);
 }
 
+// tryWriteNow() takes pieces only while the buffer stays below kHighWaterBytes with them, and
+// none once the sending side is shut; what it took arrives whole and in order.
+TEST_F(AsioStreamTest, TryWriteNowTakesOnlyWhatStaysBelowTheHighWaterMark) {
+  const size_t piece = 64 * 1024;
+  const std::string sent = pattern(4 * piece);
+  size_t buffered = thread.runSync([&] {
+    for (size_t i = 0; i < 4; ++i) {
+      kj::ArrayPtr<const kj::byte> bytes =
+          kj::arrayPtr(reinterpret_cast<const kj::byte*>(sent.data()) + i * piece, piece);
+      bool taken = left->tryWriteNow(kj::arrayPtr(&bytes, 1));
+      EXPECT_EQ(taken, i < 3) << "piece " << i;  // the fourth would reach the mark
+    }
+    return left->bufferedWriteBytes();
+  });
+  EXPECT_EQ(buffered, 3 * piece);
+  std::string received(3 * piece, '\0');
+  thread.runSync([&] { return right->read(received.data(), received.size()); });
+  EXPECT_TRUE(received == sent.substr(0, 3 * piece));
+  bool afterShutdown = thread.runSync([&] {
+    left->shutdownWrite();
+    kj::ArrayPtr<const kj::byte> bytes = kj::arrayPtr(reinterpret_cast<const kj::byte*>("x"), 1);
+    return left->tryWriteNow(kj::arrayPtr(&bytes, 1));
+  });
+  EXPECT_FALSE(afterShutdown);
+}
+
+// whenNothingToRead() waits only when nothing is buffered and the socket said it has nothing
+// (EAGAIN); it resolves at the next edge, after which the bytes are there to read ahead.
+TEST_F(AsioStreamTest, WhenNothingToReadWaitsOnlyForAnEmptySocket) {
+  EXPECT_TRUE(thread.runSync([&] { return right->whenNothingToRead() == nullptr; }))
+      << "a new stream has not asked the socket yet";
+  EXPECT_FALSE(thread.runSync([&] { return right->readAheadNow(); }));  // EAGAIN
+  const std::string sent = pattern(10);
+  size_t got = thread.runSync([&] {
+    auto waiting = KJ_ASSERT_NONNULL(right->whenNothingToRead());
+    return left->write(sent.data(), sent.size())
+        .then([&, waiting = kj::mv(waiting)]() mutable { return kj::mv(waiting); })
+        .then([&] {
+          EXPECT_TRUE(right->readAheadNow());
+          EXPECT_TRUE(right->whenNothingToRead() == nullptr);  // bytes are buffered
+          return right->bufferedReadBytes();
+        });
+  });
+  EXPECT_EQ(got, sent.size());
+}
+
 TEST_F(AsioStreamTest, ForwardsSocketQueries) {
   thread.runSync([&] {
     int sendBuffer = 0;

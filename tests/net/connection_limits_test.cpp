@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -397,6 +398,158 @@ TEST(LimitedMessageStream, TakesMessagesAlreadyReadAheadAtOnce) {
   });
   ::close(fds[1]);
   thread.stop();
+}
+
+// A stream over one end of a socketpair, on a network thread; the test writes the other end.
+class ImmediateStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    thread.start();
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+    peer = fds[1];
+    thread.runSync([&] {
+      stream = std::make_unique<AsioStream>(thread.ioContext(), fds[0]);
+      limited = std::make_unique<LimitedMessageStream>(
+          *stream, limits, [this](const std::string& reason) { violations.push_back(reason); });
+    });
+  }
+  void TearDown() override {
+    thread.runSync([&] {
+      limited = nullptr;
+      stream = nullptr;
+    });
+    ::close(peer);
+    thread.stop();
+  }
+  void sendFromPeer(const void* data, size_t size) {
+    ASSERT_EQ(::send(peer, data, size, MSG_NOSIGNAL), static_cast<ssize_t>(size));
+  }
+  // takeWholeMessage() on the loop thread: the message's kind and question id (or its error),
+  // or "none" when it took nothing; and what the stream holds after.
+  std::pair<std::string, size_t> take() {
+    return thread.runSync([&]() -> kj::Promise<std::pair<std::string, size_t>> {
+      KJ_IF_MAYBE (taken, limited->takeWholeMessage()) {
+        return taken->then(
+            [this](kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>&& message) {
+              auto root = KJ_ASSERT_NONNULL(message)->getBody().getAs<capnp::rpc::Message>();
+              uint32_t question = root.isBootstrap() ? root.getBootstrap().getQuestionId()
+                                                     : root.getFinish().getQuestionId();
+              std::string what = root.isBootstrap() ? "bootstrap " : "finish ";
+              return std::make_pair(what + std::to_string(question), stream->bufferedReadBytes());
+            },
+            [this](kj::Exception&& e) {
+              return std::make_pair(std::string("failed: ") + e.getDescription().cStr(),
+                                    stream->bufferedReadBytes());
+            });
+      }
+      return std::make_pair(std::string("none"), stream->bufferedReadBytes());
+    });
+  }
+
+  NetworkThread thread{"immediate-test"};
+  ConnectionLimits limits;
+  int peer = -1;
+  std::vector<std::string> violations;            // loop thread only
+  std::unique_ptr<AsioStream> stream;             // loop thread only
+  std::unique_ptr<LimitedMessageStream> limited;  // loop thread only
+};
+
+// takeWholeMessage() takes a whole message of one segment (read ahead now, or already), and
+// leaves everything else where it is for tryReadMessage(): a message of two segments, half a
+// message.
+TEST_F(ImmediateStreamTest, TakesAWholeOneSegmentMessageAndLeavesTheRestToTryReadMessage) {
+  std::vector<capnp::word> framed;
+  auto messages = threeMessages(framed);
+  const size_t total = framed.size() * sizeof(capnp::word);
+  capnp::MallocMessageBuilder fourth;
+  fourth.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(4);
+  auto fourthWords = capnp::messageToFlatArray(fourth);
+  auto fourthBytes = fourthWords.asBytes();
+  sendFromPeer(framed.data(), total);
+  sendFromPeer(fourthBytes.begin(), fourthBytes.size() - 8);  // all but its last word
+
+  const size_t afterFirst = total - messages[0].asBytes().size() + fourthBytes.size() - 8;
+  EXPECT_EQ(take(), std::make_pair(std::string("bootstrap 1"), afterFirst));
+  // Two segments: not taken, nothing consumed.
+  EXPECT_EQ(take(), std::make_pair(std::string("none"), afterFirst));
+  uint32_t second = thread.runSync([&] {
+    return limited->tryReadMessage(nullptr, {}, nullptr)
+        .then([](kj::Maybe<capnp::MessageReaderAndFds>&& read) {
+          auto& message = KJ_ASSERT_NONNULL(read);
+          return message.reader->getRoot<capnp::rpc::Message>().getBootstrap().getQuestionId();
+        });
+  });
+  EXPECT_EQ(second, 2u);
+  EXPECT_EQ(take(), std::make_pair(std::string("finish 1"), fourthBytes.size() - 8));
+  // Half a message: not taken, and not waited for by whenNothingToRead() either.
+  EXPECT_EQ(take(), std::make_pair(std::string("none"), fourthBytes.size() - 8));
+  EXPECT_TRUE(thread.runSync([&] { return limited->whenNothingToRead() == nullptr; }));
+  sendFromPeer(fourthBytes.end() - 8, 8);
+  uint32_t fourthRead = thread.runSync([&] {
+    return limited->tryReadMessage(nullptr, {}, nullptr)
+        .then([](kj::Maybe<capnp::MessageReaderAndFds>&& read) {
+          auto& message = KJ_ASSERT_NONNULL(read);
+          return message.reader->getRoot<capnp::rpc::Message>().getBootstrap().getQuestionId();
+        });
+  });
+  EXPECT_EQ(fourthRead, 4u);
+  // Nothing left and nothing on the socket: nothing taken, and the wait is for readability.
+  EXPECT_EQ(take(), std::make_pair(std::string("none"), size_t{0}));
+  EXPECT_TRUE(thread.runSync([&] { return limited->whenNothingToRead() != nullptr; }));
+  EXPECT_TRUE(thread.runSync([&] { return violations.empty(); }));
+}
+
+// A call taken at once is counted as tryReadMessage() counts it: one too many fails with the
+// reason, reported once.
+TEST_F(ImmediateStreamTest, ACallTakenAtOnceOneTooManyFailsWithTheReason) {
+  thread.runSync([&] {
+    limits.maxCallsInFlight = 1;
+    limited = std::make_unique<LimitedMessageStream>(
+        *stream, limits, [this](const std::string& reason) { violations.push_back(reason); });
+  });
+  std::vector<capnp::word> framed;
+  for (uint32_t question : {1u, 2u}) {
+    capnp::MallocMessageBuilder message;
+    message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(question);
+    auto words = capnp::messageToFlatArray(message);
+    framed.insert(framed.end(), words.begin(), words.end());
+  }
+  sendFromPeer(framed.data(), framed.size() * sizeof(capnp::word));
+  EXPECT_EQ(take().first, "bootstrap 1");
+  const std::string reason = "more than 1 calls in flight (replies not read?)";
+  EXPECT_EQ(take().first, "failed: " + reason);
+  EXPECT_EQ(thread.runSync([&] { return violations; }), std::vector<std::string>{reason});
+}
+
+// writeMessagesNow() frames the batch as writeMessages() does and counts the Returns it writes.
+TEST_F(ImmediateStreamTest, WritesNowFramedAsCapnpDoesAndCountsTheReturn) {
+  capnp::MallocMessageBuilder call;
+  call.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(5);
+  auto callWords = capnp::messageToFlatArray(call);
+  sendFromPeer(callWords.begin(), callWords.asBytes().size());
+  EXPECT_EQ(take().first, "bootstrap 5");
+  EXPECT_EQ(thread.runSync([&] { return limited->callsInFlight(); }), 1u);
+
+  capnp::MallocMessageBuilder reply;
+  reply.initRoot<capnp::rpc::Message>().initReturn().setAnswerId(5);
+  auto expected = capnp::messageToFlatArray(reply);
+  bool written = thread.runSync([&] {
+    auto segments = reply.getSegmentsForOutput();
+    return limited->writeMessagesNow(kj::arrayPtr(&segments, 1));
+  });
+  EXPECT_TRUE(written);
+  EXPECT_EQ(thread.runSync([&] { return limited->callsInFlight(); }), 0u);
+  std::vector<kj::byte> got(expected.asBytes().size());
+  size_t bytes = 0;
+  while (bytes < got.size()) {
+    pollfd p{peer, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 30'000), 1);  // a hang guard, not a measurement
+    ssize_t n = ::recv(peer, got.data() + bytes, got.size() - bytes, 0);
+    ASSERT_GT(n, 0);
+    bytes += static_cast<size_t>(n);
+  }
+  EXPECT_EQ(std::memcmp(got.data(), expected.asBytes().begin(), got.size()), 0);
 }
 
 TEST_F(ConnectionLimitsTest, AMessageOverTheSizeLimitDisconnects) {
