@@ -22,7 +22,9 @@ namespace switchboard::net {
 //     leaves empty.
 // Calls: a call arriving over RPC is dispatched at once, inside the RPC system's handling of the
 // Call message (LocalClient defers it to a later turn); a throw from the method, synchronous or
-// not, fails the call with that exception. The results can be pipelined on as with LocalClient.
+// not, fails the call with that exception. The results can be pipelined on as with LocalClient:
+// a call pipelined before they exist waits for the call and fails with its error (or, if the
+// call is dropped unfinished, with "the call was canceled").
 // Calls made in process (newCall) go through a LocalClient made for that one request, which
 // forwards to the same server. Loop thread only, like every capability.
 capnp::Capability::Client serveDirectly(kj::Own<capnp::Capability::Server> server);

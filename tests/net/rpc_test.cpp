@@ -85,6 +85,23 @@ class TestServiceImpl final : public TestService::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> childLater(ChildLaterContext context) override {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    hangers_.push_back(kj::mv(paf.fulfiller));
+    return paf.promise.then([this, context]() mutable -> kj::Promise<void> {
+      std::string name = context.getParams().getName();
+      if (context.getParams().getFail()) KJ_FAIL_REQUIRE("no child for", name);
+      auto child = kj::heap<TestServiceImpl>(info_, direct_);
+      child->name_ = name;
+      if (direct_) {
+        context.getResults().setChild(serveDirectly<TestService>(kj::mv(child)));
+      } else {
+        context.getResults().setChild(kj::mv(child));
+      }
+      return kj::READY_NOW;
+    });
+  }
+
   kj::Promise<void> fail(FailContext context) override {
     std::string why = context.getParams().getWhy();
     if (!context.getParams().getLater()) KJ_FAIL_REQUIRE("failed at once", why);
@@ -607,6 +624,40 @@ TEST_P(RpcTest, ACallPipelinedOnAReturnedCapabilityReachesIt) {
   EXPECT_EQ(client.echo("parent"), "parent");
   client.close();
   EXPECT_TRUE(waitUntil([] { return liveServers.load() == 0; }));
+}
+
+// Calls pipelined on the results of a call still in progress wait for it: they reach the
+// capability it returns, or fail with its error.
+TEST_P(RpcTest, ACallPipelinedOnACallStillInProgressWaitsForItsResults) {
+  listen({&serverA});
+  TestClient client(clientThread, listener->boundEndpoint());
+  for (bool fail : {false, true}) {
+    std::string echoed = clientThread.runSync([&] {
+      auto request = client.service().childLaterRequest();
+      request.setName("late");
+      request.setFail(fail);
+      auto later = request.send();
+      auto echo = later.getChild().echoRequest();  // pipelined: the child does not exist yet
+      echo.setText("hi");
+      auto echoed = echo.send().then(
+          [](capnp::Response<TestService::EchoResults>&& response) {
+            return std::string(response.getText().cStr());
+          },
+          [](kj::Exception&& e) { return std::string("failed: ") + e.getDescription().cStr(); });
+      // Sent after both: the server holds the first call until this one comes.
+      auto release = client.service().releaseRequest().send();
+      return release.then([echoed = kj::mv(echoed)](auto&&) mutable { return kj::mv(echoed); })
+          .attach(kj::mv(later));
+    });
+    if (fail) {
+      EXPECT_NE(echoed.find("failed: "), std::string::npos) << echoed;
+      EXPECT_NE(echoed.find("no child for"), std::string::npos) << echoed;
+      EXPECT_NE(echoed.find("late"), std::string::npos) << echoed;
+    } else {
+      EXPECT_EQ(echoed, "late:hi");
+    }
+  }
+  EXPECT_EQ(client.echo("after"), "after");
 }
 
 TEST_P(RpcTest, AFailingCallCarriesItsErrorAndTheConnectionGoesOn) {

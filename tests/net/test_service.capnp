@@ -14,4 +14,8 @@ interface TestService {
   callBack @6 (target :TestService, text :Text) -> ();
   # Returns at once, then calls target.echo(text): the server's Finish of that call is the last
   # message it sends on the connection.
+
+  childLater @7 (name :Text, fail :Bool) -> (child :TestService);
+  # Returns once release() is called: the child, as child() makes it; or, given `fail`, fails
+  # with "no child for <name>".
 }
