@@ -251,11 +251,68 @@ void AsioStream::shutdownWrite() {
   }
 }
 
+namespace {
+
+// The thread's spare write buffers of AsioStream::kInitialWriteBytes.
+std::vector<std::unique_ptr<kj::byte[]>>& threadSpareWriteBuffers() {
+  thread_local std::vector<std::unique_ptr<kj::byte[]>> spares;
+  return spares;
+}
+
+}  // namespace
+
+size_t AsioStream::spareWriteBuffers() {
+  return threadSpareWriteBuffers().size();
+}
+
 void AsioStream::append(const kj::byte* data, size_t size) {
-  // The buffer starts at a few KiB so a batch of small messages does not regrow it each time.
-  if (writeBuffer_.capacity() == 0) writeBuffer_.reserve(std::max(size, kInitialWriteBytes));
-  writeBuffer_.insert(writeBuffer_.end(), data, data + size);
+  if (size > 0) {  // memcpy with a null pointer is undefined even for zero bytes
+    if (writeCapacity_ - writeEnd_ < size) makeWriteRoom(size);
+    std::memcpy(writeBuffer_.get() + writeEnd_, data, size);
+    writeEnd_ += size;
+  }
   scheduleFlush();
+}
+
+void AsioStream::makeWriteRoom(size_t size) {
+  size_t buffered = writeEnd_ - writeStart_;
+  size_t needed = buffered + size;
+  if (writeBuffer_ == nullptr && needed <= kInitialWriteBytes) {
+    // The buffer starts at a few KiB so a batch of small messages does not regrow it each
+    // time; a spare one if the thread has it.
+    auto& spares = threadSpareWriteBuffers();
+    if (spares.empty()) {
+      writeBuffer_ = std::make_unique_for_overwrite<kj::byte[]>(kInitialWriteBytes);
+    } else {
+      writeBuffer_ = std::move(spares.back());
+      spares.pop_back();
+    }
+    writeCapacity_ = kInitialWriteBytes;
+    writeStart_ = writeEnd_ = 0;
+    return;
+  }
+  if (needed <= writeCapacity_) {
+    // Room enough once the sent bytes at the front are dropped.
+    std::memmove(writeBuffer_.get(), writeBuffer_.get() + writeStart_, buffered);
+  } else {
+    size_t capacity = std::max({needed, writeCapacity_ * 2, kInitialWriteBytes});
+    auto bigger = std::make_unique_for_overwrite<kj::byte[]>(capacity);
+    if (buffered > 0) std::memcpy(bigger.get(), writeBuffer_.get() + writeStart_, buffered);
+    releaseWriteBuffer();
+    writeBuffer_ = std::move(bigger);
+    writeCapacity_ = capacity;
+  }
+  writeStart_ = 0;
+  writeEnd_ = buffered;
+}
+
+void AsioStream::releaseWriteBuffer() {
+  auto& spares = threadSpareWriteBuffers();
+  if (writeCapacity_ == kInitialWriteBytes && spares.size() < kSpareWriteBuffers) {
+    spares.push_back(std::move(writeBuffer_));
+  }
+  writeBuffer_.reset();
+  writeCapacity_ = writeStart_ = writeEnd_ = 0;
 }
 
 kj::Promise<void> AsioStream::spaceAvailable() {
@@ -284,9 +341,9 @@ void AsioStream::FlushAtDrainEnd::atDrainEnd() {
 }
 
 void AsioStream::flush() {
-  while (writeStart_ < writeBuffer_.size()) {
-    ssize_t n = ::send(socket_.fd(), writeBuffer_.data() + writeStart_,
-                       writeBuffer_.size() - writeStart_, MSG_NOSIGNAL);
+  while (writeStart_ < writeEnd_) {
+    ssize_t n = ::send(socket_.fd(), writeBuffer_.get() + writeStart_, writeEnd_ - writeStart_,
+                       MSG_NOSIGNAL);
     if (n > 0) {
       writeStart_ += static_cast<size_t>(n);
       continue;
@@ -302,15 +359,10 @@ void AsioStream::flush() {
     return;
   }
 
-  if (writeStart_ == writeBuffer_.size()) {
-    // Released, not cleared: an idle connection keeps no capacity; a busy one pays one
-    // allocation per flushed batch.
-    std::vector<kj::byte>().swap(writeBuffer_);
-    writeStart_ = 0;
-  } else if (writeStart_ >= writeBuffer_.size() / 2) {
-    writeBuffer_.erase(writeBuffer_.begin(),
-                       writeBuffer_.begin() + static_cast<std::ptrdiff_t>(writeStart_));
-    writeStart_ = 0;
+  if (writeStart_ == writeEnd_) {
+    // Released, not cleared: an idle connection keeps no capacity (the thread may keep it as
+    // a spare for the next stream that writes).
+    releaseWriteBuffer();
   }
 
   if (bufferedWriteBytes() < kHighWaterBytes && !spaceWaiters_.empty()) {
@@ -328,8 +380,7 @@ void AsioStream::failWrites(int error) {
   kj::Exception exception =
       isPeerGone(error) ? disconnected("write failed", error)
                         : syscallFailure(kj::Exception::Type::FAILED, "write failed", error);
-  std::vector<kj::byte>().swap(writeBuffer_);
-  writeStart_ = 0;
+  releaseWriteBuffer();
   auto waiters = std::move(spaceWaiters_);
   spaceWaiters_.clear();
   for (auto& waiter : waiters) waiter->reject(kj::cp(exception));

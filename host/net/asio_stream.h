@@ -35,7 +35,10 @@ namespace switchboard::net {
 // A small read lands in its network thread's 64 KiB scratch buffer; the stream keeps only
 // the bytes read past the request (sized to them), released once handed out. The write
 // buffer is released once flushed. Thousands of idle sessions would otherwise each pin
-// 64 KiB, and a buffer per read() cost an allocation per message.
+// 64 KiB, and a buffer per read() cost an allocation per message. A write buffer of
+// kInitialWriteBytes (what nearly every batch needs) comes from, and goes back to, a few
+// spares its network thread keeps (at most kSpareWriteBuffers), so a connection that writes
+// costs no allocation per batch; a larger one is allocated and freed.
 //
 // Failure: a peer that resets or vanishes makes reads throw kj::Exception::Type::DISCONNECTED
 // (or return EOF) and pending and later writes reject with DISCONNECTED; never a crash or a
@@ -45,6 +48,7 @@ class AsioStream final : public kj::AsyncIoStream {
   static constexpr size_t kReadBufferBytes = 64 * 1024;
   static constexpr size_t kHighWaterBytes = 256 * 1024;
   static constexpr size_t kInitialWriteBytes = 4 * 1024;
+  static constexpr size_t kSpareWriteBuffers = 16;
 
   // Takes ownership of `fd`, a connected non-blocking stream socket. `inqOn`: the socket
   // already has TCP_INQ (inherited from its listening socket), so it is not set again.
@@ -74,7 +78,7 @@ class AsioStream final : public kj::AsyncIoStream {
   kj::Maybe<int> getFd() const override { return socket_.fd(); }
 
   // Bytes accepted by write() and not yet handed to the kernel.
-  size_t bufferedWriteBytes() const { return writeBuffer_.size() - writeStart_; }
+  size_t bufferedWriteBytes() const { return writeEnd_ - writeStart_; }
   // Bytes read from the socket and not yet handed to a reader.
   size_t bufferedReadBytes() const { return readEnd_ - readStart_; }
   // Hands up to `maxBytes` of those bytes to a reader at once, without a promise and without
@@ -97,7 +101,9 @@ class AsioStream final : public kj::AsyncIoStream {
   // Memory held for reading ahead: the bytes read past a request until taken, else 0.
   size_t bufferedReadCapacity() const { return readCapacity_; }
   // Memory held for outgoing bytes: 0 once everything was flushed.
-  size_t bufferedWriteCapacity() const { return writeBuffer_.capacity(); }
+  size_t bufferedWriteCapacity() const { return writeCapacity_; }
+  // Write buffers of kInitialWriteBytes kept spare on this thread (see Memory above).
+  static size_t spareWriteBuffers();
 
  private:
   kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
@@ -111,6 +117,9 @@ class AsioStream final : public kj::AsyncIoStream {
   void keepReadAhead(const kj::byte* data, size_t size);
   void releaseReadBuffer();
   void append(const kj::byte* data, size_t size);
+  // Room for `size` more bytes after writeEnd_ (the buffered bytes moved to its start).
+  void makeWriteRoom(size_t size);
+  void releaseWriteBuffer();
   kj::Promise<void> spaceAvailable();
   void scheduleFlush();
   void flush();
@@ -138,8 +147,11 @@ class AsioStream final : public kj::AsyncIoStream {
   // of the stream, else the read's errno.
   int readAheadEnd_ = -1;
 
-  std::vector<kj::byte> writeBuffer_;
+  // Null while nothing is buffered; bytes [writeStart_, writeEnd_) wait to be sent.
+  std::unique_ptr<kj::byte[]> writeBuffer_;
+  size_t writeCapacity_ = 0;
   size_t writeStart_ = 0;
+  size_t writeEnd_ = 0;
   FlushAtDrainEnd flushAtDrainEnd_{*this};
   bool flushPosted_ = false;  // a flush is queued (at the drain's end or posted)
   bool writeWaitPending_ = false;

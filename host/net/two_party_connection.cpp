@@ -6,23 +6,41 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <new>
 
 namespace switchboard::net {
 
 // ----------------------------------------------------------------------------- messages
 
-// A message the RPC system builds and sends. Refcounted because the RPC system may keep it
-// after send() (and after the connection is gone); only send() touches the connection.
+// A message the RPC system builds and sends. Counted references because the RPC system may
+// keep it after send() (and after the connection is gone); only send() touches the connection.
+// Its first segment (the size the RPC system asks for, capnp's default when it gives none) is
+// in the same allocation, right after the object, so a message of one segment (nearly all)
+// costs one allocation, not two.
 class TwoPartyConnection::OutgoingMessage final : public capnp::OutgoingRpcMessage,
-                                                  public kj::Refcounted {
+                                                  private kj::Disposer {
  public:
-  OutgoingMessage(TwoPartyConnection& connection, capnp::uint firstSegmentWords)
-      : connection_(connection),
-        message_(firstSegmentWords == 0 ? capnp::SUGGESTED_FIRST_SEGMENT_WORDS
-                                        : firstSegmentWords) {}
+  static kj::Own<OutgoingMessage> make(TwoPartyConnection& connection,
+                                       capnp::uint firstSegmentWords) {
+    static_assert(sizeof(OutgoingMessage) % sizeof(capnp::word) == 0, "the words are aligned");
+    size_t words =
+        firstSegmentWords == 0 ? capnp::SUGGESTED_FIRST_SEGMENT_WORDS : firstSegmentWords;
+    void* block = ::operator new(sizeof(OutgoingMessage) + words * sizeof(capnp::word));
+    auto* first =
+        reinterpret_cast<capnp::word*>(static_cast<kj::byte*>(block) + sizeof(OutgoingMessage));
+    std::memset(first, 0, words * sizeof(capnp::word));  // MallocMessageBuilder's requirement
+    return (new (block) OutgoingMessage(connection, kj::arrayPtr(first, words)))->addRef();
+  }
+
+  kj::Own<OutgoingMessage> addRef() {
+    ++references_;
+    return kj::Own<OutgoingMessage>(this, *this);
+  }
 
   capnp::AnyPointer::Builder getBody() override { return message_.getRoot<capnp::AnyPointer>(); }
-  void send() override { connection_.send(kj::addRef(*this)); }
+  void send() override { connection_.send(addRef()); }
   bool isFinish() {
     return message_.getRoot<capnp::rpc::Message>().which() == capnp::rpc::Message::FINISH;
   }
@@ -32,10 +50,20 @@ class TwoPartyConnection::OutgoingMessage final : public capnp::OutgoingRpcMessa
   }
 
  private:
+  OutgoingMessage(TwoPartyConnection& connection, kj::ArrayPtr<capnp::word> firstSegment)
+      : connection_(connection), message_(firstSegment) {}
+
+  void disposeImpl(void*) const override {
+    if (--references_ > 0) return;
+    auto* self = const_cast<OutgoingMessage*>(this);
+    self->~OutgoingMessage();
+    ::operator delete(self);
+  }
+
   TwoPartyConnection& connection_;
+  mutable unsigned references_ = 0;
   capnp::MallocMessageBuilder message_;
 };
-
 class TwoPartyConnection::IncomingMessage final : public capnp::IncomingRpcMessage {
  public:
   explicit IncomingMessage(kj::Own<capnp::MessageReader> message) : message_(kj::mv(message)) {}
@@ -88,7 +116,7 @@ size_t TwoPartyConnection::getWindow() {
 
 kj::Own<capnp::OutgoingRpcMessage> TwoPartyConnection::newOutgoingMessage(
     capnp::uint firstSegmentWordSize) {
-  return kj::refcounted<OutgoingMessage>(*this, firstSegmentWordSize);
+  return OutgoingMessage::make(*this, firstSegmentWordSize);
 }
 
 kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>

@@ -176,6 +176,39 @@ TEST_F(AsioStreamTest, HoldsNoBufferOnceAMessageIsConsumedOrFlushed) {
   });
 }
 
+// A flushed write buffer of the usual size stays with the thread as a spare, and the next
+// stream that writes takes it; a larger one is freed. Either way the stream holds none.
+TEST_F(AsioStreamTest, AFlushedWriteBufferIsKeptAsASpareForTheNextWrite) {
+  auto writeAndRead = [&](size_t size) {
+    const std::string sent = pattern(size);
+    std::string got(size, '\0');
+    thread.runSync([&] {
+      return left->write(sent.data(), sent.size()).then([&] {
+        return right->read(got.data(), got.size());
+      });
+    });
+    EXPECT_TRUE(got == sent);
+    // The bytes arrived, so the flush ran.
+    EXPECT_EQ(thread.runSync([&] { return left->bufferedWriteCapacity(); }), 0u);
+    return thread.runSync([] { return AsioStream::spareWriteBuffers(); });
+  };
+  size_t spares = writeAndRead(100);
+  ASSERT_GE(spares, 1u);
+  size_t taken = thread.runSync([&] {
+    kj::ArrayPtr<const kj::byte> byte = kj::arrayPtr(reinterpret_cast<const kj::byte*>("x"), 1);
+    EXPECT_TRUE(right->tryWriteNow(kj::arrayPtr(&byte, 1)));
+    EXPECT_EQ(right->bufferedWriteCapacity(), AsioStream::kInitialWriteBytes);
+    return AsioStream::spareWriteBuffers();
+  });
+  EXPECT_EQ(taken, spares - 1);
+  char x = 0;
+  thread.runSync([&] { return left->read(&x, 1); });
+  EXPECT_EQ(x, 'x');
+  EXPECT_EQ(thread.runSync([] { return AsioStream::spareWriteBuffers(); }), spares);
+  // Twice the usual size: allocated for the batch, freed after it, not kept.
+  EXPECT_EQ(writeAndRead(2 * AsioStream::kInitialWriteBytes), spares);
+}
+
 TEST_F(AsioStreamTest, KeepsTheRestOfABatchedReadBufferedUntilTaken) {
   const std::string sent = pattern(200);
   int fd = thread.runSync([&] {
