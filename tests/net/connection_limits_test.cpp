@@ -522,6 +522,33 @@ TEST_F(ImmediateStreamTest, ACallTakenAtOnceOneTooManyFailsWithTheReason) {
   EXPECT_EQ(thread.runSync([&] { return violations; }), std::vector<std::string>{reason});
 }
 
+// A message whose root points outside it is refused with capnp's reason; one whose root is
+// null is no call (an Unimplemented) and is taken.
+TEST_F(ImmediateStreamTest, AMessageWhoseRootPointsOutsideItIsUnreadable) {
+  // Segment table (one segment of two words), then the root: a struct pointer 5 words on,
+  // with one data word, in a segment of two.
+  const uint32_t outside[6] = {0, 2, (5u << 2), 1, 0, 0};
+  sendFromPeer(outside, sizeof(outside));
+  std::string failure = take().first;
+  EXPECT_NE(failure.find("failed: unreadable message: "), std::string::npos) << failure;
+  EXPECT_NE(failure.find("out-of-bounds"), std::string::npos) << failure;
+  EXPECT_EQ(thread.runSync([&] { return violations.size(); }), 1u);
+}
+
+TEST_F(ImmediateStreamTest, AMessageWithANullRootIsTakenAndIsNoCall) {
+  const uint32_t empty[4] = {0, 1, 0, 0};
+  sendFromPeer(empty, sizeof(empty));
+  auto kind = thread.runSync([&]() -> kj::Promise<int> {
+    auto taken = KJ_ASSERT_NONNULL(limited->takeWholeMessage());
+    return taken.then([](kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>&& message) {
+      return static_cast<int>(
+          KJ_ASSERT_NONNULL(message)->getBody().getAs<capnp::rpc::Message>().which());
+    });
+  });
+  EXPECT_EQ(kind, static_cast<int>(capnp::rpc::Message::UNIMPLEMENTED));
+  EXPECT_EQ(thread.runSync([&] { return limited->callsInFlight(); }), 0u);
+}
+
 // writeMessagesNow() frames the batch as writeMessages() does and counts the Returns it writes.
 TEST_F(ImmediateStreamTest, WritesNowFramedAsCapnpDoesAndCountsTheReturn) {
   capnp::MallocMessageBuilder call;
