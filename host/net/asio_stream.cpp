@@ -180,6 +180,12 @@ kj::Maybe<kj::Promise<void>> AsioStream::whenNothingToRead() {
   return socket_.whenReadable();
 }
 
+bool AsioStream::listenReadable(SocketRegistration::ReadListener& listener) {
+  if (readEnd_ != readStart_ || readAheadEnd_ >= 0 || socket_.mayRead()) return false;
+  socket_.listenReadable(listener);
+  return true;
+}
+
 bool AsioStream::readAheadNow() {
   if (readEnd_ != readStart_) return true;
   if (readAheadEnd_ >= 0 || !socket_.mayRead()) return false;

@@ -92,6 +92,13 @@ class AsioStream final : public kj::AsyncIoStream {
   // now: resolves at its next readability edge (then readAheadNow() may find bytes, the end or
   // a failure). Otherwise null: a reader reads at once (tryRead() or readAheadNow()).
   kj::Maybe<kj::Promise<void>> whenNothingToRead();
+  // The same wait, for a listener told from inside the reactor's handling of the edge
+  // (SocketRegistration::ReadListener): true when it now listens, false (not listening) when
+  // whenNothingToRead() would be null. stopListening(): no longer (if it still was).
+  bool listenReadable(SocketRegistration::ReadListener& listener);
+  void stopListening(SocketRegistration::ReadListener& listener) {
+    socket_.stopListening(listener);
+  }
   // With nothing buffered and the socket maybe readable: reads what it has now, without
   // waiting, into the buffer takeBuffered() hands out (one read, as tryRead() would make).
   // True when bytes are buffered. False when there is nothing to read yet, or the stream

@@ -139,29 +139,114 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::tryRead
           });
 }
 
-kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>
-LimitedMessageStream::takeWholeMessage() {
+void LimitedMessageStream::takeWhole(kj::Own<capnp::IncomingRpcMessage>& message,
+                                     kj::Maybe<kj::Exception>& failure) {
   // Only the plain case: one segment, whole, nothing amiss. Everything else (more segments, a
   // message still arriving, an end or failure met, a size over the limit, a connection already
   // over its limits) is tryReadMessage()'s, which reports it as before.
-  if (plain_ == nullptr || violated_) return nullptr;
-  if (plain_->bufferedReadBytes() == 0 && !plain_->readAheadNow()) return nullptr;
+  if (plain_ == nullptr || violated_) return;
+  if (plain_->bufferedReadBytes() == 0 && !plain_->readAheadNow()) return;
   auto buffered = plain_->peekBuffered();
-  if (buffered.size() < sizeof(firstWord_)) return nullptr;
+  if (buffered.size() < sizeof(firstWord_)) return;
   capnp::_::WireValue<uint32_t> first[2];
   std::memcpy(first, buffered.begin(), sizeof(first));
   uint32_t words = first[1].get();
-  if (first[0].get() != 0 || words > readerOptions_.traversalLimitInWords) return nullptr;
+  if (first[0].get() != 0 || words > readerOptions_.traversalLimitInWords) return;
   size_t bytes = sizeof(first) + size_t{words} * sizeof(capnp::word);
-  if (buffered.size() < bytes) return nullptr;
-  kj::Own<OneSegmentMessage> message = OneSegmentMessage::make(words, readerOptions_);
+  if (buffered.size() < bytes) return;
+  kj::Own<OneSegmentMessage> taken = OneSegmentMessage::make(words, readerOptions_);
   plain_->takeBuffered(first, sizeof(first));
-  plain_->takeBuffered(message->words().begin(), bytes - sizeof(first));
-  KJ_IF_MAYBE (failure, checkIncoming(*message)) {
-    return kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>(kj::mv(*failure));
+  plain_->takeBuffered(taken->words().begin(), bytes - sizeof(first));
+  failure = checkIncoming(*taken);
+  if (failure == nullptr) message = kj::mv(taken);
+}
+
+kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>
+LimitedMessageStream::takeWholeMessage() {
+  using Result = kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>;
+  kj::Own<capnp::IncomingRpcMessage> message;
+  kj::Maybe<kj::Exception> failure;
+  takeWhole(message, failure);
+  KJ_IF_MAYBE (exception, failure) {
+    return kj::Promise<Result>(kj::mv(*exception));
   }
-  return kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>(
-      kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>(kj::mv(message)));
+  if (message.get() == nullptr) return nullptr;
+  return kj::Promise<Result>(Result(kj::mv(message)));
+}
+
+// The promise of nextMessageWhenReadable(): a read wait that takes the message itself, at the
+// edge (in the reactor's callback), and resolves with it; no KJ turn between the edge and the
+// RPC system's continuation. A spurious edge (the socket had nothing after all) waits for the
+// next; anything but a whole message (half of one, several segments, the end, a failure)
+// becomes the connection's receiveIncomingMessage(), whose node this one then stands for.
+// Holds no kj::Exception of its own (an idle connection always has one pending).
+class NextMessage final : public kj::_::PromiseNode, public SocketRegistration::ReadListener {
+ public:
+  NextMessage(LimitedMessageStream& stream, capnp::_::VatNetworkBase::Connection& connection)
+      : stream_(stream), connection_(connection) {}
+  ~NextMessage() noexcept(false) {
+    if (listening_) stream_.plain_->stopListening(*this);
+  }
+
+  bool listen() { return listening_ = stream_.plain_->listenReadable(*this); }
+
+  void readable() override {
+    listening_ = false;
+    kj::Maybe<kj::Exception> failure;
+    stream_.takeWhole(message_, failure);
+    KJ_IF_MAYBE (exception, failure) {
+      failure_ = kj::heap<kj::Exception>(kj::mv(*exception));
+    }
+    if (message_.get() != nullptr || failure_.get() != nullptr) {
+      onReadyEvent_.arm();
+      return;
+    }
+    if (listen()) return;  // nothing there after all
+    otherwise_ = kj::_::PromiseNode::from(connection_.receiveIncomingMessage());
+    if (parent_ != nullptr) otherwise_->onReady(parent_);
+  }
+  void registrationGone() override { listening_ = false; }
+
+  void onReady(kj::_::Event* event) noexcept override {
+    if (otherwise_.get() != nullptr) {
+      otherwise_->onReady(event);
+      return;
+    }
+    parent_ = event;
+    onReadyEvent_.init(event);
+  }
+  void get(kj::_::ExceptionOrValue& output) noexcept override {
+    using Result = kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>;
+    if (otherwise_.get() != nullptr) {
+      otherwise_->get(output);
+    } else if (failure_.get() != nullptr) {
+      output.addException(kj::mv(*failure_));
+    } else {
+      output.as<Result>() = Result(kj::mv(message_));
+    }
+  }
+  void tracePromise(kj::_::TraceBuilder& builder, bool stopAtNextEvent) override {
+    if (otherwise_.get() != nullptr) otherwise_->tracePromise(builder, stopAtNextEvent);
+  }
+
+ private:
+  LimitedMessageStream& stream_;
+  capnp::_::VatNetworkBase::Connection& connection_;
+  bool listening_ = false;
+  kj::_::Event* parent_ = nullptr;
+  OnReadyEvent onReadyEvent_;
+  kj::Own<capnp::IncomingRpcMessage> message_;
+  kj::Own<kj::Exception> failure_;
+  kj::Own<kj::_::PromiseNode> otherwise_;
+};
+
+kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>
+LimitedMessageStream::nextMessageWhenReadable(capnp::_::VatNetworkBase::Connection& connection) {
+  if (plain_ == nullptr || violated_) return nullptr;
+  auto next = kj::heap<NextMessage>(*this, connection);
+  if (!next->listen()) return nullptr;
+  return kj::_::PromiseNode::to<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>(
+      kj::mv(next));
 }
 
 kj::Maybe<kj::Promise<void>> LimitedMessageStream::whenNothingToRead() {

@@ -91,7 +91,11 @@ class LimitedMessageStream final : public capnp::MessageStream, public Immediate
 
   // ImmediateMessageStream: only over an AsioStream (null / false otherwise).
   kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>> takeWholeMessage() override;
-  kj::Maybe<kj::Promise<void>> whenNothingToRead() override;
+  kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>> nextMessageWhenReadable(
+      capnp::_::VatNetworkBase::Connection& connection) override;
+  // Nothing read ahead and nothing to read now: resolves once there may be (what
+  // nextMessageWhenReadable() waits for). Null otherwise.
+  kj::Maybe<kj::Promise<void>> whenNothingToRead();
   bool writeMessagesNow(
       kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override;
 
@@ -101,6 +105,10 @@ class LimitedMessageStream final : public capnp::MessageStream, public Immediate
   // capnp's own bound on the segments of one message (serialize.c++).
   static constexpr uint32_t kMaxSegments = 512;
 
+  friend class NextMessage;
+  // takeWholeMessage()'s work: a whole message (`message` set), its failure (`failure` set), or
+  // nothing taken (neither).
+  void takeWhole(kj::Own<capnp::IncomingRpcMessage>& message, kj::Maybe<kj::Exception>& failure);
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readAfterFirstWord();
   // The one segment of `words` words, into one allocation with its reader.
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readOneSegment(uint32_t words);

@@ -53,19 +53,20 @@ class StandingWatch final : public asio::detail::reactor_op {
 
 // The node of a whenReadable() promise: no kj::Exception slot (a kj::newAdaptedPromise node
 // carries ~400 bytes for one), and an idle connection always has one pending.
-class SocketRegistration::ReadWaiter final : public kj::_::PromiseNode {
+class SocketRegistration::ReadWaiter final : public kj::_::PromiseNode,
+                                             public SocketRegistration::ReadListener {
  public:
   explicit ReadWaiter(SocketRegistration& owner) : owner_(&owner) {}
   ~ReadWaiter() {
-    if (owner_ != nullptr) owner_->forgetWaiter(*this);
+    if (owner_ != nullptr) owner_->stopListening(*this);
   }
 
-  // Once only (KJ asserts it); the registration forgets this waiter when it calls ready().
-  void ready() {
+  // Once only (KJ asserts it); the registration forgets this waiter when it calls readable().
+  void readable() override {
     owner_ = nullptr;
     onReadyEvent_.arm();
   }
-  void orphan() { owner_ = nullptr; }
+  void registrationGone() override { owner_ = nullptr; }
 
   void onReady(kj::_::Event* event) noexcept override { onReadyEvent_.init(event); }
   void get(kj::_::ExceptionOrValue& output) noexcept override {
@@ -98,7 +99,7 @@ SocketRegistration::SocketRegistration(asio::io_context& io, int fd,
 }
 
 SocketRegistration::~SocketRegistration() {
-  if (readWaiter_ != nullptr) readWaiter_->orphan();
+  if (readListener_ != nullptr) std::exchange(readListener_, nullptr)->registrationGone();
   // Closing removes the descriptor from the epoll set: no EPOLL_CTL_DEL needed.
   reactor_.deregister_descriptor(fd_, data_, true);
   ::close(fd_);
@@ -128,18 +129,22 @@ void SocketRegistration::onEdge(Edge edge) {
   // reports a pending end of stream, not a pending reset).
   if (edge == Edge::kErrorOrHangUp) hungUp_ = true;
   readable_ = true;
-  if (ReadWaiter* waiter = std::exchange(readWaiter_, nullptr)) waiter->ready();
+  if (ReadListener* listener = std::exchange(readListener_, nullptr)) listener->readable();
 }
 
 kj::Promise<void> SocketRegistration::whenReadable() {
   if (readable_) return kj::READY_NOW;
   auto waiter = kj::heap<ReadWaiter>(*this);
-  readWaiter_ = waiter.get();
+  listenReadable(*waiter);
   return kj::_::PromiseNode::to<kj::Promise<void>>(kj::mv(waiter));
 }
 
-void SocketRegistration::forgetWaiter(ReadWaiter& waiter) {
-  if (readWaiter_ == &waiter) readWaiter_ = nullptr;
+void SocketRegistration::listenReadable(ReadListener& listener) {
+  readListener_ = &listener;
+}
+
+void SocketRegistration::stopListening(ReadListener& listener) {
+  if (readListener_ == &listener) readListener_ = nullptr;
 }
 
 void SocketRegistration::writeBlocked() {

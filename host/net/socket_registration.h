@@ -58,13 +58,29 @@ class SocketRegistration {
   // Resolves once mayRead() is true (at once if it is). At most one pending at a time.
   kj::Promise<void> whenReadable();
 
+  // Told of the next readability edge once, from inside the reactor's handling of that edge
+  // (on the loop thread, outside any KJ turn, mayRead() already true): it may read the socket,
+  // arm KJ events and make promises, never destroy this registration. registrationGone(): the
+  // registration went first, and no edge will come.
+  class ReadListener {
+   public:
+    virtual void readable() = 0;
+    virtual void registrationGone() = 0;
+
+   protected:
+    ~ReadListener() = default;
+  };
+  // `listener` is told of the next edge; only while !mayRead() and nothing else waits (no
+  // whenReadable() promise, no other listener). stopListening(): no longer (if it still was).
+  void listenReadable(ReadListener& listener);
+  void stopListening(ReadListener& listener);
+
   void writeBlocked();
 
   // Implementation details, public for the reactor operation and the promise node (.cpp).
   class ReadWaiter;
   enum class Edge { kReadable, kWritable, kErrorOrHangUp };
   void onEdge(Edge edge);
-  void forgetWaiter(ReadWaiter& waiter);
 
  private:
   void startWatch(Edge edge);
@@ -77,7 +93,8 @@ class SocketRegistration {
   bool writeBlocked_ = false;
   bool writeWatched_ = false;
   bool starting_ = false;  // a watch is being queued: Asio's speculative call is not an edge
-  ReadWaiter* readWaiter_ = nullptr;  // not owned: the pending whenReadable() promise's node
+  // Not owned: the pending whenReadable() promise's node, or another listener.
+  ReadListener* readListener_ = nullptr;
   std::function<void()> onWritable_;
 };
 

@@ -125,8 +125,8 @@ TwoPartyConnection::receiveIncomingMessage() {
     KJ_IF_MAYBE (taken, immediate_->takeWholeMessage()) {
       return kj::mv(*taken);
     }
-    KJ_IF_MAYBE (readable, immediate_->whenNothingToRead()) {
-      return readable->then([this]() { return receiveIncomingMessage(); });
+    KJ_IF_MAYBE (next, immediate_->nextMessageWhenReadable(*this)) {
+      return kj::mv(*next);
     }
   }
   return messages_.tryReadMessage(nullptr, capnp::ReaderOptions())

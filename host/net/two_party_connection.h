@@ -28,9 +28,12 @@ class ImmediateMessageStream {
   // tryReadMessage().
   virtual kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>
   takeWholeMessage() = 0;
-  // Nothing read ahead and nothing to read now: resolves once there may be. Null otherwise
-  // (part of a message is in, or the stream ended or failed: tryReadMessage() says which).
-  virtual kj::Maybe<kj::Promise<void>> whenNothingToRead() = 0;
+  // Nothing read ahead and nothing to read now: the next message, taken as takeWholeMessage()
+  // takes it, right at the socket's next readability edge (no KJ turn between the two); when it
+  // is not whole then, `connection.receiveIncomingMessage()` gives it. Null otherwise (part of
+  // a message is in, or the stream ended or failed: tryReadMessage() says which).
+  virtual kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>
+  nextMessageWhenReadable(capnp::_::VatNetworkBase::Connection& connection) = 0;
   // Writes `messages` at once (copied before it returns, counted as writeMessages() counts
   // them) and returns true; or takes nothing and returns false, and writeMessages() is the way.
   virtual bool writeMessagesNow(

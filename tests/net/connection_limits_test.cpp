@@ -500,6 +500,77 @@ TEST_F(ImmediateStreamTest, TakesAWholeOneSegmentMessageAndLeavesTheRestToTryRea
   EXPECT_TRUE(thread.runSync([&] { return violations.empty(); }));
 }
 
+// A connection over the fixture's stream, as the host's are (TwoPartyConnection over a
+// LimitedMessageStream over an AsioStream).
+class TestConnection final : public TwoPartyConnection {
+ public:
+  using TwoPartyConnection::TwoPartyConnection;
+  capnp::rpc::twoparty::VatId::Reader getPeerVatId() override {
+    return vatIdOf(capnp::rpc::twoparty::Side::CLIENT);
+  }
+};
+
+// With nothing to read, a connection's next message waits for the socket: a whole message is
+// taken at its edge, one that arrives in two parts is read whole the general way, and the
+// peer's close ends the wait with no message.
+TEST_F(ImmediateStreamTest, TheNextMessageAfterAWaitArrivesWholeInPartsOrNotAtAll) {
+  std::unique_ptr<TestConnection> connection;                                  // loop thread only
+  kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>> next;  // loop thread
+  auto startWaiting = [&] {
+    thread.runSync([&] {
+      if (connection == nullptr) connection = std::make_unique<TestConnection>(*limited, *stream);
+      next = connection->receiveIncomingMessage();
+    });
+  };
+  // The question id of the message the wait ended with, or -1 for none.
+  auto waited = [&] {
+    return thread.runSync([&]() -> kj::Promise<int64_t> {
+      auto promise = kj::mv(KJ_ASSERT_NONNULL(next));
+      next = nullptr;
+      return promise.then([](kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>&& message) -> int64_t {
+        KJ_IF_MAYBE (m, message) {
+          return (*m)->getBody().getAs<capnp::rpc::Message>().getBootstrap().getQuestionId();
+        }
+        return -1;
+      });
+    });
+  };
+  auto bootstrap = [](uint32_t question) {
+    capnp::MallocMessageBuilder message;
+    message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(question);
+    return capnp::messageToFlatArray(message);
+  };
+  // The first read finds the socket empty (EAGAIN); the connection then waits.
+  EXPECT_EQ(take().first, "none");
+
+  startWaiting();
+  auto whole = bootstrap(7);
+  sendFromPeer(whole.begin(), whole.asBytes().size());
+  EXPECT_EQ(waited(), 7);
+  EXPECT_EQ(thread.runSync([&] { return stream->bufferedReadBytes(); }), 0u);
+
+  EXPECT_EQ(take().first, "none");  // empty again
+  startWaiting();
+  auto parts = bootstrap(8);
+  auto bytes = parts.asBytes();
+  sendFromPeer(bytes.begin(), 12);  // the segment table and half a word
+  // The edge read the part (the socket holds nothing); the rest is waited for the general way.
+  int fd = thread.runSync([&] { return KJ_ASSERT_NONNULL(stream->getFd()); });
+  ASSERT_TRUE(waitUntil([&] {
+    int pending = -1;
+    return ::ioctl(fd, FIONREAD, &pending) == 0 && pending == 0;
+  }));
+  sendFromPeer(bytes.begin() + 12, bytes.size() - 12);
+  EXPECT_EQ(waited(), 8);
+
+  EXPECT_EQ(take().first, "none");
+  startWaiting();
+  ::shutdown(peer, SHUT_WR);
+  EXPECT_EQ(waited(), -1);
+  EXPECT_TRUE(thread.runSync([&] { return violations.empty(); }));
+  thread.runSync([&] { connection = nullptr; });
+}
+
 // A call taken at once is counted as tryReadMessage() counts it: one too many fails with the
 // reason, reported once.
 TEST_F(ImmediateStreamTest, ACallTakenAtOnceOneTooManyFailsWithTheReason) {
