@@ -490,6 +490,9 @@ void HostProcess::shutdown() {
   // The sessions' objects live on the network threads; stopping them destroys
   // what is left there before the services those objects point to.
   for (auto& thread : p.threads) thread->stop();
+  // What the sessions wrote as they ended commits while the node is still
+  // there: messaging copies such rows into the cluster's stream after commit.
+  if (p.store) p.store->flush();
   p.cluster.reset();
   p.threads.clear();
   p.messaging.reset();

@@ -28,6 +28,11 @@
 //   While NATS is away, such items are stored here instead (durable, acked);
 //   once it is back (and every few seconds), what the store holds for phones
 //   that are not here moves into the stream (catchUp).
+// - Items of this node's own: what a session here writes to the store (a
+//   message from a phone here, a tick for a sender here, not taken from
+//   memory in time) is copied into the stream once committed, before its
+//   sender's ack, while the link is up (StreamCopy, copyToStream): a node
+//   that dies for good strands none of what it acknowledged then.
 // - Presence and typing: core NATS notices every node hears; each tells its
 //   own sessions that may see them. Contacts are written to sb_contacts first,
 //   and every node watches it and keeps its store's copy of every list.
@@ -1045,6 +1050,76 @@ template void MessagingService::copiesSpilled(const std::string&,
 template void MessagingService::copiesSpilled(const std::string&,
                                               const std::vector<OutboundReceipt>&);
 
+cluster::Envelope MessagingService::copyOf(const std::string& recipient, OutboundMessage& message,
+                                           std::int64_t row) {
+  cluster::Envelope e;
+  e.kind = cluster::Envelope::Kind::message;
+  e.sender = message.from;
+  e.recipient = recipient;
+  e.clientMsgId = std::move(message.clientMsgId);
+  e.body = std::move(message.body);
+  e.sentAtMs = message.timestamp;
+  e.group = message.group == 0 ? std::string() : std::to_string(message.group);
+  e.messageId = message.id;
+  // The key its row's export would publish it under (exportRows).
+  e.exactlyOnceKey = "x/" + std::to_string(row) + "/" + std::to_string(e.messageId);
+  return e;
+}
+
+cluster::Envelope MessagingService::copyOf(const std::string& recipient, OutboundReceipt& receipt,
+                                           std::int64_t row) {
+  cluster::Envelope e;
+  e.kind = receipt.kind == ReceiptKind::read ? cluster::Envelope::Kind::read
+                                             : cluster::Envelope::Kind::delivered;
+  e.sender = receipt.by;
+  e.recipient = recipient;
+  e.sentAtMs = receipt.timestamp;
+  e.receiptOf = receipt.messageId;
+  e.exactlyOnceKey = "xr/" + std::to_string(row) + "/" + std::to_string(e.receiptOf);
+  return e;
+}
+
+// On the worker, so a copy and an export of its row (exportRows: the sweep, a
+// handover) never interleave: a row exported first is in the stream under the
+// same key already, and its export noticed it and deleted the row, so the
+// copy's publish is a duplicate and recorded nowhere; a copy published first
+// is recorded before any export looks (StreamCopies::take), and the export
+// notices it instead of publishing it again. A copy whose row the phone took
+// meanwhile is removed by the next sweep (or the phone's import or handover).
+// One blocking publish per item, in the order of the rows; each ack settles
+// after its PubAck, so a sender's route to the recipient stays on this node
+// (LiveSession's SenderRoute) until its copies are in, and what it sends
+// after goes into the stream behind them.
+void MessagingService::copyToStream(std::vector<StreamCopy> copies) {
+  cluster_->link().post([this, copies = std::move(copies)]() mutable {
+    std::optional<std::string> failed;
+    std::size_t published = 0;
+    for (StreamCopy& copy : copies) {
+      if (!failed) {
+        try {
+          cluster::PublishResult result = cluster_->transport().publish(copy.envelope);
+          if (!result.duplicate) {
+            copies_->add(copy.envelope.recipient, copyKey(copy.envelope), result.serverId);
+          }
+          ++published;
+        } catch (const std::exception& e) {
+          failed = e.what();
+        }
+      }
+      // Durable here in any case: with no copy, it is as if NATS were away.
+      if (copy.ack) copy.ack->settle();
+    }
+    if (failed) {
+      spdlog::warn(
+          "cluster: {} of {} items written here have no copy in the stream ({}); they wait in "
+          "this node's store",
+          copies.size() - published, copies.size(), *failed);
+    } else {
+      spdlog::debug("cluster: {} items written here copied into the stream", published);
+    }
+  });
+}
+
 // Every envelope moved is noticed (a live phone takes each from its notice),
 // flushed before the rows are gone from here.
 void MessagingService::tellHolder(const std::string& phone,
@@ -1139,10 +1214,12 @@ template <class Item>
 void MessagingService::keepForExport(std::string to, Item item) {
   std::vector<Addressed<Item>> items;
   items.push_back({to, std::move(item)});
+  WriteOrigin origin;
+  origin.keptForStream = true;  // its export moves it, behind what was kept before
   if constexpr (std::is_same_v<Item, OutboundMessage>) {
-    storeMessages(std::move(items), WriteOrigin{});
+    storeMessages(std::move(items), std::move(origin));
   } else {
-    storeReceipts(std::move(items), WriteOrigin{});
+    storeReceipts(std::move(items), std::move(origin));
   }
   // Committed after the row (the writer keeps the order of writes).
   store_.write([](store::Connection&) {},
@@ -1281,6 +1358,8 @@ void MessagingService::recheckLivePhones(const std::string& why) {
         for (const cluster::QueuedEnvelope& queued : page) {
           ++looked;
           after = queued.serverId;
+          // A copy of a row written here (StreamCopy, or a spill) is accounted for.
+          if (copies_->holds(phone, queued.serverId)) continue;
           if (!intake_->unaccounted(phone, {queued.serverId}).empty()) {
             unaccounted = queued.serverId;
             break;

@@ -221,11 +221,13 @@ void MessagingService::messagesDelivered(const LiveSession& session,
   std::int64_t now = nowMs();
   std::vector<Durability> stored;
   for (OutboundMessage& m : items) {
-    if (m.durability.stored()) stored.push_back(std::move(m.durability));
     auto ack = std::exchange(m.ack, nullptr);
     // False: the session wrote this copy and the write committed first, so the
-    // ack settles (or settled) as durable.
+    // ack settles (or settled) as durable. (Asked before the durability moves
+    // out below: a moved-from one has no spilledRow and would always answer
+    // true, settling an ack settled already and losing the tick.)
     bool settles = ack && m.durability.claimAck();
+    if (m.durability.stored()) stored.push_back(std::move(m.durability));
     if (m.from != MessageIds::kSystemName) {
       OutboundReceipt tick;
       tick.messageId = m.id;

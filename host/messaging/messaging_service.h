@@ -18,7 +18,9 @@
 //     and touches no disk unless it is not taken within durableAfter; a message
 //     to an offline phone is written (group commit) and then acknowledged. So
 //     an acknowledged message is never lost, across disconnects, plugin swaps,
-//     restarts and kill -9.
+//     restarts and kill -9. (In a cluster, a row written with the link up is
+//     also copied into the stream before the ack, so it survives the node:
+//     StreamCopy, docs/cluster.md "Stream copies".)
 //   * Per (sender, recipient), messages arrive in the order they were sent:
 //     while any of a sender's messages to a recipient is unacknowledged, the
 //     next one takes the same way (see LiveSession and SenderRoute).
@@ -84,6 +86,7 @@ namespace switchboard::messaging {
 
 class StreamIntake;
 class StreamCopies;
+struct StreamCopy;
 
 struct MessagingOptions {
   std::string version;   // reported by Gateway.serverInfo
@@ -257,6 +260,10 @@ class MessagingService final : public session::SessionBackend, public session::T
     session::SpillKind kind = session::SpillKind::handOver;
     std::uint64_t holder = 0;  // 0: nobody holds the rows, the phone pages them
     session::SpillFeed feed = session::SpillFeed::both;  // which of its feeds wrote
+    // Cluster mode: items kept here because the outbox did not publish them
+    // (keepForExport): their rows are moved into the stream later, in order,
+    // and get no stream copy now (see StreamCopy).
+    bool keptForStream = false;
   };
 
   // ---- delivery.cpp
@@ -440,6 +447,17 @@ class MessagingService final : public session::SessionBackend, public session::T
   // Stream copies of rows written here from memory (a session's spill).
   template <class Item>
   void copiesSpilled(const std::string& phone, const std::vector<Item>& items);
+  // Store writer thread, after the rows of `copies` committed: the worker
+  // publishes each into the stream (in order, one PubAck each), records it in
+  // StreamCopies and settles its ack. Once one publish fails, the rest are
+  // settled without a copy (durable here only; logged).
+  void copyToStream(std::vector<StreamCopy> copies);
+  // What an item of a committed write becomes in the stream: the envelope
+  // its row would be moved into the stream as (exportRows), same key.
+  static cluster::Envelope copyOf(const std::string& recipient, session::OutboundMessage& message,
+                                  std::int64_t row);
+  static cluster::Envelope copyOf(const std::string& recipient, session::OutboundReceipt& receipt,
+                                  std::int64_t row);
   void importContacts(const std::string& phone);
   // Not on a network thread: this node's rows for `owner` become `contacts`
   // (a durable write, only when they differ).

@@ -1,7 +1,8 @@
 // Writing what waits: messages and receipts that cannot be handed over in
 // memory go to the store's `queue` and `receipts_queue` (group commit), and
-// their acks settle once the rows are durable; rows the phones have taken are
-// deleted.
+// their acks settle once the rows are durable (in a cluster with the link up,
+// once the stream also holds a copy: StreamCopy); rows the phones have taken
+// are deleted.
 //
 // Writes of rows join (Store::joinLast): the items of every storeMessages,
 // storeReceipts and forgetRows call made while an earlier write of rows still
@@ -20,7 +21,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "cluster/cluster_node.h"
 #include "messaging/messaging_service.h"
+#include "messaging/stream_intake.h"
 #include "notify/push_sink.h"
 #include "plugin/plugin_manager.h"
 #include "store/multi_row.h"
@@ -66,6 +69,9 @@ struct MessagingService::QueueWrite {
   // failed alone, and the pushes asked for.
   std::vector<std::optional<std::string>> failures;
   std::vector<Push> pushes;
+  // Filled on the writer thread: each item's row (0: not written), which
+  // names its copy in the stream (StreamCopy).
+  std::vector<std::int64_t> rowids;
 
   // An item and the session holding its row (0: none), in a flat list.
   struct Row {
@@ -135,11 +141,13 @@ std::int64_t rowOf(const Durability& durability) {
 
 // Inserts a write's rows [first, last) of `rows`: `bindItem(statement, at,
 // entry)` binds an item's columns from `at` on; its holder goes last. Each
-// item a session wrote learns its row.
+// item learns its row in `rowids` (indexed as `rows`), and each item a
+// session wrote in its spilledRow too.
 template <class Row, class BindItem>
 void insertQueued(store::Connection& db, std::string_view head, int columns,
                   const std::vector<Row>& rows, std::size_t first, std::size_t last,
-                  const BindItem& bindItem) {
+                  std::vector<std::int64_t>& rowids, const BindItem& bindItem) {
+  rowids.resize(rows.size());
   store::insertRows(
       db, head, columns, last - first,
       [&](store::Statement& insert, int at, std::size_t row) {
@@ -148,6 +156,7 @@ void insertQueued(store::Connection& db, std::string_view head, int columns,
         bindHolder(insert, at + columns - 1, r.holder);
       },
       [&](std::size_t row, std::int64_t rowid) {
+        rowids[first + row] = rowid;
         const auto& spilled = rows[first + row].entry->item.durability.spilledRow;
         if (spilled) spilled->row = rowid;
       });
@@ -284,7 +293,7 @@ void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundMessa
     insertQueued(db,
                  "INSERT INTO queue(recipient, id, sender, group_id, client_msg_id, body, sent_ms, "
                  "expires_ms, holder)",
-                 9, rows, first, last,
+                 9, rows, first, last, write.rowids,
                  [](store::Statement& insert, int at, const AddressedMessage& entry) {
                    const OutboundMessage& m = entry.item;
                    insert.bind(at, entry.recipient)
@@ -320,16 +329,17 @@ void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundMessa
 void MessagingService::writeRows(store::Connection& db, QueueWrite<OutboundReceipt>& write) {
   auto rows = write.rows();
   auto insert = [&](std::size_t first, std::size_t last) {
-    insertQueued(
-        db, "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms, holder)", 6,
-        rows, first, last, [](store::Statement& insert, int at, const AddressedReceipt& entry) {
-          const OutboundReceipt& tick = entry.item;
-          insert.bind(at, entry.recipient)
-              .bind(at + 1, static_cast<std::int64_t>(tick.messageId))
-              .bind(at + 2, tick.by)
-              .bind(at + 3, static_cast<std::int64_t>(tick.kind))
-              .bind(at + 4, tick.timestamp);
-        });
+    insertQueued(db,
+                 "INSERT INTO receipts_queue(recipient, server_id, reader, kind, at_ms, holder)", 6,
+                 rows, first, last, write.rowids,
+                 [](store::Statement& insert, int at, const AddressedReceipt& entry) {
+                   const OutboundReceipt& tick = entry.item;
+                   insert.bind(at, entry.recipient)
+                       .bind(at + 1, static_cast<std::int64_t>(tick.messageId))
+                       .bind(at + 2, tick.by)
+                       .bind(at + 3, static_cast<std::int64_t>(tick.kind))
+                       .bind(at + 4, tick.timestamp);
+                 });
   };
   write.failures = store::writeEachAlone(db, rows.size(), insert);
   forgetFailedRows(write);
@@ -418,11 +428,26 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
       rowsCommitted(entry.recipient, part.origin);
     }
   }
+  // In a cluster, with the link up, a committed item that has no copy in the
+  // stream gets one before its ack settles (StreamCopy): the stream, not only
+  // this node's disk, holds what was acknowledged. Items that came from the
+  // stream have their copy there already (StreamCopies); items kept for the
+  // stream are moved there by their export, in order. One a phone took before
+  // its row committed (its ack claimed by the delivery) needs none.
+  std::vector<StreamCopy> copies;
   i = 0;
   for (auto& part : write.parts) {
+    bool copying =
+        cluster_ != nullptr && !part.origin.keptForStream && cluster_->link().isConnected();
     for (Addressed<Item>& entry : part.items) {
       auto ack = std::exchange(entry.item.ack, nullptr);
-      if (ack && entry.item.durability.claimAck()) {
+      bool mine = ack && entry.item.durability.claimAck();
+      bool copy = copying && !outcomes[i] && entry.item.streamId == 0 && (mine || !ack) &&
+                  i < write.rowids.size() && write.rowids[i] != 0;
+      if (copy) {
+        copies.push_back({copyOf(entry.recipient, entry.item, write.rowids[i]),
+                          mine ? std::move(ack) : nullptr});
+      } else if (mine) {
         if (outcomes[i]) {
           ack->fail(std::string(kWhat) + " could not be stored: " + *outcomes[i]);
         } else {
@@ -432,6 +457,7 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
       ++i;
     }
   }
+  if (!copies.empty()) copyToStream(std::move(copies));
 
   if constexpr (kMessages) {
     if (error) return;

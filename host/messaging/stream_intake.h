@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "cluster/delivery_transport.h"
+#include "session/delivery_ack.h"
 
 namespace switchboard::messaging {
 
@@ -171,17 +172,33 @@ class StreamIntake {
   std::unordered_map<std::string, Phone> phones_;
 };
 
+// Cluster mode: an item this node made durable in its store that has no copy
+// in the stream (sent on this node to a phone on this node, or a tick for a
+// sender here, written by a spill or for a session that had ended): copied
+// into the stream once its row committed, while the link is up
+// (MessagingService::copyToStream), so a node killed for good strands none of
+// it. The envelope is the one its row's export would publish (exactlyOnceKey
+// x/<row>/<id> or xr/<row>/<receiptOf>): an export of the row, before or after,
+// is the same envelope in the stream. Its ack, when it waits for the copy,
+// settles once the stream has it, or once the publish failed (the row is
+// durable here, as while NATS is away).
+struct StreamCopy {
+  cluster::Envelope envelope;
+  std::shared_ptr<session::DeliveryAck> ack;  // null: nothing waits for it
+};
+
 // Envelopes this node took from the stream into its store (an import, or a
-// session writing down what it held in memory) whose row is their only other
-// copy. They stay in the stream until that row is gone (the phone took it),
-// then are removed: a node killed for good strands nothing it took, as the
-// phone's next login elsewhere imports them (docs/cluster.md, "What happens
-// on each failure"). A row moved back into the stream (a handover, a sweep)
-// is not published again: its copy is there already, in its place. Kept in
-// memory: a restarted node forgets them, and the phone's next import reads
-// their copies again (skipped when the row is still there; a row taken
-// meanwhile arrives twice with one id, and the client library drops the
-// repeat). Thread-safe.
+// session writing down what it held in memory), or published as the copy of
+// a row it wrote (StreamCopy), whose row is their only other copy. They stay
+// in the stream until that row is gone (the phone took it), then are
+// removed: a node killed for good strands nothing it took, as the phone's
+// next login elsewhere imports them (docs/cluster.md, "What happens on each
+// failure"). A row moved back into the stream (a handover, a sweep) is not
+// published again: its copy is there already, in its place. Kept in memory:
+// a restarted node forgets them, and the phone's next import reads their
+// copies again (skipped when the row is still there; a row taken meanwhile
+// arrives twice with one id, and the client library drops the repeat).
+// Thread-safe.
 class StreamCopies {
  public:
   // What names a row: a message by its id, a receipt by what it is about.
