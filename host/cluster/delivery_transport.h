@@ -22,7 +22,7 @@
 //   in the order it acknowledges them (send() is one FIFO, publish() runs on
 //   the serial worker), JetStream numbers them in that order. Rows a node
 //   hands back come later in the stream than they were sent; the importing
-//   node orders each import by sending time (host/messaging/cluster_messaging.cpp).
+//   node orders each import by sending time (host/messaging/cluster_import.cpp).
 // - Live notices: core NATS messages to the node holding the recipient
 //   (sb.node.<node>.inbox), a NoticeBatch of envelopes with their server ids.
 //   They may be lost (that node died, NATS blinked): the envelope still waits
@@ -36,7 +36,7 @@
 //   KV read), cached for kLocationCacheTtl. The notice goes to the node the
 //   cache names when the PubAck comes in; a node that took the phone over
 //   waits kLocationCacheTtl + a margin after its claim before it trusts
-//   notices alone (cluster_messaging.cpp), so a stale entry costs nothing.
+//   notices alone (cluster_delivery.cpp), so a stale entry costs nothing.
 // - Back-pressure: a notice batch that the sender counts is a request; the
 //   receiving node answers it once every envelope in it is delivered, durable
 //   there, or left in the stream. At most `windowPerNode` envelopes are

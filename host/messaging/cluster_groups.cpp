@@ -19,6 +19,7 @@
 #include <algorithm>
 
 #include "cluster/cluster_node.h"
+#include "messaging/cluster_parts.h"
 #include "messaging/durable_write.h"
 #include "messaging/field_rules.h"
 #include "messaging/messaging_service.h"

@@ -163,7 +163,7 @@ class MessagingService final : public session::SessionBackend, public session::T
                                               proto::Inbox::Client inbox,
                                               const ConnectionContext& connection);
 
-  // ---- Cluster mode (cluster_messaging.cpp, docs/cluster.md)
+  // ---- Cluster mode (cluster_*.cpp, docs/cluster.md)
   // From now on users, phones' locations and deliveries to phones that are not
   // here go through `node`, which must outlive every network thread's work and
   // the service's (the host destroys it after stopping the threads). Call once,
@@ -353,7 +353,7 @@ class MessagingService final : public session::SessionBackend, public session::T
   void requireMember(const std::string& phone, std::uint64_t group);
   std::vector<std::string> membersOf(std::uint64_t group);
 
-  // ---- cluster_messaging.cpp
+  // ---- cluster_*.cpp (cluster_messaging.cpp lists the parts)
   // Runs `job` on the cluster link's worker (where NATS calls may block); the
   // promise resolves on the calling network thread, or rejects with the job's error.
   template <class T>
@@ -393,7 +393,7 @@ class MessagingService final : public session::SessionBackend, public session::T
   // A recheck from a sender whose notices got no answer (listener thread):
   // phones here that may have missed them import (StreamIntake::recheck).
   void recheckArrived(cluster::NoticeBatch batch);
-  // A node left the cluster (cluster_messaging.cpp): worker thread.
+  // A node left the cluster (cluster_delivery.cpp): worker thread.
   void recheckLivePhones(const std::string& why);
   // Listener thread: the phone imports if one of `stored` is still unaccounted for.
   void importIfUnaccounted(const std::string& phone, const std::vector<std::uint64_t>& stored,

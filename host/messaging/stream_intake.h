@@ -6,7 +6,7 @@
 // A phone is *importing* or *live*:
 // - importing (from its login, and again after the link lost NATS): notices
 //   for it are kept here in arrival order and ask for an import (the stream
-//   into the store, host/messaging/cluster_messaging.cpp). Imports put what
+//   into the store, host/messaging/cluster_import.cpp). Imports put what
 //   they read in sending order; what they read leaves this buffer.
 // - live: a notice's envelope is offered to the phone's session in memory, as
 //   a message from a phone on this node would be. It is removed from the

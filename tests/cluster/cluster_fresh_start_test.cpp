@@ -30,7 +30,7 @@ using testing::waitUntil;
 constexpr int kNodes = 3;
 constexpr int kRounds = 12;
 
-// What messaging's verify does for a new phone (cluster_messaging.cpp): read
+// What messaging's verify does for a new phone (cluster_phones.cpp): read
 // the user, take a number, bind it, write the user over revision 0.
 void registerFirstPhone(ClusterDirectory& directory, const std::string& phone) {
   if (directory.user(phone)) throw ClusterError(phone + " exists already");
