@@ -6,27 +6,17 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <atomic>
-#include <iterator>
-#include <memory>
 #include <optional>
-#include <tuple>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "cluster/cluster_node.h"
 #include "messaging/cluster_parts.h"
-#include "messaging/durable_write.h"
-#include "messaging/field_rules.h"
 #include "messaging/messaging_service.h"
 #include "messaging/stream_intake.h"
-#include "net/cross_thread_completion.h"
-#include "net/network_thread.h"
 #include "store/store.h"
 
 namespace switchboard::messaging {
 
-using session::LiveSession;
 using session::OutboundMessage;
 using session::OutboundReceipt;
 using session::ReceiptKind;
