@@ -72,28 +72,6 @@ class OneSegmentMessage final : public capnp::MessageReader, public capnp::Incom
 static_assert(sizeof(OneSegmentMessage) % sizeof(capnp::word) == 0,
               "the words follow the object, aligned");
 
-// The kind of an rpc::Message of one segment whose root is a struct pointer within it (what
-// capnp's builder writes), read from the words: capnp's reader spends ~100 instructions on
-// the same (its arena, the pointer's checks and the traversal count). Null for anything else
-// (a far pointer, a pointer out of the segment): capnp's reader then reads it, or refuses it
-// with its own words.
-kj::Maybe<capnp::rpc::Message::Which> plainMessageKind(kj::ArrayPtr<const capnp::word> segment) {
-  if (segment.size() == 0) return nullptr;
-  auto* root = reinterpret_cast<const capnp::_::WireValue<uint32_t>*>(segment.begin());
-  uint32_t offsetAndKind = root[0].get();
-  if ((offsetAndKind & 3) != 0) return nullptr;  // not a struct pointer
-  int64_t start = 1 + (static_cast<int32_t>(offsetAndKind) >> 2);
-  uint32_t sizes = root[1].get();
-  uint64_t dataWords = sizes & 0xffff;
-  uint64_t pointers = sizes >> 16;
-  if (start < 1 || static_cast<uint64_t>(start) + dataWords + pointers > segment.size()) {
-    return nullptr;
-  }
-  if (dataWords == 0) return capnp::rpc::Message::UNIMPLEMENTED;  // the tag's default, 0
-  auto* tag = reinterpret_cast<const capnp::_::WireValue<uint16_t>*>(segment.begin() + start);
-  return static_cast<capnp::rpc::Message::Which>(tag->get());
-}
-
 // A message of several segments read off the stream: its words in one array, and where each
 // segment starts.
 struct ReadSegments {

@@ -12,6 +12,23 @@
 
 namespace switchboard::net {
 
+kj::Maybe<capnp::rpc::Message::Which> plainMessageKind(kj::ArrayPtr<const capnp::word> segment) {
+  if (segment.size() == 0) return nullptr;
+  auto* root = reinterpret_cast<const capnp::_::WireValue<uint32_t>*>(segment.begin());
+  uint32_t offsetAndKind = root[0].get();
+  if ((offsetAndKind & 3) != 0) return nullptr;  // not a struct pointer
+  int64_t start = 1 + (static_cast<int32_t>(offsetAndKind) >> 2);
+  uint32_t sizes = root[1].get();
+  uint64_t dataWords = sizes & 0xffff;
+  uint64_t pointers = sizes >> 16;
+  if (start < 1 || static_cast<uint64_t>(start) + dataWords + pointers > segment.size()) {
+    return nullptr;
+  }
+  if (dataWords == 0) return capnp::rpc::Message::UNIMPLEMENTED;  // the tag's default, 0
+  auto* tag = reinterpret_cast<const capnp::_::WireValue<uint16_t>*>(segment.begin() + start);
+  return static_cast<capnp::rpc::Message::Which>(tag->get());
+}
+
 // ----------------------------------------------------------------------------- messages
 
 // A message the RPC system builds and sends. Counted references because the RPC system may
@@ -42,6 +59,10 @@ class TwoPartyConnection::OutgoingMessage final : public capnp::OutgoingRpcMessa
   capnp::AnyPointer::Builder getBody() override { return message_.getRoot<capnp::AnyPointer>(); }
   void send() override { connection_.send(addRef()); }
   bool isFinish() {
+    // The root pointer is the first word of the first segment, which is ours.
+    KJ_IF_MAYBE (kind, plainMessageKind(firstSegment_)) {
+      return *kind == capnp::rpc::Message::FINISH;
+    }
     return message_.getRoot<capnp::rpc::Message>().which() == capnp::rpc::Message::FINISH;
   }
   size_t sizeInWords() override { return message_.sizeInWords(); }
@@ -51,7 +72,7 @@ class TwoPartyConnection::OutgoingMessage final : public capnp::OutgoingRpcMessa
 
  private:
   OutgoingMessage(TwoPartyConnection& connection, kj::ArrayPtr<capnp::word> firstSegment)
-      : connection_(connection), message_(firstSegment) {}
+      : connection_(connection), firstSegment_(firstSegment), message_(firstSegment) {}
 
   void disposeImpl(void*) const override {
     if (--references_ > 0) return;
@@ -62,6 +83,7 @@ class TwoPartyConnection::OutgoingMessage final : public capnp::OutgoingRpcMessa
 
   TwoPartyConnection& connection_;
   mutable unsigned references_ = 0;
+  kj::ArrayPtr<const capnp::word> firstSegment_;  // right after this object
   capnp::MallocMessageBuilder message_;
 };
 class TwoPartyConnection::IncomingMessage final : public capnp::IncomingRpcMessage {

@@ -5,6 +5,7 @@
 // TCP's delayed ACK, through a FinishFlush.
 
 #include <capnp/rpc-twoparty.h>
+#include <capnp/rpc.capnp.h>
 #include <capnp/serialize-async.h>
 #include <kj/async-io.h>
 #include <kj/timer.h>
@@ -16,6 +17,13 @@
 namespace switchboard::net {
 
 class FinishFlush;
+
+// The kind of an rpc::Message whose root is a struct pointer within `segment`, its first (what
+// capnp's builder writes), read from the words: capnp's reader or builder spends ~100
+// instructions on the same (its arena, the pointer's checks, the traversal count). Null for
+// anything else (a far pointer, a pointer out of the segment): capnp's reader then reads it,
+// or refuses it with its own words.
+kj::Maybe<capnp::rpc::Message::Which> plainMessageKind(kj::ArrayPtr<const capnp::word> segment);
 
 // What a capnp::MessageStream may offer a TwoPartyConnection besides its promises: reading and
 // writing at once, where that needs no waiting (LimitedMessageStream over an AsioStream does).

@@ -400,6 +400,25 @@ TEST(LimitedMessageStream, TakesMessagesAlreadyReadAheadAtOnce) {
   thread.stop();
 }
 
+// plainMessageKind reads the kind of a message whose root struct is in its first segment, and
+// leaves any other (a far pointer to a struct in another segment) to capnp.
+TEST(PlainMessageKind, ReadsTheRootInTheFirstSegmentOnly) {
+  capnp::MallocMessageBuilder finish;
+  finish.initRoot<capnp::rpc::Message>().initFinish().setQuestionId(3);
+  EXPECT_EQ(KJ_ASSERT_NONNULL(plainMessageKind(finish.getSegmentsForOutput()[0])),
+            capnp::rpc::Message::FINISH);
+  std::vector<capnp::word> framed;
+  auto messages = threeMessages(framed);  // the second: Message in segment 0, Bootstrap in 1
+  capnp::FlatArrayMessageReader twoSegments(messages[1]);
+  EXPECT_EQ(KJ_ASSERT_NONNULL(plainMessageKind(twoSegments.getSegment(0))),
+            capnp::rpc::Message::BOOTSTRAP);
+  // A first segment of one word: the root pointer is a far pointer.
+  capnp::MallocMessageBuilder far(1, capnp::AllocationStrategy::FIXED_SIZE);
+  far.initRoot<capnp::rpc::Message>().initFinish().setQuestionId(4);
+  EXPECT_TRUE(plainMessageKind(far.getSegmentsForOutput()[0]) == nullptr);
+  EXPECT_TRUE(plainMessageKind(nullptr) == nullptr);
+}
+
 // A stream over one end of a socketpair, on a network thread; the test writes the other end.
 class ImmediateStreamTest : public ::testing::Test {
  protected:
