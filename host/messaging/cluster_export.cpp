@@ -1,7 +1,8 @@
 // Moving what this node's store holds into the SB_INBOX stream (docs/cluster.md):
 // the catch-up after NATS returns and the sweep for phones that are elsewhere,
 // and the stream copies of rows written here (StreamCopies), which leave the
-// stream once the phone took the row.
+// stream once the phone took the row; rows written while the link was away
+// are owed theirs until it is back (copyOwed).
 
 #include <spdlog/spdlog.h>
 
@@ -20,6 +21,44 @@ namespace switchboard::messaging {
 using session::OutboundMessage;
 using session::OutboundReceipt;
 using session::ReceiptKind;
+
+namespace {
+
+// The envelope a row of `queue` is moved into the stream as, from columns
+// seq, id, sender, group_id, client_msg_id, body, sent_ms. The row names the
+// copy: an export repeated after a crash is one copy, while a message
+// imported, stranded and exported again is not mistaken for the first export
+// of it.
+cluster::Envelope messageOfRow(store::Statement& rows, const std::string& phone) {
+  cluster::Envelope e;
+  e.kind = cluster::Envelope::Kind::message;
+  e.recipient = phone;
+  e.messageId = static_cast<std::uint64_t>(rows.columnInt(1));
+  e.sender = rows.columnText(2);
+  std::int64_t group = rows.columnInt(3);
+  e.group = group == 0 ? std::string() : std::to_string(group);
+  e.clientMsgId = rows.columnText(4);
+  e.body = rows.columnBlob(5);
+  e.sentAtMs = rows.columnInt(6);
+  e.exactlyOnceKey = "x/" + std::to_string(rows.columnInt(0)) + "/" + std::to_string(e.messageId);
+  return e;
+}
+
+// The same for a row of `receipts_queue`: id, server_id, reader, kind, at_ms.
+cluster::Envelope tickOfRow(store::Statement& ticks, const std::string& phone) {
+  cluster::Envelope e;
+  e.kind = static_cast<ReceiptKind>(ticks.columnInt(3)) == ReceiptKind::read
+               ? cluster::Envelope::Kind::read
+               : cluster::Envelope::Kind::delivered;
+  e.recipient = phone;
+  e.receiptOf = static_cast<std::uint64_t>(ticks.columnInt(1));
+  e.sender = ticks.columnText(2);
+  e.sentAtMs = ticks.columnInt(4);
+  e.exactlyOnceKey = "xr/" + std::to_string(ticks.columnInt(0)) + "/" + std::to_string(e.receiptOf);
+  return e;
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------- catching up
 
@@ -46,6 +85,10 @@ void MessagingService::catchUp(bool reclaim) {
       if (phone == MessageIds::kSystemName || sessions_.isOnline(phone)) continue;
       exportStranded(phone);
     }
+    // Rows written here for phones on this node while the link was away get
+    // their copy now (before the imports below, which skip them as rows the
+    // store holds).
+    copyOwed();
     if (reclaim) {
       for (const session::SessionRef& ref : sessions_.all()) {
         // One phone's failure (an import timing out while JetStream comes
@@ -149,40 +192,15 @@ void MessagingService::exportRows(const std::string& phone) {
                       .bind(1, phone)
                       .bind(2, nowMs())
                       .bind(3, static_cast<std::int64_t>(kImportPage));
-      while (rows.step()) {
-        cluster::Envelope e;
-        e.kind = cluster::Envelope::Kind::message;
-        e.recipient = phone;
-        e.messageId = static_cast<std::uint64_t>(rows.columnInt(1));
-        e.sender = rows.columnText(2);
-        std::int64_t group = rows.columnInt(3);
-        e.group = group == 0 ? std::string() : std::to_string(group);
-        e.clientMsgId = rows.columnText(4);
-        e.body = rows.columnBlob(5);
-        e.sentAtMs = rows.columnInt(6);
-        messages.emplace_back(rows.columnInt(0), std::move(e));
-      }
+      while (rows.step()) messages.emplace_back(rows.columnInt(0), messageOfRow(rows, phone));
       auto ticks = db.prepare(
                          "SELECT id, server_id, reader, kind, at_ms FROM receipts_queue "
                          "WHERE recipient = ? ORDER BY id LIMIT ?")
                        .bind(1, phone)
                        .bind(2, static_cast<std::int64_t>(kImportPage));
-      while (ticks.step()) {
-        cluster::Envelope e;
-        e.kind = static_cast<ReceiptKind>(ticks.columnInt(3)) == ReceiptKind::read
-                     ? cluster::Envelope::Kind::read
-                     : cluster::Envelope::Kind::delivered;
-        e.recipient = phone;
-        e.receiptOf = static_cast<std::uint64_t>(ticks.columnInt(1));
-        e.sender = ticks.columnText(2);
-        e.sentAtMs = ticks.columnInt(4);
-        receipts.emplace_back(ticks.columnInt(0), std::move(e));
-      }
+      while (ticks.step()) receipts.emplace_back(ticks.columnInt(0), tickOfRow(ticks, phone));
     });
     if (messages.empty() && receipts.empty()) break;
-    // The row names the copy: an export repeated after a crash is one copy,
-    // while a message imported, stranded and exported again is not mistaken
-    // for the first export of it.
     // A row taken from the stream has its copy there still, in its place:
     // that copy is noticed, not a new one published (StreamCopies).
     auto move = [&](const std::string& key, cluster::Envelope& e) {
@@ -194,16 +212,8 @@ void MessagingService::exportRows(const std::string& phone) {
       moved.push_back({copies.front(), e});
       for (std::size_t i = 1; i < copies.size(); ++i) transport.remove(copies[i]);
     };
-    for (auto& [row, e] : messages) {
-      e.exactlyOnceKey = "x/" + std::to_string(row) + "/" + std::to_string(e.messageId);
-      move(StreamCopies::messageKey(e.messageId), e);
-    }
-    for (auto& [row, e] : receipts) {
-      e.exactlyOnceKey = "xr/" + std::to_string(row) + "/" + std::to_string(e.receiptOf);
-      int kind = static_cast<int>(e.kind == cluster::Envelope::Kind::read ? ReceiptKind::read
-                                                                          : ReceiptKind::delivered);
-      move(StreamCopies::receiptKey(e.receiptOf, kind, e.sender), e);
-    }
+    for (auto& [row, e] : messages) move(copyKey(e), e);
+    for (auto& [row, e] : receipts) move(copyKey(e), e);
     // In the stream first, then gone from here.
     store_.writeAndWait([&](store::Connection& db) {
       auto erase = db.prepare("DELETE FROM queue WHERE seq = ?");
@@ -309,10 +319,15 @@ cluster::Envelope MessagingService::copyOf(const std::string& recipient, Outboun
 // after its PubAck, so a sender's route to the recipient stays on this node
 // (LiveSession's SenderRoute) until its copies are in, and what it sends
 // after goes into the stream behind them.
+// Rows owed a copy (written while the link was away, or whose copy's publish
+// failed) go first, so a row's copy never enters the stream ahead of an
+// earlier row's; while any is left, these are owed too, behind them.
 void MessagingService::copyToStream(std::vector<StreamCopy> copies) {
   cluster_->link().post([this, copies = std::move(copies)]() mutable {
     std::optional<std::string> failed;
+    if (!copyOwed()) failed = "rows written before them still have no copy";
     std::size_t published = 0;
+    std::vector<StreamCopies::Owed> owed;
     for (StreamCopy& copy : copies) {
       if (!failed) {
         try {
@@ -325,18 +340,88 @@ void MessagingService::copyToStream(std::vector<StreamCopy> copies) {
           failed = e.what();
         }
       }
+      if (failed) {
+        owed.push_back({copy.envelope.recipient,
+                        copy.envelope.kind == cluster::Envelope::Kind::message, copy.row,
+                        copyKey(copy.envelope)});
+      }
       // Durable here in any case: with no copy, it is as if NATS were away.
       if (copy.ack) copy.ack->settle();
     }
     if (failed) {
+      copies_->owe(std::move(owed));
       spdlog::warn(
           "cluster: {} of {} items written here have no copy in the stream ({}); they wait in "
-          "this node's store",
+          "this node's store, owed a copy that the next sweep tries again",
           copies.size() - published, copies.size(), *failed);
     } else {
       spdlog::debug("cluster: {} items written here copied into the stream", published);
     }
   });
+}
+
+// A row owed a copy is looked up by its primary key; one gone (the phone
+// took it, an export moved it, it expired) or holding another item is owed
+// nothing. A copy published here while the phone takes its row is recorded
+// all the same: the sweep (or the phone's import, or a handover) removes it,
+// as any copy whose row is gone. On the worker, as exports are: an export of
+// the row comes wholly before (the row is gone) or after (it notices this
+// copy). A duplicate answer is the copy of a publish that failed late (same
+// key), and the row is still here: it is recorded too.
+bool MessagingService::copyOwed() {
+  if (copies_->owing() == 0) return true;
+  if (!cluster_->link().isConnected()) return false;
+  cluster::DeliveryTransport& transport = cluster_->transport();
+  std::size_t copied = 0, gone = 0;
+  try {
+    for (;;) {
+      std::vector<StreamCopies::Owed> owed = copies_->owed(kImportPage);
+      if (owed.empty()) break;
+      std::vector<std::optional<cluster::Envelope>> envelopes(owed.size());
+      std::int64_t now = nowMs();
+      store_.read([&](store::Connection& db) {
+        auto message = db.prepare(
+            "SELECT seq, id, sender, group_id, client_msg_id, body, sent_ms FROM queue "
+            "WHERE seq = ? AND recipient = ? AND expires_ms > ?");
+        auto tick = db.prepare(
+            "SELECT id, server_id, reader, kind, at_ms FROM receipts_queue "
+            "WHERE id = ? AND recipient = ?");
+        for (std::size_t i = 0; i < owed.size(); ++i) {
+          const StreamCopies::Owed& row = owed[i];
+          store::Statement& lookup = row.message ? message : tick;
+          lookup.reset();
+          lookup.bind(1, row.row).bind(2, row.phone);
+          if (row.message) lookup.bind(3, now);
+          if (!lookup.step()) continue;
+          cluster::Envelope e =
+              row.message ? messageOfRow(lookup, row.phone) : tickOfRow(lookup, row.phone);
+          if (copyKey(e) == row.key) envelopes[i] = std::move(e);
+        }
+      });
+      for (std::size_t i = 0; i < owed.size(); ++i) {
+        const StreamCopies::Owed& row = owed[i];
+        if (envelopes[i] && !copies_->has(row.phone, row.key)) {
+          cluster::PublishResult result = transport.publish(*envelopes[i]);
+          if (result.serverId != 0) copies_->add(row.phone, row.key, result.serverId);
+          ++copied;
+        } else {
+          ++gone;
+        }
+        copies_->paid(row);
+      }
+    }
+  } catch (const std::exception& e) {
+    spdlog::warn(
+        "cluster: {} items written here are owed a copy in the stream ({} copied now): {}; the "
+        "next sweep tries again",
+        copies_->owing(), copied, e.what());
+    return false;
+  }
+  spdlog::info(
+      "cluster: {} items written here with no copy in the stream are copied into it ({} were "
+      "taken or moved meanwhile)",
+      copied, gone);
+  return true;
 }
 
 }  // namespace switchboard::messaging

@@ -424,7 +424,8 @@ class MessagingService final : public session::SessionBackend, public session::T
   // took) and imports what waits for them (notices sent meanwhile were lost),
   // then moves what this node's store holds for phones with no session
   // here into the stream (kept while degraded, or left by a session that
-  // ended before taking it), so it reaches the phone on any node.
+  // ended before taking it), so it reaches the phone on any node, and copies
+  // into it the rows owed a copy (copyOwed).
   void catchUp(bool reclaim);
   // Presence across nodes: every node hears every phone's changes and tells
   // its own sessions that may see them (the contact relation both ways: the
@@ -448,10 +449,17 @@ class MessagingService final : public session::SessionBackend, public session::T
   template <class Item>
   void copiesSpilled(const std::string& phone, const std::vector<Item>& items);
   // Store writer thread, after the rows of `copies` committed: the worker
-  // publishes each into the stream (in order, one PubAck each), records it in
-  // StreamCopies and settles its ack. Once one publish fails, the rest are
-  // settled without a copy (durable here only; logged).
+  // copies the rows owed a copy first (copyOwed), then publishes each into
+  // the stream (in order, one PubAck each), records it in StreamCopies and
+  // settles its ack. Once one publish fails (or rows owed are left), the rest
+  // are settled without a copy (durable here; owed a copy, logged).
   void copyToStream(std::vector<StreamCopy> copies);
+  // On the worker, with the link up: publishes the copy of each row owed one
+  // (StreamCopies::owed) that the store still holds, in commit order, and
+  // records it. No store read when nothing is owed; else one per 256 rows
+  // owed. False when rows are still owed (the link is away, or a publish or
+  // the read failed: logged): the next sweep, or write, tries again.
+  bool copyOwed();
   // What an item of a committed write becomes in the stream: the envelope
   // its row would be moved into the stream as (exportRows), same key.
   static cluster::Envelope copyOf(const std::string& recipient, session::OutboundMessage& message,

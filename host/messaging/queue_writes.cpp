@@ -434,19 +434,35 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
   // stream have their copy there already (StreamCopies); items kept for the
   // stream are moved there by their export, in order. One a phone took before
   // its row committed (its ack claimed by the delivery) needs none.
+  // With the link away, such a row is acknowledged on the commit and owed a
+  // copy (StreamCopies::owe): the worker copies it once the link is back,
+  // ahead of any later copy (copyOwed). The link is read once per write, so
+  // no part of it is copied ahead of another that is owed.
   std::vector<StreamCopy> copies;
+  std::vector<StreamCopies::Owed> owed;
+  bool connected = copies_ != nullptr && cluster_->link().isConnected();
   i = 0;
   for (auto& part : write.parts) {
-    bool copying =
-        cluster_ != nullptr && !part.origin.keptForStream && cluster_->link().isConnected();
+    bool own = copies_ != nullptr && !part.origin.keptForStream;
     for (Addressed<Item>& entry : part.items) {
       auto ack = std::exchange(entry.item.ack, nullptr);
       bool mine = ack && entry.item.durability.claimAck();
-      bool copy = copying && !outcomes[i] && entry.item.streamId == 0 && (mine || !ack) &&
+      bool copy = own && !outcomes[i] && entry.item.streamId == 0 && (mine || !ack) &&
                   i < write.rowids.size() && write.rowids[i] != 0;
+      if (copy && !connected) {
+        const Item& item = entry.item;
+        std::string key;
+        if constexpr (kMessages) {
+          key = StreamCopies::messageKey(item.id);
+        } else {
+          key = StreamCopies::receiptKey(item.messageId, static_cast<int>(item.kind), item.by);
+        }
+        owed.push_back({entry.recipient, kMessages, write.rowids[i], std::move(key)});
+        copy = false;
+      }
       if (copy) {
         copies.push_back({copyOf(entry.recipient, entry.item, write.rowids[i]),
-                          mine ? std::move(ack) : nullptr});
+                          mine ? std::move(ack) : nullptr, write.rowids[i]});
       } else if (mine) {
         if (outcomes[i]) {
           ack->fail(std::string(kWhat) + " could not be stored: " + *outcomes[i]);
@@ -456,6 +472,11 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
       }
       ++i;
     }
+  }
+  if (!owed.empty()) {
+    spdlog::debug("cluster: {} items written here while NATS is away are owed a copy in the stream",
+                  owed.size());
+    copies_->owe(std::move(owed));
   }
   if (!copies.empty()) copyToStream(std::move(copies));
 
@@ -472,6 +493,16 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
 void MessagingService::forgotten(ForgetWrite& write, const std::optional<std::string>& error) {
   if (!error) {
     for (const auto& [phone, rows] : write.erased) storedRows_.gone(phone, rows);
+    // Rows the phones took are owed no copy (a copy made meanwhile leaves the
+    // stream with the sweep, as any other).
+    if (copies_ != nullptr && copies_->owing() > 0) {
+      for (const ForgetWrite::Part& part : write.parts) {
+        std::vector<std::int64_t> rows;
+        rows.reserve(part.rows.size());
+        for (const Durability& row : part.rows) rows.push_back(rowOf(row));
+        copies_->forgive(part.messages, rows);
+      }
+    }
   }
   std::lock_guard lock(deletesMutex_);
   for (const ForgetWrite::Part& part : write.parts) {

@@ -287,4 +287,49 @@ std::vector<std::uint64_t> StreamCopies::take(const std::string& phone, const st
   return out;
 }
 
+bool StreamCopies::has(const std::string& phone, const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto it = phones_.find(phone);
+  return it != phones_.end() && it->second.byKey.contains(key);
+}
+
+void StreamCopies::owe(std::vector<Owed> rows) {
+  std::lock_guard lock(mutex_);
+  for (Owed& row : rows) {
+    std::int64_t at = row.row;
+    (row.message ? owedMessages_ : owedReceipts_).insert_or_assign(at, std::move(row));
+  }
+}
+
+void StreamCopies::forgive(bool message, const std::vector<std::int64_t>& rows) {
+  std::lock_guard lock(mutex_);
+  auto& owed = message ? owedMessages_ : owedReceipts_;
+  if (owed.empty()) return;
+  for (std::int64_t row : rows) owed.erase(row);
+}
+
+std::vector<StreamCopies::Owed> StreamCopies::owed(std::size_t limit) {
+  std::vector<Owed> out;
+  std::lock_guard lock(mutex_);
+  for (const auto* table : {&owedMessages_, &owedReceipts_}) {
+    for (const auto& [row, owed] : *table) {
+      if (out.size() >= limit) return out;
+      out.push_back(owed);
+    }
+  }
+  return out;
+}
+
+void StreamCopies::paid(const Owed& row) {
+  std::lock_guard lock(mutex_);
+  auto& owed = row.message ? owedMessages_ : owedReceipts_;
+  auto it = owed.find(row.row);
+  if (it != owed.end() && it->second.key == row.key) owed.erase(it);
+}
+
+std::size_t StreamCopies::owing() {
+  std::lock_guard lock(mutex_);
+  return owedMessages_.size() + owedReceipts_.size();
+}
+
 }  // namespace switchboard::messaging

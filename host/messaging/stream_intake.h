@@ -46,6 +46,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -185,6 +186,7 @@ class StreamIntake {
 struct StreamCopy {
   cluster::Envelope envelope;
   std::shared_ptr<session::DeliveryAck> ack;  // null: nothing waits for it
+  std::int64_t row = 0;                       // its row (queue.seq or receipts_queue.id)
 };
 
 // Envelopes this node took from the stream into its store (an import, or a
@@ -198,9 +200,26 @@ struct StreamCopy {
 // a restarted node forgets them, and the phone's next import reads their
 // copies again (skipped when the row is still there; a row taken meanwhile
 // arrives twice with one id, and the client library drops the repeat).
+//
+// It also keeps the rows *owed* a copy: items of this node's own (those a
+// StreamCopy is for) whose row committed while the link was away, or whose
+// copy's publish failed. Once the link is back the worker copies those still
+// in the store (MessagingService::copyOwed), under the same key, and records
+// the copies here; a row the phone took (forgive) is owed nothing. In memory
+// too: a node restarted on its data directory owes nothing (its catch-up
+// moves rows for phones not on it into the stream; rows for phones that log
+// in on it again before that stay its only copy).
 // Thread-safe.
 class StreamCopies {
  public:
+  // A row owed a copy.
+  struct Owed {
+    std::string phone;
+    bool message = true;  // a row of `queue` (its seq); else of `receipts_queue` (its id)
+    std::int64_t row = 0;
+    std::string key;  // what the row holds (messageKey, receiptKey)
+  };
+
   // What names a row: a message by its id, a receipt by what it is about.
   static std::string messageKey(std::uint64_t messageId);
   static std::string receiptKey(std::uint64_t receiptOf, int kind, const std::string& reader);
@@ -216,6 +235,20 @@ class StreamCopies {
   // The copies of the row `key` (one, unless it was imported twice), which
   // is being moved into the stream: forgotten here.
   std::vector<std::uint64_t> take(const std::string& phone, const std::string& key);
+  // Whether the row `key` of the phone has a copy recorded here.
+  bool has(const std::string& phone, const std::string& key);
+
+  // Rows owed a copy, in the order they committed.
+  void owe(std::vector<Owed> rows);
+  // Rows gone from the store (the phone took them): owed nothing.
+  void forgive(bool message, const std::vector<std::int64_t>& rows);
+  // The first `limit` rows owed (messages first, each table in row order,
+  // which is commit order): still owed until paid.
+  std::vector<Owed> owed(std::size_t limit);
+  // The row is copied, or gone: owed nothing.
+  void paid(const Owed& row);
+  // How many rows are owed (no store read: the sweep asks it every time).
+  std::size_t owing();
 
  private:
   struct Copies {
@@ -224,6 +257,9 @@ class StreamCopies {
   };
   std::mutex mutex_;
   std::unordered_map<std::string, Copies> phones_;
+  // Rows owed, by table, by row (AUTOINCREMENT: row order is commit order).
+  std::map<std::int64_t, Owed> owedMessages_;
+  std::map<std::int64_t, Owed> owedReceipts_;
 };
 
 }  // namespace switchboard::messaging

@@ -131,6 +131,86 @@ TEST_F(ClusterSameNode,
             sent);
 }
 
+// The same while NATS is away: alice's sends to bob on a are written to a's
+// store and acknowledged on the commit, with no copy in the stream. Once NATS
+// is back, a copies those rows into the stream (bob is still on a, so no
+// catch-up moves them), one envelope each, in order; a is then killed for
+// good, and bob logging in on b gets every one once, in order, with its id.
+// Before: the rows stayed on a's disk only, and bob got none of them.
+TEST_F(ClusterSameNode, MessagesSpilledWhileNatsWasAwayAreCopiedOnceItIsBackAndSurviveTheNode) {
+  auto alice = std::make_unique<RecordingPhone>(a->clientOptions(), "+15550009331");
+  alice->registerAndLogin(a->sms());
+  auto bob = std::make_unique<RecordingPhone>(a->clientOptions(), "+15550009332");
+  bob->registerAndLogin(a->sms());
+  const std::string bobNumber = bob->number(), bobKey = bob->key();
+  const std::string aliceNumber = alice->number(), aliceKey = alice->key();
+  alice->client().send(bobNumber, "hello");
+  ASSERT_TRUE(bob->waitForMessages(1)) << a->log();
+  ASSERT_TRUE(waitUntil([&] { return inStream(bobNumber).empty(); })) << a->log();
+  bob->holdDeliveries();
+
+  nats.kill();
+  auto logged = [](const RunningHost& node, const std::string& text) {
+    return node.log().find(text) != std::string::npos;
+  };
+  ASSERT_TRUE(waitUntil([&] { return logged(*a, "cluster: lost NATS"); })) << a->log();
+
+  constexpr std::size_t kCount = 20;
+  std::vector<std::string> sent;
+  std::vector<std::future<client::SendResult>> answers;
+  for (std::size_t i = 0; i < kCount; ++i) {
+    sent.push_back("spilled while NATS was away " + std::to_string(i));
+    answers.push_back(alice->client().sendAsync(bobNumber, sent.back()));
+  }
+  std::map<std::string, std::uint64_t> acked;
+  std::vector<std::uint64_t> ackedIds;
+  for (std::size_t i = 0; i < kCount; ++i) {
+    client::SendResult result = answers[i].get();
+    acked[sent[i]] = result.id;
+    ackedIds.push_back(result.id);
+  }
+  DatabaseFile onA(a->dataDir());
+  EXPECT_EQ(onA.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq", {bobNumber}),
+            sent);
+
+  // NATS comes back on its store: a copies the rows into the stream. (b must
+  // be back too: a login it checks while degraded knows only its own store.)
+  nats.start();
+  ASSERT_TRUE(waitUntil([&] {
+    return logged(*a, "is back; catching up") && logged(*b, "is back; catching up");
+  })) << b->log();
+  ASSERT_TRUE(waitUntil([&] { return messageIdsOf(inStream(bobNumber)) == ackedIds; })) << a->log();
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_TRUE(logged(*a, "items written here with no copy in the stream are copied into it"));
+
+  a->kill9();
+  bob.reset();
+  alice.reset();
+
+  RecordingPhone bobOnB(b->clientOptions(), bobNumber);
+  bobOnB.setKey(bobKey);
+  bobOnB.login();
+  ASSERT_TRUE(bobOnB.waitForMessages(kCount)) << b->log();
+  RecordingPhone aliceOnB(b->clientOptions(), aliceNumber);
+  aliceOnB.setKey(aliceKey);
+  aliceOnB.login();
+  for (std::uint64_t id : ackedIds) {
+    EXPECT_TRUE(aliceOnB.waitForReceipt(id, client::ReceiptKind::delivered)) << id;
+  }
+
+  // Once each (after the ticks made it round), in order, with their ids.
+  std::vector<client::Message> received = bobOnB.messages();
+  ASSERT_EQ(received.size(), kCount) << b->log();
+  EXPECT_EQ(bodiesOf(received), sent);
+  for (const auto& m : received) {
+    EXPECT_EQ(m.id, acked[m.body]) << m.body;
+    EXPECT_EQ(m.from, aliceNumber);
+  }
+  // a's disk still holds its rows: the stream was what carried them.
+  EXPECT_EQ(onA.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq", {bobNumber}),
+            sent);
+}
+
 // The "delivered" ticks of messages alice sent on a to bob on a, written to
 // a's store because alice's phone stopped reading (its session could not
 // show them within durableAfter): they go into the stream too, and reach
