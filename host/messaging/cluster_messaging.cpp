@@ -32,7 +32,9 @@
 //   message from a phone here, a tick for a sender here, not taken from
 //   memory in time) is copied into the stream once committed, before its
 //   sender's ack, while the link is up (StreamCopy, copyToStream): a node
-//   that dies for good strands none of what it acknowledged then.
+//   that dies for good strands none of what it acknowledged then. What it
+//   wrote so while the link was away is copied once it is back (owed copies,
+//   copyOwed, in the catch-up).
 // - Presence and typing: core NATS notices every node hears; each tells its
 //   own sessions that may see them. Contacts are written to sb_contacts first,
 //   and every node watches it and keeps its store's copy of every list.
