@@ -47,6 +47,58 @@ class ClusterSameNode : public TwoNodeCluster {
     });
     return last;
   }
+
+  // What a phone sent at once, and the ids its sends were acknowledged with.
+  struct Acked {
+    std::vector<std::string> bodies;           // in sending order
+    std::map<std::string, std::uint64_t> ids;  // by body
+    std::vector<std::uint64_t> idsInOrder;
+  };
+
+  // Sends `count` messages (`prefix` + i) from `from` to `to` without waiting
+  // between them, then waits for every acknowledgement.
+  static Acked sendAll(RecordingPhone& from, const std::string& to, const std::string& prefix,
+                       std::size_t count) {
+    Acked acked;
+    std::vector<std::future<client::SendResult>> answers;
+    for (std::size_t i = 0; i < count; ++i) {
+      acked.bodies.push_back(prefix + std::to_string(i));
+      answers.push_back(from.client().sendAsync(to, acked.bodies.back()));
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      client::SendResult result = answers[i].get();
+      acked.ids[acked.bodies[i]] = result.id;
+      acked.idsInOrder.push_back(result.id);
+    }
+    return acked;
+  }
+
+  // After a is gone: bob, logging in on b, gets every acknowledged message
+  // once, in order, with its id, and alice, logging in on b, their delivered
+  // ticks.
+  void expectEveryAckedMessageOnB(const Acked& acked, const std::string& aliceNumber,
+                                  const std::string& aliceKey, const std::string& bobNumber,
+                                  const std::string& bobKey) {
+    RecordingPhone bobOnB(b->clientOptions(), bobNumber);
+    bobOnB.setKey(bobKey);
+    bobOnB.login();
+    ASSERT_TRUE(bobOnB.waitForMessages(acked.bodies.size())) << b->log();
+    RecordingPhone aliceOnB(b->clientOptions(), aliceNumber);
+    aliceOnB.setKey(aliceKey);
+    aliceOnB.login();
+    for (std::uint64_t id : acked.idsInOrder) {
+      EXPECT_TRUE(aliceOnB.waitForReceipt(id, client::ReceiptKind::delivered)) << id;
+    }
+    // Once each (after the ticks made it round), in order, with their ids.
+    std::vector<client::Message> received = bobOnB.messages();
+    ASSERT_EQ(received.size(), acked.bodies.size()) << b->log();
+    EXPECT_EQ(bodiesOf(received), acked.bodies);
+    for (const auto& m : received) {
+      EXPECT_EQ(m.id, acked.ids.at(m.body)) << m.body;
+      EXPECT_EQ(m.from, aliceNumber);
+    }
+    EXPECT_TRUE(aliceOnB.messages().empty());
+  }
 };
 
 std::vector<std::uint64_t> messageIdsOf(const std::vector<cluster::QueuedEnvelope>& queued) {
@@ -78,57 +130,25 @@ TEST_F(ClusterSameNode,
   ASSERT_TRUE(waitUntil([&] { return inStream(bobNumber).empty(); })) << a->log();
   bob->holdDeliveries();
 
-  constexpr std::size_t kCount = 20;
-  std::vector<std::string> sent;
-  std::vector<std::future<client::SendResult>> answers;
-  for (std::size_t i = 0; i < kCount; ++i) {
-    sent.push_back("spilled on a " + std::to_string(i));
-    answers.push_back(alice->client().sendAsync(bobNumber, sent.back()));
-  }
-  std::map<std::string, std::uint64_t> acked;
-  std::vector<std::uint64_t> ackedIds;
-  for (std::size_t i = 0; i < kCount; ++i) {
-    client::SendResult result = answers[i].get();
-    acked[sent[i]] = result.id;
-    ackedIds.push_back(result.id);
-  }
+  Acked acked = sendAll(*alice, bobNumber, "spilled on a ", 20);
 
   // Every one is in a's store (bob's phone never returned them) and, since
   // its sender was acknowledged, in the stream under its id.
   DatabaseFile onA(a->dataDir());
   EXPECT_EQ(onA.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq", {bobNumber}),
-            sent);
+            acked.bodies);
   std::vector<cluster::QueuedEnvelope> copies = inStream(bobNumber);
   ASSERT_FALSE(HasFatalFailure());
-  EXPECT_EQ(messageIdsOf(copies), ackedIds) << a->log();
+  EXPECT_EQ(messageIdsOf(copies), acked.idsInOrder) << a->log();
 
   a->kill9();
   bob.reset();  // its connection is gone with a
   alice.reset();
 
-  RecordingPhone bobOnB(b->clientOptions(), bobNumber);
-  bobOnB.setKey(bobKey);
-  bobOnB.login();
-  ASSERT_TRUE(bobOnB.waitForMessages(kCount)) << b->log();
-  RecordingPhone aliceOnB(b->clientOptions(), aliceNumber);
-  aliceOnB.setKey(aliceKey);
-  aliceOnB.login();
-  for (std::uint64_t id : ackedIds) {
-    EXPECT_TRUE(aliceOnB.waitForReceipt(id, client::ReceiptKind::delivered)) << id;
-  }
-
-  // Once each (after the ticks made it round), in order, with their ids.
-  std::vector<client::Message> received = bobOnB.messages();
-  ASSERT_EQ(received.size(), kCount) << b->log();
-  EXPECT_EQ(bodiesOf(received), sent);
-  for (const auto& m : received) {
-    EXPECT_EQ(m.id, acked[m.body]) << m.body;
-    EXPECT_EQ(m.from, aliceNumber);
-  }
-  EXPECT_TRUE(aliceOnB.messages().empty());
+  expectEveryAckedMessageOnB(acked, aliceNumber, aliceKey, bobNumber, bobKey);
   // a's disk still holds its rows: the stream was what carried them.
   EXPECT_EQ(onA.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq", {bobNumber}),
-            sent);
+            acked.bodies);
 }
 
 // The same while NATS is away: alice's sends to bob on a are written to a's
@@ -155,23 +175,10 @@ TEST_F(ClusterSameNode, MessagesSpilledWhileNatsWasAwayAreCopiedOnceItIsBackAndS
   };
   ASSERT_TRUE(waitUntil([&] { return logged(*a, "cluster: lost NATS"); })) << a->log();
 
-  constexpr std::size_t kCount = 20;
-  std::vector<std::string> sent;
-  std::vector<std::future<client::SendResult>> answers;
-  for (std::size_t i = 0; i < kCount; ++i) {
-    sent.push_back("spilled while NATS was away " + std::to_string(i));
-    answers.push_back(alice->client().sendAsync(bobNumber, sent.back()));
-  }
-  std::map<std::string, std::uint64_t> acked;
-  std::vector<std::uint64_t> ackedIds;
-  for (std::size_t i = 0; i < kCount; ++i) {
-    client::SendResult result = answers[i].get();
-    acked[sent[i]] = result.id;
-    ackedIds.push_back(result.id);
-  }
+  Acked acked = sendAll(*alice, bobNumber, "spilled while NATS was away ", 20);
   DatabaseFile onA(a->dataDir());
   EXPECT_EQ(onA.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq", {bobNumber}),
-            sent);
+            acked.bodies);
 
   // NATS comes back on its store: a copies the rows into the stream. (b must
   // be back too: a login it checks while degraded knows only its own store.)
@@ -179,7 +186,8 @@ TEST_F(ClusterSameNode, MessagesSpilledWhileNatsWasAwayAreCopiedOnceItIsBackAndS
   ASSERT_TRUE(waitUntil([&] {
     return logged(*a, "is back; catching up") && logged(*b, "is back; catching up");
   })) << b->log();
-  ASSERT_TRUE(waitUntil([&] { return messageIdsOf(inStream(bobNumber)) == ackedIds; })) << a->log();
+  ASSERT_TRUE(waitUntil([&] { return messageIdsOf(inStream(bobNumber)) == acked.idsInOrder; }))
+      << a->log();
   ASSERT_FALSE(HasFatalFailure());
   EXPECT_TRUE(logged(*a, "items written here with no copy in the stream are copied into it"));
 
@@ -187,28 +195,10 @@ TEST_F(ClusterSameNode, MessagesSpilledWhileNatsWasAwayAreCopiedOnceItIsBackAndS
   bob.reset();
   alice.reset();
 
-  RecordingPhone bobOnB(b->clientOptions(), bobNumber);
-  bobOnB.setKey(bobKey);
-  bobOnB.login();
-  ASSERT_TRUE(bobOnB.waitForMessages(kCount)) << b->log();
-  RecordingPhone aliceOnB(b->clientOptions(), aliceNumber);
-  aliceOnB.setKey(aliceKey);
-  aliceOnB.login();
-  for (std::uint64_t id : ackedIds) {
-    EXPECT_TRUE(aliceOnB.waitForReceipt(id, client::ReceiptKind::delivered)) << id;
-  }
-
-  // Once each (after the ticks made it round), in order, with their ids.
-  std::vector<client::Message> received = bobOnB.messages();
-  ASSERT_EQ(received.size(), kCount) << b->log();
-  EXPECT_EQ(bodiesOf(received), sent);
-  for (const auto& m : received) {
-    EXPECT_EQ(m.id, acked[m.body]) << m.body;
-    EXPECT_EQ(m.from, aliceNumber);
-  }
+  expectEveryAckedMessageOnB(acked, aliceNumber, aliceKey, bobNumber, bobKey);
   // a's disk still holds its rows: the stream was what carried them.
   EXPECT_EQ(onA.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq", {bobNumber}),
-            sent);
+            acked.bodies);
 }
 
 // The "delivered" ticks of messages alice sent on a to bob on a, written to
