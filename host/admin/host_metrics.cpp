@@ -137,7 +137,7 @@ void storeCommits(PrometheusText& out, const store::StoreStats& stats) {
 
 // Only with --cluster: a single node has no cluster metrics at all.
 void clusterMetrics(PrometheusText& out, cluster::ClusterNode& node,
-                    const messaging::MessagingCounters& c) {
+                    const messaging::MessagingCounters& c, std::size_t copiesOwed) {
   auto status = node.status();
   gauge(out, "switchboard_cluster_degraded",
         "1 while this node has lost NATS and serves only its own sessions",
@@ -155,6 +155,12 @@ void clusterMetrics(PrometheusText& out, cluster::ClusterNode& node,
   counter(out, "switchboard_cluster_kept_total",
           "Messages and receipts for phones elsewhere kept in this node's store",
           c.clusterKept.load());
+  counter(out, "switchboard_cluster_copied_total",
+          "Items of this node's own written to its store and copied into the stream",
+          c.clusterCopied.load());
+  gauge(out, "switchboard_cluster_copies_owed",
+        "Items of this node's own in its store with no copy in the stream yet (NATS away)",
+        copiesOwed);
   counter(out, "switchboard_cluster_waited_total",
           "Items that waited in the outbox while kept rows for their phone moved into the stream",
           outbox.waited);
@@ -204,7 +210,9 @@ std::string renderHostMetrics(const HostView& host) {
           push.sent);
   counter(out, "switchboard_push_failed_total", "Push notifications given up on", push.failed);
   gauge(out, "switchboard_uptime_seconds", "Seconds since the host started", host.uptimeSeconds());
-  if (host.cluster != nullptr) clusterMetrics(out, *host.cluster, c);
+  if (host.cluster != nullptr) {
+    clusterMetrics(out, *host.cluster, c, host.messaging.clusterCopiesOwed());
+  }
   return out.text();
 }
 

@@ -242,6 +242,10 @@ void MessagingService::exportRows(const std::string& phone) {
   tellHolder(phone, moved);
 }
 
+std::size_t MessagingService::clusterCopiesOwed() const {
+  return copies_ ? copies_->owing() : 0;
+}
+
 std::vector<std::uint64_t> MessagingService::copiesTaken(const std::string& phone) {
   std::unordered_set<std::string> stored;
   store_.read([&](store::Connection& db) {
@@ -336,6 +340,7 @@ void MessagingService::copyToStream(std::vector<StreamCopy> copies) {
             copies_->add(copy.envelope.recipient, copyKey(copy.envelope), result.serverId);
           }
           ++published;
+          ++counters_.clusterCopied;
         } catch (const std::exception& e) {
           failed = e.what();
         }
@@ -404,6 +409,7 @@ bool MessagingService::copyOwed() {
           cluster::PublishResult result = transport.publish(*envelopes[i]);
           if (result.serverId != 0) copies_->add(row.phone, row.key, result.serverId);
           ++copied;
+          ++counters_.clusterCopied;
         } else {
           ++gone;
         }

@@ -114,6 +114,9 @@ struct MessagingCounters {
   // Cluster mode: items for phones elsewhere kept in this node's store (NATS
   // away, or behind such items), to be moved into the stream later.
   std::atomic<std::uint64_t> clusterKept{0};
+  // Cluster mode: items of this node's own written to its store and copied
+  // into the stream (at once, or later as owed copies): docs/cluster.md.
+  std::atomic<std::uint64_t> clusterCopied{0};
 };
 
 // Where a connection is, so a session made on it can be found and closed.
@@ -150,6 +153,9 @@ class MessagingService final : public session::SessionBackend, public session::T
 
   const MessagingOptions& options() const { return options_; }
   const MessagingCounters& counters() const { return counters_; }
+  // Cluster mode: rows of this node's own with no copy in the stream yet (owed
+  // a copy): what only this node's store holds. 0 on a single node.
+  std::size_t clusterCopiesOwed() const;
   session::SessionTable& sessions() { return sessions_; }
   // Operators' writes to a phone's device bracket themselves with its key changes.
   KnownUsers& knownUsers() { return knownUsers_; }

@@ -11,6 +11,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,13 @@ class ClusterSameNode : public TwoNodeCluster {
       last = transport.lastSequence();
     });
     return last;
+  }
+
+  // One unlabelled sample of a node's /metrics; 0 (and a failure) when absent.
+  static std::uint64_t metric(const RunningHost& node, const std::string& name) {
+    std::optional<double> value = node.metric(name);
+    EXPECT_TRUE(value) << name;
+    return static_cast<std::uint64_t>(value.value_or(0));
   }
 
   // What a phone sent at once, and the ids its sends were acknowledged with.
@@ -140,6 +148,8 @@ TEST_F(ClusterSameNode,
   std::vector<cluster::QueuedEnvelope> copies = inStream(bobNumber);
   ASSERT_FALSE(HasFatalFailure());
   EXPECT_EQ(messageIdsOf(copies), acked.idsInOrder) << a->log();
+  EXPECT_GE(metric(*a, "switchboard_cluster_copied_total"), acked.bodies.size());
+  EXPECT_EQ(metric(*a, "switchboard_cluster_copies_owed"), 0u);
 
   a->kill9();
   bob.reset();  // its connection is gone with a
@@ -175,7 +185,13 @@ TEST_F(ClusterSameNode, MessagesSpilledWhileNatsWasAwayAreCopiedOnceItIsBackAndS
   };
   ASSERT_TRUE(waitUntil([&] { return logged(*a, "cluster: lost NATS"); })) << a->log();
 
+  std::uint64_t copiedBefore = metric(*a, "switchboard_cluster_copied_total");
   Acked acked = sendAll(*alice, bobNumber, "spilled while NATS was away ", 20);
+  // Only a's store holds them, and /metrics says how many (counted just after
+  // the acks are given, on the store's side).
+  EXPECT_TRUE(waitUntil([&] {
+    return metric(*a, "switchboard_cluster_copies_owed") == acked.bodies.size();
+  })) << metric(*a, "switchboard_cluster_copies_owed");
   DatabaseFile onA(a->dataDir());
   EXPECT_EQ(onA.column("SELECT body FROM queue WHERE recipient = ? ORDER BY seq", {bobNumber}),
             acked.bodies);
@@ -190,6 +206,9 @@ TEST_F(ClusterSameNode, MessagesSpilledWhileNatsWasAwayAreCopiedOnceItIsBackAndS
       << a->log();
   ASSERT_FALSE(HasFatalFailure());
   EXPECT_TRUE(logged(*a, "items written here with no copy in the stream are copied into it"));
+  // Paid once each copy is in (the stream answers before the count moves).
+  EXPECT_TRUE(waitUntil([&] { return metric(*a, "switchboard_cluster_copies_owed") == 0; }));
+  EXPECT_EQ(metric(*a, "switchboard_cluster_copied_total"), copiedBefore + acked.bodies.size());
 
   a->kill9();
   bob.reset();
