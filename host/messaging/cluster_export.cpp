@@ -268,14 +268,7 @@ std::vector<std::uint64_t> MessagingService::copiesTaken(const std::string& phon
 template <class Item>
 void MessagingService::copiesSpilled(const std::string& phone, const std::vector<Item>& items) {
   for (const Item& item : items) {
-    if (item.streamId == 0) continue;
-    if constexpr (std::is_same_v<Item, OutboundMessage>) {
-      copies_->add(phone, StreamCopies::messageKey(item.id), item.streamId);
-    } else {
-      copies_->add(phone,
-                   StreamCopies::receiptKey(item.messageId, static_cast<int>(item.kind), item.by),
-                   item.streamId);
-    }
+    if (item.streamId != 0) copies_->add(phone, StreamCopies::keyOf(item), item.streamId);
   }
 }
 template void MessagingService::copiesSpilled(const std::string&,

@@ -450,14 +450,8 @@ void MessagingService::written(QueueWrite<Item>& write, const std::optional<std:
       bool copy = own && !outcomes[i] && entry.item.streamId == 0 && (mine || !ack) &&
                   i < write.rowids.size() && write.rowids[i] != 0;
       if (copy && !connected) {
-        const Item& item = entry.item;
-        std::string key;
-        if constexpr (kMessages) {
-          key = StreamCopies::messageKey(item.id);
-        } else {
-          key = StreamCopies::receiptKey(item.messageId, static_cast<int>(item.kind), item.by);
-        }
-        owed.push_back({entry.recipient, kMessages, write.rowids[i], std::move(key)});
+        owed.push_back(
+            {entry.recipient, kMessages, write.rowids[i], StreamCopies::keyOf(entry.item)});
         copy = false;
       }
       if (copy) {

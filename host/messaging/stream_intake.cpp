@@ -230,6 +230,14 @@ std::string StreamCopies::receiptKey(std::uint64_t receiptOf, int kind, const st
   return "r/" + std::to_string(receiptOf) + "/" + std::to_string(kind) + "/" + reader;
 }
 
+std::string StreamCopies::keyOf(const session::OutboundMessage& message) {
+  return messageKey(message.id);
+}
+
+std::string StreamCopies::keyOf(const session::OutboundReceipt& receipt) {
+  return receiptKey(receipt.messageId, static_cast<int>(receipt.kind), receipt.by);
+}
+
 void StreamCopies::add(const std::string& phone, const std::string& key, std::uint64_t serverId) {
   std::lock_guard lock(mutex_);
   Copies& copies = phones_[phone];

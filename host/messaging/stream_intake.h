@@ -58,6 +58,7 @@
 
 #include "cluster/delivery_transport.h"
 #include "session/delivery_ack.h"
+#include "session/outbound.h"
 
 namespace switchboard::messaging {
 
@@ -223,6 +224,9 @@ class StreamCopies {
   // What names a row: a message by its id, a receipt by what it is about.
   static std::string messageKey(std::uint64_t messageId);
   static std::string receiptKey(std::uint64_t receiptOf, int kind, const std::string& reader);
+  // The same for an item held in memory (the row it becomes).
+  static std::string keyOf(const session::OutboundMessage& message);
+  static std::string keyOf(const session::OutboundReceipt& receipt);
 
   void add(const std::string& phone, const std::string& key, std::uint64_t serverId);
   // Whether the envelope is one of the phone's copies.
