@@ -24,6 +24,15 @@ using session::ReceiptKind;
 
 namespace {
 
+// The key a row's envelope is published under, whether an export moves the
+// row or a copy of it is made (copyOf): the same row is one envelope in the
+// stream either way. (JetStream drops a publish whose key it holds.)
+std::string rowKey(const cluster::Envelope& e, std::int64_t row) {
+  return e.kind == cluster::Envelope::Kind::message
+             ? "x/" + std::to_string(row) + "/" + std::to_string(e.messageId)
+             : "xr/" + std::to_string(row) + "/" + std::to_string(e.receiptOf);
+}
+
 // The envelope a row of `queue` is moved into the stream as, from columns
 // seq, id, sender, group_id, client_msg_id, body, sent_ms. The row names the
 // copy: an export repeated after a crash is one copy, while a message
@@ -40,7 +49,7 @@ cluster::Envelope messageOfRow(store::Statement& rows, const std::string& phone)
   e.clientMsgId = rows.columnText(4);
   e.body = rows.columnBlob(5);
   e.sentAtMs = rows.columnInt(6);
-  e.exactlyOnceKey = "x/" + std::to_string(rows.columnInt(0)) + "/" + std::to_string(e.messageId);
+  e.exactlyOnceKey = rowKey(e, rows.columnInt(0));
   return e;
 }
 
@@ -54,7 +63,7 @@ cluster::Envelope tickOfRow(store::Statement& ticks, const std::string& phone) {
   e.receiptOf = static_cast<std::uint64_t>(ticks.columnInt(1));
   e.sender = ticks.columnText(2);
   e.sentAtMs = ticks.columnInt(4);
-  e.exactlyOnceKey = "xr/" + std::to_string(ticks.columnInt(0)) + "/" + std::to_string(e.receiptOf);
+  e.exactlyOnceKey = rowKey(e, ticks.columnInt(0));
   return e;
 }
 
@@ -288,7 +297,7 @@ cluster::Envelope MessagingService::copyOf(const std::string& recipient, Outboun
   e.group = message.group == 0 ? std::string() : std::to_string(message.group);
   e.messageId = message.id;
   // The key its row's export would publish it under (exportRows).
-  e.exactlyOnceKey = "x/" + std::to_string(row) + "/" + std::to_string(e.messageId);
+  e.exactlyOnceKey = rowKey(e, row);
   return e;
 }
 
@@ -301,7 +310,7 @@ cluster::Envelope MessagingService::copyOf(const std::string& recipient, Outboun
   e.recipient = recipient;
   e.sentAtMs = receipt.timestamp;
   e.receiptOf = receipt.messageId;
-  e.exactlyOnceKey = "xr/" + std::to_string(row) + "/" + std::to_string(e.receiptOf);
+  e.exactlyOnceKey = rowKey(e, row);
   return e;
 }
 
