@@ -3,16 +3,22 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstring>
 
 namespace switchboard::plugin {
 
 // ---------------------------------------------------------------- counters
 
-void CounterRegistry::add(std::string_view kind, std::string_view version, std::string_view name,
-                          std::uint64_t delta) {
+CounterRegistry::Cell& CounterRegistry::cell(std::string_view kind, std::string_view version,
+                                             std::string_view name) {
   std::lock_guard lock(mutex_);
   auto key = std::make_tuple(std::string(kind), std::string(version), std::string(name));
-  counters_[std::move(key)] += delta;
+  return counters_.try_emplace(std::move(key)).first->second;
+}
+
+void CounterRegistry::add(std::string_view kind, std::string_view version, std::string_view name,
+                          std::uint64_t delta) {
+  cell(kind, version, name).fetch_add(delta, std::memory_order_relaxed);
 }
 
 std::vector<CounterSample> CounterRegistry::snapshot() const {
@@ -20,7 +26,8 @@ std::vector<CounterSample> CounterRegistry::snapshot() const {
   std::vector<CounterSample> out;
   out.reserve(counters_.size());
   for (const auto& [key, value] : counters_) {
-    out.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), value});
+    out.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key),
+                   value.load(std::memory_order_relaxed)});
   }
   return out;
 }
@@ -30,13 +37,73 @@ std::uint64_t CounterRegistry::value(std::string_view kind, std::string_view ver
   std::lock_guard lock(mutex_);
   auto found =
       counters_.find(std::make_tuple(std::string(kind), std::string(version), std::string(name)));
-  return found == counters_.end() ? 0 : found->second;
+  return found == counters_.end() ? 0 : found->second.load(std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------- cells by name
+
+namespace {
+
+// Where a name's probe starts: a mix of its length and its first and last
+// eight bytes, which tells apart the short names counters have in a few
+// instructions (std::hash reads every byte). Names alike there only probe
+// further: find() compares whole names.
+std::size_t nameHash(std::string_view name) {
+  std::uint64_t head = 0;
+  std::uint64_t tail = 0;
+  if (name.size() >= sizeof head) {
+    std::memcpy(&head, name.data(), sizeof head);
+    std::memcpy(&tail, name.data() + name.size() - sizeof tail, sizeof tail);
+  } else {
+    for (unsigned char c : name) head = (head << 8) | c;
+  }
+  std::uint64_t mixed =
+      ((head * 0x9E3779B97F4A7C15ULL) ^ (tail + name.size())) * 0xC2B2AE3D27D4EB4FULL;
+  return static_cast<std::size_t>(mixed >> 32);  // the multiplies' best-mixed bits
+}
+
+}  // namespace
+
+CounterCells::CounterCells(CounterRegistry& registry, std::string kind, std::string version)
+    : registry_(registry), kind_(std::move(kind)), version_(std::move(version)) {
+  static_assert((kSlots & (kSlots - 1)) == 0 && kCachedNames < kSlots);
+}
+
+void CounterCells::add(std::string_view name, std::uint64_t delta) {
+  const std::size_t hash = nameHash(name);
+  CounterRegistry::Cell* cell = find(hash, name);
+  if (cell == nullptr) cell = &resolve(hash, name);
+  cell->fetch_add(delta, std::memory_order_relaxed);
+}
+
+CounterRegistry::Cell* CounterCells::find(std::size_t hash, std::string_view name) const {
+  // Fewer entries than slots: every probe ends at a null.
+  for (std::size_t slot = hash & (kSlots - 1);; slot = (slot + 1) & (kSlots - 1)) {
+    const Entry* entry = slots_[slot].load(std::memory_order_acquire);
+    if (entry == nullptr) return nullptr;
+    if (entry->hash == hash && entry->name == name) return entry->cell;
+  }
+}
+
+CounterRegistry::Cell& CounterCells::resolve(std::size_t hash, std::string_view name) {
+  std::lock_guard lock(mutex_);
+  // Another thread may have cached it since this one looked.
+  if (CounterRegistry::Cell* cached = find(hash, name)) return *cached;
+  CounterRegistry::Cell& cell = registry_.cell(kind_, version_, name);
+  if (entries_.size() == kCachedNames) return cell;
+  entries_.push_back(std::make_unique<Entry>(Entry{hash, std::string(name), &cell}));
+  std::size_t slot = hash & (kSlots - 1);
+  while (slots_[slot].load(std::memory_order_relaxed) != nullptr) slot = (slot + 1) & (kSlots - 1);
+  slots_[slot].store(entries_.back().get(), std::memory_order_release);
+  return cell;
 }
 
 // ---------------------------------------------------------------- services
 
 PluginHostServices::PluginHostServices(std::shared_ptr<spdlog::logger> logger)
-    : logger_(std::move(logger)), counters_(std::make_shared<CounterRegistry>()) {}
+    : logger_(std::move(logger)),
+      counters_(std::make_shared<CounterRegistry>()),
+      cells_(*counters_, kind_, version_) {}
 
 PluginHostServices::PluginHostServices(std::shared_ptr<spdlog::logger> logger,
                                        std::shared_ptr<CounterRegistry> counters, std::string kind,
@@ -44,7 +111,8 @@ PluginHostServices::PluginHostServices(std::shared_ptr<spdlog::logger> logger,
     : logger_(std::move(logger)),
       counters_(std::move(counters)),
       kind_(std::move(kind)),
-      version_(std::move(version)) {}
+      version_(std::move(version)),
+      cells_(*counters_, kind_, version_) {}
 
 std::unique_ptr<PluginHostServices> PluginHostServices::forVersion(Kind kind,
                                                                    std::string_view version) const {
@@ -78,7 +146,7 @@ void PluginHostServices::log(LogLevel level, std::string_view message) {
 
 void PluginHostServices::count(std::string_view name, std::uint64_t delta) {
   try {
-    counters_->add(kind_, version_, name, delta);
+    cells_.add(name, delta);
   } catch (...) {
   }
 }

@@ -494,19 +494,5 @@ TEST_F(PluginManagerTest, RejectsEveryBadLibraryWhileTheOldVersionKeepsServing) 
   EXPECT_EQ(manager_->status(Kind::routing).versions.size(), 1u);
 }
 
-// ---------------------------------------------------------------- host services
-
-TEST(PluginHostServices, CountersAreTaggedWithKindAndVersion) {
-  PluginHostServices root;
-  auto tagged = root.forVersion(Kind::presence, "3.1.0");
-  tagged->count("fanout", 2);
-  tagged->count("fanout", 3);
-  root.count("boot", 1);
-  EXPECT_EQ(root.counters().value("presence", "3.1.0", "fanout"), 5u);
-  EXPECT_EQ(root.counters().value("host", "", "boot"), 1u);
-  EXPECT_EQ(root.counters().snapshot().size(), 2u);
-  EXPECT_GT(tagged->nowMs(), 1'600'000'000'000);
-}
-
 }  // namespace
 }  // namespace switchboard::plugin
