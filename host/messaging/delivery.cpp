@@ -136,11 +136,14 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
           kj::throwFatalException(kj::mv(e));
         });
   }
+  // One look at the table serves the envelope and, if this send opens a
+  // route, the route (see route()).
+  std::optional<session::SessionAddress> located = sessions_.locate(to);
   RoutingPlugin::Envelope envelope;
   envelope.from = from;
   envelope.to = to;
   envelope.bodyBytes = body.size();
-  envelope.recipientOnline = sessions_.isOnline(to);
+  envelope.recipientOnline = located.has_value();
   auto destination = askRouting(plugins_, envelope);
   if (destination == RoutingPlugin::Destination::drop) {
     refuse("the routing policy dropped the message");
@@ -171,7 +174,7 @@ kj::Promise<SentMessage> MessagingService::send(LiveSession& sender, std::string
       route.way = session::SenderRoute{std::nullopt, 0, cluster_ != nullptr};
     }
   }
-  route(sender, std::move(to), std::move(message));
+  route(sender, std::move(to), std::move(message), std::move(located));
   return acknowledged(kj::mv(promise), key, sent);
 }
 
@@ -199,15 +202,18 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
   requireBody(body.size());
   requireMember(from, group);
   std::vector<std::string> recipients;
+  std::vector<std::optional<session::SessionAddress>> located;  // recipients[i]'s session
   for (std::string& member : membersOf(group)) {
+    auto address = sessions_.locate(member);
     RoutingPlugin::Envelope envelope;
     envelope.from = from;
     envelope.to = member;
     envelope.group = group;
     envelope.bodyBytes = body.size();
-    envelope.recipientOnline = sessions_.isOnline(member);
+    envelope.recipientOnline = address.has_value();
     if (askRouting(plugins_, envelope) == RoutingPlugin::Destination::drop) continue;
     recipients.push_back(std::move(member));
+    located.push_back(std::move(address));
   }
   if (recipients.empty()) refuse("the group has no other members");
   DedupCache::Key key = dedup_.key(from, clientMsgId);
@@ -221,7 +227,7 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
       DeliveryAck::makeForSend(sender.thread(), static_cast<std::uint32_t>(recipients.size()));
   ack->listen(sender.weak_from_this(), recipients);
   FanOut fanOut(threads_.size());
-  for (std::string& recipient : recipients) {
+  for (std::size_t i = 0; i < recipients.size(); ++i) {
     OutboundMessage message;
     message.id = sent.id;
     message.from = from;
@@ -231,7 +237,7 @@ kj::Promise<SentMessage> MessagingService::sendToGroup(LiveSession& sender, std:
     message.timestamp = sent.timestamp;
     message.ack = ack;
     ++counters_.messagesIn;
-    route(sender, std::move(recipient), std::move(message), &fanOut);
+    route(sender, std::move(recipients[i]), std::move(message), std::move(located[i]), &fanOut);
   }
   fanOut.post(*this);
   return acknowledged(kj::mv(promise), key, sent);
@@ -279,10 +285,10 @@ kj::Promise<std::uint32_t> MessagingService::broadcast(std::string phone, std::s
 // ---------------------------------------------------------------- the way there
 
 void MessagingService::route(LiveSession& sender, std::string to, OutboundMessage message,
-                             FanOut* fanOut) {
+                             std::optional<session::SessionAddress> located, FanOut* fanOut) {
   auto [way, fresh] = sender.routeTo(to);
   if (fresh) {
-    way.session = sessions_.locate(to);
+    way.session = std::move(located);
     way.remote = !way.session && cluster_;
   }
   ++way.outstanding;

@@ -277,10 +277,13 @@ class MessagingService final : public session::SessionBackend, public session::T
   // thread when the fan-out is done rather than once per member (delivery.cpp).
   struct FanOut;
   // Hands `message` to `to` the way the sender's earlier unacknowledged items
-  // to `to` went, or else to `to`'s session or the store. With `fanOut`, a
-  // copy for a session on another thread waits in it (FanOut::post sends it).
+  // to `to` went, or else to `located` (`to`'s session as the send found it in
+  // the table, std::nullopt: the store). A session that ended since takes
+  // nothing: the item is stored, as a session that ends later writes what it
+  // holds. With `fanOut`, a copy for a session on another thread waits in it
+  // (FanOut::post sends it).
   void route(session::LiveSession& sender, std::string to, session::OutboundMessage message,
-             FanOut* fanOut = nullptr);
+             std::optional<session::SessionAddress> located, FanOut* fanOut = nullptr);
   // On the thread of `address`: offers the item to that session, or stores it
   // when the session is gone.
   template <class Item>
