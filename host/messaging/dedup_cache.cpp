@@ -47,10 +47,14 @@ DedupCache::Key DedupCache::key(std::string_view sender, std::string_view client
 
 std::optional<SentMessage> DedupCache::find(Key key) const {
   std::lock_guard lock(mutex_);
-  if (index_.empty()) return std::nullopt;
-  std::uint32_t position = index_[slotOf(key.hash)];
-  if (position == 0) return std::nullopt;
-  return ring_[position - 1].sent;
+  return findLocked(key.hash);
+}
+
+DedupCache::Lookup DedupCache::lookup(Key key) const {
+  std::lock_guard lock(mutex_);
+  Lookup found{findLocked(key.hash)};
+  found.askStore = !found.sent && !coversStore_;
+  return found;
 }
 
 void DedupCache::remember(Key key, SentMessage sent) {
@@ -79,6 +83,13 @@ bool DedupCache::coversStore() const {
 std::size_t DedupCache::size() const {
   std::lock_guard lock(mutex_);
   return ring_.size();
+}
+
+std::optional<SentMessage> DedupCache::findLocked(std::uint64_t key) const {
+  if (index_.empty()) return std::nullopt;
+  std::uint32_t position = index_[slotOf(key)];
+  if (position == 0) return std::nullopt;
+  return ring_[position - 1].sent;
 }
 
 std::size_t DedupCache::slotOf(std::uint64_t key) const {

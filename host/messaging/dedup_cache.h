@@ -48,6 +48,12 @@ class DedupCache {
   Key key(std::string_view sender, std::string_view clientMsgId) const;
 
   std::optional<SentMessage> find(Key key) const;
+  // find() and coversStore() at once, under one lock: what a new send asks.
+  struct Lookup {
+    std::optional<SentMessage> sent;  // the first answer, when remembered
+    bool askStore = false;            // not remembered, and the store may have a row
+  };
+  Lookup lookup(Key key) const;
   void remember(Key key, SentMessage sent);
   std::optional<SentMessage> find(std::string_view sender, std::string_view clientMsgId) const {
     return find(key(sender, clientMsgId));
@@ -77,6 +83,7 @@ class DedupCache {
   };
 
   // All under mutex_.
+  std::optional<SentMessage> findLocked(std::uint64_t key) const;
   void add(std::uint64_t key, SentMessage sent, bool stored);
   // The index slot holding `key`, or the empty slot where it would go.
   std::size_t slotOf(std::uint64_t key) const;

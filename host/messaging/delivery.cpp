@@ -77,8 +77,8 @@ struct MessagingService::FanOut {
 std::optional<SentMessage> MessagingService::findDuplicate(DedupCache::Key key,
                                                            const std::string& from,
                                                            const std::string& clientMsgId) {
-  if (auto sent = dedup_.find(key)) return sent;
-  if (dedup_.coversStore()) return std::nullopt;  // the store has no row either
+  auto known = dedup_.lookup(key);
+  if (!known.askStore) return known.sent;  // remembered, or the store has no row either
   std::optional<SentMessage> stored;
   store_.read([&](store::Connection& db) {
     auto row =

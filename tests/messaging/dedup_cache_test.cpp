@@ -107,5 +107,29 @@ TEST(DedupCache, AStoreTooBigToLoadIsNotCovered) {
   EXPECT_FALSE(cache.coversStore());
 }
 
+// What a send asks at once: the first answer, or whether the store must be
+// asked (only on a miss the cache does not cover).
+TEST(DedupCache, ALookupAsksTheStoreOnlyOnAMissItDoesNotCover) {
+  DedupCache cache(2);
+  cache.load({{"+1", "stored", {5, 50}}}, true);
+  auto hit = cache.lookup(cache.key("+1", "stored"));
+  ASSERT_TRUE(hit.sent.has_value());
+  EXPECT_EQ(hit.sent->id, 5u);
+  EXPECT_FALSE(hit.askStore);
+  auto coveredMiss = cache.lookup(cache.key("+1", "new"));
+  EXPECT_FALSE(coveredMiss.sent.has_value());
+  EXPECT_FALSE(coveredMiss.askStore);
+
+  cache.remember("+1", "memory", {6, 60});
+  cache.remember("+1", "memory too", {7, 70});  // forgets "stored"
+  auto miss = cache.lookup(cache.key("+1", "stored"));
+  EXPECT_FALSE(miss.sent.has_value());
+  EXPECT_TRUE(miss.askStore);
+  auto stillAHit = cache.lookup(cache.key("+1", "memory too"));
+  ASSERT_TRUE(stillAHit.sent.has_value());
+  EXPECT_EQ(stillAHit.sent->id, 7u);
+  EXPECT_FALSE(stillAHit.askStore);
+}
+
 }  // namespace
 }  // namespace switchboard::messaging
