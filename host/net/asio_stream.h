@@ -2,6 +2,7 @@
 // A kj::AsyncIoStream over a socket registered with an Asio io_context.
 
 #include "net/asio_event_port.h"
+#include "net/immediate_io_stream.h"
 #include "net/socket_registration.h"
 
 #include <kj/async-io.h>
@@ -43,7 +44,7 @@ namespace switchboard::net {
 // Failure: a peer that resets or vanishes makes reads throw kj::Exception::Type::DISCONNECTED
 // (or return EOF) and pending and later writes reject with DISCONNECTED; never a crash or a
 // SIGPIPE. Data still buffered when the stream is destroyed is discarded.
-class AsioStream final : public kj::AsyncIoStream {
+class AsioStream final : public ImmediateIoStream {
  public:
   static constexpr size_t kReadBufferBytes = 64 * 1024;
   static constexpr size_t kHighWaterBytes = 256 * 1024;
@@ -61,12 +62,9 @@ class AsioStream final : public kj::AsyncIoStream {
   kj::Promise<void> write(const void* buffer, size_t size) override;
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
   kj::Promise<void> whenWriteDisconnected() override;
-  // write(pieces) without a promise, when the stream can take them without waiting: no write
-  // failed, no shutdownWrite() yet, and what is buffered stays below kHighWaterBytes with them.
-  // Then the pieces are copied (and flushed as write() would) and it returns true; otherwise
-  // nothing is taken and it returns false, and write() is the way (it fails, or says when
-  // there is room).
-  bool tryWriteNow(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces);
+  // ImmediateIoStream (immediate_io_stream.h): the high-water mark is kHighWaterBytes, and
+  // what tryWriteNow() takes is flushed as write() flushes it.
+  bool tryWriteNow(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
 
   // Flushes what is buffered, then shuts down the sending side.
   void shutdownWrite() override;
@@ -79,32 +77,18 @@ class AsioStream final : public kj::AsyncIoStream {
 
   // Bytes accepted by write() and not yet handed to the kernel.
   size_t bufferedWriteBytes() const { return writeEnd_ - writeStart_; }
-  // Bytes read from the socket and not yet handed to a reader.
-  size_t bufferedReadBytes() const { return readEnd_ - readStart_; }
-  // Hands up to `maxBytes` of those bytes to a reader at once, without a promise and without
-  // touching the socket; returns how many. For a reader that has no read pending.
-  size_t takeBuffered(void* out, size_t maxBytes);
-  // Those bytes, left where they are (valid until the next read or take).
-  kj::ArrayPtr<const kj::byte> peekBuffered() const {
+  // ImmediateIoStream's reading side.
+  size_t bufferedReadBytes() const override { return readEnd_ - readStart_; }
+  size_t takeBuffered(void* out, size_t maxBytes) override;
+  kj::ArrayPtr<const kj::byte> peekBuffered() const override {
     return kj::arrayPtr(readBuffer_.get() + readStart_, readEnd_ - readStart_);
   }
-  // With nothing buffered, no end or failure met by readAheadNow() and the socket not readable
-  // now: resolves at its next readability edge (then readAheadNow() may find bytes, the end or
-  // a failure). Otherwise null: a reader reads at once (tryRead() or readAheadNow()).
-  kj::Maybe<kj::Promise<void>> whenNothingToRead();
-  // The same wait, for a listener told from inside the reactor's handling of the edge
-  // (SocketRegistration::ReadListener): true when it now listens, false (not listening) when
-  // whenNothingToRead() would be null. stopListening(): no longer (if it still was).
-  bool listenReadable(SocketRegistration::ReadListener& listener);
-  void stopListening(SocketRegistration::ReadListener& listener) {
+  kj::Maybe<kj::Promise<void>> whenNothingToRead() override;
+  bool listenReadable(SocketRegistration::ReadListener& listener) override;
+  void stopListening(SocketRegistration::ReadListener& listener) override {
     socket_.stopListening(listener);
   }
-  // With nothing buffered and the socket maybe readable: reads what it has now, without
-  // waiting, into the buffer takeBuffered() hands out (one read, as tryRead() would make).
-  // True when bytes are buffered. False when there is nothing to read yet, or the stream
-  // ended or failed: the next tryRead() reports that end or failure, as if it had read it.
-  // For a reader that has no read pending.
-  bool readAheadNow();
+  bool readAheadNow() override;
   // Memory held for reading ahead: the bytes read past a request until taken, else 0.
   size_t bufferedReadCapacity() const { return readCapacity_; }
   // Memory held for outgoing bytes: 0 once everything was flushed.

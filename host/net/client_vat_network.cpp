@@ -1,14 +1,21 @@
 #include "net/client_vat_network.h"
 
 #include <capnp/message.h>
+#include <spdlog/spdlog.h>
 
 namespace switchboard::net {
 
 // ------------------------------------------------------------------------------ network
 
 ClientVatNetwork::ClientVatNetwork(kj::AsyncIoStream& stream, kj::Timer& timer,
-                                   kj::Duration finishDelay)
-    : messages_(stream), finishFlush_(timer, finishDelay), connection_(messages_, stream) {
+                                   kj::Duration finishDelay, const ConnectionLimits& limits)
+    : messages_(stream, limits,
+                [](const std::string& reason) {
+                  // The read fails with the reason too: the RPC system ends the connection.
+                  spdlog::warn("RPC: the server broke this client's limits: {}", reason);
+                }),
+      finishFlush_(timer, finishDelay),
+      connection_(messages_, stream) {
   connection_.holdFinishesIn(finishFlush_);
   auto paf = kj::newPromiseAndFulfiller<void>();
   disconnected_ = paf.promise.fork();
@@ -40,8 +47,10 @@ kj::Promise<kj::Own<capnp::TwoPartyVatNetworkBase::Connection>> ClientVatNetwork
 // ------------------------------------------------------------------------------- client
 
 TwoPartyRpcClient::TwoPartyRpcClient(kj::AsyncIoStream& stream, kj::Timer& timer,
-                                     kj::Duration finishDelay)
-    : network_(stream, timer, finishDelay), rpcSystem_(capnp::makeRpcClient(network_)) {}
+                                     kj::Duration finishDelay, const ConnectionLimits& limits)
+    : network_(stream, timer, finishDelay, limits), rpcSystem_(capnp::makeRpcClient(network_)) {
+  rpcSystem_.setFlowLimit(limits.callFlowLimitBytes / sizeof(capnp::word));
+}
 
 capnp::Capability::Client TwoPartyRpcClient::bootstrap() {
   capnp::MallocMessageBuilder message(4);

@@ -1,7 +1,5 @@
 #include "net/connection_limits.h"
 
-#include "net/asio_stream.h"
-
 #include <capnp/rpc.capnp.h>
 #include <kj/debug.h>
 
@@ -16,7 +14,7 @@ LimitedMessageStream::LimitedMessageStream(kj::AsyncIoStream& stream,
                                            const ConnectionLimits& limits,
                                            ViolationHandler onViolation)
     : stream_(stream),
-      plain_(dynamic_cast<AsioStream*>(&stream)),
+      direct_(dynamic_cast<ImmediateIoStream*>(&stream)),
       inner_(stream),
       maxCallsInFlight_(limits.maxCallsInFlight),
       onViolation_(std::move(onViolation)) {
@@ -98,9 +96,9 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::tryRead
   // What the socket already has is read now (readAheadNow: one read, as tryRead would make),
   // so a message that is there costs no read promise either; an end or a failure met there
   // is reported by the tryRead below.
-  if (plain_ != nullptr && plain_->bufferedReadBytes() == 0) plain_->readAheadNow();
-  if (plain_ != nullptr && plain_->bufferedReadBytes() >= sizeof(firstWord_)) {
-    plain_->takeBuffered(firstWord_, sizeof(firstWord_));
+  if (direct_ != nullptr && direct_->bufferedReadBytes() == 0) direct_->readAheadNow();
+  if (direct_ != nullptr && direct_->bufferedReadBytes() >= sizeof(firstWord_)) {
+    direct_->takeBuffered(firstWord_, sizeof(firstWord_));
     return readAfterFirstWord();
   }
   return stream_.tryRead(firstWord_, sizeof(firstWord_), sizeof(firstWord_))
@@ -122,9 +120,9 @@ void LimitedMessageStream::takeWhole(kj::Own<capnp::IncomingRpcMessage>& message
   // Only the plain case: one segment, whole, nothing amiss. Everything else (more segments, a
   // message still arriving, an end or failure met, a size over the limit, a connection already
   // over its limits) is tryReadMessage()'s, which reports it as before.
-  if (plain_ == nullptr || violated_) return;
-  if (plain_->bufferedReadBytes() == 0 && !plain_->readAheadNow()) return;
-  auto buffered = plain_->peekBuffered();
+  if (direct_ == nullptr || violated_) return;
+  if (direct_->bufferedReadBytes() == 0 && !direct_->readAheadNow()) return;
+  auto buffered = direct_->peekBuffered();
   if (buffered.size() < sizeof(firstWord_)) return;
   capnp::_::WireValue<uint32_t> first[2];
   std::memcpy(first, buffered.begin(), sizeof(first));
@@ -133,8 +131,8 @@ void LimitedMessageStream::takeWhole(kj::Own<capnp::IncomingRpcMessage>& message
   size_t bytes = sizeof(first) + size_t{words} * sizeof(capnp::word);
   if (buffered.size() < bytes) return;
   kj::Own<OneSegmentMessage> taken = OneSegmentMessage::make(words, readerOptions_);
-  plain_->takeBuffered(first, sizeof(first));
-  plain_->takeBuffered(taken->words().begin(), bytes - sizeof(first));
+  direct_->takeBuffered(first, sizeof(first));
+  direct_->takeBuffered(taken->words().begin(), bytes - sizeof(first));
   failure = checkIncoming(*taken);
   if (failure == nullptr) message = kj::mv(taken);
 }
@@ -163,10 +161,10 @@ class NextMessage final : public kj::_::PromiseNode, public SocketRegistration::
   NextMessage(LimitedMessageStream& stream, capnp::_::VatNetworkBase::Connection& connection)
       : stream_(stream), connection_(connection) {}
   ~NextMessage() noexcept(false) {
-    if (listening_) stream_.plain_->stopListening(*this);
+    if (listening_) stream_.direct_->stopListening(*this);
   }
 
-  bool listen() { return listening_ = stream_.plain_->listenReadable(*this); }
+  bool listen() { return listening_ = stream_.direct_->listenReadable(*this); }
 
   void readable() override {
     listening_ = false;
@@ -220,7 +218,7 @@ class NextMessage final : public kj::_::PromiseNode, public SocketRegistration::
 
 kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>
 LimitedMessageStream::nextMessageWhenReadable(capnp::_::VatNetworkBase::Connection& connection) {
-  if (plain_ == nullptr || violated_) return nullptr;
+  if (direct_ == nullptr || violated_) return nullptr;
   auto next = kj::heap<NextMessage>(*this, connection);
   if (!next->listen()) return nullptr;
   return kj::_::PromiseNode::to<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>>(
@@ -228,8 +226,8 @@ LimitedMessageStream::nextMessageWhenReadable(capnp::_::VatNetworkBase::Connecti
 }
 
 kj::Maybe<kj::Promise<void>> LimitedMessageStream::whenNothingToRead() {
-  if (plain_ == nullptr || violated_) return nullptr;
-  return plain_->whenNothingToRead();
+  if (direct_ == nullptr || violated_) return nullptr;
+  return direct_->whenNothingToRead();
 }
 
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::readAfterFirstWord() {
@@ -269,8 +267,8 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> LimitedMessageStream::readOne
     uint32_t words) {
   kj::Own<OneSegmentMessage> message = OneSegmentMessage::make(words, readerOptions_);
   kj::ArrayPtr<kj::byte> into = message->words().asBytes();
-  if (plain_ != nullptr && plain_->bufferedReadBytes() >= into.size()) {
-    plain_->takeBuffered(into.begin(), into.size());
+  if (direct_ != nullptr && direct_->bufferedReadBytes() >= into.size()) {
+    direct_->takeBuffered(into.begin(), into.size());
     return kj::evalNow([&] { return received(kj::mv(message)); });
   }
   kj::Promise<void> body = kj::READY_NOW;
@@ -378,7 +376,7 @@ template <typename Write>
 bool LimitedMessageStream::framedOnStack(
     kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages, Write&& write) {
   // capnp's framing (serialize.h): per message, the segment count - 1 and each segment's size
-  // in words, padded to a whole word, then the segments. AsioStream copies before it returns,
+  // in words, padded to a whole word, then the segments. The stream copies before it returns,
   // so the tables and the pieces need not outlive the call; a batch too big for these arrays
   // goes the general way.
   constexpr size_t kMaxTableWords = 64;
@@ -419,10 +417,10 @@ bool LimitedMessageStream::framedOnStack(
 kj::Promise<void> LimitedMessageStream::writeMessages(
     kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) {
   for (auto segments : messages) countOutgoing(segments);
-  if (plain_ == nullptr) return inner_.writeMessages(messages);
+  if (direct_ == nullptr) return inner_.writeMessages(messages);
   kj::Maybe<kj::Promise<void>> written;
   if (!framedOnStack(messages, [&](kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
-        written = plain_->write(pieces);
+        written = direct_->write(pieces);
       })) {
     return inner_.writeMessages(messages);
   }
@@ -431,10 +429,10 @@ kj::Promise<void> LimitedMessageStream::writeMessages(
 
 bool LimitedMessageStream::writeMessagesNow(
     kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) {
-  if (plain_ == nullptr) return false;
+  if (direct_ == nullptr) return false;
   bool taken = false;
   if (!framedOnStack(messages, [&](kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
-        taken = plain_->tryWriteNow(pieces);
+        taken = direct_->tryWriteNow(pieces);
       })) {
     return false;
   }

@@ -1,6 +1,8 @@
 #pragma once
-// What one RPC connection may cost the server, and the stream that enforces it.
+// What one RPC connection may cost its end (the server's, or a client's), and the stream that
+// enforces it.
 
+#include "net/immediate_io_stream.h"
 #include "net/two_party_connection.h"
 
 #include <capnp/serialize-async.h>
@@ -14,8 +16,6 @@
 #include <vector>
 
 namespace switchboard::net {
-
-class AsioStream;
 
 // Limits an RpcListener applies to every connection it serves. The defaults are the phone
 // port's: far above what a well-behaved client does (a message carries at most a 64 KiB body,
@@ -48,29 +48,55 @@ struct ConnectionLimits {
   bool holdBootstrap = true;
 };
 
+// What a client connection (ClientVatNetwork: the client library, the Python module, sbctl,
+// sbbench's full phones) accepts from its server. Of the fields above a client applies the
+// stream's (message size, nesting, calls in flight) and the flow limit; the listener's
+// (login deadline, connections per peer, the bootstrap) are not a client's.
+// - maxMessageBytes 64 MiB and nestingLimit 64: capnp's own ReaderOptions defaults, what the
+//   client read with before it had a LimitedMessageStream, so no reply that worked is refused.
+//   The host's largest message to a phone is an Inbox.deliver of maxDeliverBatch (64) bodies of
+//   maxBodyBytes (64 KiB), about 4.2 MiB; an admin reply (sbctl, Python) lists what it was
+//   asked for and may be larger. A message announced larger fails the connection before
+//   anything is allocated for it; one within the limit costs its size once its segment table
+//   is in (its words are allocated then), until it is read or the connection ends.
+// - maxCallsInFlight 4096: the server's calls (Inbox.deliver, receipts, presence, kicked) not
+//   yet answered. The host keeps at most SessionLimits::deliverWindow (4) per feed in flight.
+// - callFlowLimitBytes 64 MiB: past this many words of unanswered calls the client stops
+//   reading until some are answered (capnp's RpcSystem::setFlowLimit), so a server that
+//   pushes calls faster than the client answers them makes it hold at most this plus one
+//   message. A host's deliveries stay far below it (4 in flight per feed of 4.2 MiB at most).
+// A violation fails the connection: calls in flight and capabilities fail with DISCONNECTED
+// and the violation's reason ("unreadable message: Message is too large (N bytes; the limit
+// is 67108864)", "more than 4096 calls in flight (replies not read?)"), and onDisconnect()
+// resolves.
+inline constexpr ConnectionLimits kClientConnectionLimits{
+    .maxMessageBytes = 64 * 1024 * 1024,
+    .nestingLimit = 64,
+    .maxCallsInFlight = 4096,
+    .callFlowLimitBytes = 64 * 1024 * 1024,
+};
+
 // A capnp::MessageStream over a kj::AsyncIoStream that reads with the limits' ReaderOptions
 // and counts the peer's calls in flight: +1 for each incoming Call or Bootstrap, -1 for each
-// Return handed to the stream for writing. Used and destroyed on the stream's thread.
+// Return handed to the stream for writing. Both ends use it: the host's connections
+// (RpcListener, with the listener's limits) and a client's (ClientVatNetwork, with
+// kClientConnectionLimits). Used and destroyed on the stream's thread.
 // It reads capnp's framing itself: an idle connection's pending read holds the 8 bytes of the
 // next message's first word and no MessageReader until a whole message is in. A message of one
 // segment (nearly every RPC message) is read into one allocation, its reader and its words.
 //
-// Over an AsioStream (plain TCP or Unix; not TLS) it also reads what the socket already has
-// and takes what the stream has read ahead at once (AsioStream::readAheadNow, takeBuffered),
-// without a read promise per part, so a message that is there when asked for (the Bootstrap,
-// login and Finish a phone pipelines in one write) is read with no promise but the one
-// returned; and it writes a batch of messages with its segment tables and
-// pieces on the stack (the stream copies them before write() returns) instead of capnp's two
-// allocations per batch. For its TwoPartyConnection it is an ImmediateMessageStream: a whole
-// message of one segment that is there is taken with no promise at all (as one allocation:
-// the IncomingRpcMessage, its reader and its words), an idle connection waits for the
-// socket's readability alone, and a batch the stream can take without waiting is written
-// with no promise.
+// Over an ImmediateIoStream (immediate_io_stream.h: an AsioStream over plain TCP or Unix, not
+// TLS; sbbench's StampedStream) it also reads what the socket already has and takes what the
+// stream has read ahead at once (readAheadNow, takeBuffered), without a read promise per
+// part, so a message that is there when asked for (the Bootstrap, login and Finish a phone
+// pipelines in one write) is read with no promise but the one returned; and it writes a batch
+// of messages with its segment tables and pieces on the stack (the stream copies them before
+// write() returns) instead of capnp's two allocations per batch. For its TwoPartyConnection it
+// is an ImmediateMessageStream: a whole message of one segment that is there is taken with no
+// promise at all (as one allocation: the IncomingRpcMessage, its reader and its words), an
+// idle connection waits for the socket's readability alone, and a batch the stream can take
+// without waiting (below its high-water mark) is written with no promise.
 //
-// A violation (a message too large or too deep to read, a malformed segment table, one call
-// too many in flight) fails the read with a FAILED kj::Exception carrying the reason and
-// calls `onViolation(reason)` once, so the owner can log it and drop the connection. A peer
-// that simply goes away is not a violation.
 class LimitedMessageStream final : public capnp::MessageStream, public ImmediateMessageStream {
  public:
   using ViolationHandler = std::function<void(const std::string& reason)>;
@@ -89,7 +115,7 @@ class LimitedMessageStream final : public capnp::MessageStream, public Immediate
   kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
   kj::Promise<void> end() override { return inner_.end(); }
 
-  // ImmediateMessageStream: only over an AsioStream (null / false otherwise).
+  // ImmediateMessageStream: only over an ImmediateIoStream (null / false otherwise).
   kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>> takeWholeMessage() override;
   kj::Maybe<kj::Promise<kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>>> nextMessageWhenReadable(
       capnp::_::VatNetworkBase::Connection& connection) override;
@@ -122,7 +148,7 @@ class LimitedMessageStream final : public capnp::MessageStream, public Immediate
   void countIncoming(capnp::MessageReader& reader);
   // countIncoming's check, with the violation returned instead of thrown.
   kj::Maybe<kj::Exception> checkIncoming(capnp::MessageReader& reader);
-  // writeMessages() over the AsioStream: `write` gets the batch framed on the stack; false
+  // writeMessages() over the ImmediateIoStream: `write` gets the batch framed on the stack; false
   // when it does not fit there (or holds an empty message), with `write` not called.
   template <typename Write>
   bool framedOnStack(kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages,
@@ -131,7 +157,7 @@ class LimitedMessageStream final : public capnp::MessageStream, public Immediate
   kj::Exception violation(std::string reason);
 
   kj::AsyncIoStream& stream_;
-  AsioStream* const plain_;            // `stream_` when it is an AsioStream, else null
+  ImmediateIoStream* const direct_;    // `stream_` when it is an ImmediateIoStream, else null
   capnp::AsyncIoMessageStream inner_;  // writes, when the fast path does not apply
   // The first word of the message being read: its segment count and first segment's size.
   capnp::_::WireValue<uint32_t> firstWord_[2];

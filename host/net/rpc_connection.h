@@ -29,14 +29,20 @@ struct ClientTls {
 };
 
 // An open RPC connection to a server: the stream and the RPC client over it, a
-// TwoPartyRpcClient (client_vat_network.h): capnp::TwoPartyClient's bytes on the wire, but a
+// TwoPartyRpcClient (client_vat_network.h): capnp::TwoPartyClient's bytes on the wire, read
+// and written as the host's connections are. Without TLS the stream is an AsioStream, so a
+// message already read is handed to the RPC system at once, an idle connection's next message
+// is taken at the socket's readability edge, and a write below the stream's high-water mark is
+// copied into it at once; with TLS each message goes through the TLS stream's promises. A
 // Finish waits for the connection's next message (or a flush within FinishFlush::kDelay), so
-// a call answered costs the server one read, not two.
+// a call answered costs the server one read, not two. What the server sends is held to
+// kClientConnectionLimits (connection_limits.h).
 //
 // Made by connect() on a NetworkThread's loop thread, and used and destroyed there.
 // Destroying it closes the socket; outstanding calls and capabilities obtained through it
-// then fail with DISCONNECTED. When the server goes away, onDisconnect() resolves and calls
-// fail with DISCONNECTED; nothing crashes.
+// then fail with DISCONNECTED. When the server goes away, or sends what breaks the limits,
+// onDisconnect() resolves and calls fail with DISCONNECTED (with the limit's reason, as
+// ClientVatNetwork says); nothing crashes.
 class RpcConnection {
  public:
   // Connects to "HOST:PORT" or a Unix socket path. Call on `thread`'s loop thread. A failure

@@ -26,7 +26,8 @@ class FinishFlush;
 kj::Maybe<capnp::rpc::Message::Which> plainMessageKind(kj::ArrayPtr<const capnp::word> segment);
 
 // What a capnp::MessageStream may offer a TwoPartyConnection besides its promises: reading and
-// writing at once, where that needs no waiting (LimitedMessageStream over an AsioStream does).
+// writing at once, where that needs no waiting (LimitedMessageStream over an ImmediateIoStream
+// does, on the host's connections and on a client's).
 // Each message then costs no read or write promise, no task and no KJ turn of its own.
 class ImmediateMessageStream {
  public:

@@ -1,10 +1,14 @@
 // RpcListener's connection limits through real sockets: a message announced larger than
 // allowed, a peer pipelining calls without reading the replies, the login deadline and the
 // per-address bound. Each bad peer is disconnected with a log line and costs bounded memory.
-// And LimitedMessageStream's own framing over an AsioStream (reading ahead, writing batches).
+// And LimitedMessageStream's own framing over an AsioStream (reading ahead, writing batches),
+// and a client's connection over one (ClientVatNetwork: taken at once, written at once, held
+// to the client's limits).
 
 #include "net/connection_limits.h"
 #include "net/asio_stream.h"
+#include "net/asio_timer.h"
+#include "net/client_vat_network.h"
 #include "net/network_thread.h"
 #include "net/rpc_connection.h"
 #include "net/rpc_listener.h"
@@ -667,6 +671,215 @@ TEST_F(ImmediateStreamTest, WritesNowFramedAsCapnpDoesAndCountsTheReturn) {
     bytes += static_cast<size_t>(n);
   }
   EXPECT_EQ(std::memcmp(got.data(), expected.asBytes().begin(), got.size()), 0);
+}
+
+// ------------------------------------------------------------------ a client's connection
+// The client end of an RPC connection over an AsioStream: a message the stream holds is taken
+// whole at once, an idle connection's next message is taken when it comes, messages below the
+// stream's mark are written at once and in order (a held Finish before the message that takes
+// it), and what the server sends is held to the client's limits (a message over them fails the
+// connection's calls with the reason).
+
+using Incoming = kj::Maybe<kj::Own<capnp::IncomingRpcMessage>>;
+
+// A Return for `answer`, as a server sends it.
+kj::Array<capnp::word> returnMessage(uint32_t answer) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<capnp::rpc::Message>().initReturn().setAnswerId(answer);
+  return capnp::messageToFlatArray(message);
+}
+
+uint32_t answerOf(Incoming&& message) {
+  auto root = KJ_ASSERT_NONNULL(message)->getBody().getAs<capnp::rpc::Message>();
+  return root.getReturn().getAnswerId();
+}
+
+// A client's connection (ClientVatNetwork, TwoPartyRpcClient) over the fixture's stream, as
+// RpcConnection makes it, with the test as the server on the socketpair's other end. (The
+// fixture's own LimitedMessageStream stays unused.)
+class ClientVatNetworkTest : public ImmediateStreamTest {
+ protected:
+  // kj::Own's destructor may throw; TearDown() emptied every member on the loop thread.
+  ~ClientVatNetworkTest() noexcept override {}
+
+  void SetUp() override {
+    ImmediateStreamTest::SetUp();
+    thread.runSync([&] { timer = std::make_unique<AsioTimer>(thread.ioContext()); });
+  }
+  void TearDown() override {
+    thread.runSync([&] {
+      connection = nullptr;
+      network = nullptr;
+      client = nullptr;
+      timer = nullptr;
+    });
+    ImmediateStreamTest::TearDown();
+  }
+
+  // The network and its one connection, as the RPC system gets it from connect().
+  void openConnection() {
+    thread.runSync([&] {
+      network = std::make_unique<ClientVatNetwork>(*stream, *timer);
+      capnp::MallocMessageBuilder id(4);
+      auto server = id.initRoot<capnp::rpc::twoparty::VatId>();
+      server.setSide(capnp::rpc::twoparty::Side::SERVER);
+      connection = KJ_ASSERT_NONNULL(network->connect(server.asReader()));
+    });
+  }
+
+  // `size` bytes the client wrote, read on the peer's end.
+  std::vector<kj::byte> readFromPeer(size_t size) {
+    std::vector<kj::byte> got(size);
+    size_t bytes = 0;
+    while (bytes < size) {
+      pollfd p{peer, POLLIN, 0};
+      if (::poll(&p, 1, 30'000) != 1) break;  // a hang guard, not a measurement
+      ssize_t n = ::recv(peer, got.data() + bytes, size - bytes, 0);
+      if (n <= 0) break;
+      bytes += static_cast<size_t>(n);
+    }
+    got.resize(bytes);
+    return got;
+  }
+
+  // What an echo call through a TwoPartyRpcClient with `clientLimits` fails with once the peer (the
+  // server) sent `bytes` ("no failure" if it returned), and whether the client then reported
+  // its disconnect.
+  std::pair<std::string, bool> echoFailureAfter(kj::ArrayPtr<const kj::byte> bytes,
+                                                const ConnectionLimits& clientLimits) {
+    kj::Maybe<kj::Promise<std::string>> outcome;  // loop thread only
+    thread.runSync([&] {
+      client =
+          std::make_unique<TwoPartyRpcClient>(*stream, *timer, FinishFlush::kDelay, clientLimits);
+      auto request = client->bootstrap().castAs<TestService>().echoRequest();
+      request.setText("hello");
+      outcome = request.send().then(
+          [](capnp::Response<TestService::EchoResults>&&) { return std::string("no failure"); },
+          [](kj::Exception&& e) {
+            std::string type = e.getType() == kj::Exception::Type::DISCONNECTED
+                                   ? "DISCONNECTED: "
+                                   : "not DISCONNECTED: ";
+            return type + e.getDescription().cStr();
+          });
+    });
+    sendFromPeer(bytes.begin(), bytes.size());
+    std::string failure = thread.runSync([&] {
+      auto promise = kj::mv(KJ_ASSERT_NONNULL(outcome));
+      outcome = nullptr;
+      return promise;
+    });
+    bool disconnected =
+        thread.runSync([&] { return client->onDisconnect().then([] { return true; }); });
+    return {failure, disconnected};
+  }
+
+  std::unique_ptr<AsioTimer> timer;                               // loop thread only
+  std::unique_ptr<ClientVatNetwork> network;                      // loop thread only
+  kj::Own<capnp::TwoPartyVatNetworkBase::Connection> connection;  // loop thread only
+  std::unique_ptr<TwoPartyRpcClient> client;                      // loop thread only
+};
+
+// Asked for its next message, the connection takes a whole message the stream holds before
+// the call returns (capnp's own reader took only its first word then, and read the rest
+// promise by promise), and leaves the next where it is; with nothing there, it takes the next
+// message when it comes.
+TEST_F(ClientVatNetworkTest, AMessageTheStreamHoldsIsTakenWholeAtOnce) {
+  openConnection();
+  auto first = returnMessage(1);
+  auto second = returnMessage(2);
+  std::vector<kj::byte> both(first.asBytes().begin(), first.asBytes().end());
+  both.insert(both.end(), second.asBytes().begin(), second.asBytes().end());
+  sendFromPeer(both.data(), both.size());
+
+  auto receive = [&] {
+    return thread.runSync([&] {
+      auto promise = connection->receiveIncomingMessage();
+      size_t left = stream->bufferedReadBytes();  // what the call left in the stream
+      return promise.then(
+          [left](Incoming&& message) { return std::make_pair(answerOf(kj::mv(message)), left); });
+    });
+  };
+  EXPECT_EQ(receive(), std::make_pair(uint32_t{1}, second.asBytes().size()));
+  EXPECT_EQ(receive(), std::make_pair(uint32_t{2}, size_t{0}));
+
+  // Nothing there: the connection waits, and takes the next message as it comes.
+  kj::Maybe<kj::Promise<Incoming>> next;  // loop thread only
+  thread.runSync([&] { next = connection->receiveIncomingMessage(); });
+  auto third = returnMessage(3);
+  sendFromPeer(third.begin(), third.asBytes().size());
+  uint32_t answer = thread.runSync([&] {
+    auto promise = kj::mv(KJ_ASSERT_NONNULL(next));
+    next = nullptr;
+    return promise.then([](Incoming&& message) { return answerOf(kj::mv(message)); });
+  });
+  EXPECT_EQ(answer, 3u);
+  EXPECT_EQ(thread.runSync([&] { return stream->bufferedReadBytes(); }), 0u);
+}
+
+// Each message sent is in the stream's buffer when send() returns, the one before it still
+// there too (no write in flight holds the second back until a later turn); a Finish waits
+// for the next message, which takes it along, before it. The peer reads them in that order.
+TEST_F(ClientVatNetworkTest, MessagesBelowTheMarkAreWrittenAtOnceInOrder) {
+  openConnection();
+  std::vector<size_t> buffered = thread.runSync([&] {
+    std::vector<size_t> after;
+    auto send = [&](auto build) {
+      auto message = connection->newOutgoingMessage(0);
+      build(message->getBody().initAs<capnp::rpc::Message>());
+      message->send();
+      after.push_back(stream->bufferedWriteBytes());
+    };
+    send([](capnp::rpc::Message::Builder m) { m.initCall().setQuestionId(1); });
+    send([](capnp::rpc::Message::Builder m) { m.initFinish().setQuestionId(0); });
+    send([](capnp::rpc::Message::Builder m) { m.initCall().setQuestionId(2); });
+    return after;
+  });
+  ASSERT_EQ(buffered.size(), 3u);
+  EXPECT_GT(buffered[0], 0u);
+  EXPECT_EQ(buffered[1], buffered[0]);  // the Finish waits
+  EXPECT_GT(buffered[2], buffered[1]);  // with the second Call, at once
+
+  std::vector<kj::byte> bytes = readFromPeer(buffered[2]);
+  ASSERT_EQ(bytes.size(), buffered[2]);
+  std::vector<std::pair<capnp::rpc::Message::Which, uint32_t>> got;
+  auto words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data(), bytes.size());
+  kj::ArrayPtr<const capnp::word> rest = words;
+  while (rest.size() > 0) {
+    capnp::FlatArrayMessageReader reader(rest);
+    auto root = reader.getRoot<capnp::rpc::Message>();
+    got.emplace_back(root.which(), root.isCall() ? root.getCall().getQuestionId()
+                                                 : root.getFinish().getQuestionId());
+    rest = kj::arrayPtr(reader.getEnd(), rest.end());
+  }
+  using capnp::rpc::Message;
+  EXPECT_EQ(got, (std::vector<std::pair<Message::Which, uint32_t>>{
+                     {Message::CALL, 1}, {Message::FINISH, 0}, {Message::CALL, 2}}));
+}
+
+// A server that announces a message over the client's limits (here a segment of 4 GiB, over
+// kClientConnectionLimits' 64 MiB) fails the connection before anything is allocated for it:
+// the calls in flight fail with the reason, and the client reports its disconnect.
+TEST_F(ClientVatNetworkTest, AMessageOverTheClientsLimitFailsItsCallsWithTheReason) {
+  const uint32_t table[2] = {0, 0x20000000u};  // one segment of 2^29 words
+  auto [failure, disconnected] =
+      echoFailureAfter(kj::arrayPtr(table, 2).asBytes(), kClientConnectionLimits);
+  EXPECT_EQ(failure,
+            "DISCONNECTED: unreadable message: Message is too large (4294967296 bytes; the limit "
+            "is 67108864)");
+  EXPECT_TRUE(disconnected);
+}
+
+// The same with limits of a client's own (one given to TwoPartyRpcClient): 100 KiB over 64 KiB.
+TEST_F(ClientVatNetworkTest, AMessageOverLimitsGivenFailsItsCallsWithTheReason) {
+  ConnectionLimits small = kClientConnectionLimits;
+  small.maxMessageBytes = 64 * 1024;
+  const uint32_t table[2] = {0, 100 * 1024 / 8};
+  auto [failure, disconnected] = echoFailureAfter(kj::arrayPtr(table, 2).asBytes(), small);
+  EXPECT_EQ(failure,
+            "DISCONNECTED: unreadable message: Message is too large (102400 bytes; the limit is "
+            "65536)");
+  EXPECT_TRUE(disconnected);
 }
 
 TEST_F(ConnectionLimitsTest, AMessageOverTheSizeLimitDisconnects) {
