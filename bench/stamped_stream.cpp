@@ -10,7 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <vector>
+#include <utility>
 
 #include "server_process.h"
 
@@ -51,18 +51,14 @@ kj::Promise<size_t> StampedStream::readLoop(kj::byte* out, size_t minBytes, size
                                             size_t done) {
   for (;;) {
     // Served from what an earlier recvmsg() read ahead: those bytes keep its stamps.
-    if (readStart_ < readEnd_ && done < maxBytes) {
-      size_t n = std::min(readEnd_ - readStart_, maxBytes - done);
-      std::memcpy(out + done, readAhead_.get() + readStart_, n);
-      if (counting_) countFrames(out + done, n);
-      readStart_ += n;
-      done += n;
-      if (readStart_ == readEnd_) {
-        readAhead_.reset();
-        readStart_ = readEnd_ = 0;
-      }
-    }
+    if (done < maxBytes) done += takeBuffered(out + done, maxBytes - done);
     if (done >= minBytes || done == maxBytes) return done;
+    // Here nothing is buffered. An end or a failure readAheadNow() met is this read's.
+    if (readAheadEnd_ >= 0) {
+      int error = std::exchange(readAheadEnd_, -1);
+      if (error == 0) return done;  // end of stream
+      return KJ_EXCEPTION(DISCONNECTED, "read failed", strerror(error));
+    }
     if (!reader_.mayRead()) {
       return reader_.whenReadable().then([this, out, minBytes, maxBytes, done]() {
         return readLoop(out, minBytes, maxBytes, done);
@@ -71,35 +67,83 @@ kj::Promise<size_t> StampedStream::readLoop(kj::byte* out, size_t minBytes, size
     size_t wanted = maxBytes - done;
     bool direct = wanted >= kReadAheadBytes;
     kj::byte* into = direct ? out + done : threadReadScratch();
-    int left = -1;
-    ArrivalStamp stamp;
-    ssize_t n =
-        receiveStamped(fd_, into, direct ? wanted : kReadAheadBytes, MSG_DONTWAIT, stamp, &left);
+    ssize_t n = receiveOnce(into, direct ? wanted : kReadAheadBytes);
     if (n > 0) {
-      lastArrival_ = stamp;
-      if (left == 0) reader_.readDrained();
       size_t got = static_cast<size_t>(n);
       size_t taken = std::min(got, wanted);
       if (!direct) std::memcpy(out + done, into, taken);
       if (counting_) countFrames(out + done, taken);
       done += taken;
-      if (got > taken) {
-        readAhead_ = std::make_unique_for_overwrite<kj::byte[]>(got - taken);
-        std::memcpy(readAhead_.get(), into + taken, got - taken);
-        readStart_ = 0;
-        readEnd_ = got - taken;
-      }
+      if (got > taken) keepReadAhead(into + taken, got - taken);
       continue;
     }
     if (n == 0) return done;  // end of stream
+    if (n == -EAGAIN) continue;
+    return KJ_EXCEPTION(DISCONNECTED, "read failed", strerror(static_cast<int>(-n)));
+  }
+}
+
+ssize_t StampedStream::receiveOnce(kj::byte* into, size_t size) {
+  for (;;) {
+    int left = -1;
+    ArrivalStamp stamp;
+    ssize_t n = receiveStamped(fd_, into, size, MSG_DONTWAIT, stamp, &left);
+    if (n > 0) {
+      lastArrival_ = stamp;
+      if (left == 0) reader_.readDrained();
+      return n;
+    }
+    if (n == 0) return 0;
     int error = errno;
     if (error == EINTR) continue;
     if (error == EAGAIN || error == EWOULDBLOCK) {
       reader_.readWouldBlock();
-      continue;
+      return -EAGAIN;
     }
-    return KJ_EXCEPTION(DISCONNECTED, "read failed", strerror(error));
+    return -error;
   }
+}
+
+void StampedStream::keepReadAhead(const kj::byte* data, size_t size) {
+  readAhead_ = std::make_unique_for_overwrite<kj::byte[]>(size);
+  std::memcpy(readAhead_.get(), data, size);
+  readStart_ = 0;
+  readEnd_ = size;
+}
+
+size_t StampedStream::takeBuffered(void* out, size_t maxBytes) {
+  size_t n = std::min(readEnd_ - readStart_, maxBytes);
+  if (n == 0) return 0;
+  auto* into = static_cast<kj::byte*>(out);
+  std::memcpy(into, readAhead_.get() + readStart_, n);
+  if (counting_) countFrames(into, n);
+  readStart_ += n;
+  if (readStart_ == readEnd_) {
+    readAhead_.reset();
+    readStart_ = readEnd_ = 0;
+  }
+  return n;
+}
+
+// As AsioStream::readAheadNow, with a stamped read.
+bool StampedStream::readAheadNow() {
+  if (readStart_ != readEnd_) return true;
+  if (readAheadEnd_ >= 0 || !reader_.mayRead()) return false;
+  ssize_t n = receiveOnce(threadReadScratch(), kReadAheadBytes);
+  if (n > 0) keepReadAhead(threadReadScratch(), static_cast<size_t>(n));
+  if (n <= 0 && n != -EAGAIN) readAheadEnd_ = static_cast<int>(-n);  // 0: the end
+  return n > 0;
+}
+
+kj::Maybe<kj::Promise<void>> StampedStream::whenNothingToRead() {
+  if (readStart_ != readEnd_ || readAheadEnd_ >= 0 || reader_.mayRead()) return nullptr;
+  return reader_.whenReadable();
+}
+
+bool StampedStream::listenReadable(net::SocketRegistration::ReadListener& listener) {
+  if (readStart_ != readEnd_ || readAheadEnd_ >= 0 || reader_.mayRead()) return false;
+  reader_.listenReadable(listener);
+  return true;
 }
 
 // A frame (capnp/serialize.h): a segment count minus one (32 bits), each segment's size in
@@ -142,23 +186,41 @@ kj::Promise<void> StampedStream::write(const void* buffer, size_t size) {
 }
 
 kj::Promise<void> StampedStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
-  if (!directWrites_ || inner_->bufferedWriteBytes() != 0) {
-    if (beforeWrite) beforeWrite(monotonicNs());
-    return inner_->write(pieces);
+  if (directWrites_ && inner_->bufferedWriteBytes() == 0 && sendDirect(pieces)) {
+    return kj::READY_NOW;
   }
-  std::vector<iovec> iov;
-  iov.reserve(pieces.size());
-  for (auto& piece : pieces) {
-    iov.push_back(iovec{const_cast<kj::byte*>(piece.begin()), piece.size()});
+  if (beforeWrite) beforeWrite(monotonicNs());
+  return inner_->write(pieces);
+}
+
+bool StampedStream::tryWriteNow(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+  if (directWrites_ && inner_->bufferedWriteBytes() == 0) return sendDirect(pieces);
+  std::int64_t ns = monotonicNs();  // read before the bytes are handed on, told once taken
+  if (!inner_->tryWriteNow(pieces)) return false;
+  if (beforeWrite) beforeWrite(ns);
+  return true;
+}
+
+bool StampedStream::sendDirect(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+  // A batch the AsioStream could not take whole without waiting (at or over its high-water
+  // mark), or of more pieces than fit here, goes the general way.
+  constexpr size_t kMaxPieces = 128;
+  size_t total = 0;
+  for (auto& piece : pieces) total += piece.size();
+  if (pieces.size() > kMaxPieces || total >= net::AsioStream::kHighWaterBytes) return false;
+  iovec iov[kMaxPieces];
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    iov[i] = iovec{const_cast<kj::byte*>(pieces[i].begin()), pieces[i].size()};
   }
   msghdr message{};
-  message.msg_iov = iov.data();
-  message.msg_iovlen = iov.size();
+  message.msg_iov = iov;
+  message.msg_iovlen = pieces.size();
   if (beforeWrite) beforeWrite(monotonicNs());
   ssize_t sent = ::sendmsg(fd_, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
-  // What the kernel did not take (or an error, which AsioStream then reports) is queued.
   size_t skip = sent > 0 ? static_cast<size_t>(sent) : 0;
-  kj::Vector<kj::ArrayPtr<const kj::byte>> rest;
+  if (skip == total) return true;
+  // What the kernel did not take (or an error, which AsioStream then reports) is queued.
+  kj::Vector<kj::ArrayPtr<const kj::byte>> rest(pieces.size());
   for (auto& piece : pieces) {
     if (skip >= piece.size()) {
       skip -= piece.size();
@@ -167,9 +229,10 @@ kj::Promise<void> StampedStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj:
     rest.add(piece.slice(skip, piece.size()));
     skip = 0;
   }
-  if (rest.empty()) return kj::READY_NOW;
-  // AsioStream copies what it is given before write() returns.
-  return inner_->write(rest.asPtr());
+  // Below the mark and behind nothing, the AsioStream takes it unless it failed or was shut
+  // down; then the bytes are dropped, as write() would drop them, and the next write fails.
+  inner_->tryWriteNow(rest.asPtr());
+  return true;
 }
 
 }  // namespace switchboard::bench

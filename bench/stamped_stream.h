@@ -2,18 +2,20 @@
 #pragma once
 
 #include <kj/async-io.h>
+#include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 
 #include "net/asio_stream.h"
+#include "net/immediate_io_stream.h"
 #include "net/socket_registration.h"
 #include "receive_stamp.h"
 
 namespace switchboard::bench {
 
-// A kj::AsyncIoStream over the host's net::AsioStream (which it owns) that tells the load
+// A net::ImmediateIoStream over the host's net::AsioStream (which it owns) that tells the load
 // generator when bytes really crossed the socket, so the generator's own costs (Cap'n Proto
 // encoding and dispatch, write batching, timer hops) are not counted as server latency.
 //
@@ -38,13 +40,20 @@ namespace switchboard::bench {
 //
 // Writes: beforeWrite(ns) is called with the clock read just before the bytes of a write are
 // handed on. With directWrites, a write made while nothing is queued goes to the kernel at
-// once (one sendmsg), so that clock read is the send time; what the kernel does not take,
-// and every write while something is queued, goes through AsioStream's batching (order is
-// kept). Without directWrites every write is batched (closed loops, where a syscall per
+// once (one sendmsg), so that clock read is the send time; what the kernel does not take goes
+// through AsioStream's batching (order is kept), and so does every write while something is
+// queued, or too large for the batch to be sure to take the rest at once (its high-water
+// mark). Without directWrites every write is batched (closed loops, where a syscall per
 // message would make the generator the bottleneck) and the stamp is the hand-off to the batch.
 //
+// As a net::ImmediateIoStream (immediate_io_stream.h), so the client library's connection
+// (net::TwoPartyRpcClient) reads and writes it as it does a plain AsioStream: readAheadNow()
+// is one stamped recvmsg() as tryRead() makes it, the bytes taken are followed as frames as
+// tryRead()'s are, and tryWriteNow() writes as write() does (the stamp taken first, handed to
+// beforeWrite once the bytes are taken), when the AsioStream can take what the kernel does not.
+//
 // Single-threaded: created, used and destroyed on the loop thread of the AsioStream.
-class StampedStream final : public kj::AsyncIoStream {
+class StampedStream final : public net::ImmediateIoStream {
  public:
   StampedStream(asio::io_context& io, kj::Own<net::AsioStream> inner, bool directWrites);
 
@@ -77,8 +86,29 @@ class StampedStream final : public kj::AsyncIoStream {
   }
   kj::Maybe<int> getFd() const override { return inner_->getFd(); }
 
+  // net::ImmediateIoStream.
+  size_t bufferedReadBytes() const override { return readEnd_ - readStart_; }
+  size_t takeBuffered(void* out, size_t maxBytes) override;
+  kj::ArrayPtr<const kj::byte> peekBuffered() const override {
+    return kj::arrayPtr(readAhead_.get() + readStart_, readEnd_ - readStart_);
+  }
+  bool readAheadNow() override;
+  kj::Maybe<kj::Promise<void>> whenNothingToRead() override;
+  bool listenReadable(net::SocketRegistration::ReadListener& listener) override;
+  void stopListening(net::SocketRegistration::ReadListener& listener) override {
+    reader_.stopListening(listener);
+  }
+  bool tryWriteNow(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
+
  private:
   kj::Promise<size_t> readLoop(kj::byte* out, size_t minBytes, size_t maxBytes, size_t done);
+  // One recvmsg() with its stamps (lastArrival()), keeping reader_ told: the bytes read (> 0),
+  // 0 at the end of the stream, -EAGAIN when nothing is there now, else -errno.
+  ssize_t receiveOnce(kj::byte* into, size_t size);
+  void keepReadAhead(const kj::byte* data, size_t size);
+  // The pieces to the kernel at once, what it does not take to the AsioStream's batch (false,
+  // nothing sent, when that may not take them without waiting).
+  bool sendDirect(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces);
   // Follows `size` bytes just handed out through the frames (countCapnpMessages()).
   void countFrames(const kj::byte* bytes, size_t size);
 
@@ -99,6 +129,9 @@ class StampedStream final : public kj::AsyncIoStream {
   // Bytes read past a request, until taken (null when none).
   std::unique_ptr<kj::byte[]> readAhead_;
   size_t readStart_ = 0, readEnd_ = 0;
+  // What readAheadNow() met instead of bytes, for the next tryRead(): -1 nothing, 0 the end of
+  // the stream, else the read's errno.
+  int readAheadEnd_ = -1;
 };
 
 }  // namespace switchboard::bench
