@@ -135,13 +135,17 @@ bool StampedStream::readAheadNow() {
   return n > 0;
 }
 
+bool StampedStream::readsAtOnce() const {
+  return readStart_ != readEnd_ || readAheadEnd_ >= 0 || reader_.mayRead();
+}
+
 kj::Maybe<kj::Promise<void>> StampedStream::whenNothingToRead() {
-  if (readStart_ != readEnd_ || readAheadEnd_ >= 0 || reader_.mayRead()) return nullptr;
+  if (readsAtOnce()) return nullptr;
   return reader_.whenReadable();
 }
 
 bool StampedStream::listenReadable(net::SocketRegistration::ReadListener& listener) {
-  if (readStart_ != readEnd_ || readAheadEnd_ >= 0 || reader_.mayRead()) return false;
+  if (readsAtOnce()) return false;
   reader_.listenReadable(listener);
   return true;
 }

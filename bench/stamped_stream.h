@@ -106,6 +106,9 @@ class StampedStream final : public net::ImmediateIoStream {
   // 0 at the end of the stream, -EAGAIN when nothing is there now, else -errno.
   ssize_t receiveOnce(kj::byte* into, size_t size);
   void keepReadAhead(const kj::byte* data, size_t size);
+  // Bytes are buffered, an end or failure was met, or the socket may be readable: a reader
+  // reads at once rather than waiting for the next readability edge.
+  bool readsAtOnce() const;
   // The pieces to the kernel at once, what it does not take to the AsioStream's batch (false,
   // nothing sent, when that may not take them without waiting).
   bool sendDirect(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces);

@@ -97,6 +97,10 @@ inline constexpr ConnectionLimits kClientConnectionLimits{
 // idle connection waits for the socket's readability alone, and a batch the stream can take
 // without waiting (below its high-water mark) is written with no promise.
 //
+// A violation (a message too large or too deep to read, a malformed segment table, one call
+// too many in flight) fails the read with a FAILED kj::Exception carrying the reason and
+// calls `onViolation(reason)` once, so the owner can log it and drop the connection. A peer
+// that simply goes away is not a violation.
 class LimitedMessageStream final : public capnp::MessageStream, public ImmediateMessageStream {
  public:
   using ViolationHandler = std::function<void(const std::string& reason)>;
